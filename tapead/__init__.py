@@ -1,0 +1,14 @@
+"""tapead: record a numpy-style function once, compile its derivatives to native kernels, replay them fast."""
+from .ad import grad, jvp, value_and_grad, vjp
+from .errors import BranchError, CompileError, InputError, TapeadError, TapeFormatError, TracingError
+from .numpy_api import where
+from .ops import OPS
+from .record import record
+from .simplify import simplify
+from .tape import Tape
+from .calls import evaluate
+
+__version__ = "0.1.0"
+
+__all__ = ["record", "Tape", "grad", "value_and_grad", "jvp", "vjp", "simplify", "where", "evaluate", "OPS",
+           "TapeadError", "TracingError", "InputError", "BranchError", "TapeFormatError", "CompileError"]

@@ -1,0 +1,145 @@
+"""Derivatives as tape transforms: Tape -> Tape. No numpy math and no LLVM here, only replays under a recorder.
+
+``replay`` interprets a tape on tracers, which records a new tape (folding and sharing as it goes); the
+reverse and forward transforms replay the forward instructions and then apply each op's derivative rule,
+itself written in ops, so the derivative program is recorded too. Higher orders come from composing these.
+"""
+from __future__ import annotations
+
+from .errors import TapeadError
+from .ops import BY_CODE, call
+from .recorder import Recorder
+from .tape import Tape
+from .tracer import Scalar
+
+
+def fresh(tape: Tape, n_extra_inputs: int = 0):
+    """A recorder with the tape's inputs (plus extra inputs) and params as tracers."""
+    rec = Recorder()
+    xs = [Scalar(rec, rec.input()) for _ in range(tape.n_inputs + n_extra_inputs)]
+    ps = [Scalar(rec, rec.param()) for _ in range(tape.n_params)]
+    return rec, xs, ps
+
+
+def replay(tape: Tape, xs: list, ps: list) -> list:
+    """Run ``tape`` on the given values (tracers or floats); returns the value of every slot."""
+    vals = list(xs) + list(ps) + tape.consts.tolist()
+    for code, a, b, c in tape.code.tolist():
+        row = BY_CODE[code]
+        vals.append(call(row.name, *(vals[a], vals[b], vals[c])[:row.arity]))
+    return vals
+
+
+def _keep_guards(rec: Recorder, tape: Tape, vals: list) -> None:
+    for slot, expected in tape.guards.tolist():
+        v = vals[slot]
+        if isinstance(v, Scalar):
+            rec.guards.append((v.id, expected))
+
+
+def _ids(rec: Recorder, values) -> list[int]:
+    return [v.id if isinstance(v, Scalar) else rec.const(float(v)) for v in values]
+
+
+def _active(tape: Tape) -> bytearray:
+    """Slots that depend on an input (only these carry derivatives: activity analysis)."""
+    act = bytearray(tape.n_slots)
+    act[:tape.n_inputs] = b"\x01" * tape.n_inputs
+    first = tape.first_result
+    for i, (code, *args) in enumerate(tape.code.tolist()):
+        if BY_CODE[code].smooth or BY_CODE[code].name in ("abs", "select", "max", "min"):
+            act[first + i] = any(act[a] for a in args[:BY_CODE[code].arity])
+    return act
+
+
+def backward(tape: Tape, vals: list, seeds: list) -> list:
+    """Cotangents of the inputs given one cotangent per output (None = zero): the reverse sweep."""
+    adj: list = [None] * tape.n_slots
+    act = _active(tape)
+    for s, g in zip(tape.outputs.tolist(), seeds):
+        if g is not None and act[s]:
+            adj[s] = g if adj[s] is None else adj[s] + g
+    first = tape.first_result
+    code = tape.code.tolist()
+    for i in range(len(code) - 1, -1, -1):
+        g = adj[first + i]
+        if g is None:
+            continue
+        op, *args = code[i]
+        row = BY_CODE[op]
+        args = args[:row.arity]
+        contributions = row.rule(g, *(vals[a] for a in args), vals[first + i])
+        for a, c in zip(args, contributions):
+            if c is not None and act[a]:
+                adj[a] = c if adj[a] is None else adj[a] + c
+    return adj[:tape.n_inputs]
+
+
+def forward(tape: Tape, vals: list, tangents: list) -> list:
+    """Tangent of every slot given tangents of the inputs (None = zero): the forward sweep."""
+    tan: list = list(tangents) + [None] * (tape.n_slots - tape.n_inputs)
+    first = tape.first_result
+    for i, (op, *args) in enumerate(tape.code.tolist()):
+        row = BY_CODE[op]
+        args = args[:row.arity]
+        total = None
+        for j, a in enumerate(args):
+            if tan[a] is not None:
+                c = row.rule(tan[a], *(vals[x] for x in args), vals[first + i])[j]
+                if c is not None:
+                    total = c if total is None else total + c
+        tan[first + i] = total
+    return tan
+
+
+def _zero_if_none(values):
+    return [0.0 if v is None else v for v in values]
+
+
+def _scalar_output(tape: Tape, what: str) -> None:
+    if tape.n_outputs != 1:
+        raise TapeadError(f"{what} needs a scalar output, this tape has output shape {tape.output_shape}; "
+                          "use tapead.vjp or tapead.jacobian for vector outputs")
+
+
+def value_and_grad(tape: Tape) -> Tape:
+    """Tape with outputs ``[value, d value / d inputs (all arguments, flattened, in order)]``."""
+    _scalar_output(tape, "value_and_grad")
+    rec, xs, ps = fresh(tape)
+    vals = replay(tape, xs, ps)
+    _keep_guards(rec, tape, vals)
+    grads = _zero_if_none(backward(tape, vals, [1.0]))
+    outs = [vals[tape.outputs[0]]] + grads
+    return rec.finish(_ids(rec, outs), (1 + tape.n_inputs,), tape.input_shapes, tape.param_shape, fn=None)
+
+
+def grad(tape: Tape) -> Tape:
+    """The gradient tape of a scalar tape: same inputs and params, outputs the gradient (flattened)."""
+    _scalar_output(tape, "grad")
+    rec, xs, ps = fresh(tape)
+    vals = replay(tape, xs, ps)
+    _keep_guards(rec, tape, vals)
+    grads = _zero_if_none(backward(tape, vals, [1.0]))
+    return rec.finish(_ids(rec, grads), (tape.n_inputs,), tape.input_shapes, tape.param_shape)
+
+
+def jvp(tape: Tape) -> Tape:
+    """Forward mode: a tape of inputs ``(x..., v...)`` whose output is ``J(x) v`` (shaped like the output)."""
+    rec, xs, ps = fresh(tape, tape.n_inputs)
+    x, v = xs[:tape.n_inputs], xs[tape.n_inputs:]
+    vals = replay(tape, x, ps)
+    _keep_guards(rec, tape, vals)
+    tan = forward(tape, vals, v)
+    outs = _zero_if_none(tan[s] for s in tape.outputs.tolist())
+    return rec.finish(_ids(rec, outs), tape.output_shape, tape.input_shapes * 2, tape.param_shape)
+
+
+def vjp(tape: Tape) -> Tape:
+    """Reverse mode: a tape of inputs ``(x..., w)`` (``w`` shaped like the output) whose output is ``w^T J(x)``."""
+    rec, xs, ps = fresh(tape, tape.n_outputs)
+    x, w = xs[:tape.n_inputs], xs[tape.n_inputs:]
+    vals = replay(tape, x, ps)
+    _keep_guards(rec, tape, vals)
+    grads = _zero_if_none(backward(tape, vals, w))
+    return rec.finish(_ids(rec, grads), (tape.n_inputs,), tape.input_shapes + (tape.output_shape,),
+                      tape.param_shape)

@@ -1,0 +1,184 @@
+"""Evaluating tapes on numbers: argument binding (the batch rule), compiled-kernel caching, and the results.
+
+The batch rule: a call is batched iff every argument has exactly one more leading axis than recorded, all with
+the same N; ``params`` is batched iff it has that extra axis too, else shared by every point. Anything else
+raises InputError. Inputs are converted to C-contiguous float64 (a copy only when needed); ``out=`` arrays
+must already be exactly right (float64, shape, C-contiguous, writeable) and are filled in place.
+"""
+from __future__ import annotations
+
+import threading
+from typing import NamedTuple
+
+import numpy as np
+
+from . import ad
+from .arrays import as_float_array, check_out
+from .codegen import lower
+from .errors import BranchError, InputError
+from .interpret import interpret
+from .jit import Kernel, compile_kernel
+from .tape import Tape
+
+_compile_lock = threading.Lock()
+
+
+class Bound(NamedTuple):
+    xs: list  # one C-contiguous float64 array per argument
+    p: np.ndarray | None
+    n: int | None  # batch size, or None for a single point
+    p_stride: int  # 0 when params are shared by every point of a batch
+
+
+def _describe(tape: Tape) -> str:
+    return ", ".join(str(s) for s in tape.input_shapes) or "no arguments"
+
+
+def bind(tape: Tape, args: tuple, params) -> Bound:
+    """Convert and check arguments against the recorded shapes; decide point vs batch."""
+    if len(args) != len(tape.input_shapes):
+        raise InputError(f"expected {len(tape.input_shapes)} argument(s) shaped {_describe(tape)}, got "
+                         f"{len(args)}")
+    xs = [as_float_array(a, f"argument {i}") for i, a in enumerate(args)]
+    shapes = tape.input_shapes
+    if all(x.shape == s for x, s in zip(xs, shapes)):
+        n = None
+    elif all(x.ndim == len(s) + 1 and x.shape[1:] == s for x, s in zip(xs, shapes)) and \
+            len({x.shape[0] for x in xs}) == 1:
+        n = xs[0].shape[0]
+    else:
+        raise InputError(f"arguments have shapes {', '.join(str(x.shape) for x in xs)}; this tape was recorded "
+                         f"with {_describe(tape)}: pass exactly those, or for a batch of N points add one "
+                         "leading axis of the same N to every argument")
+    if tape.param_shape is None:
+        if params is not None:
+            raise InputError("this tape was recorded without params; pass params= only to tapes recorded with "
+                             "them")
+        return Bound(xs, None, n, 0)
+    if params is None:
+        raise InputError(f"this tape reads params of shape {tape.param_shape}: pass params=")
+    p = as_float_array(params, "params")
+    if p.shape == tape.param_shape:
+        return Bound(xs, p, n, 0)
+    if n is not None and p.shape == (n,) + tape.param_shape:
+        return Bound(xs, p, n, tape.n_params)
+    raise InputError(f"params have shape {p.shape}; expected {tape.param_shape}"
+                     + (f" (shared) or {(n,) + tape.param_shape} (one row per point)" if n is not None else ""))
+
+
+def _pointer(a: np.ndarray | None):
+    return None if a is None else a.ctypes.data
+
+
+def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
+    """The derived tape and compiled kernel for ``kind`` ('value' or 'value_and_gradient'), cached."""
+    key = ("kernel", kind)
+    hit = tape._cache.get(key)
+    if hit is None:
+        with _compile_lock:
+            hit = tape._cache.get(key)
+            if hit is None:
+                if kind == "value":
+                    derived, out_groups = tape, [tape.n_outputs]
+                else:
+                    derived = ad.value_and_grad(tape)
+                    out_groups = [1] + list(tape.input_sizes)
+                ir = lower(derived, "tapead_" + kind, tape.input_sizes, out_groups)
+                hit = tape._cache[key] = (derived, compile_kernel(ir, "tapead_" + kind, len(tape.input_sizes),
+                                                                  len(out_groups), len(derived)))
+    return hit
+
+
+def _status(tape: Tape, status: int) -> None:
+    if status:
+        raise BranchError("the function takes another path through its Python control flow at this input than "
+                          "the one recorded; record it again at this input")
+
+
+def _run(tape: Tape, kind: str, b: Bound, outs: list) -> None:
+    _, k = kernel(tape, kind)
+    ptrs = [x.ctypes.data for x in b.xs]
+    p = None if b.p is None else b.p.ctypes.data
+    if b.n is None:
+        _status(tape, k.point(*ptrs, p, *[_pointer(o) for o in outs]))
+    elif b.n > 0:
+        _status(tape, k.batch(b.n, *ptrs, p, b.p_stride, *[_pointer(o) for o in outs], None))
+
+
+def _lead(b: Bound) -> tuple:
+    return () if b.n is None else (b.n,)
+
+
+def _value_out(tape: Tape, b: Bound, out, what="out"):
+    shape = _lead(b) + tape.output_shape
+    return np.empty(shape) if out is None else check_out(out, shape, what)
+
+
+def _result(tape: Tape, b: Bound, value: np.ndarray):
+    return float(value) if b.n is None and tape.output_shape == () else value
+
+
+def value(tape: Tape, *args, params=None, out=None):
+    """f at one point (a float for scalar outputs, else an array) or at a batch of points (an array)."""
+    b = bind(tape, args, params)
+    v = _value_out(tape, b, out)
+    _run(tape, "value", b, [v])
+    return _result(tape, b, v)
+
+
+def _scalar(tape: Tape, what: str) -> None:
+    if tape.n_outputs != 1:
+        raise InputError(f"{what} needs a scalar-valued tape; this one has output shape {tape.output_shape} "
+                         "(use tape.jacobian or tape.vjp)")
+
+
+def _grad_outs(tape: Tape, b: Bound, out) -> list:
+    shapes = [_lead(b) + s for s in tape.input_shapes]
+    if out is None:
+        return [np.empty(s) for s in shapes]
+    if len(shapes) == 1:
+        return [check_out(out, shapes[0], "out")]
+    if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
+        raise InputError(f"out: expected a tuple of {len(shapes)} arrays shaped {shapes} (one per argument)")
+    return [check_out(o, s, f"out[{i}]") for i, (o, s) in enumerate(zip(out, shapes))]
+
+
+def gradient(tape: Tape, *args, params=None, out=None):
+    """The gradient: for one argument an array shaped like it, for several a tuple of arrays."""
+    _scalar(tape, "gradient")
+    b = bind(tape, args, params)
+    gs = _grad_outs(tape, b, out)
+    _run(tape, "value_and_gradient", b, [None] + gs)
+    return gs[0] if len(gs) == 1 else tuple(gs)
+
+
+def value_and_gradient(tape: Tape, *args, params=None, out=None):
+    """``(value, gradient)`` from one kernel; ``out`` (optional) is ``(value_out, gradient_out)``."""
+    _scalar(tape, "value_and_gradient")
+    b = bind(tape, args, params)
+    v_out, g_out = (None, None) if out is None else out
+    v = _value_out(tape, b, v_out, "out[0]")
+    gs = _grad_outs(tape, b, g_out)
+    _run(tape, "value_and_gradient", b, [v] + gs)
+    return _result(tape, b, v), (gs[0] if len(gs) == 1 else tuple(gs))
+
+
+def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
+    """The reference interpreter (numpy, no compilation): same arguments and results as ``tape.value``."""
+    b = bind(tape, args, params)
+    n = 1 if b.n is None else b.n
+    x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
+    p = None if b.p is None else b.p.reshape(-1, tape.n_params)
+    out, ok = interpret(tape, x, p)
+    if not ok.all():
+        _status(tape, 1)
+    v = out.reshape(_lead(b) + tape.output_shape)
+    return _result(tape, b, v)
+
+
+def compile(tape: Tape) -> Tape:
+    """Compile the value kernel (and the gradient kernel for scalar tapes) now instead of on first use."""
+    kernel(tape, "value")
+    if tape.n_outputs == 1:
+        kernel(tape, "value_and_gradient")
+    return tape

@@ -1,0 +1,127 @@
+"""Lowering: a tape becomes LLVM IR text with a point kernel and a batch kernel, both with a plain C ABI.
+
+Text IR is built directly (about 10x faster than llvmlite's IRBuilder on big tapes). Every value lives in an
+SSA register; nothing is allocated. The C ABI, for a tape whose inputs are split into argument groups and whose
+outputs are split into output groups (e.g. value | gradient of argument 0 | gradient of argument 1):
+
+    int32_t NAME(const double *x0, ..., const double *params, double *out0, ...);
+    int32_t NAME_batch(int64_t n, const double *X0, ..., const double *P, int64_t p_stride,
+                       double *OUT0, ..., int32_t *status);
+
+Arrays hold one contiguous row per point (row i of Xk starts at Xk + i * size_k); P advances by p_stride
+doubles per point (0 shares one params row). A NULL out pointer skips that group; a NULL status skips the
+per-point statuses. The return value is 0 when every guard held, else the point kernel returns 1 and the batch
+kernel the number of points whose guards failed (their statuses are 1).
+"""
+from __future__ import annotations
+
+import re
+import struct
+
+from .ops import BY_CODE
+from .tape import Tape
+
+
+def _literal(v: float) -> str:
+    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", v))[0]
+
+
+def _declarations(tape: Tape) -> list[str]:
+    used = {BY_CODE[c] for c in set(tape.code[:, 0].tolist())}
+    lines = []
+    for name in sorted({f for row in used for f in row.libm}):
+        n = max(row.arity for row in used if name in row.libm)
+        args = ", ".join(["double"] * n)
+        lines.append(f"declare double @{name}({args}) nounwind willreturn memory(none)")
+    for name in sorted({m for row in used for m in re.findall(r"@(llvm\.[\w.]+)", row.llvm)}):
+        lines.append(f"declare double @{name}(double)")
+    return lines
+
+
+def _point_body(tape: Tape, in_groups, out_groups) -> list[str]:
+    """Instructions of the point kernel after its entry label; the pointer arguments are %x<k>, %p, %o<k>."""
+    body = []
+    name = {}
+    slot = 0
+    for k, size in enumerate(in_groups):
+        for j in range(size):
+            body.append(f"  %a{slot} = getelementptr inbounds double, ptr %x{k}, i64 {j}")
+            body.append(f"  %s{slot} = load double, ptr %a{slot}")
+            name[slot] = f"%s{slot}"
+            slot += 1
+    for j in range(tape.n_params):
+        body.append(f"  %a{slot} = getelementptr inbounds double, ptr %p, i64 {j}")
+        body.append(f"  %s{slot} = load double, ptr %a{slot}")
+        name[slot] = f"%s{slot}"
+        slot += 1
+    for v in tape.consts.tolist():
+        name[slot] = _literal(v)
+        slot += 1
+    for code, *args in tape.code.tolist():
+        row = BY_CODE[code]
+        text = row.llvm.format(*(name[a] for a in args[:row.arity]), out=f"%s{slot}")
+        body.extend("  " + line for line in text.split("\n"))
+        name[slot] = f"%s{slot}"
+        slot += 1
+    status = "0"
+    for i, (s, expected) in enumerate(tape.guards.tolist()):
+        body.append(f"  %g{i} = fcmp {'oeq' if expected else 'une'} double {name[s]}, 0.0")
+        body.append(f"  %gs{i} = select i1 %g{i}, i32 1, i32 {status}")
+        status = f"%gs{i}"
+    outs = tape.outputs.tolist()
+    start = 0
+    for k, size in enumerate(out_groups):
+        body.append(f"  %null{k} = icmp eq ptr %o{k}, null")
+        body.append(f"  br i1 %null{k}, label %skip{k}, label %store{k}")
+        body.append(f"store{k}:")
+        for j in range(size):
+            body.append(f"  %q{k}.{j} = getelementptr inbounds double, ptr %o{k}, i64 {j}")
+            body.append(f"  store double {name[outs[start + j]]}, ptr %q{k}.{j}")
+        body.append(f"  br label %skip{k}")
+        body.append(f"skip{k}:")
+        start += size
+    body.append(f"  ret i32 {status}")
+    return body
+
+
+def lower(tape: Tape, name: str, in_groups=None, out_groups=None) -> str:
+    """LLVM IR text defining ``@name`` (one point) and ``@name_batch`` (a native loop over points)."""
+    in_groups = list(tape.input_sizes if in_groups is None else in_groups)
+    out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
+    assert sum(in_groups) == tape.n_inputs and sum(out_groups) == tape.n_outputs
+    xs = [f"ptr %x{k}" for k in range(len(in_groups))]
+    os_ = [f"ptr %o{k}" for k in range(len(out_groups))]
+    lines = _declarations(tape)
+    lines.append(f"define i32 @{name}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{")
+    lines.append("entry:")
+    lines.extend(_point_body(tape, in_groups, out_groups))
+    lines.append("}")
+    # the batch loop: pointers advance one row per point; NULL outputs stay NULL
+    bx = [f"ptr %X{k}" for k in range(len(in_groups))]
+    bo = [f"ptr %O{k}" for k in range(len(out_groups))]
+    lines.append(f"define i32 @{name}_batch({', '.join(['i64 %n'] + bx + ['ptr %P', 'i64 %ps'] + bo)}, "
+                 "ptr %status) nounwind {")
+    lines.append("entry:\n  %empty = icmp sle i64 %n, 0\n  br i1 %empty, label %done, label %loop")
+    lines.append("loop:")
+    lines.append("  %i = phi i64 [0, %entry], [%next, %cont]")
+    lines.append("  %bad = phi i32 [0, %entry], [%bad2, %cont]")
+    args = []
+    for k, size in enumerate(in_groups):
+        lines.append(f"  %xo{k} = mul i64 %i, {size}\n  %xp{k} = getelementptr inbounds double, ptr %X{k}, i64 %xo{k}")
+        args.append(f"ptr %xp{k}")
+    lines.append("  %po = mul i64 %i, %ps\n  %pp = getelementptr inbounds double, ptr %P, i64 %po")
+    args.append("ptr %pp")
+    for k, size in enumerate(out_groups):
+        lines.append(f"  %on{k} = icmp eq ptr %O{k}, null")
+        lines.append(f"  %oo{k} = mul i64 %i, {size}\n  %og{k} = getelementptr double, ptr %O{k}, i64 %oo{k}")
+        lines.append(f"  %op{k} = select i1 %on{k}, ptr null, ptr %og{k}")
+        args.append(f"ptr %op{k}")
+    lines.append(f"  %st = call i32 @{name}({', '.join(args)})")
+    lines.append("  %sn = icmp eq ptr %status, null\n  br i1 %sn, label %cont, label %keep")
+    lines.append("keep:\n  %sp = getelementptr inbounds i32, ptr %status, i64 %i\n  store i32 %st, ptr %sp"
+                 "\n  br label %cont")
+    lines.append("cont:")
+    lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
+    lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n\n  br i1 %more, label %loop, label %done")
+    lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %cont]\n  ret i32 %r\n}")
+    return "\n".join(lines) + "\n"

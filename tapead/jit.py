@@ -1,0 +1,91 @@
+"""Native compilation: LLVM IR text -> verified, optimised machine code in an MCJIT engine, wrapped as a Kernel.
+
+One target machine per engine (host CPU and features, small code model: see LLVMLITE_NOTES), a fresh pass
+manager per module, and the engine kept alive exactly as long as its Kernel.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+import time
+
+import llvmlite.binding as llvm
+
+from .errors import CompileError
+
+_lock = threading.Lock()
+_ready = False
+O2_LIMIT = 2000  # ops; larger tapes compile at O0 (O2 time grows faster than linearly with function size)
+
+
+def initialize() -> None:
+    """Set LLVM up once per process (the native target, its asm printer, and libm for the kernels)."""
+    global _ready
+    with _lock:
+        if not _ready:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            libm = ctypes.util.find_library("m")
+            if libm:
+                llvm.load_library_permanently(libm)
+            _ready = True
+
+
+def target_machine(opt: int = 2, *, jit: bool = True, cpu: str | None = None):
+    """A target machine for the host CPU (or ``cpu``, e.g. 'x86-64'), for the JIT or for object files."""
+    initialize()
+    target = llvm.Target.from_default_triple()
+    if cpu is None:
+        cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    else:
+        features = ""
+    return target.create_target_machine(cpu=cpu, features=features, opt=opt,
+                                        reloc="default" if jit else "pic",
+                                        codemodel="small" if jit else "default", jit=jit)
+
+
+def optimise(ir: str, tm, opt: int):
+    """Parse, verify and optimise IR text; returns the llvmlite module."""
+    initialize()
+    try:
+        module = llvm.parse_assembly(ir)
+        module.verify()
+    except RuntimeError as e:
+        raise CompileError(f"generated LLVM IR is invalid: {e}") from None
+    module.triple = tm.triple
+    module.data_layout = str(tm.target_data)
+    if opt > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(module, pb)
+    return module
+
+
+class Kernel:
+    """A compiled point kernel and batch kernel for one tape and one argument/output grouping."""
+
+    def __init__(self, ir: str, name: str, n_in_groups: int, n_out_groups: int, opt: int):
+        started = time.perf_counter()
+        self.opt = opt
+        tm = target_machine(opt)
+        module = optimise(ir, tm, opt)
+        self.engine = llvm.create_mcjit_compiler(module, tm)
+        self.engine.finalize_object()
+        ptr = ctypes.c_void_p
+        point_type = ctypes.CFUNCTYPE(ctypes.c_int32, *([ptr] * (n_in_groups + 1 + n_out_groups)))
+        batch_type = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, *([ptr] * (n_in_groups + 1)),
+                                      ctypes.c_int64, *([ptr] * n_out_groups), ptr)
+        self.point_address = self.engine.get_function_address(name)
+        self.batch_address = self.engine.get_function_address(name + "_batch")
+        self.point = point_type(self.point_address)
+        self.batch = batch_type(self.batch_address)
+        self.compile_seconds = time.perf_counter() - started
+
+
+def compile_kernel(ir: str, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
+                   opt: int | None = None) -> Kernel:
+    """Compile with the optimisation level the tape size calls for (O2 up to O2_LIMIT ops, else O0)."""
+    if opt is None:
+        opt = 2 if n_ops <= O2_LIMIT else 0
+    return Kernel(ir, name, n_in_groups, n_out_groups, opt)

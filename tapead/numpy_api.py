@@ -1,0 +1,199 @@
+"""The numpy surface on traced values: which ufuncs and numpy functions record, and how.
+
+Structural and linear functions (reshape, stack, dot, einsum, cumsum, ...) run numpy itself on object arrays
+of traced scalars; value-dependent ones (where, maximum, clip, norm, det, ...) are written here with ops.
+Anything not listed raises a TracingError that names the function.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import ops
+from .errors import TracingError
+from .tracer import Scalar, TracedArray, _reduce, elementwise, power, to_cells, wrap
+
+
+def _square(x): return x * x
+def _reciprocal(x): return 1.0 / x
+def _logical_and(a, b): return ops.mul(ops.ne(a, 0.0), ops.ne(b, 0.0))
+def _logical_or(a, b): return ops.ne(ops.add(ops.ne(a, 0.0), ops.ne(b, 0.0)), 0.0)
+def _logical_not(a): return ops.eq(a, 0.0)
+
+
+UFUNCS = {
+    "add": ops.add, "subtract": ops.sub, "multiply": ops.mul, "divide": ops.div, "true_divide": ops.div,
+    "negative": ops.neg, "positive": lambda x: x, "power": power, "float_power": power, "square": _square,
+    "reciprocal": _reciprocal, "sin": ops.sin, "cos": ops.cos, "tan": ops.tan, "exp": ops.exp, "log": ops.log,
+    "sqrt": ops.sqrt, "tanh": ops.tanh, "sinh": ops.sinh, "cosh": ops.cosh, "log1p": ops.log1p,
+    "expm1": ops.expm1, "arcsin": ops.arcsin, "arccos": ops.arccos, "arctan": ops.arctan,
+    "arctan2": ops.arctan2, "hypot": ops.hypot, "absolute": ops.absolute, "fabs": ops.absolute,
+    "sign": ops.sign, "maximum": ops.maximum, "minimum": ops.minimum, "less": ops.lt, "less_equal": ops.le,
+    "greater": ops.gt, "greater_equal": ops.ge, "equal": ops.eq, "not_equal": ops.ne,
+    "logical_and": _logical_and, "logical_or": _logical_or, "logical_not": _logical_not,
+    "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, "conjugate": lambda x: x,
+}
+
+
+def array_ufunc(ufunc, method, inputs, kwargs):
+    name = ufunc.__name__
+    if kwargs.get("out") is not None:
+        raise TracingError(f"np.{name}(..., out=...) on traced values: assign the result instead "
+                           "(y[...] = np.{name}(...))")
+    extra = {k: v for k, v in kwargs.items() if k not in ("out", "dtype", "casting") or
+             (k == "dtype" and v not in (None, float, np.float64))}
+    if extra:
+        raise TracingError(f"np.{name}: keyword arguments {sorted(extra)} are not supported on traced values")
+    if name == "matmul" and method == "__call__":
+        return wrap(np.matmul(*(to_cells(a) for a in inputs)))
+    fn = UFUNCS.get(name)
+    if fn is None:
+        raise TracingError(f"np.{name} is not supported on traced values. Supported ufuncs: "
+                           + ", ".join(sorted(UFUNCS)))
+    if method == "__call__":
+        return elementwise(fn, *inputs)
+    if method == "reduce" and name in ("add", "multiply", "maximum", "minimum"):
+        axis = kwargs.get("axis", 0)
+        return _reduce(fn, inputs[0], axis)
+    if method == "accumulate" and name in ("add", "multiply"):
+        return wrap(getattr(np, name).accumulate(np.asarray(to_cells(inputs[0]), dtype=object),
+                                                 axis=kwargs.get("axis", 0)))
+    if method == "outer":
+        a, b = (np.asarray(to_cells(x), dtype=object) for x in inputs)
+        return elementwise(fn, a.reshape(a.shape + (1,) * b.ndim), b)
+    raise TracingError(f"np.{name}.{method} is not supported on traced values")
+
+
+def where(condition, a=None, b=None):
+    """Branch-free choice, elementwise: ``a`` where ``condition`` is true, else ``b``.
+
+    Records a select: the value of the branch not taken is ignored and its derivative is exactly zero.
+    """
+    if a is None or b is None:
+        raise TracingError("np.where(condition) with one argument returns indices, which cannot depend on "
+                           "traced values; use np.where(condition, a, b)")
+    return elementwise(ops.select, condition, a, b)
+
+
+def clip(a, a_min, a_max, out=None, **kwargs):
+    """``minimum(maximum(a, a_min), a_max)``: ties send the derivative to ``a``."""
+    if out is not None:
+        raise TracingError("np.clip(..., out=...) on traced values: assign the result instead")
+    if a_min is not None:
+        a = elementwise(ops.maximum, a, a_min)
+    if a_max is not None:
+        a = elementwise(ops.minimum, a, a_max)
+    return a
+
+
+def norm(x, ord=None, axis=None, keepdims=False):
+    """2-norm of vectors, Frobenius norm of matrices (``ord=None``); 1- and inf-norms of vectors."""
+    cells = np.asarray(to_cells(x), dtype=object)
+    if ord in (None, 2, "fro") and (ord != 2 or cells.ndim == 1 or axis is not None):
+        return elementwise(ops.sqrt, wrap(np.sum(cells * cells, axis=axis, keepdims=keepdims)))
+    if ord == 1 and (cells.ndim == 1 or axis is not None):
+        return wrap(np.sum(to_cells(elementwise(ops.absolute, cells)), axis=axis, keepdims=keepdims))
+    if ord == np.inf and cells.ndim == 1:
+        return _reduce(ops.maximum, elementwise(ops.absolute, cells))
+    raise TracingError(f"np.linalg.norm with ord={ord!r} on a {cells.ndim}-d traced array is not supported")
+
+
+def _square_matrix(a, name):
+    m = np.asarray(to_cells(a), dtype=object)
+    if m.shape not in ((2, 2), (3, 3)):
+        raise TracingError(f"np.linalg.{name} on traced values supports 2x2 and 3x3 matrices, got {m.shape}")
+    return m
+
+
+def _cofactors(m):
+    if m.shape == (2, 2):
+        return np.array([[m[1, 1], -m[1, 0]], [-m[0, 1], m[0, 0]]], dtype=object)
+    c = np.empty((3, 3), object)
+    for i in range(3):
+        for j in range(3):
+            r, s = [k for k in range(3) if k != i], [k for k in range(3) if k != j]
+            c[i, j] = (m[r[0], s[0]] * m[r[1], s[1]] - m[r[0], s[1]] * m[r[1], s[0]]) * (-1.0) ** (i + j)
+    return c
+
+
+def det(a):
+    """Determinant of a 2x2 or 3x3 traced matrix (cofactor expansion)."""
+    m = _square_matrix(a, "det")
+    return wrap(np.dot(m[0], _cofactors(m)[0]))
+
+
+def inv(a):
+    """Inverse of a 2x2 or 3x3 traced matrix (adjugate / determinant)."""
+    m = _square_matrix(a, "inv")
+    c = _cofactors(m)
+    d = np.dot(m[0], c[0])
+    return wrap(c.T / d)
+
+
+def solve(a, b):
+    """Solution of ``a @ x = b`` for a 2x2 or 3x3 traced matrix."""
+    return wrap(np.matmul(to_cells(inv(a)), to_cells(b)))
+
+
+def _like(fill):
+    def like(a, dtype=None, order="K", subok=True, shape=None, **kwargs):
+        s = np.shape(to_cells(a)) if shape is None else shape
+        return TracedArray(np.full(s, fill, dtype=object))
+    return like
+
+
+def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
+    s = np.shape(to_cells(a)) if shape is None else shape
+    cells = np.empty(s, object)
+    cells[...] = to_cells(fill_value)
+    return TracedArray(cells)
+
+
+def _refuse(reason):
+    def refuse(*args, **kwargs):
+        raise TracingError(reason)
+    return refuse
+
+
+_SORTING = ("sorting or ranking traced values needs comparisons that steer control flow; a tape records one "
+            "path. Use np.maximum/np.minimum or tapead.where for small fixed cases.")
+
+CUSTOM = {
+    np.where: where, np.clip: clip, np.linalg.norm: norm, np.linalg.det: det, np.linalg.inv: inv,
+    np.linalg.solve: solve, np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
+    np.full_like: _full_like,
+    np.max: lambda a, axis=None, **k: _reduce(ops.maximum, a, axis),
+    np.min: lambda a, axis=None, **k: _reduce(ops.minimum, a, axis),
+    np.amax: lambda a, axis=None, **k: _reduce(ops.maximum, a, axis),
+    np.amin: lambda a, axis=None, **k: _reduce(ops.minimum, a, axis),
+    np.sort: _refuse(_SORTING), np.argsort: _refuse(_SORTING), np.argmax: _refuse(_SORTING),
+    np.argmin: _refuse(_SORTING),
+}
+
+STRUCTURAL = {getattr(np, n) for n in (
+    "reshape ravel transpose swapaxes moveaxis squeeze expand_dims stack hstack vstack column_stack "
+    "concatenate atleast_1d atleast_2d atleast_3d take diag diagonal flip fliplr flipud roll repeat tile "
+    "broadcast_to copy append split array_split triu tril shape ndim size sum prod cumsum cumprod dot vdot "
+    "inner outer matmul trace einsum tensordot kron cross mean diff").split()}
+
+
+def _unwrap(a):
+    if isinstance(a, (TracedArray, Scalar)):
+        return np.asarray(to_cells(a), dtype=object)
+    if isinstance(a, (list, tuple)):
+        return type(a)(_unwrap(x) for x in a)
+    return a
+
+
+def array_function(func, args, kwargs):
+    custom = CUSTOM.get(func)
+    if custom is not None:
+        return custom(*args, **kwargs)
+    if func in STRUCTURAL:
+        return wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+    name = getattr(func, "__module__", "numpy").replace("numpy.", "np.").replace("np._core.", "np.") + "." + \
+        func.__name__
+    raise TracingError(f"{name.replace('numpy.', 'np.')} is not supported on traced values. Supported: "
+                       "elementwise ufuncs, " + ", ".join(sorted({f.__name__ for f in STRUCTURAL} |
+                                                                 {f.__name__ for f in CUSTOM})))

@@ -1,0 +1,68 @@
+"""record(): run the user's function once on traced values and return its static tape."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .arrays import as_float_array
+from .errors import TracingError
+from .recorder import Recorder
+from .tape import Tape
+from .tracer import Scalar, TracedArray, to_cells
+
+
+def _traced(rec: Recorder, values: np.ndarray, make) -> Any:
+    cells = np.empty(values.shape, object)
+    for idx in np.ndindex(values.shape):
+        cells[idx] = Scalar(rec, make(float(values[idx])))
+    return TracedArray(cells) if values.ndim else cells[()]
+
+
+def output_ids(rec: Recorder, result) -> tuple[list[int], tuple[int, ...]]:
+    """Node ids and shape of what the function returned (traced values and constants alike)."""
+    if isinstance(result, tuple):
+        raise TracingError("the function returned a tuple; return one array (combine several outputs with "
+                           "np.concatenate or np.stack)")
+    cells = np.asarray(to_cells(result), dtype=object)
+    ids = []
+    for c in cells.flat:
+        if isinstance(c, TracedArray) and c.size == 1:
+            c = c.cells.flat[0]
+        if isinstance(c, Scalar):
+            if c.rec is not rec:
+                raise TracingError("the function returned a traced value from another recording")
+            ids.append(c.id)
+        elif isinstance(c, (float, int, np.floating, np.integer, np.bool_)):
+            ids.append(rec.const(float(c)))
+        else:
+            raise TracingError(f"the function returned {type(c).__name__} {c!r}; expected numbers or traced "
+                               "values")
+    return ids, cells.shape
+
+
+def record(f: Callable, *args, params=None, on_branch: str | None = None) -> Tape:
+    """Run ``f(*args)`` (or ``f(*args, params)``) once on traced values and return its tape.
+
+    Positional ``args`` are the differentiable inputs: float arrays or scalars whose shapes are fixed now.
+    ``params`` (one float array of any shape) is passed as the last positional argument; its values are read
+    by every call at run time and never differentiated, so per-element constants change without re-recording.
+    Integers that steer indexing are fixed at record time: keep them out of ``args`` and ``params``.
+
+    Inside ``f`` use numpy functions (``np.sin``, ``np.dot``, indexing, assignment into traced arrays, ...).
+    Raises TracingError for what a tape cannot represent, e.g. ``float(x)``, ``math.sin(x)``, storing a traced
+    value into a float numpy array, or ``if x > 0`` (write ``np.where``/``tapead.where`` instead).
+    """
+    if not callable(f):
+        raise TracingError(f"record() needs a callable, got {type(f).__name__}")
+    rec = Recorder(on_branch=on_branch)
+    values = [as_float_array(a, f"argument {i}") for i, a in enumerate(args)]
+    traced = [_traced(rec, v, rec.input) for v in values]
+    param_shape = None
+    if params is not None:
+        p = as_float_array(params, "params")
+        param_shape = p.shape
+        traced.append(_traced(rec, p, rec.param))
+    result = f(*traced)
+    ids, shape = output_ids(rec, result)
+    return rec.finish(ids, shape, tuple(v.shape for v in values), param_shape, fn=f)

@@ -1,0 +1,152 @@
+"""The recorder: appends instructions while a function runs, folding constants, applying IEEE-safe identities,
+sharing repeated subexpressions (hash-consing = CSE), and finishing into a dead-code-free Tape.
+
+It deals in integer node ids; the tracer types of ``tracer.py`` wrap those ids for user code.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .errors import TracingError
+from .ops import OPS, Op
+from .tape import Tape
+
+_COMMUTATIVE = frozenset({"add", "mul", "eq", "ne"})
+_INPUT, _PARAM, _CONST = -1, -2, -3
+
+
+def _bits(v: float) -> bytes:
+    return struct.pack("<d", v)
+
+
+class Recorder:
+    """Collects the instructions of one tape. Nodes are ``(kind, args)``: kind an op code, or input/param/const."""
+
+    def __init__(self, on_branch: str | None = None):
+        self.kinds: list[int] = []
+        self.args: list[tuple] = []
+        self.values: list[float | None] = []  # concrete values at the recording point, when known
+        self.inputs: list[int] = []
+        self.params: list[int] = []
+        self.guards: list[tuple[int, int]] = []
+        self.on_branch = on_branch  # None: branching on a traced value raises; else guards are recorded
+        self._memo: dict = {}
+
+    def _node(self, kind: int, args: tuple, value) -> int:
+        self.kinds.append(kind)
+        self.args.append(args)
+        self.values.append(value)
+        return len(self.kinds) - 1
+
+    def input(self, value: float | None = None) -> int:
+        nid = self._node(_INPUT, (), value)
+        self.inputs.append(nid)
+        return nid
+
+    def param(self, value: float | None = None) -> int:
+        nid = self._node(_PARAM, (), value)
+        self.params.append(nid)
+        return nid
+
+    def const(self, value: float) -> int:
+        key = ("c", _bits(value))
+        nid = self._memo.get(key)
+        if nid is None:
+            nid = self._memo[key] = self._node(_CONST, (float(value),), float(value))
+        return nid
+
+    def const_value(self, nid: int) -> float | None:
+        return self.args[nid][0] if self.kinds[nid] == _CONST else None
+
+    def emit(self, op: Op, args: tuple[int, ...]) -> int:
+        """Append ``op(*args)`` (args are node ids) unless an identity or an identical instruction answers it."""
+        simpler = self._identity(op.name, args)
+        if simpler is not None:
+            return simpler
+        key_args = tuple(sorted(args)) if op.name in _COMMUTATIVE else args
+        key = (op.code, key_args)
+        nid = self._memo.get(key)
+        if nid is None:
+            vals = [self.values[a] for a in args]
+            value = None
+            if all(v is not None for v in vals):
+                with np.errstate(all="ignore"):
+                    value = float(op.numpy(*(np.float64(v) for v in vals)))
+            nid = self._memo[key] = self._node(op.code, args, value)
+        return nid
+
+    def _identity(self, name: str, args: tuple[int, ...]) -> int | None:
+        """Identities exact in IEEE arithmetic, up to the sign of a zero result (x + 0 turns -0 into +0)."""
+        c = [self.const_value(a) for a in args]
+        if name == "add":
+            if c[1] == 0.0:
+                return args[0]
+            if c[0] == 0.0:
+                return args[1]
+        elif name == "sub" and c[1] == 0.0:
+            return args[0]
+        elif name in ("mul", "div") and c[1] == 1.0:
+            return args[0]
+        elif name == "mul" and c[0] == 1.0:
+            return args[1]
+        elif name in ("mul", "div") and c[1] == -1.0:
+            return self.emit(OPS["neg"], (args[0],))
+        elif name == "mul" and c[0] == -1.0:
+            return self.emit(OPS["neg"], (args[1],))
+        elif name == "neg" and self.kinds[args[0]] == OPS["neg"].code:
+            return self.args[args[0]][0]
+        elif name == "pow" and c[1] == 1.0:
+            return args[0]
+        elif name == "select":
+            if c[0] is not None:
+                return args[1] if c[0] != 0.0 else args[2]
+            if args[1] == args[2]:
+                return args[1]
+        return None
+
+    def guard(self, nid: int, where: str) -> bool:
+        """Branching on comparison ``nid``: record a guard (when allowed) and return the recorded outcome."""
+        value = self.values[nid]
+        if self.on_branch is None or value is None:
+            raise TracingError(
+                f"a traced value was used as a Python truth value ({where}). A tape records one path through "
+                "the function, so `if`, `while`, `and`/`or`, builtin min()/max() and sorting cannot depend on "
+                "traced values here. Write the choice branch-free with tapead.where(cond, a, b), np.where, "
+                "np.maximum/np.minimum or np.clip (on traced arrays) instead.")
+        outcome = int(value != 0.0)
+        if self.kinds[nid] in (OPS[n].code for n in ("lt", "le", "gt", "ge", "eq", "ne")):
+            self.guards.append((nid, outcome))
+        else:
+            raise TracingError(f"a traced value that is not a comparison was used as a truth value ({where}); "
+                               "compare it explicitly, e.g. `if x != 0:`")
+        return bool(outcome)
+
+    def finish(self, outputs: list[int], output_shape, input_shapes, param_shape, fn=None) -> Tape:
+        """Keep only what outputs and guards need, renumber into the tape's slot layout and build the Tape."""
+        live = bytearray(len(self.kinds))
+        stack = list(outputs) + [g for g, _ in self.guards]
+        while stack:
+            n = stack.pop()
+            if not live[n]:
+                live[n] = 1
+                if self.kinds[n] >= 0:
+                    stack.extend(self.args[n])
+        slot = {}
+        for nid in self.inputs + self.params:
+            slot[nid] = len(slot)
+        consts = [nid for nid, k in enumerate(self.kinds) if k == _CONST and live[nid]]
+        for nid in consts:
+            slot[nid] = len(slot)
+        code = []
+        for nid, k in enumerate(self.kinds):
+            if k >= 0 and live[nid]:
+                slot[nid] = len(slot)
+                a = [slot[x] for x in self.args[nid]]
+                code.append([k] + a + [-1] * (3 - len(a)))
+        return Tape(code=np.array(code, np.int32).reshape(-1, 4),
+                    consts=np.array([self.args[n][0] for n in consts], np.float64),
+                    input_shapes=input_shapes, param_shape=param_shape,
+                    outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
+                    guards=np.array([(slot[g], e) for g, e in self.guards], np.int32).reshape(-1, 2), fn=fn)

@@ -1,0 +1,205 @@
+"""The tape: a small, static, immutable IR of fixed-size scalar instruction records.
+
+Slots are numbered in one space: first the inputs (every argument flattened, in order), then the params,
+then the constant pool, then one fresh slot per instruction (SSA). An instruction record is four int32s,
+``(op code, arg0, arg1, arg2)``, unused arguments -1; instruction ``i`` writes slot ``first_result + i``.
+Outputs name slots (any kind). Guards are ``(slot, expected)`` pairs: comparison results that steered Python
+control flow while recording and must take the same value for the tape to describe the function.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import TapeFormatError
+from .ops import BY_CODE
+
+Shape = tuple[int, ...]
+
+
+def _frozen(a: np.ndarray, dtype) -> np.ndarray:
+    a = np.array(a, dtype=dtype, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _size(shape: Shape) -> int:
+    return int(math.prod(shape))
+
+
+@dataclass(frozen=True, eq=False)
+class Tape:
+    """A recorded function: evaluate it with methods, transform it with ``tapead.grad`` & co.
+
+    The IR fields are read-only; ``fn`` (the recorded Python function, if any) and the private cache of
+    compiled kernels and derived tapes ride along without changing what the tape computes.
+    """
+
+    code: np.ndarray
+    consts: np.ndarray
+    input_shapes: tuple[Shape, ...]
+    param_shape: Shape | None
+    outputs: np.ndarray
+    output_shape: Shape
+    guards: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    fn: Callable | None = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "code", _frozen(np.reshape(self.code, (-1, 4)), np.int32))
+        object.__setattr__(self, "consts", _frozen(self.consts, np.float64))
+        object.__setattr__(self, "outputs", _frozen(np.ravel(self.outputs), np.int32))
+        object.__setattr__(self, "guards", _frozen(np.reshape(self.guards, (-1, 2)), np.int32))
+        object.__setattr__(self, "input_shapes", tuple(tuple(int(d) for d in s) for s in self.input_shapes))
+        if self.param_shape is not None:
+            object.__setattr__(self, "param_shape", tuple(int(d) for d in self.param_shape))
+        object.__setattr__(self, "output_shape", tuple(int(d) for d in self.output_shape))
+
+    # ---- sizes and slot ranges ----------------------------------------------------------------
+    @property
+    def input_sizes(self) -> tuple[int, ...]:
+        return tuple(_size(s) for s in self.input_shapes)
+
+    @property
+    def n_inputs(self) -> int:
+        return sum(self.input_sizes)
+
+    @property
+    def n_params(self) -> int:
+        return 0 if self.param_shape is None else _size(self.param_shape)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.outputs)
+
+    @property
+    def first_const(self) -> int:
+        return self.n_inputs + self.n_params
+
+    @property
+    def first_result(self) -> int:
+        return self.first_const + len(self.consts)
+
+    @property
+    def n_slots(self) -> int:
+        return self.first_result + len(self.code)
+
+    def __len__(self) -> int:
+        """The op count: number of instructions."""
+        return len(self.code)
+
+    # ---- validation, identity, listing ----------------------------------------------------------
+    def check(self) -> "Tape":
+        """Validate every index, op code, arity and size; raise TapeFormatError. Run before native code."""
+        if any(d < 0 for s in self.input_shapes for d in s) or (
+                self.param_shape is not None and any(d < 0 for d in self.param_shape)):
+            raise TapeFormatError("negative dimension in an input or params shape")
+        if _size(self.output_shape) != len(self.outputs):
+            raise TapeFormatError(f"output shape {self.output_shape} does not hold {len(self.outputs)} outputs")
+        first = self.first_result
+        for i, (code, *args) in enumerate(self.code.tolist()):
+            if not 0 <= code < len(BY_CODE):
+                raise TapeFormatError(f"instruction {i}: unknown op code {code}")
+            arity = BY_CODE[code].arity
+            for j, a in enumerate(args):
+                if j < arity and not 0 <= a < first + i:
+                    raise TapeFormatError(f"instruction {i} ({BY_CODE[code].name}): argument {j} is slot {a}, "
+                                          f"not one of the {first + i} slots defined before it")
+                if j >= arity and a != -1:
+                    raise TapeFormatError(f"instruction {i} ({BY_CODE[code].name}): unused argument {j} is {a}, "
+                                          "expected -1")
+        n = self.n_slots
+        if len(self.outputs) and not (0 <= self.outputs.min() and self.outputs.max() < n):
+            raise TapeFormatError(f"an output names a slot outside 0..{n - 1}")
+        for slot, expected in self.guards.tolist():
+            if not (first <= slot < n and BY_CODE[self.code[slot - first, 0]].name in
+                    ("lt", "le", "gt", "ge", "eq", "ne")) or expected not in (0, 1):
+                raise TapeFormatError(f"guard ({slot}, {expected}) does not name a comparison and an outcome")
+        return self
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the IR (kernel caches key on it)."""
+        h = self._cache.get("hash")
+        if h is None:
+            m = hashlib.sha256()
+            m.update(repr((self.input_shapes, self.param_shape, self.output_shape)).encode())
+            for a in (self.code, self.consts, self.outputs, self.guards):
+                m.update(np.ascontiguousarray(a).tobytes())
+                m.update(b"|")
+            h = self._cache["hash"] = m.hexdigest()
+        return h
+
+    def slot_name(self, s: int) -> str:
+        if self.first_const <= s < self.first_result:
+            return repr(float(self.consts[s - self.first_const]))
+        return f"%{s}"
+
+    def __str__(self) -> str:
+        lines = [f"tape: {len(self)} ops, inputs {list(self.input_shapes)} -> slots %0..%{self.n_inputs - 1}"
+                 + (f", params {self.param_shape} -> %{self.n_inputs}..%{self.first_const - 1}"
+                    if self.n_params else "")]
+        for i, (code, *args) in enumerate(self.code.tolist()):
+            row = BY_CODE[code]
+            lines.append(f"  %{self.first_result + i} = {row.name} "
+                         + " ".join(self.slot_name(a) for a in args[:row.arity]))
+        for slot, expected in self.guards.tolist():
+            lines.append(f"  guard %{slot} == {bool(expected)}")
+        lines.append(f"  return {self.output_shape}: " + " ".join(self.slot_name(s) for s in self.outputs))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"<Tape {len(self)} ops, inputs {list(self.input_shapes)}, params {self.param_shape}, "
+                f"output {self.output_shape}>")
+
+    def op_counts(self) -> dict[str, int]:
+        """How many instructions of each op the tape holds."""
+        names = [BY_CODE[c].name for c in self.code[:, 0].tolist()]
+        return {n: names.count(n) for n in sorted(set(names))}
+
+    def replace(self, **changes: Any) -> "Tape":
+        """A new tape with some fields changed (and a fresh cache)."""
+        fields = dict(code=self.code, consts=self.consts, input_shapes=self.input_shapes,
+                      param_shape=self.param_shape, outputs=self.outputs, output_shape=self.output_shape,
+                      guards=self.guards, fn=self.fn)
+        fields.update(changes)
+        return Tape(**fields)
+
+    # ---- evaluation (implemented in tapead.calls; imported here at call time to keep modules layered) ----
+    def __call__(self, *args, params=None, out=None):
+        """Same as ``value``."""
+        from .calls import value
+        return value(self, *args, params=params, out=out)
+
+    def value(self, *args, params=None, out=None):
+        """f at one point (a float for scalar outputs, else an array) or at a batch of points."""
+        from .calls import value
+        return value(self, *args, params=params, out=out)
+
+    def gradient(self, *args, params=None, out=None):
+        """Gradient of a scalar tape: an array shaped like the argument, or a tuple for several arguments.
+
+        ``out=`` (an array, or a tuple of arrays for several arguments) must be float64, C-contiguous,
+        writeable and exactly shaped; it is filled in place without allocating.
+        """
+        from .calls import gradient
+        return gradient(self, *args, params=params, out=out)
+
+    def value_and_gradient(self, *args, params=None, out=None):
+        """``(value, gradient)`` computed by one kernel."""
+        from .calls import value_and_gradient
+        return value_and_gradient(self, *args, params=params, out=out)
+
+    def evaluate(self, *args, params=None):
+        """The numpy reference interpreter (no compilation): the oracle the kernels are tested against."""
+        from .calls import evaluate
+        return evaluate(self, *args, params=params)
+
+    def compile(self) -> "Tape":
+        """Compile the kernels now rather than on first use; returns the tape."""
+        from .calls import compile
+        return compile(self)

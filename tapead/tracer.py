@@ -1,0 +1,331 @@
+"""Traced values: what the user's function receives while it is recorded.
+
+``Scalar`` is one traced float (a recorder node). ``TracedArray`` is an array of them, kept as a numpy object
+array of Scalars and plain floats, so numpy's own indexing, views, assignment, stacking and linear algebra
+work unchanged; ufuncs and value-dependent functions are routed through the op table here. Anything a tape
+cannot represent raises a TracingError that says what to write instead.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import sys
+
+import numpy as np
+
+from . import ops
+from .errors import TracingError
+from .recorder import Recorder
+
+
+def _where_called() -> str:
+    """file:line of the user code that triggered the current operation."""
+    frame = sys._getframe(1)
+    here = __file__.rsplit(".", 1)[0]
+    while frame is not None and (frame.f_code.co_filename.startswith(here)
+                                 or "numpy" in frame.f_code.co_filename):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "?"
+
+
+def as_float(a) -> float:
+    """A constant operand as a float, or a TracingError naming what it is."""
+    if isinstance(a, (float, int, np.floating, np.integer, np.bool_)):
+        return float(a)
+    if isinstance(a, np.ndarray) and a.ndim == 0 and a.dtype.kind in "fiub":
+        return float(a)
+    raise TracingError(f"cannot combine a traced value with {type(a).__name__} {a!r}")
+
+
+class Scalar:
+    """One traced float64. Supports arithmetic, comparisons, numpy ufuncs and numpy functions."""
+
+    __slots__ = ("rec", "id")
+    __array_priority__ = 1000
+    shape = ()
+    ndim = 0
+    size = 1
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, rec: Recorder, nid: int):
+        self.rec = rec
+        self.id = nid
+
+    @property
+    def value(self) -> float | None:
+        """The concrete value at the recording point (None inside transforms)."""
+        return self.rec.values[self.id]
+
+    def _emit(self, op, args):
+        ids = []
+        for a in args:
+            if isinstance(a, Scalar):
+                if a.rec is not self.rec:
+                    raise TracingError("a traced value from another recording was used here; record one "
+                                       "function at a time and do not keep traced values between recordings")
+                ids.append(a.id)
+            else:
+                ids.append(self.rec.const(as_float(a)))
+        nid = self.rec.emit(op, tuple(ids))
+        const = self.rec.const_value(nid)
+        return const if const is not None else Scalar(self.rec, nid)
+
+    def __repr__(self):
+        v = self.value
+        return f"<traced %{self.id}" + (f" = {v!r}>" if v is not None else ">")
+
+    # ---- errors that explain ---------------------------------------------------------------------
+    def __bool__(self):
+        return self.rec.guard(self.id, _where_called())
+
+    def __float__(self):
+        raise TracingError("float() or a math-module function (math.sin, math.exp, ...) was applied to a traced "
+                           "value, which would bake one number into the tape. Use numpy functions (np.sin, "
+                           "np.exp, ...) and keep the value traced. Storing it into a float numpy array does the "
+                           "same: build arrays with np.zeros_like(x), np.stack([...]) or np.array(..., "
+                           "dtype=object).")
+
+    def __int__(self):
+        raise TracingError("int() of a traced value: a tape cannot turn a traced float into a Python integer. "
+                           "Integers that steer indexing must be fixed at record time (pass them as closure "
+                           "constants, not as inputs or params).")
+
+    __index__ = __int__
+    __complex__ = __float__
+
+    def __hash__(self):
+        raise TracingError("traced values are not hashable (they cannot be dict keys or set members)")
+
+    def __iter__(self):
+        raise TracingError("a traced scalar is not iterable")
+
+    def __len__(self):
+        raise TypeError("len() of a traced scalar")
+
+    # ---- arithmetic --------------------------------------------------------------------------------
+    def __add__(self, o): return _binary(ops.add, self, o)
+    def __radd__(self, o): return _binary(ops.add, o, self)
+    def __sub__(self, o): return _binary(ops.sub, self, o)
+    def __rsub__(self, o): return _binary(ops.sub, o, self)
+    def __mul__(self, o): return _binary(ops.mul, self, o)
+    def __rmul__(self, o): return _binary(ops.mul, o, self)
+    def __truediv__(self, o): return _binary(ops.div, self, o)
+    def __rtruediv__(self, o): return _binary(ops.div, o, self)
+    def __pow__(self, o): return _binary(power, self, o)
+    def __rpow__(self, o): return _binary(power, o, self)
+    def __lt__(self, o): return _binary(ops.lt, self, o)
+    def __le__(self, o): return _binary(ops.le, self, o)
+    def __gt__(self, o): return _binary(ops.gt, self, o)
+    def __ge__(self, o): return _binary(ops.ge, self, o)
+    def __eq__(self, o): return _binary(ops.eq, self, o)
+    def __ne__(self, o): return _binary(ops.ne, self, o)
+    def __neg__(self): return ops.neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return ops.absolute(self)
+
+    def __floordiv__(self, o):
+        raise TracingError("floor division (//) and % are not differentiable ops; restructure the expression")
+
+    __rfloordiv__ = __mod__ = __rmod__ = __floordiv__
+
+    # numpy applies these by name when a ufunc runs over an object array holding Scalars
+    def sin(self): return ops.sin(self)
+    def cos(self): return ops.cos(self)
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+    def tanh(self): return ops.tanh(self)
+    def conjugate(self): return self
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return array_function(func, args, kwargs)
+
+    def item(self):
+        return self
+
+
+def _binary(fn, a, b):
+    if isinstance(a, (TracedArray, np.ndarray, list, tuple)) or isinstance(b, (TracedArray, np.ndarray, list,
+                                                                                 tuple)):
+        return elementwise(fn, a, b)
+    return fn(a, b)
+
+
+def power(x, y):
+    """x ** y: integer constant exponents become multiplications (exact, and differentiable at x = 0)."""
+    if not isinstance(y, Scalar):
+        y = as_float(y)
+        if y.is_integer() and abs(y) <= 64:
+            n, result, base = int(abs(y)), None, x
+            while n:
+                if n & 1:
+                    result = base if result is None else result * base
+                n >>= 1
+                if n:
+                    base = base * base
+            if result is None:
+                return 1.0
+            return 1.0 / result if y < 0 else result
+        if y == 0.5:
+            return ops.sqrt(x)
+    return ops.power(x, y)
+
+
+# ---- arrays -----------------------------------------------------------------------------------------
+def to_cells(a):
+    """Any operand as something numpy object arithmetic understands (object array, float array or number)."""
+    if isinstance(a, TracedArray):
+        return a.cells
+    if isinstance(a, Scalar):
+        c = np.empty((), object)
+        c[()] = a
+        return c
+    if isinstance(a, (list, tuple)):
+        items = [to_cells(x) for x in a]
+        if any(isinstance(x, np.ndarray) and x.dtype == object for x in items):
+            return np.stack([np.asarray(x, dtype=object) for x in items])
+        return np.asarray(items)
+    if isinstance(a, np.ndarray) and a.dtype.kind == "b":
+        return a.astype(np.float64)
+    return a
+
+
+def wrap(r):
+    """Back from numpy: 0-d -> Scalar or float, object arrays -> TracedArray, tuples elementwise."""
+    if isinstance(r, tuple):
+        return tuple(wrap(x) for x in r)
+    if isinstance(r, list):
+        return [wrap(x) for x in r]
+    if isinstance(r, np.ndarray):
+        if r.ndim == 0:
+            return wrap(r[()])
+        return TracedArray(r) if r.dtype == object else r
+    if isinstance(r, (np.floating, np.integer)):
+        return float(r)
+    return r
+
+
+def elementwise(fn, *args):
+    cells = [to_cells(a) for a in args]
+    if all(not isinstance(c, np.ndarray) or c.ndim == 0 for c in cells):
+        return wrap(fn(*(c[()] if isinstance(c, np.ndarray) else c for c in cells)))
+    return wrap(np.frompyfunc(fn, len(cells), 1)(*cells))
+
+
+class TracedArray:
+    """An array of traced floats with numpy semantics (views, assignment, broadcasting)."""
+
+    __slots__ = ("cells",)
+    __array_priority__ = 1000
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, cells: np.ndarray):
+        self.cells = cells
+
+    shape = property(lambda self: self.cells.shape)
+    ndim = property(lambda self: self.cells.ndim)
+    size = property(lambda self: self.cells.size)
+    T = property(lambda self: TracedArray(self.cells.T))
+
+    def __repr__(self):
+        return f"<traced array shape={self.shape}>"
+
+    def __len__(self):
+        return len(self.cells)
+
+    def __iter__(self):
+        return (wrap(c) for c in self.cells)
+
+    def __getitem__(self, idx):
+        return wrap(self.cells[_index(idx)])
+
+    def __setitem__(self, idx, value):
+        self.cells[_index(idx)] = to_cells(value)
+
+    def __bool__(self):
+        if self.size != 1:
+            raise TracingError("the truth value of a traced array with more than one element is ambiguous")
+        return bool(self.cells.flat[0])
+
+    def __float__(self):
+        raise TracingError("float() of a traced array; keep values traced and use numpy functions instead")
+
+    __int__ = __index__ = __complex__ = __float__
+
+    def __hash__(self):
+        raise TracingError("traced arrays are not hashable")
+
+    for _name, _fn in [("add", ops.add), ("sub", ops.sub), ("mul", ops.mul), ("truediv", ops.div),
+                       ("pow", power)]:
+        locals()[f"__{_name}__"] = (lambda fn: lambda self, o: elementwise(fn, self, o))(_fn)
+        locals()[f"__r{_name}__"] = (lambda fn: lambda self, o: elementwise(fn, o, self))(_fn)
+        locals()[f"__i{_name}__"] = (lambda fn: lambda self, o: self._inplace(fn, o))(_fn)
+    for _name, _fn in [("lt", ops.lt), ("le", ops.le), ("gt", ops.gt), ("ge", ops.ge), ("eq", ops.eq),
+                       ("ne", ops.ne)]:
+        locals()[f"__{_name}__"] = (lambda fn: lambda self, o: elementwise(fn, self, o))(_fn)
+    del _name, _fn
+
+    def _inplace(self, fn, o):
+        self.cells[...] = to_cells(elementwise(fn, self, o))
+        return self
+
+    def __neg__(self): return elementwise(ops.neg, self)
+    def __pos__(self): return self
+    def __abs__(self): return elementwise(ops.absolute, self)
+    def __matmul__(self, o): return wrap(np.matmul(self.cells, to_cells(o)))
+    def __rmatmul__(self, o): return wrap(np.matmul(to_cells(o), self.cells))
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = Scalar.__floordiv__
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return array_function(func, args, kwargs)
+
+    # ---- the ndarray methods people call --------------------------------------------------------------
+    def reshape(self, *shape, order="C"):
+        return TracedArray(self.cells.reshape(*shape, order=order))
+
+    def ravel(self): return TracedArray(self.cells.ravel())
+    def flatten(self): return TracedArray(self.cells.flatten())
+    def transpose(self, *axes): return TracedArray(self.cells.transpose(*axes))
+    def copy(self): return TracedArray(self.cells.copy())
+    def squeeze(self, axis=None): return TracedArray(self.cells.squeeze(axis))
+    def astype(self, dtype, copy=True): return self.copy() if copy else self
+    def sum(self, axis=None): return wrap(np.sum(self.cells, axis=axis))
+    def prod(self, axis=None): return wrap(np.prod(self.cells, axis=axis))
+    def mean(self, axis=None): return wrap(np.mean(self.cells, axis=axis))
+    def dot(self, o): return wrap(np.dot(self.cells, to_cells(o)))
+    def cumsum(self, axis=None): return wrap(np.cumsum(self.cells, axis=axis))
+    def cumprod(self, axis=None): return wrap(np.cumprod(self.cells, axis=axis))
+    def max(self, axis=None): return _reduce(ops.maximum, self, axis)
+    def min(self, axis=None): return _reduce(ops.minimum, self, axis)
+    def tolist(self): return [wrap(c) for c in self.cells.tolist()]
+
+
+def _index(idx):
+    """Indices must be fixed at record time."""
+    parts = idx if isinstance(idx, tuple) else (idx,)
+    for p in parts:
+        if isinstance(p, (Scalar, TracedArray)):
+            raise TracingError("indexing with a traced value (or a mask computed from traced values): the "
+                               "indices of a tape are fixed when it is recorded. Select values branch-free "
+                               "with np.where(mask, a, b) instead.")
+    return idx
+
+
+def _reduce(fn, a, axis=None):
+    cells = to_cells(a)
+    if isinstance(cells, np.ndarray) and cells.size == 0:
+        raise TracingError("max/min of an empty traced array")
+    cells = np.asarray(cells, dtype=object)
+    if axis is None:
+        cells, axis = cells.ravel(), 0
+    return wrap(np.frompyfunc(fn, 2, 1).reduce(cells, axis=axis))
+
+
+# imported late: the numpy dispatch tables refer to the classes above
+from .numpy_api import array_function, array_ufunc  # noqa: E402
