@@ -18,7 +18,8 @@ from .codegen import lower
 from .errors import BranchError, InputError
 from .interpret import interpret
 from .jit import Kernel, compile_kernel
-from .tape import Tape
+from .native import builtin, lower_entry, prepare
+from .tape import ENTRY, Tape
 
 _compile_lock = threading.Lock()
 
@@ -71,22 +72,38 @@ def _pointer(a: np.ndarray | None):
 
 
 def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
-    """The derived tape and compiled kernel for ``kind`` ('value' or 'value_and_gradient'), cached."""
+    """The derived tape and compiled kernel for ``kind`` ('value' or 'value_and_gradient'), cached.
+
+    The same module holds the native single-point entry point, stored in ``tape._cache[ENTRY[kind]]``.
+    """
     key = ("kernel", kind)
     hit = tape._cache.get(key)
     if hit is None:
         with _compile_lock:
             hit = tape._cache.get(key)
             if hit is None:
-                if kind == "value":
-                    derived, out_groups = tape, [tape.n_outputs]
-                else:
-                    derived = ad.value_and_grad(tape)
-                    out_groups = [1] + list(tape.input_sizes)
-                ir = lower(derived, "tapead_" + kind, tape.input_sizes, out_groups)
-                hit = tape._cache[key] = (derived, compile_kernel(ir, "tapead_" + kind, len(tape.input_sizes),
-                                                                  len(out_groups), len(derived)))
+                hit = tape._cache[key] = _build(tape, kind)
     return hit
+
+
+def _build(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
+    name = "tapead_" + kind
+    if kind == "value":
+        derived, out_groups = tape, [tape.n_outputs]
+        scalar = tape.output_shape == ()
+        out_shapes = [] if scalar else [tape.output_shape]
+    else:
+        derived = ad.value_and_grad(tape)
+        out_groups = [1] + list(tape.input_sizes)
+        scalar, out_shapes = False, [()] + list(tape.input_shapes)
+    ir = lower(derived, name, tape.input_sizes, out_groups)
+    ir += lower_entry(name + "_entry", name, list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
+    prepare()
+    k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), len(derived),
+                       extra_symbols=(name + "_entry",))
+    k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
+    tape._cache[ENTRY[kind]] = k.entry
+    return derived, k
 
 
 def _status(tape: Tape, status: int) -> None:

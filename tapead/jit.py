@@ -65,7 +65,8 @@ def optimise(ir: str, tm, opt: int):
 class Kernel:
     """A compiled point kernel and batch kernel for one tape and one argument/output grouping."""
 
-    def __init__(self, ir: str, name: str, n_in_groups: int, n_out_groups: int, opt: int):
+    def __init__(self, ir: str, name: str, n_in_groups: int, n_out_groups: int, opt: int,
+                 extra_symbols: tuple[str, ...] = ()):
         started = time.perf_counter()
         self.opt = opt
         tm = target_machine(opt)
@@ -80,12 +81,13 @@ class Kernel:
         self.batch_address = self.engine.get_function_address(name + "_batch")
         self.point = point_type(self.point_address)
         self.batch = batch_type(self.batch_address)
+        self.addresses = {s: self.engine.get_function_address(s) for s in extra_symbols}
         self.compile_seconds = time.perf_counter() - started
 
 
 def compile_kernel(ir: str, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
-                   opt: int | None = None) -> Kernel:
+                   opt: int | None = None, extra_symbols: tuple[str, ...] = ()) -> Kernel:
     """Compile with the optimisation level the tape size calls for (O2 up to O2_LIMIT ops, else O0)."""
     if opt is None:
         opt = 2 if n_ops <= O2_LIMIT else 0
-    return Kernel(ir, name, n_in_groups, n_out_groups, opt)
+    return Kernel(ir, name, n_in_groups, n_out_groups, opt, extra_symbols)

@@ -19,6 +19,8 @@ from .errors import TapeFormatError
 from .ops import BY_CODE
 
 Shape = tuple[int, ...]
+FALLBACK = object()  # what a native entry point returns when the Python path must handle a call
+ENTRY = {"value": "entry:value", "value_and_gradient": "entry:value_and_gradient"}  # _cache keys
 
 
 def _frozen(a: np.ndarray, dtype) -> np.ndarray:
@@ -172,11 +174,20 @@ class Tape:
     # ---- evaluation (implemented in tapead.calls; imported here at call time to keep modules layered) ----
     def __call__(self, *args, params=None, out=None):
         """Same as ``value``."""
-        from .calls import value
-        return value(self, *args, params=params, out=out)
+        return self.value(*args, params=params, out=out)
 
     def value(self, *args, params=None, out=None):
         """f at one point (a float for scalar outputs, else an array) or at a batch of points."""
+        entry = self._cache.get(ENTRY["value"])
+        if entry is not None:
+            if self.output_shape == ():
+                if out is None:
+                    r = entry(*args, params)
+                    if r is not FALLBACK:
+                        return r
+            elif out is not None:
+                if entry(*args, params, out) is not FALLBACK:
+                    return out
         from .calls import value
         return value(self, *args, params=params, out=out)
 
@@ -184,8 +195,21 @@ class Tape:
         """Gradient of a scalar tape: an array shaped like the argument, or a tuple for several arguments.
 
         ``out=`` (an array, or a tuple of arrays for several arguments) must be float64, C-contiguous,
-        writeable and exactly shaped; it is filled in place without allocating.
+        writeable and exactly shaped; it is filled in place. Single points with exactly-right float64 arrays
+        take a native path that allocates nothing; anything else is converted (or refused) in Python.
         """
+        entry = self._cache.get(ENTRY["value_and_gradient"])
+        if entry is not None:
+            if out is None and len(args) == 1:
+                g = np.empty(self.input_shapes[0])
+                if entry(args[0], params, None, g) is not FALLBACK:
+                    return g
+            elif type(out) is tuple:
+                if entry(*args, params, None, *out) is not FALLBACK:
+                    return out
+            elif out is not None:
+                if entry(*args, params, None, out) is not FALLBACK:
+                    return out
         from .calls import gradient
         return gradient(self, *args, params=params, out=out)
 

@@ -1,0 +1,135 @@
+"""Native Python entry points: single-point calls that read numpy arrays through the buffer protocol.
+
+Reading an array's pointer from Python (``arr.ctypes.data``) costs more than a small kernel. Instead, an entry
+point compiled with llvmlite against the CPython API is wrapped as a builtin function (METH_FASTCALL): it takes
+the arrays themselves, checks format "d", C-contiguity, writability (outputs) and the exact shape of every
+buffer, calls the kernel and returns. Anything not exactly right (another dtype, a list, a strided view, a
+failed guard) makes it return its fallback sentinel, and the caller takes the Python path, which converts or
+raises a precise InputError. So the fast path never changes results or errors, only their cost.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import llvmlite.binding as llvm
+
+from .jit import initialize
+from .tape import FALLBACK
+
+_PYBUF_ANY = 0x0004 | 0x0008 | 0x0010 | 0x0020  # FORMAT | ND | STRIDES | C_CONTIGUOUS
+_PYBUF_WRITE = _PYBUF_ANY | 0x0001
+_API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDouble")
+_registered = False
+
+
+class _MethodDef(ctypes.Structure):
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p), ("ml_flags", ctypes.c_int),
+                ("ml_doc", ctypes.c_char_p)]
+
+
+_new_function = ctypes.pythonapi.PyCFunction_NewEx
+_new_function.restype = ctypes.py_object
+_new_function.argtypes = [ctypes.POINTER(_MethodDef), ctypes.py_object, ctypes.py_object]
+METH_FASTCALL = 0x0080
+
+
+def _register_api() -> None:
+    global _registered
+    if not _registered:
+        initialize()
+        for name in _API:
+            llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value)
+        _registered = True
+
+
+def lower_entry(name: str, kernel_name: str, in_shapes: list, params_shape, out_shapes: list,
+                scalar_result: bool) -> str:
+    """IR for ``PyObject *name(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs)``.
+
+    ``args = (inputs..., params, outs...)``. ``params`` must be None for a tape without params and an array
+    for one with them; an out may be None (the kernel skips it). Returns the last out array (new reference),
+    or with ``scalar_result`` a float built from the kernel's single output, or else ``fallback``.
+    """
+    specs = [(s, "in") for s in in_shapes] + [(params_shape, "params")] + [(s, "out") for s in out_shapes]
+    k = len(specs)
+    L = ["%buf = type { ptr, ptr, i64, i64, i32, i32, ptr, ptr, ptr, ptr, ptr }",
+         "declare i32 @PyObject_GetBuffer(ptr, ptr, i32)", "declare void @PyBuffer_Release(ptr)",
+         "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)"]
+    # release every acquired buffer (flags in %acq)
+    L += [f"define internal void @{name}_release(ptr %bufs, ptr %acq) {{", "r0:"]
+    for j in range(k):
+        L += [f"  %fp{j} = getelementptr i8, ptr %acq, i64 {j}", f"  %f{j} = load i8, ptr %fp{j}",
+              f"  %t{j} = icmp ne i8 %f{j}, 0", f"  br i1 %t{j}, label %do{j}, label %r{j + 1}", f"do{j}:",
+              f"  %b{j} = getelementptr [{k} x %buf], ptr %bufs, i64 0, i64 {j}",
+              f"  call void @PyBuffer_Release(ptr %b{j})", f"  br label %r{j + 1}", f"r{j + 1}:"]
+    L += ["  ret void", "}"]
+    L += [f"define ptr @{name}(ptr %self, ptr %args, i64 %nargs) {{", "entry:",
+          f"  %bufs = alloca [{k} x %buf]", f"  %acq = alloca [{k} x i8]", f"  %ptrs = alloca [{k} x ptr]",
+          "  %result = alloca double"]
+    for j in range(k):
+        L += [f"  %acq{j} = getelementptr i8, ptr %acq, i64 {j}", f"  store i8 0, ptr %acq{j}",
+              f"  %pt{j} = getelementptr ptr, ptr %ptrs, i64 {j}", f"  store ptr null, ptr %pt{j}"]
+    L += [f"  %nok = icmp eq i64 %nargs, {k}", "  br i1 %nok, label %a0, label %fail"]
+    for j, (shape, kind) in enumerate(specs):
+        L += [f"a{j}:", f"  %ap{j} = getelementptr ptr, ptr %args, i64 {j}", f"  %o{j} = load ptr, ptr %ap{j}",
+              f"  %none{j} = icmp eq ptr %o{j}, inttoptr (i64 {id(None)} to ptr)"]
+        if shape is None:  # a tape without params accepts only None
+            L += [f"  br i1 %none{j}, label %a{j + 1}, label %fail"]
+            continue
+        absent = f"%a{j + 1}" if kind == "out" else "%fail"
+        flags = _PYBUF_WRITE if kind == "out" else _PYBUF_ANY
+        L += [f"  br i1 %none{j}, label {absent}, label %g{j}", f"g{j}:",
+              f"  %b{j} = getelementptr [{k} x %buf], ptr %bufs, i64 0, i64 {j}",
+              f"  %r{j} = call i32 @PyObject_GetBuffer(ptr %o{j}, ptr %b{j}, i32 {flags})",
+              f"  %bad{j} = icmp ne i32 %r{j}, 0", f"  br i1 %bad{j}, label %fail, label %c{j}", f"c{j}:",
+              f"  store i8 1, ptr %acq{j}",
+              f"  %fmp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 6", f"  %fm{j} = load ptr, ptr %fmp{j}",
+              f"  %fc{j} = load i16, ptr %fm{j}", f"  %ok{j} = icmp eq i16 %fc{j}, 100",  # "d\0"
+              f"  %ndp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 5", f"  %nd{j} = load i32, ptr %ndp{j}",
+              f"  %oknd{j} = icmp eq i32 %nd{j}, {len(shape)}", f"  %okb{j} = and i1 %ok{j}, %oknd{j}",
+              f"  br i1 %okb{j}, label %d{j}, label %fail", f"d{j}:",
+              f"  %shp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 7", f"  %sh{j} = load ptr, ptr %shp{j}"]
+        ok = "true"
+        for d, size in enumerate(shape):
+            L += [f"  %dp{j}.{d} = getelementptr i64, ptr %sh{j}, i64 {d}",
+                  f"  %dv{j}.{d} = load i64, ptr %dp{j}.{d}", f"  %de{j}.{d} = icmp eq i64 %dv{j}.{d}, {size}",
+                  f"  %dk{j}.{d} = and i1 {ok}, %de{j}.{d}"]
+            ok = f"%dk{j}.{d}"
+        L += [f"  br i1 {ok}, label %s{j}, label %fail", f"s{j}:",
+              f"  %pp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 0", f"  %p{j} = load ptr, ptr %pp{j}",
+              f"  store ptr %p{j}, ptr %pt{j}", f"  br label %a{j + 1}"]
+    L += [f"a{k}:"]
+    n_kernel = len(in_shapes) + 1
+    args = []
+    for j in range(k):
+        L += [f"  %kp{j} = load ptr, ptr %pt{j}"]
+        args.append(f"ptr %kp{j}")
+    if scalar_result:
+        args = args[:n_kernel] + ["ptr %result"]
+    L += [f"  %st = call i32 @{kernel_name}({', '.join(args)})",
+          f"  call void @{name}_release(ptr %bufs, ptr %acq)",
+          "  %stbad = icmp ne i32 %st, 0", "  br i1 %stbad, label %fallback, label %success", "success:"]
+    if scalar_result:
+        L += ["  %v = load double, ptr %result", "  %fl = call ptr @PyFloat_FromDouble(double %v)",
+              "  ret ptr %fl"]
+    else:
+        L += [f"  %rc = load i64, ptr %o{k - 1}", "  %rc1 = add i64 %rc, 1", f"  store i64 %rc1, ptr %o{k - 1}",
+              f"  ret ptr %o{k - 1}"]
+    L += ["fail:", f"  call void @{name}_release(ptr %bufs, ptr %acq)", "  call void @PyErr_Clear()",
+          "  br label %fallback", "fallback:", "  %sc = load i64, ptr %self", "  %sc1 = add i64 %sc, 1",
+          "  store i64 %sc1, ptr %self", "  ret ptr %self", "}"]
+    return "\n".join(L) + "\n"
+
+
+
+
+def builtin(address: int, name: str):
+    """Wrap a compiled entry point as a Python builtin function; returns ``(function, keep_alive)``."""
+    _register_api()
+    method = _MethodDef(name.encode(), address, METH_FASTCALL, None)
+    return _new_function(ctypes.byref(method), FALLBACK, None), method
+
+
+def prepare() -> None:
+    """Make the CPython API symbols visible to the JIT (before compiling a module with an entry point)."""
+    _register_api()
