@@ -7,7 +7,9 @@ must already be exactly right (float64, shape, C-contiguous, writeable) and are 
 """
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -17,11 +19,24 @@ from .arrays import as_float_array, check_out
 from .codegen import lower
 from .errors import BranchError, InputError
 from .interpret import interpret
-from .jit import Kernel, compile_kernel
+from .jit import O2_LIMIT, Kernel, compile_kernel
 from .native import builtin, lower_entry, prepare
 from .tape import ENTRY, Tape
 
 _compile_lock = threading.Lock()
+O2_BACKGROUND_LIMIT = 60000  # ops; up to this size an O2 kernel is compiled in the background and swapped in
+OPS_PER_THREAD = 200000  # a batch is split across threads only when each gets at least this much work
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _compile_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                                           thread_name_prefix="tapead")
+    return _pool
 
 
 class Bound(NamedTuple):
@@ -86,24 +101,48 @@ def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
     return hit
 
 
-def _build(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
+def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]:
     name = "tapead_" + kind
     if kind == "value":
         derived, out_groups = tape, [tape.n_outputs]
         scalar = tape.output_shape == ()
         out_shapes = [] if scalar else [tape.output_shape]
     else:
-        derived = ad.value_and_grad(tape)
+        derived = tape._cache.get(("derived", kind))
+        if derived is None:
+            derived = tape._cache[("derived", kind)] = ad.value_and_grad(tape)
         out_groups = [1] + list(tape.input_sizes)
         scalar, out_shapes = False, [()] + list(tape.input_shapes)
     ir = lower(derived, name, tape.input_sizes, out_groups)
     ir += lower_entry(name + "_entry", name, list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
     prepare()
-    k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), len(derived),
+    k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), len(derived), opt=opt,
                        extra_symbols=(name + "_entry",))
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
+    k.n_ops = len(derived)
     tape._cache[ENTRY[kind]] = k.entry
+    if opt is None and k.opt == 0 and len(derived) <= O2_BACKGROUND_LIMIT and \
+            os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":
+        threading.Thread(target=_upgrade, args=(tape, kind), daemon=True, name="tapead-O2").start()
     return derived, k
+
+
+def _upgrade(tape: Tape, kind: str) -> None:
+    """Compile the O2 kernel of a large tape off the caller's thread and swap it in when ready."""
+    derived, k2 = _build(tape, kind, opt=2)
+    with _compile_lock:
+        old = tape._cache.get(("kernel", kind))
+        tape._cache.setdefault("retired", []).append(old)  # a caller may still be running the old code
+        tape._cache[("kernel", kind)] = (derived, k2)
+        tape._cache[ENTRY[kind]] = k2.entry
+        tape._cache["upgraded"] = tape._cache.get("upgraded", 0) + 1
+
+
+def wait_for_upgrades(tape: Tape, timeout: float = 60.0) -> None:
+    """Block until background O2 compilations of this tape have finished (for benchmarks and tests)."""
+    for t in threading.enumerate():
+        if t.name == "tapead-O2":
+            t.join(timeout)
 
 
 def _status(tape: Tape, status: int) -> None:
@@ -112,14 +151,43 @@ def _status(tape: Tape, status: int) -> None:
                           "the one recorded; record it again at this input")
 
 
-def _run(tape: Tape, kind: str, b: Bound, outs: list) -> None:
-    _, k = kernel(tape, kind)
+def _thread_count(threads: int | None, n: int, n_ops: int) -> int:
+    if threads is None:
+        threads = os.cpu_count() or 1
+    elif not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
+    return max(1, min(threads, n * max(n_ops, 1) // OPS_PER_THREAD, n))
+
+
+def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None) -> None:
+    """Call the kernel: one native call for a point, at most ``threads`` native calls for a batch."""
+    derived, k = kernel(tape, kind)
     ptrs = [x.ctypes.data for x in b.xs]
     p = None if b.p is None else b.p.ctypes.data
     if b.n is None:
         _status(tape, k.point(*ptrs, p, *[_pointer(o) for o in outs]))
-    elif b.n > 0:
-        _status(tape, k.batch(b.n, *ptrs, p, b.p_stride, *[_pointer(o) for o in outs], None))
+        return
+    n = b.n
+    t = _thread_count(threads, n, k.n_ops)
+    if n == 0:
+        return
+    if t == 1:
+        _status(tape, k.batch(n, *ptrs, p, b.p_stride, *[_pointer(o) for o in outs], None))
+        return
+    in_rows = [x.size // n * 8 for x in b.xs]
+    out_rows = [0 if o is None else o.size // n * 8 for o in outs]
+    bounds = [n * i // t for i in range(t + 1)]
+
+    def chunk(lo: int, hi: int) -> int:
+        return k.batch(hi - lo, *[a + lo * r for a, r in zip(ptrs, in_rows)],
+                       None if p is None else p + lo * b.p_stride * 8, b.p_stride,
+                       *[None if o is None else _pointer(o) + lo * r for o, r in zip(outs, out_rows)], None)
+
+    futures = [_executor().submit(chunk, bounds[i], bounds[i + 1]) for i in range(1, t)]
+    status = chunk(bounds[0], bounds[1])
+    for f in futures:
+        status += f.result()
+    _status(tape, status)
 
 
 def _lead(b: Bound) -> tuple:
@@ -135,11 +203,11 @@ def _result(tape: Tape, b: Bound, value: np.ndarray):
     return float(value) if b.n is None and tape.output_shape == () else value
 
 
-def value(tape: Tape, *args, params=None, out=None):
+def value(tape: Tape, *args, params=None, out=None, threads: int | None = None):
     """f at one point (a float for scalar outputs, else an array) or at a batch of points (an array)."""
     b = bind(tape, args, params)
     v = _value_out(tape, b, out)
-    _run(tape, "value", b, [v])
+    _run(tape, "value", b, [v], threads)
     return _result(tape, b, v)
 
 
@@ -160,23 +228,23 @@ def _grad_outs(tape: Tape, b: Bound, out) -> list:
     return [check_out(o, s, f"out[{i}]") for i, (o, s) in enumerate(zip(out, shapes))]
 
 
-def gradient(tape: Tape, *args, params=None, out=None):
+def gradient(tape: Tape, *args, params=None, out=None, threads: int | None = None):
     """The gradient: for one argument an array shaped like it, for several a tuple of arrays."""
     _scalar(tape, "gradient")
     b = bind(tape, args, params)
     gs = _grad_outs(tape, b, out)
-    _run(tape, "value_and_gradient", b, [None] + gs)
+    _run(tape, "value_and_gradient", b, [None] + gs, threads)
     return gs[0] if len(gs) == 1 else tuple(gs)
 
 
-def value_and_gradient(tape: Tape, *args, params=None, out=None):
+def value_and_gradient(tape: Tape, *args, params=None, out=None, threads: int | None = None):
     """``(value, gradient)`` from one kernel; ``out`` (optional) is ``(value_out, gradient_out)``."""
     _scalar(tape, "value_and_gradient")
     b = bind(tape, args, params)
     v_out, g_out = (None, None) if out is None else out
     v = _value_out(tape, b, v_out, "out[0]")
     gs = _grad_outs(tape, b, g_out)
-    _run(tape, "value_and_gradient", b, [v] + gs)
+    _run(tape, "value_and_gradient", b, [v] + gs, threads)
     return _result(tape, b, v), (gs[0] if len(gs) == 1 else tuple(gs))
 
 

@@ -172,12 +172,16 @@ class Tape:
         return Tape(**fields)
 
     # ---- evaluation (implemented in tapead.calls; imported here at call time to keep modules layered) ----
-    def __call__(self, *args, params=None, out=None):
+    def __call__(self, *args, params=None, out=None, threads: int | None = None):
         """Same as ``value``."""
-        return self.value(*args, params=params, out=out)
+        return self.value(*args, params=params, out=out, threads=threads)
 
-    def value(self, *args, params=None, out=None):
-        """f at one point (a float for scalar outputs, else an array) or at a batch of points."""
+    def value(self, *args, params=None, out=None, threads: int | None = None):
+        """f at one point (a float for scalar outputs, else an array) or at a batch of points.
+
+        A batch has one more leading axis on every argument (params: batched with it, or shared without it);
+        ``threads`` (default: all cores) splits large batches; a point's result never depends on it.
+        """
         entry = self._cache.get(ENTRY["value"])
         if entry is not None:
             if self.output_shape == ():
@@ -189,9 +193,9 @@ class Tape:
                 if entry(*args, params, out) is not FALLBACK:
                     return out
         from .calls import value
-        return value(self, *args, params=params, out=out)
+        return value(self, *args, params=params, out=out, threads=threads)
 
-    def gradient(self, *args, params=None, out=None):
+    def gradient(self, *args, params=None, out=None, threads: int | None = None):
         """Gradient of a scalar tape: an array shaped like the argument, or a tuple for several arguments.
 
         ``out=`` (an array, or a tuple of arrays for several arguments) must be float64, C-contiguous,
@@ -211,12 +215,12 @@ class Tape:
                 if entry(*args, params, None, out) is not FALLBACK:
                     return out
         from .calls import gradient
-        return gradient(self, *args, params=params, out=out)
+        return gradient(self, *args, params=params, out=out, threads=threads)
 
-    def value_and_gradient(self, *args, params=None, out=None):
+    def value_and_gradient(self, *args, params=None, out=None, threads: int | None = None):
         """``(value, gradient)`` computed by one kernel."""
         from .calls import value_and_gradient
-        return value_and_gradient(self, *args, params=params, out=out)
+        return value_and_gradient(self, *args, params=params, out=out, threads=threads)
 
     def evaluate(self, *args, params=None):
         """The numpy reference interpreter (no compilation): the oracle the kernels are tested against."""
