@@ -62,6 +62,14 @@ def optimise(ir: str, tm, opt: int):
     return module
 
 
+def build_engine(ir: str, opt: int):
+    """An MCJIT engine holding the compiled module (keep it alive as long as its code is used)."""
+    tm = target_machine(opt)
+    engine = llvm.create_mcjit_compiler(optimise(ir, tm, opt), tm)
+    engine.finalize_object()
+    return engine
+
+
 class Kernel:
     """A compiled point kernel and batch kernel for one tape and one argument/output grouping."""
 
@@ -69,10 +77,7 @@ class Kernel:
                  extra_symbols: tuple[str, ...] = ()):
         started = time.perf_counter()
         self.opt = opt
-        tm = target_machine(opt)
-        module = optimise(ir, tm, opt)
-        self.engine = llvm.create_mcjit_compiler(module, tm)
-        self.engine.finalize_object()
+        self.engine = build_engine(ir, opt)
         ptr = ctypes.c_void_p
         point_type = ctypes.CFUNCTYPE(ctypes.c_int32, *([ptr] * (n_in_groups + 1 + n_out_groups)))
         batch_type = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, *([ptr] * (n_in_groups + 1)),

@@ -222,6 +222,20 @@ class Tape:
         from .calls import value_and_gradient
         return value_and_gradient(self, *args, params=params, out=out, threads=threads)
 
+    def assemble_gradient(self, X, C, M: int, params=None, out=None, threads: int | None = None):
+        """Scatter-add every element's gradient into a global vector: ``g[C[e, j]] += grad f(X[e])[j]``.
+
+        ``X`` (N, n) element inputs, ``C`` (N, n) integer global indices (validated), ``M`` the global length,
+        ``params`` one row per element or shared. Bit-identical for any thread count.
+        """
+        from .assemble import assemble_gradient
+        return assemble_gradient(self, X, C, M, params=params, out=out, threads=threads)
+
+    def assemble_value(self, X, params=None, threads: int | None = None) -> float:
+        """Sum of the element values over all elements."""
+        from .assemble import assemble_value
+        return assemble_value(self, X, params=params, threads=threads)
+
     def evaluate(self, *args, params=None):
         """The numpy reference interpreter (no compilation): the oracle the kernels are tested against."""
         from .calls import evaluate

@@ -1,0 +1,116 @@
+"""Finite-element assembly: per-element gradients scatter-added into one global vector, in native code.
+
+Elements are processed in blocks: the element gradients of a block are computed by the batch kernel (split
+across threads), then added into the global vector by one native loop in element order. The order of every
+addition is therefore fixed by the element numbering alone, so any thread count gives the same bits.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from .arrays import as_float_array, check_out
+from .calls import gradient, value
+from .errors import InputError
+from .jit import build_engine
+from .tape import Tape
+
+BLOCK = 4096  # elements per block: bounds the workspace, amortises thread start-up
+_lock = threading.Lock()
+_scatter = None
+_local = threading.local()
+
+_SCATTER_IR = """
+define void @tapead_scatter(i64 %n, ptr %vals, ptr %idx, ptr %out) nounwind {
+entry:
+  %empty = icmp sle i64 %n, 0
+  br i1 %empty, label %done, label %loop
+loop:
+  %i = phi i64 [0, %entry], [%next, %loop]
+  %vp = getelementptr inbounds double, ptr %vals, i64 %i
+  %v = load double, ptr %vp
+  %ip = getelementptr inbounds i64, ptr %idx, i64 %i
+  %j = load i64, ptr %ip
+  %op = getelementptr inbounds double, ptr %out, i64 %j
+  %o = load double, ptr %op
+  %s = fadd double %o, %v
+  store double %s, ptr %op
+  %next = add i64 %i, 1
+  %more = icmp slt i64 %next, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+"""
+
+
+def _scatter_fn():
+    """``out[idx[i]] += vals[i]`` for i in order, compiled once per process."""
+    global _scatter
+    with _lock:
+        if _scatter is None:
+            engine = build_engine(_SCATTER_IR, 2)
+            fn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+                engine.get_function_address("tapead_scatter"))
+            _scatter = (engine, fn)
+    return _scatter[1]
+
+
+def _connectivity(tape: Tape, C, n: int, M) -> np.ndarray:
+    if len(tape.input_shapes) != 1 or tape.n_outputs != 1:
+        raise InputError("assembly needs a scalar tape with one argument (the element's local inputs)")
+    if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 0:
+        raise InputError(f"M (the global vector's length) must be a non-negative integer, got {M!r}")
+    c = np.asarray(C)
+    if c.dtype.kind not in "iu":
+        raise InputError(f"connectivity C must be an integer array, got dtype {c.dtype}")
+    width = tape.n_inputs
+    if c.shape not in ((n, width), (n,) + tape.input_shapes[0]):
+        raise InputError(f"connectivity C has shape {c.shape}; expected {(n, width)} (one row of global "
+                         "indices per element, one index per local input)")
+    c = np.ascontiguousarray(c.reshape(n, width), dtype=np.int64)
+    if c.size and (c.min() < 0 or c.max() >= M):
+        raise InputError(f"connectivity C holds indices outside 0..{int(M) - 1}: min {c.min()}, max {c.max()}")
+    return c
+
+
+def _elements(tape: Tape, X) -> np.ndarray:
+    x = as_float_array(X, "X")
+    if x.ndim != len(tape.input_shapes[0]) + 1 or x.shape[1:] != tape.input_shapes[0]:
+        raise InputError(f"X has shape {x.shape}; expected (N,) + {tape.input_shapes[0]} (one row per element)")
+    return x
+
+
+def assemble_gradient(tape: Tape, X, C, M: int, params=None, out=None, threads: int | None = None) -> np.ndarray:
+    """Global gradient ``g[C[e, j]] += grad_e[j]`` over elements e of ``X`` (N, n); returns ``g`` (M,).
+
+    ``params`` is one row per element (N, ...) or shared; ``out`` (float64 (M,), C-contiguous) is overwritten.
+    """
+    x = _elements(tape, X)
+    n = x.shape[0]
+    c = _connectivity(tape, C, n, M)
+    g = np.zeros(int(M)) if out is None else check_out(out, (int(M),), "out")
+    g[...] = 0.0
+    p = None if params is None else as_float_array(params, "params")
+    batched_p = p is not None and tape.param_shape is not None and p.shape == (n,) + tape.param_shape
+    width = tape.n_inputs
+    work = getattr(_local, "work", None)
+    if work is None or work.shape[1:] != (BLOCK * width,):
+        work = _local.work = np.empty((1, BLOCK * width))
+    scatter = _scatter_fn()
+    for lo in range(0, n, BLOCK):
+        hi = min(n, lo + BLOCK)
+        block = work[0, :(hi - lo) * width].reshape((hi - lo,) + tape.input_shapes[0])
+        gradient(tape, x[lo:hi], params=p[lo:hi] if batched_p else p, out=block, threads=threads)
+        scatter((hi - lo) * width, block.ctypes.data, c[lo:hi].ctypes.data, g.ctypes.data)
+    return g
+
+
+def assemble_value(tape: Tape, X, params=None, threads: int | None = None) -> float:
+    """Sum of the element values ``f(X[e], params[e])`` over all elements."""
+    x = _elements(tape, X)
+    if tape.n_outputs != 1:
+        raise InputError("assemble_value needs a scalar tape")
+    return float(np.sum(value(tape, x, params=params, threads=threads)))
