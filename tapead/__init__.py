@@ -7,8 +7,10 @@ from .record import record
 from .simplify import simplify
 from .tape import Tape
 from .calls import evaluate
+from .store import load, save
+from . import cache
 
 __version__ = "0.1.0"
 
-__all__ = ["record", "Tape", "grad", "value_and_grad", "jvp", "vjp", "simplify", "where", "evaluate", "OPS",
+__all__ = ["record", "Tape", "load", "save", "cache", "grad", "value_and_grad", "jvp", "vjp", "simplify", "where", "evaluate", "OPS",
            "TapeadError", "TracingError", "InputError", "BranchError", "TapeFormatError", "CompileError"]

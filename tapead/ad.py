@@ -7,10 +7,12 @@ itself written in ops, so the derivative program is recorded too. Higher orders 
 from __future__ import annotations
 
 from .errors import TapeadError
-from .ops import BY_CODE, call
+from .ops import BY_CODE, OPS, call, select
 from .recorder import Recorder
 from .tape import Tape
 from .tracer import Scalar
+
+_SELECT = OPS["select"].code
 
 
 def fresh(tape: Tape, n_extra_inputs: int = 0):
@@ -52,9 +54,36 @@ def _active(tape: Tape) -> bytearray:
     return act
 
 
+def _mask_of(g) -> tuple | None:
+    """If cotangent ``g`` is ``select(c, h, 0)`` or ``select(c, 0, h)``: ``(c, taken_when_true)``."""
+    if not isinstance(g, Scalar):
+        return None
+    rec = g.rec
+    if rec.kinds[g.id] != _SELECT:
+        return None
+    c, a, b = rec.args[g.id]
+    if rec.const_value(b) == 0.0:
+        return (c, True)
+    if rec.const_value(a) == 0.0:
+        return (c, False)
+    return None
+
+
+def _masked(q, mask, rec):
+    """Contribution ``q`` restricted to where the branch it flows through was taken (exact 0 elsewhere)."""
+    c = Scalar(rec, mask[0])
+    return select(c, q, 0.0) if mask[1] else select(c, 0.0, q)
+
+
 def backward(tape: Tape, vals: list, seeds: list) -> list:
-    """Cotangents of the inputs given one cotangent per output (None = zero): the reverse sweep."""
+    """Cotangents of the inputs given one cotangent per output (None = zero): the reverse sweep.
+
+    NaN-safe selects: a cotangent that entered a branch through a select is zero where that branch was not
+    taken, and every contribution computed from it is masked the same way, so a NaN or infinite partial
+    inside the branch not taken (``where(x > 0, sqrt(x), 0)`` at x < 0) cannot turn the zero into NaN.
+    """
     adj: list = [None] * tape.n_slots
+    mask: list = [None] * tape.n_slots
     act = _active(tape)
     for s, g in zip(tape.outputs.tolist(), seeds):
         if g is not None and act[s]:
@@ -68,10 +97,19 @@ def backward(tape: Tape, vals: list, seeds: list) -> list:
         op, *args = code[i]
         row = BY_CODE[op]
         args = args[:row.arity]
+        m = mask[first + i]
         contributions = row.rule(g, *(vals[a] for a in args), vals[first + i])
         for a, c in zip(args, contributions):
-            if c is not None and act[a]:
-                adj[a] = c if adj[a] is None else adj[a] + c
+            if c is None or not act[a]:
+                continue
+            if m is not None and isinstance(c, Scalar):
+                c = _masked(c, m, c.rec)
+            cm = _mask_of(c)
+            if adj[a] is None:
+                adj[a], mask[a] = c, cm
+            else:
+                adj[a] = adj[a] + c
+                mask[a] = mask[a] if mask[a] == cm else None
     return adj[:tape.n_inputs]
 
 

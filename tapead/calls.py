@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import ad
+from . import ad, branches
 from .arrays import as_float_array, check_out
 from .codegen import lower
 from .errors import BranchError, InputError
@@ -145,12 +145,6 @@ def wait_for_upgrades(tape: Tape, timeout: float = 60.0) -> None:
             t.join(timeout)
 
 
-def _status(tape: Tape, status: int) -> None:
-    if status:
-        raise BranchError("the function takes another path through its Python control flow at this input than "
-                          "the one recorded; record it again at this input")
-
-
 def _thread_count(threads: int | None, n: int, n_ops: int) -> int:
     if threads is None:
         threads = os.cpu_count() or 1
@@ -159,21 +153,22 @@ def _thread_count(threads: int | None, n: int, n_ops: int) -> int:
     return max(1, min(threads, n * max(n_ops, 1) // OPS_PER_THREAD, n))
 
 
-def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None) -> None:
-    """Call the kernel: one native call for a point, at most ``threads`` native calls for a batch."""
+def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None):
+    """Call the kernel: one native call for a point, at most ``threads`` native calls for a batch.
+
+    Returns 0 when every guard held, else the point's status or, for a batch, the per-point statuses.
+    """
     derived, k = kernel(tape, kind)
     ptrs = [x.ctypes.data for x in b.xs]
     p = None if b.p is None else b.p.ctypes.data
     if b.n is None:
-        _status(tape, k.point(*ptrs, p, *[_pointer(o) for o in outs]))
-        return
+        return k.point(*ptrs, p, *[_pointer(o) for o in outs])
     n = b.n
-    t = _thread_count(threads, n, k.n_ops)
     if n == 0:
-        return
-    if t == 1:
-        _status(tape, k.batch(n, *ptrs, p, b.p_stride, *[_pointer(o) for o in outs], None))
-        return
+        return 0
+    t = _thread_count(threads, n, k.n_ops)
+    status = np.zeros(n, np.int32) if len(derived.guards) else None
+    s = _pointer(status)
     in_rows = [x.size // n * 8 for x in b.xs]
     out_rows = [0 if o is None else o.size // n * 8 for o in outs]
     bounds = [n * i // t for i in range(t + 1)]
@@ -181,13 +176,19 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
     def chunk(lo: int, hi: int) -> int:
         return k.batch(hi - lo, *[a + lo * r for a, r in zip(ptrs, in_rows)],
                        None if p is None else p + lo * b.p_stride * 8, b.p_stride,
-                       *[None if o is None else _pointer(o) + lo * r for o, r in zip(outs, out_rows)], None)
+                       *[None if o is None else _pointer(o) + lo * r for o, r in zip(outs, out_rows)],
+                       None if s is None else s + lo * 4)
 
     futures = [_executor().submit(chunk, bounds[i], bounds[i + 1]) for i in range(1, t)]
-    status = chunk(bounds[0], bounds[1])
-    for f in futures:
-        status += f.result()
-    _status(tape, status)
+    failed = chunk(bounds[0], bounds[1]) + sum(f.result() for f in futures)
+    return status if failed else 0
+
+
+def _evaluate(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None) -> None:
+    """Run the kernel, then answer any point whose guards failed from the path it really takes."""
+    status = _run(tape, kind, b, outs, threads)
+    if isinstance(status, np.ndarray) or status != 0:
+        branches.redo(tape, kind, b, outs, status, _run)
 
 
 def _lead(b: Bound) -> tuple:
@@ -207,7 +208,7 @@ def value(tape: Tape, *args, params=None, out=None, threads: int | None = None):
     """f at one point (a float for scalar outputs, else an array) or at a batch of points (an array)."""
     b = bind(tape, args, params)
     v = _value_out(tape, b, out)
-    _run(tape, "value", b, [v], threads)
+    _evaluate(tape, "value", b, [v], threads)
     return _result(tape, b, v)
 
 
@@ -233,7 +234,7 @@ def gradient(tape: Tape, *args, params=None, out=None, threads: int | None = Non
     _scalar(tape, "gradient")
     b = bind(tape, args, params)
     gs = _grad_outs(tape, b, out)
-    _run(tape, "value_and_gradient", b, [None] + gs, threads)
+    _evaluate(tape, "value_and_gradient", b, [None] + gs, threads)
     return gs[0] if len(gs) == 1 else tuple(gs)
 
 
@@ -244,7 +245,7 @@ def value_and_gradient(tape: Tape, *args, params=None, out=None, threads: int | 
     v_out, g_out = (None, None) if out is None else out
     v = _value_out(tape, b, v_out, "out[0]")
     gs = _grad_outs(tape, b, g_out)
-    _run(tape, "value_and_gradient", b, [v] + gs, threads)
+    _evaluate(tape, "value_and_gradient", b, [v] + gs, threads)
     return _result(tape, b, v), (gs[0] if len(gs) == 1 else tuple(gs))
 
 
@@ -255,10 +256,21 @@ def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
     x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
     p = None if b.p is None else b.p.reshape(-1, tape.n_params)
     out, ok = interpret(tape, x, p)
-    if not ok.all():
-        _status(tape, 1)
     v = out.reshape(_lead(b) + tape.output_shape)
+    if not ok.all():
+        branches.redo(tape, "value", b, [v if b.n is not None else v.reshape(-1)],
+                      0 if b.n is None else (~ok).astype(np.int32), _interpreted)
     return _result(tape, b, v)
+
+
+def _interpreted(tape: Tape, kind: str, b: Bound, outs: list):
+    """The interpreter with ``_run``'s contract (used by ``evaluate`` for the other paths it needs)."""
+    n = 1 if b.n is None else b.n
+    x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
+    p = None if b.p is None else b.p.reshape(-1, tape.n_params)
+    out, ok = interpret(tape, x, p)
+    outs[0].reshape(n, -1)[...] = out
+    return 0 if ok.all() else (1 if b.n is None else (~ok).astype(np.int32))
 
 
 def compile(tape: Tape) -> Tape:

@@ -63,10 +63,12 @@ def optimise(ir: str, tm, opt: int):
 
 
 def build_engine(ir: str, opt: int):
-    """An MCJIT engine holding the compiled module (keep it alive as long as its code is used)."""
-    tm = target_machine(opt)
-    engine = llvm.create_mcjit_compiler(optimise(ir, tm, opt), tm)
-    engine.finalize_object()
+    """An MCJIT engine holding the compiled module (keep it alive as long as its code is used).
+
+    Goes through the on-disk kernel cache: a hit loads the object file and skips LLVM entirely.
+    """
+    from . import cache
+    engine, _ = cache.build_engine(ir, target_machine(opt), opt)
     return engine
 
 

@@ -19,6 +19,7 @@ from .tape import FALLBACK
 _PYBUF_ANY = 0x0004 | 0x0008 | 0x0010 | 0x0020  # FORMAT | ND | STRIDES | C_CONTIGUOUS
 _PYBUF_WRITE = _PYBUF_ANY | 0x0001
 _API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDouble")
+_NONE_SYMBOL = "tapead_py_none"  # resolved at load time: None's address differs between processes
 _registered = False
 
 
@@ -39,6 +40,7 @@ def _register_api() -> None:
         initialize()
         for name in _API:
             llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value)
+        llvm.add_symbol(_NONE_SYMBOL, id(None))
         _registered = True
 
 
@@ -54,7 +56,8 @@ def lower_entry(name: str, kernel_name: str, in_shapes: list, params_shape, out_
     k = len(specs)
     L = ["%buf = type { ptr, ptr, i64, i64, i32, i32, ptr, ptr, ptr, ptr, ptr }",
          "declare i32 @PyObject_GetBuffer(ptr, ptr, i32)", "declare void @PyBuffer_Release(ptr)",
-         "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)"]
+         "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)",
+         f"@{_NONE_SYMBOL} = external global i8"]
     # release every acquired buffer (flags in %acq)
     L += [f"define internal void @{name}_release(ptr %bufs, ptr %acq) {{", "r0:"]
     for j in range(k):
@@ -72,7 +75,7 @@ def lower_entry(name: str, kernel_name: str, in_shapes: list, params_shape, out_
     L += [f"  %nok = icmp eq i64 %nargs, {k}", "  br i1 %nok, label %a0, label %fail"]
     for j, (shape, kind) in enumerate(specs):
         L += [f"a{j}:", f"  %ap{j} = getelementptr ptr, ptr %args, i64 {j}", f"  %o{j} = load ptr, ptr %ap{j}",
-              f"  %none{j} = icmp eq ptr %o{j}, inttoptr (i64 {id(None)} to ptr)"]
+              f"  %none{j} = icmp eq ptr %o{j}, @{_NONE_SYMBOL}"]
         if shape is None:  # a tape without params accepts only None
             L += [f"  br i1 %none{j}, label %a{j + 1}, label %fail"]
             continue

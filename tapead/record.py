@@ -41,7 +41,7 @@ def output_ids(rec: Recorder, result) -> tuple[list[int], tuple[int, ...]]:
     return ids, cells.shape
 
 
-def record(f: Callable, *args, params=None, on_branch: str | None = None) -> Tape:
+def record(f: Callable, *args, params=None, on_branch: str = "retape") -> Tape:
     """Run ``f(*args)`` (or ``f(*args, params)``) once on traced values and return its tape.
 
     Positional ``args`` are the differentiable inputs: float arrays or scalars whose shapes are fixed now.
@@ -50,12 +50,22 @@ def record(f: Callable, *args, params=None, on_branch: str | None = None) -> Tap
     Integers that steer indexing are fixed at record time: keep them out of ``args`` and ``params``.
 
     Inside ``f`` use numpy functions (``np.sin``, ``np.dot``, indexing, assignment into traced arrays, ...).
+    Python control flow on traced values (``if x > 0``, ``while``, ``and``/``or``, builtin ``min``/``max``)
+    records guards: the comparisons and their outcomes. A call where a guard flips is never answered from the
+    wrong path: with ``on_branch="retape"`` (default) ``f`` is recorded again along the new path (recurring
+    paths get compiled kernels); with ``"raise"`` a BranchError names the comparison and its source line;
+    with ``"forbid"`` branching on a traced value raises a TracingError while recording.
+
     Raises TracingError for what a tape cannot represent, e.g. ``float(x)``, ``math.sin(x)``, storing a traced
-    value into a float numpy array, or ``if x > 0`` (write ``np.where``/``tapead.where`` instead).
+    value into a float numpy array (build it with ``np.zeros_like(x)``), or indexing with a traced value.
     """
     if not callable(f):
         raise TracingError(f"record() needs a callable, got {type(f).__name__}")
-    rec = Recorder(on_branch=on_branch)
+    if on_branch is None:
+        on_branch = "forbid"
+    if on_branch not in ("retape", "raise", "forbid"):
+        raise ValueError(f"on_branch must be 'retape', 'raise' or 'forbid', got {on_branch!r}")
+    rec = Recorder(on_branch=None if on_branch == "forbid" else on_branch)
     values = [as_float_array(a, f"argument {i}") for i, a in enumerate(args)]
     traced = [_traced(rec, v, rec.input) for v in values]
     param_shape = None
@@ -65,4 +75,4 @@ def record(f: Callable, *args, params=None, on_branch: str | None = None) -> Tap
         traced.append(_traced(rec, p, rec.param))
     result = f(*traced)
     ids, shape = output_ids(rec, result)
-    return rec.finish(ids, shape, tuple(v.shape for v in values), param_shape, fn=f)
+    return rec.finish(ids, shape, tuple(v.shape for v in values), param_shape, fn=f, on_branch=on_branch)

@@ -15,6 +15,7 @@ from .tape import Tape
 
 _COMMUTATIVE = frozenset({"add", "mul", "eq", "ne"})
 _INPUT, _PARAM, _CONST = -1, -2, -3
+_COMPARISON_CODES = frozenset(OPS[n].code for n in ("lt", "le", "gt", "ge", "eq", "ne"))
 
 
 def _bits(v: float) -> bytes:
@@ -31,6 +32,7 @@ class Recorder:
         self.inputs: list[int] = []
         self.params: list[int] = []
         self.guards: list[tuple[int, int]] = []
+        self.guard_sites: list[str] = []  # the user's source line of each guard
         self.on_branch = on_branch  # None: branching on a traced value raises; else guards are recorded
         self._memo: dict = {}
 
@@ -107,23 +109,25 @@ class Recorder:
         return None
 
     def guard(self, nid: int, where: str) -> bool:
-        """Branching on comparison ``nid``: record a guard (when allowed) and return the recorded outcome."""
+        """Branching on node ``nid``: record a guard (when allowed) and return the outcome at this point."""
         value = self.values[nid]
         if self.on_branch is None or value is None:
             raise TracingError(
-                f"a traced value was used as a Python truth value ({where}). A tape records one path through "
+                f"a traced value was used as a Python truth value ({where}). This tape records one path through "
                 "the function, so `if`, `while`, `and`/`or`, builtin min()/max() and sorting cannot depend on "
                 "traced values here. Write the choice branch-free with tapead.where(cond, a, b), np.where, "
-                "np.maximum/np.minimum or np.clip (on traced arrays) instead.")
+                "np.maximum/np.minimum or np.clip instead, or record with on_branch='retape' (the default of "
+                "tapead.record) so the tape guards the path it took.")
+        if self.kinds[nid] not in _COMPARISON_CODES:  # `if x:` means `if x != 0:`
+            nid = self.emit(OPS["ne"], (nid, self.const(0.0)))
+            value = self.values[nid]
         outcome = int(value != 0.0)
-        if self.kinds[nid] in (OPS[n].code for n in ("lt", "le", "gt", "ge", "eq", "ne")):
-            self.guards.append((nid, outcome))
-        else:
-            raise TracingError(f"a traced value that is not a comparison was used as a truth value ({where}); "
-                               "compare it explicitly, e.g. `if x != 0:`")
+        self.guards.append((nid, outcome))
+        self.guard_sites.append(where)
         return bool(outcome)
 
-    def finish(self, outputs: list[int], output_shape, input_shapes, param_shape, fn=None) -> Tape:
+    def finish(self, outputs: list[int], output_shape, input_shapes, param_shape, fn=None,
+               on_branch: str = "retape") -> Tape:
         """Keep only what outputs and guards need, renumber into the tape's slot layout and build the Tape."""
         live = bytearray(len(self.kinds))
         stack = list(outputs) + [g for g, _ in self.guards]
@@ -145,8 +149,18 @@ class Recorder:
                 slot[nid] = len(slot)
                 a = [slot[x] for x in self.args[nid]]
                 code.append([k] + a + [-1] * (3 - len(a)))
-        return Tape(code=np.array(code, np.int32).reshape(-1, 4),
+        # guards on the same comparison and outcome are one guard
+        seen, guards, sites = set(), [], []
+        for (g, e), site in zip(self.guards, self.guard_sites or [""] * len(self.guards)):
+            if (slot[g], e) not in seen:
+                seen.add((slot[g], e))
+                guards.append((slot[g], e))
+                sites.append(site)
+        tape = Tape(code=np.array(code, np.int32).reshape(-1, 4),
                     consts=np.array([self.args[n][0] for n in consts], np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
-                    guards=np.array([(slot[g], e) for g, e in self.guards], np.int32).reshape(-1, 2), fn=fn)
+                    guards=np.array(guards, np.int32).reshape(-1, 2), fn=fn, on_branch=on_branch)
+        if any(sites):
+            tape._cache["guard_sites"] = sites
+        return tape

@@ -49,6 +49,7 @@ class Tape:
     output_shape: Shape
     guards: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
     fn: Callable | None = field(default=None, repr=False)
+    on_branch: str = field(default="retape", repr=False)  # what a call does when a guard fails
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -167,7 +168,7 @@ class Tape:
         """A new tape with some fields changed (and a fresh cache)."""
         fields = dict(code=self.code, consts=self.consts, input_shapes=self.input_shapes,
                       param_shape=self.param_shape, outputs=self.outputs, output_shape=self.output_shape,
-                      guards=self.guards, fn=self.fn)
+                      guards=self.guards, fn=self.fn, on_branch=self.on_branch)
         fields.update(changes)
         return Tape(**fields)
 
@@ -235,6 +236,32 @@ class Tape:
         """Sum of the element values over all elements."""
         from .assemble import assemble_value
         return assemble_value(self, X, params=params, threads=threads)
+
+    def save(self, path) -> "Path":
+        """Write the tape to ``path`` in tapead's versioned, non-executable format (see ``tapead.load``)."""
+        from .store import save
+        return save(self, path)
+
+    def export(self, directory, name: str, *, cpu: str | None = None, hessian: bool = False) -> dict:
+        """Write ``name.o``, ``name.h``, ``name.ll`` (and ``name.so`` if a C compiler exists) to ``directory``.
+
+        The header documents the C ABI: ``name_value``, ``name_gradient``, ``name_*_batch`` (one contiguous row
+        per point), status 0 or the number of points whose guards failed. ``cpu`` (e.g. 'x86-64') targets
+        another CPU than the host's.
+        """
+        from .export import export
+        return export(self, directory, name, cpu=cpu, hessian=hessian)
+
+    def __reduce__(self):
+        """Tapes pickle through the safe file format (kernels are rebuilt or come from the kernel cache)."""
+        from .store import tape_reduce
+        return tape_reduce(self)
+
+    @property
+    def stats(self) -> dict:
+        """Branch statistics: paths known, re-records, compiles of other paths, points they answered."""
+        from .branches import stats
+        return stats(self)
 
     def evaluate(self, *args, params=None):
         """The numpy reference interpreter (no compilation): the oracle the kernels are tested against."""

@@ -1,4 +1,8 @@
 import os
+import tempfile
+
+# the suite never writes to the user's kernel cache
+os.environ.setdefault("TAPEAD_CACHE_DIR", tempfile.mkdtemp(prefix="tapead-test-cache-"))
 
 from hypothesis import HealthCheck, settings
 

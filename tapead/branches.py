@@ -1,0 +1,167 @@
+"""Changed paths are never silent: what a call does when a tape's guards fail at some points.
+
+A tape records one path through the user's Python control flow; its guards say where that path is valid.
+When a kernel reports a flipped guard, the affected points are answered by another path of the same function:
+a known path whose guards hold there (compiled paths run natively on the whole subset of such points, rare ones
+in the interpreter), or else a fresh recording of the function at that point. A path is compiled once it has
+answered COMPILE_AFTER points. With ``on_branch="raise"``, or for a tape without its Python function, a
+BranchError names the comparison and its source line instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ad
+from .errors import BranchError
+from .interpret import interpret
+from .ops import BY_CODE
+from .tape import Tape
+
+COMPILE_AFTER = 3  # points answered by a path before it gets compiled kernels
+
+
+@dataclass
+class Path:
+    tape: Tape
+    hits: int = 0
+    compiled: bool = False
+
+
+@dataclass
+class Paths:
+    """The other paths of one recorded function, and counters for ``tape.stats``."""
+
+    paths: list = field(default_factory=list)
+    stats: dict = field(default_factory=lambda: {"records": 0, "compiles": 0, "native_points": 0,
+                                                 "interpreted_points": 0})
+
+
+def paths_of(tape: Tape) -> Paths:
+    return tape._cache.setdefault("paths", Paths())
+
+
+def stats(tape: Tape) -> dict:
+    """Re-records, compiles of other paths, points answered natively or interpreted by other paths."""
+    p = paths_of(tape)
+    return dict(p.stats, paths=1 + len(p.paths))
+
+
+def _row(b, i):
+    """Arguments (as recorded shapes) and params of point ``i`` of a bound call (``i`` None: the point)."""
+    if i is None:
+        return list(b.xs), b.p
+    return [x[i] for x in b.xs], (b.p[i] if b.p_stride else b.p)
+
+
+def _flat(args, p, tape: Tape):
+    x = np.concatenate([np.ravel(a) for a in args]).reshape(1, -1) if args else np.zeros((1, 0))
+    return x, (None if p is None else np.reshape(p, (1, -1)))
+
+
+def failing_guard(tape: Tape, args, p) -> str:
+    """Which guard fails at this point, as the comparison's listing and the source line that made it."""
+    probe = tape.replace(outputs=tape.guards[:, 0], output_shape=(len(tape.guards),), guards=np.zeros((0, 2)))
+    values, _ = interpret(probe, *_flat(args, p, tape))
+    sites = tape._cache.get("guard_sites") or [""] * len(tape.guards)
+    for (slot, expected), v, site in zip(tape.guards.tolist(), values[0], sites):
+        if (v != 0.0) != bool(expected):
+            code, *a = tape.code[slot - tape.first_result].tolist()
+            row = BY_CODE[code]
+            listing = f"%{slot} = {row.name} " + " ".join(tape.slot_name(s) for s in a[:row.arity])
+            return (f"the comparison `{listing}`" + (f" at {site}" if site else "")
+                    + f" was {bool(expected)} when recorded and is {not expected} here")
+    return "a guard failed"
+
+
+def _raise(tape: Tape, b, i) -> None:
+    args, p = _row(b, i)
+    why = failing_guard(tape, args, p)
+    if tape.fn is None:
+        raise BranchError(f"{why}. This tape has no Python function to record the new path (it was loaded, "
+                          "unpickled or derived); record the function again at this input")
+    raise BranchError(f"{why}: the function takes another path here. Record with on_branch='retape' to follow "
+                      "it automatically, or write the choice branch-free with tapead.where")
+
+
+def _derived(path_tape: Tape, kind: str) -> Tape:
+    if kind == "value":
+        return path_tape
+    key = ("derived", kind)
+    if key not in path_tape._cache:
+        path_tape._cache[key] = ad.value_and_grad(path_tape)
+    return path_tape._cache[key]
+
+
+def _interpret_into(path: Path, kind: str, args, p, outs: list, i) -> bool:
+    """Evaluate one point on ``path`` with the interpreter; False if its guards do not hold there."""
+    values, ok = interpret(_derived(path.tape, kind), *_flat(args, p, path.tape))
+    if not ok[0]:
+        return False
+    start = 0
+    sizes = [path.tape.n_outputs] if kind == "value" else [1] + list(path.tape.input_sizes)
+    for o, size in zip(outs, sizes):
+        if o is not None:
+            (o.reshape(-1) if i is None else o[i].reshape(-1))[...] = values[0, start:start + size]
+        start += size
+    return True
+
+
+def redo(tape: Tape, kind: str, b, outs: list, status, run) -> None:
+    """Answer the points whose guards failed (``status``: int for a point, per-point array for a batch)."""
+    rows = [None] if b.n is None else list(np.flatnonzero(status))
+    if tape.on_branch != "retape" or tape.fn is None:
+        _raise(tape, b, rows[0])
+    known = paths_of(tape)
+    rows = _native(known, kind, b, outs, rows, run)
+    while rows:
+        i = rows.pop(0)
+        args, p = _row(b, i)
+        for path in known.paths:
+            if _interpret_into(path, kind, args, p, outs, i):
+                break
+        else:
+            from .record import record
+            path = Path(record(tape.fn, *args, params=p, on_branch=tape.on_branch))
+            known.stats["records"] += 1
+            if path.tape.output_shape != tape.output_shape:
+                raise BranchError(f"the function returns shape {path.tape.output_shape} on this path and "
+                                  f"{tape.output_shape} on the recorded one; outputs must keep one shape")
+            known.paths.append(path)
+            if not _interpret_into(path, kind, args, p, outs, i):
+                raise BranchError("the function took different paths at the same input (is it random or "
+                                  "stateful between calls?)")
+        known.stats["interpreted_points"] += 1
+        path.hits += 1
+        if path.hits >= COMPILE_AFTER and not path.compiled:
+            path.compiled = True
+            known.stats["compiles"] += 1
+            rows = _native(known, kind, b, outs, rows, run)
+    known.paths.sort(key=lambda q: -q.hits)
+
+
+def _native(known: Paths, kind: str, b, outs: list, rows: list, run) -> list:
+    """Run the failing points through every compiled path; returns the rows still unanswered."""
+    for path in known.paths:
+        if not path.compiled or not rows:
+            continue
+        if b.n is None:
+            if run(path.tape, kind, b, outs) == 0:
+                path.hits += 1
+                known.stats["native_points"] += 1
+                return []
+            continue
+        idx = np.array(rows)
+        sub = b._replace(xs=[np.ascontiguousarray(x[idx]) for x in b.xs], n=len(idx),
+                         p=np.ascontiguousarray(b.p[idx]) if b.p_stride else b.p)
+        sub_outs = [None if o is None else np.empty((len(idx),) + o.shape[1:]) for o in outs]
+        st = run(path.tape, kind, sub, sub_outs)
+        ok = np.ones(len(idx), bool) if isinstance(st, int) else st == 0
+        for o, so in zip(outs, sub_outs):
+            if o is not None:
+                o[idx[ok]] = so[ok]
+        path.hits += int(ok.sum())
+        known.stats["native_points"] += int(ok.sum())
+        rows = list(idx[~ok])
+    return rows

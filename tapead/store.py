@@ -1,0 +1,192 @@
+"""Tape files: a documented, versioned, non-executable binary format for saving, loading and pickling tapes.
+
+A tape file holds data only (nothing in it is ever executed or unpickled), so a file from anywhere can be
+loaded safely: every field is validated, then ``Tape.check()`` runs, and anything wrong raises
+``TapeFormatError``. Layout, version 1 (all integers little-endian)::
+
+    offset  size  field
+    0       7     magic b"TAPEAD\\0"
+    7       4     format version, uint32 (1)
+    11      4     header length H in bytes, uint32 (at most 1 MiB)
+    15      H     header: a UTF-8 JSON object (below)
+    15+H    16*C  code: C instruction records of 4 int32s (op, arg0, arg1, arg2); unused arguments -1
+    ...     8*K   consts: K float64s (the constant pool)
+    ...     4*O   outputs: O int32 slot indices
+    ...     8*G   guards: G records of 2 int32s (comparison slot, expected outcome 0 or 1)
+    end-32  32    SHA-256 of every byte before it
+
+The JSON header has the keys ``input_shapes`` (a list of shapes), ``param_shape`` (a shape or null),
+``output_shape`` (a shape), ``n_code``, ``n_consts``, ``n_outputs``, ``n_guards`` (the record counts C, K,
+O, G) and ``ops``: a list of ``[name, arity]`` pairs. The op column of the code refers to this table, not
+to tapead's internal op numbering: on load each name is looked up in the current op table (an unknown name
+or a different arity is rejected), so files stay readable when ops are added or reordered. Other header
+keys are ignored. A shape is a list of non-negative integers. Slots are numbered as in ``tapead.tape``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TapeFormatError
+from .ops import BY_CODE, OPS
+from .tape import Tape
+
+MAGIC = b"TAPEAD\0"
+VERSION = 1
+MAX_HEADER = 1 << 20
+MAX_DIMS = 32
+MAX_SLOTS = 2**31 - 1  # slot indices are int32
+_PREFIX = struct.Struct("<7sII")
+_DIGEST = 32
+
+
+def to_bytes(tape: Tape) -> bytes:
+    """The tape in the tape file format (see the module docstring); deterministic for equal tapes."""
+    used = sorted(set(tape.code[:, 0].tolist()))
+    local = {code: i for i, code in enumerate(used)}
+    code = np.array(tape.code, dtype=np.int32)
+    if len(code):
+        code[:, 0] = [local[c] for c in code[:, 0].tolist()]
+    header = {
+        "input_shapes": [list(s) for s in tape.input_shapes],
+        "param_shape": None if tape.param_shape is None else list(tape.param_shape),
+        "output_shape": list(tape.output_shape),
+        "n_code": len(tape.code), "n_consts": len(tape.consts),
+        "n_outputs": len(tape.outputs), "n_guards": len(tape.guards),
+        "ops": [[BY_CODE[c].name, BY_CODE[c].arity] for c in used],
+    }
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    body = b"".join([
+        _PREFIX.pack(MAGIC, VERSION, len(text)), text,
+        code.astype("<i4").tobytes(), np.asarray(tape.consts).astype("<f8").tobytes(),
+        np.asarray(tape.outputs).astype("<i4").tobytes(), np.asarray(tape.guards).astype("<i4").tobytes(),
+    ])
+    return body + hashlib.sha256(body).digest()
+
+
+def _shape(value, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > MAX_DIMS:
+        raise TapeFormatError(f"header: {what} must be a list of at most {MAX_DIMS} dimensions, got {value!r}")
+    for d in value:
+        if type(d) is not int or not 0 <= d <= MAX_SLOTS:
+            raise TapeFormatError(f"header: {what} has dimension {d!r}; expected a non-negative integer")
+    return tuple(value)
+
+
+def _count(header: dict, key: str) -> int:
+    n = header.get(key)
+    if type(n) is not int or not 0 <= n <= MAX_SLOTS:
+        raise TapeFormatError(f"header: {key} must be a non-negative integer, got {n!r}")
+    return n
+
+
+def _header(data: bytes) -> tuple[dict, int]:
+    """Check magic, version, checksum and the JSON header; returns the header and where the arrays start."""
+    if len(data) < _PREFIX.size + _DIGEST:
+        raise TapeFormatError(f"not a tape file: only {len(data)} bytes")
+    magic, version, size = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise TapeFormatError("not a tape file: it does not start with b'TAPEAD\\0' (save tapes with "
+                              "tapead.store.save)")
+    if version != VERSION:
+        raise TapeFormatError(f"tape file format version {version} is not supported (this tapead reads "
+                              f"version {VERSION}); save the tape again with this version of tapead")
+    if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
+        raise TapeFormatError("tape file is damaged: its SHA-256 checksum does not match (truncated, "
+                              "modified or has bytes appended)")
+    if size > MAX_HEADER or _PREFIX.size + size > len(data) - _DIGEST:
+        raise TapeFormatError(f"tape file header length {size} does not fit in the file")
+    try:
+        header = json.loads(data[_PREFIX.size:_PREFIX.size + size].decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise TapeFormatError(f"tape file header is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise TapeFormatError("tape file header must be a JSON object")
+    return header, _PREFIX.size + size
+
+
+def _op_table(value) -> np.ndarray:
+    """Map the file's op numbering onto the current op table."""
+    if not isinstance(value, list) or len(value) > 4096:
+        raise TapeFormatError("header: ops must be a list of [name, arity] pairs")
+    codes = []
+    for entry in value:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and type(entry[1]) is int):
+            raise TapeFormatError(f"header: ops entry {entry!r} is not a [name, arity] pair")
+        name, arity = entry
+        row = OPS.get(name)
+        if row is None:
+            raise TapeFormatError(f"tape uses op {name!r}, which this version of tapead does not know; "
+                                  "load it with the tapead version that saved it")
+        if row.arity != arity:
+            raise TapeFormatError(f"tape file says op {name!r} takes {arity} arguments; it takes {row.arity}")
+        codes.append(row.code)
+    return np.array(codes, dtype=np.int32)
+
+
+def from_bytes(data: bytes) -> Tape:
+    """A tape from the tape file format: validated, checked, with ``fn=None``. Raises TapeFormatError."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TapeFormatError(f"expected the bytes of a tape file, got {type(data).__name__}")
+    data = bytes(data)
+    header, start = _header(data)
+    shapes = header.get("input_shapes")
+    if not isinstance(shapes, list) or len(shapes) > 4096:
+        raise TapeFormatError("header: input_shapes must be a list of shapes")
+    input_shapes = tuple(_shape(s, f"input_shapes[{i}]") for i, s in enumerate(shapes))
+    param = header.get("param_shape", 0)
+    param_shape = None if param is None else _shape(param, "param_shape")
+    output_shape = _shape(header.get("output_shape"), "output_shape")
+    n_code, n_consts, n_outputs, n_guards = (_count(header, k) for k in ("n_code", "n_consts", "n_outputs",
+                                                                         "n_guards"))
+    ops = _op_table(header.get("ops"))
+    sizes = [16 * n_code, 8 * n_consts, 4 * n_outputs, 8 * n_guards]
+    if start + sum(sizes) != len(data) - _DIGEST:
+        raise TapeFormatError(f"tape file holds {len(data) - _DIGEST - start} bytes of arrays; its header "
+                              f"announces {sum(sizes)}")
+    n_slots = sum(int(np.prod(s, dtype=object)) for s in input_shapes) + n_consts + n_code
+    if param_shape is not None:
+        n_slots += int(np.prod(param_shape, dtype=object))
+    if n_slots > MAX_SLOTS or int(np.prod(output_shape, dtype=object)) != n_outputs:
+        raise TapeFormatError("tape file shapes and counts are inconsistent (too many slots, or the output "
+                              "shape does not match the number of outputs)")
+    arrays = []
+    for dtype, size in zip(("<i4", "<f8", "<i4", "<i4"), sizes):
+        arrays.append(np.frombuffer(data, dtype=dtype, count=size // int(dtype[2]), offset=start))
+        start += size
+    code = arrays[0].astype(np.int32).reshape(-1, 4)
+    if len(code):
+        op = code[:, 0]
+        if op.min() < 0 or op.max() >= len(ops):
+            raise TapeFormatError(f"an instruction names op {int(op.min() if op.min() < 0 else op.max())}; the "
+                                  f"file's op table has {len(ops)} entries")
+        code[:, 0] = ops[op]
+    tape = Tape(code=code, consts=arrays[1].astype(np.float64), input_shapes=input_shapes,
+                param_shape=param_shape, outputs=arrays[2].astype(np.int32), output_shape=output_shape,
+                guards=arrays[3].astype(np.int32).reshape(-1, 2), fn=None)
+    return tape.check()
+
+
+def save(tape: Tape, path: str | os.PathLike) -> Path:
+    """Write the tape to ``path`` (conventionally ``*.tape``) atomically; returns the path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(to_bytes(tape))
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | os.PathLike) -> Tape:
+    """Read a tape file written by ``save``; raises TapeFormatError if it is not a valid tape file."""
+    return from_bytes(Path(path).read_bytes())
+
+
+def tape_reduce(tape: Tape) -> tuple:
+    """What ``Tape.__reduce__`` returns: tapes pickle as tape-file bytes (``fn`` and caches are dropped)."""
+    return from_bytes, (to_bytes(tape),)

@@ -1,0 +1,180 @@
+"""Exported kernels: a C program linked against NAME.o returns exactly what the JIT kernels return."""
+import ctypes
+import importlib
+import subprocess
+
+import numpy as np
+import pytest
+
+import tapead
+from tapead.errors import InputError
+
+ex = importlib.import_module("tapead.export")  # the module, even where tapead.export names the function
+
+CC = ex.find_compiler()
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler")
+
+
+def _c_array(name: str, values) -> str:
+    values = [float(v).hex() for v in np.ravel(values)] or ["0.0"]
+    return f"static const double {name}[] = {{{', '.join(values)}}};\n"
+
+
+def _program(name: str, tape, X, P, hessian=False) -> str:
+    """C source that calls every exported function on the points X (params P or NULL) and prints with %a."""
+    npts, n, m, q = len(X), tape.n_inputs, tape.n_outputs, tape.n_params
+    p_row = "P + i * %d" % q if P is not None else "NULL"
+    p_all = "P" if P is not None else "NULL"
+    src = [f'#include <stdio.h>\n#include "{name}.h"\n', _c_array("X", X), _c_array("P", P if P is not None else [])]
+    src.append(f"static double V[{npts * m + 1}], G[{npts * n + 1}], H[{n * n + 1}];\n")
+    src.append("static void put(const double *a, long k) { for (long j = 0; j < k; j++) printf(\"%a \", a[j]); "
+               "printf(\"\\n\"); }\nint main(void) {\n  int st;\n")
+    src.append(f"  for (long i = 0; i < {npts}; i++) {{ st = {name}_value(X + i * {n}, {p_row}, V); "
+               f"printf(\"%d \", st); put(V, {m}); }}\n")
+    src.append(f"  st = {name}_value_batch({npts}, X, {p_all}, V); printf(\"%d \", st); put(V, {npts * m});\n")
+    if m == 1:
+        src.append(f"  for (long i = 0; i < {npts}; i++) {{ st = {name}_gradient(X + i * {n}, {p_row}, V, G); "
+                   f"printf(\"%d \", st); put(V, 1); put(G, {n}); }}\n")
+        src.append(f"  st = {name}_gradient_batch({npts}, X, {p_all}, V, G); printf(\"%d \", st); "
+                   f"put(V, {npts}); put(G, {npts * n});\n")
+        src.append(f"  st = {name}_gradient_batch({npts}, X, {p_all}, NULL, G); printf(\"%d \", st); "
+                   f"put(G, {npts * n});\n")
+    if hessian:
+        src.append(f"  for (long i = 0; i < {npts}; i++) {{ st = {name}_hessian(X + i * {n}, {p_row}, H); "
+                   f"printf(\"%d \", st); put(H, {n * n}); }}\n")
+    src.append("  return 0;\n}\n")
+    return "".join(src)
+
+
+def _run_c(tmp_path, tape, name, X, P, hessian=False, cpu=None):
+    paths = ex.export(tape, tmp_path, name, cpu=cpu, hessian=hessian)
+    assert {"object", "ir", "header"} <= set(paths) and all(p.exists() for p in paths.values())
+    (tmp_path / "main.c").write_text(_program(name, tape, X, P, hessian))
+    exe = tmp_path / "main"
+    subprocess.run(CC + ["-O0", "-I", str(tmp_path), str(tmp_path / "main.c"), str(paths["object"]), "-lm",
+                         "-o", str(exe)], check=True, capture_output=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return [[int(t) if t.lstrip("-").isdigit() else float.fromhex(t) for t in line.split()]
+             for line in out.splitlines()], paths
+
+
+def _split(tape, row):
+    parts, k = [], 0
+    for s, size in zip(tape.input_shapes, tape.input_sizes):
+        parts.append(np.asarray(row[k:k + size]).reshape(s))
+        k += size
+    return parts
+
+
+def _bits(a):
+    return np.asarray(a, dtype=np.float64).ravel().view(np.uint64).tolist()
+
+
+def _expected(tape, X, P, hessian=False):
+    """The same sequence of lines as the C program, from the JIT kernels."""
+    lines, npts, n = [], len(X), tape.n_inputs
+    prow = (lambda i: None) if P is None else (lambda i: P[i].reshape(tape.param_shape))
+    values = [np.ravel(tape.value(*_split(tape, X[i]), params=prow(i))) for i in range(npts)]
+    lines += [[0] + list(v) for v in values]
+    lines.append([0] + [float(x) for v in values for x in v])
+    if tape.n_outputs == 1:
+        vg = [tape.value_and_gradient(*_split(tape, X[i]), params=prow(i)) for i in range(npts)]
+        grads = [np.concatenate([np.ravel(g) for g in (gs if isinstance(gs, tuple) else (gs,))]) for _, gs in vg]
+        for (v, _), g in zip(vg, grads):
+            lines += [[0, v], list(g)]
+        lines += [[0] + [v for v, _ in vg], [float(x) for g in grads for x in g]]
+        lines.append([0] + [float(x) for g in grads for x in g])
+    if hessian:
+        hvp = tapead.jvp(tapead.grad(tape))
+        for i in range(npts):
+            cols = [np.ravel(hvp.value(*_split(tape, X[i]), *_split(tape, e), params=prow(i))) for e in np.eye(n)]
+            lines.append([0] + [float(x) for x in np.concatenate(cols)])
+    return lines
+
+
+def _same(got, want):
+    """Statuses (ints) equal, numbers equal bit for bit."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert len(g) == len(w), (g, w)
+        for a, b in zip(g, w):
+            assert type(a) is type(b) if isinstance(b, int) else _bits([a]) == _bits([b]), (g, w)
+            assert a == b or a != a
+
+
+def two_args(x, y, p):
+    return np.sum(np.sin(x) * y ** 2) * p[0] + p[1] * np.exp(x[0] * y[1]) + np.tanh(x[2] / (1 + y[0] ** 2))
+
+
+def rosen(x):
+    return np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+@needs_cc
+def test_params_and_two_arguments_bitwise(tmp_path):
+    rng = np.random.default_rng(1)
+    t = tapead.record(two_args, np.ones(3), np.ones(3), params=np.ones(2))
+    X, P = rng.normal(size=(7, 6)), rng.normal(size=(7, 2))
+    got, paths = _run_c(tmp_path, t, "twoargs", X, P, hessian=True)
+    _same(got, _expected(t, X, P, hessian=True))
+    assert "shared" in paths and "twoargs_gradient_batch" in paths["header"].read_text()
+
+
+@needs_cc
+def test_no_params_generic_cpu_bitwise(tmp_path):
+    X = np.random.default_rng(2).normal(size=(5, 4))
+    t = tapead.record(rosen, np.ones(4))
+    got, _ = _run_c(tmp_path, t, "rosen", X, None, cpu="x86-64")
+    _same(got, _expected(t, X, None))
+
+
+@needs_cc
+def test_vector_output_has_value_functions_only(tmp_path):
+    t = tapead.record(lambda x: np.stack([np.sin(x[0]) * x[1], np.hypot(x[0], x[1]), x[0] / x[1]]), np.ones(2))
+    X = np.random.default_rng(3).normal(size=(4, 2))
+    got, paths = _run_c(tmp_path, t, "vec", X, None)
+    _same(got, _expected(t, X, None))
+    assert "vec_gradient" not in paths["header"].read_text()
+
+
+@needs_cc
+def test_guard_status(tmp_path):
+    def f(x):
+        if x[0] > 0:
+            return x[0] * x[1]
+        return x[1] * x[1]
+
+    t = tapead.record(f, np.array([1.0, 2.0]), on_branch="raise")
+    X = np.array([[0.5, 3.0], [-1.0, 2.0], [-2.0, 1.0]])
+    got, _ = _run_c(tmp_path, t, "guarded", X, None)
+    assert [line[0] for line in got[:3]] == [0, 1, 1]
+    assert got[3][0] == 2  # the batch returns how many points failed their guards
+    assert got[0][1] == 1.5
+
+
+@needs_cc
+def test_shared_library_through_ctypes(tmp_path):
+    t = tapead.record(rosen, np.ones(3))
+    paths = ex.export(t, tmp_path, "rosen3")
+    lib = ctypes.CDLL(str(paths["shared"]))
+    x, v, g = np.array([0.3, -1.2, 2.0]), np.zeros(1), np.zeros(3)
+    st = lib.rosen3_gradient(ctypes.c_void_p(x.ctypes.data), None, ctypes.c_void_p(v.ctypes.data),
+                             ctypes.c_void_p(g.ctypes.data))
+    value, grad = t.value_and_gradient(x)
+    assert st == 0 and _bits(v) == _bits([value]) and _bits(g) == _bits(grad)
+
+
+def test_bad_name_and_vector_hessian_rejected(tmp_path):
+    t = tapead.record(rosen, np.ones(3))
+    with pytest.raises(InputError, match="C identifier"):
+        ex.export(t, tmp_path, "not-a-name")
+    v = tapead.record(lambda x: x * 2, np.ones(2))
+    with pytest.raises(InputError, match="scalar"):
+        ex.export(v, tmp_path, "vec", hessian=True)
+
+
+def test_without_compiler_warns(tmp_path, monkeypatch):
+    monkeypatch.setattr(ex, "find_compiler", lambda: None)
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        paths = ex.export(tapead.record(rosen, np.ones(3)), tmp_path, "nocc")
+    assert "shared" not in paths and paths["object"].stat().st_size > 0
