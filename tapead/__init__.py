@@ -8,9 +8,13 @@ from .simplify import simplify
 from .tape import Tape
 from .calls import evaluate
 from .store import load, save
+from .higher import hessian_tape, hvp_tape, jacobian_tape, value_gradient_hessian_tape
+from .sparsity import color_columns, sparse_hessian_tape, sparse_jacobian_tape, to_scipy
 from . import cache
 
 __version__ = "0.1.0"
 
-__all__ = ["record", "Tape", "load", "save", "cache", "grad", "value_and_grad", "jvp", "vjp", "simplify", "where", "evaluate", "OPS",
+__all__ = ["record", "Tape", "load", "save", "cache", "jacobian_tape", "hessian_tape", "hvp_tape",
+           "value_gradient_hessian_tape", "sparse_jacobian_tape", "sparse_hessian_tape", "color_columns",
+           "to_scipy", "grad", "value_and_grad", "jvp", "vjp", "simplify", "where", "evaluate", "OPS",
            "TapeadError", "TracingError", "InputError", "BranchError", "TapeFormatError", "CompileError"]

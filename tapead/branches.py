@@ -103,7 +103,8 @@ def _interpret_into(path: Path, kind: str, args, p, outs: list, i) -> bool:
     sizes = [path.tape.n_outputs] if kind == "value" else [1] + list(path.tape.input_sizes)
     for o, size in zip(outs, sizes):
         if o is not None:
-            (o.reshape(-1) if i is None else o[i].reshape(-1))[...] = values[0, start:start + size]
+            target = o.reshape(-1) if i is None else o.reshape(o.shape[0], -1)[i]
+            target[...] = values[0, start:start + size]
         start += size
     return True
 

@@ -24,7 +24,10 @@ from .native import builtin, lower_entry, prepare
 from .tape import ENTRY, Tape
 
 _compile_lock = threading.Lock()
-O2_BACKGROUND_LIMIT = 60000  # ops; up to this size an O2 kernel is compiled in the background and swapped in
+# Up to this size an O2 kernel is compiled in the background and swapped in (llvmlite serialises LLVM calls, so
+# a long background compile would delay every other compilation; O2 time grows with ops and with outputs).
+O2_BACKGROUND_LIMIT = 20000  # ops
+O2_BACKGROUND_OUTPUTS = 2000
 OPS_PER_THREAD = 200000  # a batch is split across threads only when each gets at least this much work
 _pool: ThreadPoolExecutor | None = None
 
@@ -122,6 +125,7 @@ def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]
     k.n_ops = len(derived)
     tape._cache[ENTRY[kind]] = k.entry
     if opt is None and k.opt == 0 and len(derived) <= O2_BACKGROUND_LIMIT and \
+            derived.n_outputs <= O2_BACKGROUND_OUTPUTS and \
             os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":
         threading.Thread(target=_upgrade, args=(tape, kind), daemon=True, name="tapead-O2").start()
     return derived, k
@@ -167,7 +171,18 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
     if n == 0:
         return 0
     t = _thread_count(threads, n, k.n_ops)
-    status = np.zeros(n, np.int32) if len(derived.guards) else None
+    failed = _batch(k, b, ptrs, p, outs, t, None)
+    if not failed:
+        return 0
+    # some guards failed: find which points (the loop without per-point statuses is the one that vectorises)
+    status = np.zeros(n, np.int32)
+    _batch(k, b, ptrs, p, outs, t, status)
+    return status
+
+
+def _batch(k: Kernel, b: Bound, ptrs: list, p, outs: list, t: int, status) -> int:
+    """The batch kernel over all points in ``t`` chunks (one native call each); returns the failure count."""
+    n = b.n
     s = _pointer(status)
     in_rows = [x.size // n * 8 for x in b.xs]
     out_rows = [0 if o is None else o.size // n * 8 for o in outs]
@@ -180,8 +195,7 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
                        None if s is None else s + lo * 4)
 
     futures = [_executor().submit(chunk, bounds[i], bounds[i + 1]) for i in range(1, t)]
-    failed = chunk(bounds[0], bounds[1]) + sum(f.result() for f in futures)
-    return status if failed else 0
+    return chunk(bounds[0], bounds[1]) + sum(f.result() for f in futures)
 
 
 def _evaluate(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None) -> None:

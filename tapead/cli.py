@@ -22,6 +22,10 @@ class UsageError(Exception):
     """A bad command-line argument found after parsing (exit code 2)."""
 
 
+class Unavailable(Exception):
+    """Something the command needs is not installed (exit code 1)."""
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -76,16 +80,16 @@ def _benchmarks():
     try:
         suite = importlib.import_module("benchmarks.suite")
     except ImportError as e:
-        raise RuntimeError(f"the benchmarks are not importable ({e}): they live in the source tree next to the "
+        raise Unavailable(f"the benchmarks are not importable ({e}): they live in the source tree next to the "
                            "tapead package; run `tapead bench` from a source checkout installed with "
                            "`pip install -e .[bench]`") from None
     return suite
 
 
-def _check_names(given, valid, what: str) -> None:
+def _check_names(given, valid, what: str, extra: str = "") -> None:
     bad = [g for g in given if g not in valid]
     if bad:
-        raise UsageError(f"unknown {what} {', '.join(bad)}; choose from {', '.join(valid)}")
+        raise UsageError(f"unknown {what} {', '.join(bad)}; choose from {', '.join(valid)}{extra}")
 
 
 def _print_table(suite, result: dict, rich_ok: bool) -> None:
@@ -123,7 +127,7 @@ def bench(args) -> int:
     peer_names = None
     if args.peers is not None:
         peer_names = [] if args.peers == ["none"] else list(peers.PEERS) if args.peers == ["all"] else args.peers
-        _check_names(peer_names, list(peers.PEERS), "peer(s) (or 'all', 'none')")
+        _check_names(peer_names, list(peers.PEERS), "peer(s)", ", or 'all' or 'none'")
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -259,8 +263,12 @@ def export(args) -> int:
         raise UsageError(f"--name must be a C identifier, got {name!r}")
     try:
         tape = tapead.record(f, *xs, params=params)
+    except Exception as e:  # noqa: BLE001 - the user's function failed: say so without a traceback
+        print(f"tapead export: recording {args.target} failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    try:
         paths = exporter.export(tape, args.out, name, cpu=args.cpu)
-    except tapead.TapeadError as e:
+    except (tapead.TapeadError, OSError) as e:
         print(f"tapead export: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(f"recorded {args.target}: {len(tape)} ops, inputs {list(tape.input_shapes)}")
@@ -280,10 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"bench": bench, "info": info, "export": export}[args.command](args)
     except UsageError as e:
-        p.print_usage(sys.stderr)
-        print(f"tapead {args.command}: error: {e}", file=sys.stderr)
+        print(f"tapead {args.command}: error: {e}\n(see `tapead {args.command} --help`)", file=sys.stderr)
         return 2
-    except (RuntimeError, ValueError) as e:
+    except Unavailable as e:
         print(f"tapead {args.command}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -244,12 +244,12 @@ def hessian(tape: Tape, *args, params=None, out=None, weights=None):
     xs = list(b.xs)
     if weights is not None:
         xs.append(_extra(weights, tape.output_shape, lead, "weights"))
-    d = derived(tape, ("hessian_tape", weights is not None), lambda: hessian_tape(tape, weights is not None))
     if out is not None and len(tape.input_shapes) != 1:
         raise InputError("out= is supported for single-argument tapes only; call without out= to get the blocks")
     s = tape.input_shapes[0] if len(tape.input_shapes) == 1 else None
     H = (np.empty(lead + (n, n)) if out is None else
          check_out(out, lead + s + s, "out").reshape(lead + (n, n)))
+    d = derived(tape, ("hessian_tape", weights is not None), lambda: hessian_tape(tape, weights is not None))
     d.value(*xs, params=b.p, out=H)
     return _blocks(tape, H, lead)
 

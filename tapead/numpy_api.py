@@ -6,8 +6,6 @@ Anything not listed raises a TracingError that names the function.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from . import ops
@@ -178,11 +176,16 @@ STRUCTURAL = {getattr(np, n) for n in (
     "inner outer matmul trace einsum tensordot kron cross mean diff").split()}
 
 
-def _unwrap(a):
+def _unwrap(a, depth: int = 0):
+    """Traced values -> object arrays, inside (nested) argument lists. A list nested inside a sequence argument
+    (``np.concatenate([x[1:], [s]])``) that holds traced scalars becomes one array; the sequence itself stays
+    a list so functions like np.stack see its items one by one."""
     if isinstance(a, (TracedArray, Scalar)):
         return np.asarray(to_cells(a), dtype=object)
     if isinstance(a, (list, tuple)):
-        return type(a)(_unwrap(x) for x in a)
+        if depth >= 2 and any(isinstance(x, Scalar) for x in a):
+            return np.asarray(to_cells(a), dtype=object)
+        return type(a)(_unwrap(x, depth + 1) for x in a)
     return a
 
 
@@ -191,7 +194,7 @@ def array_function(func, args, kwargs):
     if custom is not None:
         return custom(*args, **kwargs)
     if func in STRUCTURAL:
-        return wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+        return wrap(func(*_unwrap(args), **{k: _unwrap(v, 1) for k, v in kwargs.items()}))
     name = getattr(func, "__module__", "numpy").replace("numpy.", "np.").replace("np._core.", "np.") + "." + \
         func.__name__
     raise TracingError(f"{name.replace('numpy.', 'np.')} is not supported on traced values. Supported: "

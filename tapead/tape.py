@@ -223,6 +223,61 @@ class Tape:
         from .calls import value_and_gradient
         return value_and_gradient(self, *args, params=params, out=out, threads=threads)
 
+    # ---- derivatives beyond the gradient (tapead.higher, tapead.sparsity) ----------------------------
+    def jacobian(self, *args, params=None, out=None, mode: str = "auto"):
+        """Dense Jacobian, shaped ``output_shape + input_shape`` (a tuple of blocks for several arguments).
+
+        ``mode="auto"`` uses forward sweeps when there are no more inputs than outputs, else reverse sweeps;
+        ``"forward"``/``"reverse"`` force one.
+        """
+        from .higher import jacobian
+        return jacobian(self, *args, params=params, out=out, mode=mode)
+
+    def hessian(self, *args, params=None, out=None, weights=None):
+        """Dense symmetric Hessian of a scalar tape (forward-over-reverse); ``weights=w``: Hessian of ``w . f``."""
+        from .higher import hessian
+        return hessian(self, *args, params=params, out=out, weights=weights)
+
+    def hvp(self, *args, v, params=None):
+        """Hessian-vector product ``H(x) v`` (forward-over-reverse), without forming ``H``."""
+        from .higher import hvp
+        return hvp(self, *args, v=v, params=params)
+
+    def jvp(self, *args, v, params=None):
+        """Jacobian-vector product ``J(x) v`` (forward mode)."""
+        from .higher import jvp
+        return jvp(self, *args, v=v, params=params)
+
+    def vjp(self, *args, w, params=None):
+        """Vector-Jacobian product ``w^T J(x)`` (reverse mode)."""
+        from .higher import vjp
+        return vjp(self, *args, w=w, params=params)
+
+    def value_gradient_hessian(self, *args, params=None):
+        """``(value, gradient, hessian)`` from one kernel."""
+        from .higher import value_gradient_hessian
+        return value_gradient_hessian(self, *args, params=params)
+
+    def sparse_jacobian(self, *args, params=None):
+        """COO ``(rows, cols, values)`` of the Jacobian, by graph colouring (one sweep per colour)."""
+        from .sparsity import sparse_jacobian
+        return sparse_jacobian(self, *args, params=params)
+
+    def sparse_hessian(self, *args, params=None, weights=None):
+        """COO ``(rows, cols, values)`` of the Hessian, by colouring (paired Rosenbrock: 2 sweeps)."""
+        from .sparsity import sparse_hessian
+        return sparse_hessian(self, *args, params=params, weights=weights)
+
+    def jacobian_sparsity(self):
+        """``(rows, cols)`` of the structurally nonzero Jacobian entries (independent of any point)."""
+        from .sparsity import jacobian_sparsity
+        return jacobian_sparsity(self)
+
+    def hessian_sparsity(self):
+        """``(rows, cols)`` of the structurally nonzero Hessian entries (independent of any point)."""
+        from .sparsity import hessian_sparsity
+        return hessian_sparsity(self)
+
     def assemble_gradient(self, X, C, M: int, params=None, out=None, threads: int | None = None):
         """Scatter-add every element's gradient into a global vector: ``g[C[e, j]] += grad f(X[e])[j]``.
 

@@ -7,8 +7,6 @@ cannot represent raises a TracingError that says what to write instead.
 """
 from __future__ import annotations
 
-import functools
-import math
 import sys
 
 import numpy as np

@@ -1,0 +1,42 @@
+"""Compile policy: small tapes at O2 at once; large ones at O0 first, O2 swapped in from a background thread."""
+import numpy as np
+
+import tapead
+from tapead.calls import kernel, wait_for_upgrades
+
+
+def chain(x):
+    y = x
+    for k in range(60):
+        y = np.sin(y) * 1.01 + np.roll(y, 1) * 0.3
+    return np.sum(y * y)
+
+
+def test_small_tapes_compile_at_o2():
+    tape = tapead.record(lambda x: np.sum(np.sin(x) * x), np.ones(5))
+    tape.compile()
+    assert kernel(tape, "value_and_gradient")[1].opt == 2
+
+
+def test_large_tapes_start_at_o0_and_swap_in_o2(monkeypatch):
+    monkeypatch.setenv("TAPEAD_BACKGROUND_O2", "1")
+    tape = tapead.record(chain, np.linspace(0, 1, 20))
+    x = np.linspace(-1, 1, 20)
+    g0 = tape.gradient(x)
+    derived, k = kernel(tape, "value_and_gradient")
+    assert len(derived) > 2000 and k.opt == 0
+    wait_for_upgrades(tape)
+    assert tape._cache.get("upgraded") == 1
+    assert kernel(tape, "value_and_gradient")[1].opt == 2
+    g2 = tape.gradient(x)
+    assert np.array_equal(g0, g2)  # no fast-math: O0 and O2 give the same bits
+    X = np.random.default_rng(0).normal(size=(50, 20))
+    assert np.array_equal(tape.gradient(X)[7], tape.gradient(X[7]))
+
+
+def test_background_compilation_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("TAPEAD_BACKGROUND_O2", "0")
+    tape = tapead.record(chain, np.linspace(0, 1, 20))
+    tape.gradient(np.ones(20))
+    wait_for_upgrades(tape)
+    assert "upgraded" not in tape._cache and kernel(tape, "value_and_gradient")[1].opt == 0
