@@ -1,6 +1,7 @@
 """tapead: record a numpy-style function once, compile its derivatives to native kernels, replay them fast."""
 from .ad import grad, jvp, value_and_grad, vjp
 from .errors import BranchError, CompileError, InputError, TapeadError, TapeFormatError, TracingError
+from .custom import custom_op
 from .numpy_api import where
 from .ops import OPS
 from .record import record
@@ -14,7 +15,7 @@ from . import cache
 
 __version__ = "0.1.0"
 
-__all__ = ["record", "Tape", "load", "save", "cache", "jacobian_tape", "hessian_tape", "hvp_tape",
+__all__ = ["record", "Tape", "custom_op", "load", "save", "cache", "jacobian_tape", "hessian_tape", "hvp_tape",
            "value_gradient_hessian_tape", "sparse_jacobian_tape", "sparse_hessian_tape", "color_columns",
            "to_scipy", "grad", "value_and_grad", "jvp", "vjp", "simplify", "where", "evaluate", "OPS",
            "TapeadError", "TracingError", "InputError", "BranchError", "TapeFormatError", "CompileError"]

@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 import struct
 
-from .ops import BY_CODE
+from .ops import BY_CODE, OPS
+
+_BINARY_LIBM = {"pow", "atan2", "hypot"}
 from .tape import Tape
 
 
@@ -26,16 +28,52 @@ def _literal(v: float) -> str:
     return "0x%016X" % struct.unpack("<Q", struct.pack("<d", v))[0]
 
 
+def _rows(tape: Tape) -> list:
+    """The ops a tape uses, with the user-defined ops their definitions call (dependencies first)."""
+    seen: dict = {}
+
+    def visit(row):
+        if row.name not in seen:
+            for dep in row.uses:
+                visit(OPS[dep])
+            seen[row.name] = row
+
+    for c in sorted(set(tape.code[:, 0].tolist())):
+        visit(BY_CODE[c])
+    return list(seen.values())
+
+
 def _declarations(tape: Tape) -> list[str]:
-    used = {BY_CODE[c] for c in set(tape.code[:, 0].tolist())}
+    used = _rows(tape)
     lines = []
     for name in sorted({f for row in used for f in row.libm}):
-        n = max(row.arity for row in used if name in row.libm)
+        n = max(row.arity for row in used if name in row.libm and not row.definition) if any(
+            name in row.libm and not row.definition for row in used) else (2 if name in _BINARY_LIBM else 1)
         args = ", ".join(["double"] * n)
         lines.append(f"declare double @{name}({args}) nounwind willreturn memory(none)")
-    for name in sorted({m for row in used for m in re.findall(r"@(llvm\.[\w.]+)", row.llvm)}):
+    for name in sorted({m for row in used for m in re.findall(r"@(llvm\.[\w.]+)", row.llvm + row.definition)}):
         lines.append(f"declare double @{name}(double)")
+    lines.extend(row.definition for row in used if row.definition)
     return lines
+
+
+def lower_function(tape: Tape, fname: str) -> str:
+    """A scalar tape (scalar inputs, one output, no params) as ``define internal double @fname(double...)``."""
+    name = {i: f"%a{i}" for i in range(tape.n_inputs)}
+    slot = tape.n_inputs
+    for v in tape.consts.tolist():
+        name[slot] = _literal(v)
+        slot += 1
+    body = []
+    for code, *args in tape.code.tolist():
+        row = BY_CODE[code]
+        text = row.llvm.format(*(name[a] for a in args[:row.arity]), out=f"%s{slot}")
+        body.extend("  " + line for line in text.split("\n"))
+        name[slot] = f"%s{slot}"
+        slot += 1
+    params = ", ".join(f"double %a{i}" for i in range(tape.n_inputs))
+    return "\n".join([f"define internal double @{fname}({params}) alwaysinline nounwind {{", "entry:"] + body
+                     + [f"  ret double {name[int(tape.outputs[0])]}", "}"])
 
 
 def _point_body(tape: Tape, in_groups, out_groups) -> list[str]:

@@ -33,6 +33,22 @@ def _internal(text: str, kernel: str) -> tuple[list[str], list[str]]:
     return [ln for ln in lines if ln.startswith("declare ")], [ln for ln in lines if not ln.startswith("declare ")]
 
 
+def _split_helpers(defs: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Separate the helper functions of user-defined ops (shared between kernels) from the kernels."""
+    rest, helpers, current = [], {}, None
+    for ln in defs:
+        if current is None and ln.startswith("define internal double @tapead_custom_"):
+            current = [ln]
+        elif current is not None:
+            current.append(ln)
+            if ln == "}":
+                helpers[current[0]] = "\n".join(current)
+                current = None
+        else:
+            rest.append(ln)
+    return rest, helpers
+
+
 def _wrappers(name: str, kind: str, n_out: int, n_params: int) -> list[str]:
     """Public entry points: the point kernel as is; the batch kernel with params one row per point."""
     k = f"__tapead_{name}_{kind}"
@@ -93,17 +109,19 @@ def module_ir(tape: Tape, name: str, *, hessian: bool = False) -> str:
         parts.append((ad.value_and_grad(tape), "gradient", [n], [1, n]))
     if hessian:
         parts.append((ad.jvp(ad.grad(tape)), "hvp", [n, n], [n]))
-    declarations, body = [], []
+    declarations, body, helpers = [], [], {}
     for derived, kind, in_groups, out_groups in parts:
         kernel = f"__tapead_{name}_{kind}"
         decl, defs = _internal(codegen.lower(derived, kernel, in_groups, out_groups), kernel)
         declarations += [d for d in decl if d not in declarations]
+        defs, found = _split_helpers(defs)
+        helpers.update(found)
         body += defs
         if kind != "hvp":
             body += _wrappers(name, kind, len(out_groups), tape.n_params)
     if hessian:
         body += _hessian_wrapper(name, n)
-    return "\n".join(declarations + body) + "\n"
+    return "\n".join(declarations + list(helpers.values()) + body) + "\n"
 
 
 def _doubles(k: int) -> str:

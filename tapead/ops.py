@@ -32,6 +32,8 @@ class Op:
     libm: tuple[str, ...] = ()  # libm functions the lowering calls
     smooth: bool = True
     note: str = ""  # tie conventions of non-smooth ops
+    definition: str = ""  # LLVM IR of a helper function the lowering calls (user-defined ops only)
+    uses: tuple[str, ...] = ()  # other user-defined ops that definition calls
 
 
 OPS: dict[str, Op] = {}
@@ -39,13 +41,18 @@ BY_CODE: list[Op] = []
 
 
 def op(name: str, arity: int, numpy: Callable, llvm: str, *, domain=(-INF, INF), libm=(), smooth=True,
-       note=""):
-    """Declare an op; the decorated function is its derivative rule."""
+       note="", definition="", uses=()):
+    """Declare an op; the decorated function is its derivative rule. Declaring a name again replaces its row."""
 
     def register(rule: Callable) -> Callable:
-        row = Op(name, len(BY_CODE), arity, numpy, llvm, rule, domain, tuple(libm), smooth, note)
+        code = OPS[name].code if name in OPS else len(BY_CODE)
+        row = Op(name, code, arity, numpy, llvm, rule, domain, tuple(libm), smooth, note, definition,
+                 tuple(uses))
         OPS[name] = row
-        BY_CODE.append(row)
+        if code == len(BY_CODE):
+            BY_CODE.append(row)
+        else:
+            BY_CODE[code] = row
         return rule
 
     return register
