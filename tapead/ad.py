@@ -17,7 +17,7 @@ _SELECT = OPS["select"].code
 
 def fresh(tape: Tape, n_extra_inputs: int = 0):
     """A recorder with the tape's inputs (plus extra inputs) and params as tracers."""
-    rec = Recorder()
+    rec = Recorder(assume_finite=tape.assume_finite)
     xs = [Scalar(rec, rec.input()) for _ in range(tape.n_inputs + n_extra_inputs)]
     ps = [Scalar(rec, rec.param()) for _ in range(tape.n_params)]
     return rec, xs, ps

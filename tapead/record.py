@@ -41,7 +41,7 @@ def output_ids(rec: Recorder, result) -> tuple[list[int], tuple[int, ...]]:
     return ids, cells.shape
 
 
-def record(f: Callable, *args, params=None, on_branch: str = "retape") -> Tape:
+def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_finite: bool = False) -> Tape:
     """Run ``f(*args)`` (or ``f(*args, params)``) once on traced values and return its tape.
 
     Positional ``args`` are the differentiable inputs: float arrays or scalars whose shapes are fixed now.
@@ -56,6 +56,9 @@ def record(f: Callable, *args, params=None, on_branch: str = "retape") -> Tape:
     paths get compiled kernels); with ``"raise"`` a BranchError names the comparison and its source line;
     with ``"forbid"`` branching on a traced value raises a TracingError while recording.
 
+    ``assume_finite=True`` lets recording and every transform fold ``0 * x`` to 0 (e.g. zero entries of
+    constant matrices, zero partials): shorter tapes, but an infinite or NaN ``x`` would no longer propagate.
+
     Raises TracingError for what a tape cannot represent, e.g. ``float(x)``, ``math.sin(x)``, storing a traced
     value into a float numpy array (build it with ``np.zeros_like(x)``), or indexing with a traced value.
     """
@@ -65,7 +68,7 @@ def record(f: Callable, *args, params=None, on_branch: str = "retape") -> Tape:
         on_branch = "forbid"
     if on_branch not in ("retape", "raise", "forbid"):
         raise ValueError(f"on_branch must be 'retape', 'raise' or 'forbid', got {on_branch!r}")
-    rec = Recorder(on_branch=None if on_branch == "forbid" else on_branch)
+    rec = Recorder(on_branch=None if on_branch == "forbid" else on_branch, assume_finite=assume_finite)
     values = [as_float_array(a, f"argument {i}") for i, a in enumerate(args)]
     traced = [_traced(rec, v, rec.input) for v in values]
     param_shape = None

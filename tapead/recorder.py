@@ -25,7 +25,7 @@ def _bits(v: float) -> bytes:
 class Recorder:
     """Collects the instructions of one tape. Nodes are ``(kind, args)``: kind an op code, or input/param/const."""
 
-    def __init__(self, on_branch: str | None = None):
+    def __init__(self, on_branch: str | None = None, assume_finite: bool = False):
         self.kinds: list[int] = []
         self.args: list[tuple] = []
         self.values: list[float | None] = []  # concrete values at the recording point, when known
@@ -34,6 +34,7 @@ class Recorder:
         self.guards: list[tuple[int, int]] = []
         self.guard_sites: list[str] = []  # the user's source line of each guard
         self.on_branch = on_branch  # None: branching on a traced value raises; else guards are recorded
+        self.assume_finite = assume_finite  # also fold 0 * x = 0 (wrong only if x is inf or NaN)
         self._memo: dict = {}
 
     def _node(self, kind: int, args: tuple, value) -> int:
@@ -93,6 +94,8 @@ class Recorder:
             return args[0]
         elif name == "mul" and c[0] == 1.0:
             return args[1]
+        elif name == "mul" and self.assume_finite and (c[0] == 0.0 or c[1] == 0.0):
+            return self.const(0.0)
         elif name in ("mul", "div") and c[1] == -1.0:
             return self.emit(OPS["neg"], (args[0],))
         elif name == "mul" and c[0] == -1.0:
@@ -127,7 +130,7 @@ class Recorder:
         return bool(outcome)
 
     def finish(self, outputs: list[int], output_shape, input_shapes, param_shape, fn=None,
-               on_branch: str = "retape") -> Tape:
+               on_branch: str = "retape", assume_finite: bool | None = None) -> Tape:
         """Keep only what outputs and guards need, renumber into the tape's slot layout and build the Tape."""
         live = bytearray(len(self.kinds))
         stack = list(outputs) + [g for g, _ in self.guards]
@@ -160,7 +163,8 @@ class Recorder:
                     consts=np.array([self.args[n][0] for n in consts], np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
-                    guards=np.array(guards, np.int32).reshape(-1, 2), fn=fn, on_branch=on_branch)
+                    guards=np.array(guards, np.int32).reshape(-1, 2), fn=fn, on_branch=on_branch,
+                    assume_finite=self.assume_finite if assume_finite is None else assume_finite)
         if any(sites):
             tape._cache["guard_sites"] = sites
         return tape

@@ -50,6 +50,7 @@ class Tape:
     guards: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
     fn: Callable | None = field(default=None, repr=False)
     on_branch: str = field(default="retape", repr=False)  # what a call does when a guard fails
+    assume_finite: bool = field(default=False, repr=False)  # transforms may fold 0 * x to 0
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -168,7 +169,8 @@ class Tape:
         """A new tape with some fields changed (and a fresh cache)."""
         fields = dict(code=self.code, consts=self.consts, input_shapes=self.input_shapes,
                       param_shape=self.param_shape, outputs=self.outputs, output_shape=self.output_shape,
-                      guards=self.guards, fn=self.fn, on_branch=self.on_branch)
+                      guards=self.guards, fn=self.fn, on_branch=self.on_branch,
+                      assume_finite=self.assume_finite)
         fields.update(changes)
         return Tape(**fields)
 
