@@ -232,13 +232,32 @@ class Tape:
         ``mode="auto"`` uses forward sweeps when there are no more inputs than outputs, else reverse sweeps;
         ``"forward"``/``"reverse"`` force one.
         """
+        if out is not None and len(args) == 1 and type(out) is np.ndarray and \
+                self._fast_derived(("jacobian_blocks_tape", mode), args[0], params, out,
+                                   self.output_shape + self.input_shapes[0]):
+            return out
         from .higher import jacobian
         return jacobian(self, *args, params=params, out=out, mode=mode)
 
     def hessian(self, *args, params=None, out=None, weights=None):
         """Dense symmetric Hessian of a scalar tape (forward-over-reverse); ``weights=w``: Hessian of ``w . f``."""
+        if out is not None and weights is None and len(args) == 1 and type(out) is np.ndarray and \
+                self._fast_derived(("hessian_tape", False), args[0], params, out, self.input_shapes[0] * 2):
+            return out
         from .higher import hessian
         return hessian(self, *args, params=params, out=out, weights=weights)
+
+    def _fast_derived(self, key, x, params, out: np.ndarray, shape) -> bool:
+        """Single point through a derived tape's native entry when ``out`` is exactly right (else False)."""
+        d = self._cache.get(key)
+        entry = None if d is None else d._cache.get(ENTRY["value"])
+        if entry is None or out.shape != shape:
+            return False
+        if out.shape != d.output_shape:  # a reshaped view is the same memory only for C-contiguous arrays
+            if not out.flags.c_contiguous:
+                return False
+            out = out.reshape(d.output_shape)
+        return entry(x, params, out) is not FALLBACK
 
     def hvp(self, *args, v, params=None):
         """Hessian-vector product ``H(x) v`` (forward-over-reverse), without forming ``H``."""
