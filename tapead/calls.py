@@ -127,7 +127,8 @@ def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]
     if opt is None and k.opt == 0 and len(derived) <= O2_BACKGROUND_LIMIT and \
             derived.n_outputs <= O2_BACKGROUND_OUTPUTS and \
             os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":
-        threading.Thread(target=_upgrade, args=(tape, kind), daemon=True, name="tapead-O2").start()
+        # not a daemon: interpreter shutdown waits for it (LLVM must not be torn down mid-compilation)
+        threading.Thread(target=_upgrade, args=(tape, kind), daemon=False, name="tapead-O2").start()
     return derived, k
 
 
