@@ -7,6 +7,7 @@ addition is therefore fixed by the element numbering alone, so any thread count 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import threading
 
 import numpy as np
@@ -114,3 +115,27 @@ def assemble_value(tape: Tape, X, params=None, threads: int | None = None) -> fl
     if tape.n_outputs != 1:
         raise InputError("assemble_value needs a scalar tape")
     return float(np.sum(value(tape, x, params=params, threads=threads)))
+
+
+def assemble_hessian(tape: Tape, X, C, M: int, params=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Global sparse Hessian ``K[C[e, i], C[e, j]] += H_e[i, j]`` (the finite-element stiffness matrix).
+
+    Returns COO ``(rows, cols, values)`` with duplicates summed, sorted row-major (``tapead.to_scipy`` makes a
+    scipy.sparse matrix). The pattern depends only on ``C`` and ``M``: it is computed once and reused while the
+    connectivity stays the same. Values are summed in element order, so the bits never depend on threads.
+    """
+    x = _elements(tape, X)
+    n = x.shape[0]
+    c = _connectivity(tape, C, n, M)
+    width = tape.n_inputs
+    H = np.ascontiguousarray(tape.hessian(x, params=params)).reshape(n, width * width)
+    digest = hashlib.sha1(c.tobytes()).hexdigest()
+    cached = tape._cache.get("assembly_pattern")
+    if cached is None or cached[0] != (digest, int(M), c.shape):
+        flat = (np.repeat(c, width, axis=1) * int(M) + np.tile(c, (1, width))).ravel()
+        keys, inverse = np.unique(flat, return_inverse=True)
+        cached = ((digest, int(M), c.shape), keys // int(M), keys % int(M), inverse.ravel())
+        tape._cache["assembly_pattern"] = cached
+    _, rows, cols, inverse = cached
+    values = np.bincount(inverse, weights=H.ravel(), minlength=len(rows))
+    return rows, cols, values

@@ -308,6 +308,12 @@ class Tape:
         from .assemble import assemble_gradient
         return assemble_gradient(self, X, C, M, params=params, out=out, threads=threads)
 
+    def assemble_hessian(self, X, C, M: int, params=None):
+        """Global sparse Hessian (stiffness matrix) as COO ``(rows, cols, values)``, duplicates summed; the
+        sparsity pattern is computed once per connectivity."""
+        from .assemble import assemble_hessian
+        return assemble_hessian(self, X, C, M, params=params)
+
     def assemble_value(self, X, params=None, threads: int | None = None) -> float:
         """Sum of the element values over all elements."""
         from .assemble import assemble_value

@@ -66,3 +66,23 @@ def test_bad_connectivity_is_refused(mesh, bad, match):
     c, m = bad(C, M)
     with pytest.raises(tapead.InputError, match=match):
         tape.assemble_gradient(X, c, m, params=P)
+
+
+def test_assemble_hessian_matches_dense_reference(mesh):
+    tape, X, C, P, M = mesh
+    rows, cols, vals = tape.assemble_hessian(X, C, M, params=P)
+    dense = np.zeros((M, M))
+    H = tape.hessian(X, params=P)
+    for e in range(len(C)):
+        dense[np.ix_(C[e], C[e])] += H[e]
+    K = np.zeros((M, M))
+    K[rows, cols] = vals
+    assert np.allclose(K, dense, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(K, K.T)
+    assert len(set(zip(rows.tolist(), cols.tolist()))) == len(rows)  # duplicates summed
+    pattern = tape._cache["assembly_pattern"]
+    stiffer = P.copy()
+    stiffer[:, 0] *= 2  # the energy is linear in the stiffness
+    rows2, cols2, vals2 = tape.assemble_hessian(X, C, M, params=stiffer)
+    assert tape._cache["assembly_pattern"] is pattern and np.array_equal(rows2, rows)
+    assert np.allclose(vals2, 2 * vals)
