@@ -1,7 +1,9 @@
 """Native compilation: LLVM IR text -> verified, optimised machine code in an MCJIT engine, wrapped as a Kernel.
 
-One target machine per engine (host CPU and features, small code model: see LLVMLITE_NOTES), a fresh pass
-manager per module, and the engine kept alive exactly as long as its Kernel.
+One target machine per engine (host CPU and features), a fresh pass manager per module, and the engine kept alive
+exactly as long as its Kernel. JIT code uses the large code model: MCJIT may place a module's sections (and
+libm) more than 2 GB apart in a fragmented address space, where the small model's 32-bit relocations would
+abort the process; with plain libm declarations (not intrinsics) the large model compiles as fast.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def target_machine(opt: int = 2, *, jit: bool = True, cpu: str | None = None):
         features = ""
     return target.create_target_machine(cpu=cpu, features=features, opt=opt,
                                         reloc="default" if jit else "pic",
-                                        codemodel="small" if jit else "default", jit=jit)
+                                        codemodel="large" if jit else "default", jit=jit)
 
 
 def optimise(ir: str, tm, opt: int):

@@ -40,3 +40,21 @@ def test_background_compilation_can_be_disabled(monkeypatch):
     tape.gradient(np.ones(20))
     wait_for_upgrades(tape)
     assert "upgraded" not in tape._cache and kernel(tape, "value_and_gradient")[1].opt == 0
+
+
+def test_kernels_survive_a_fragmented_address_space():
+    """JIT sections may land far apart; the code model must not need 32-bit distances (run in a subprocess:
+    a relocation overflow aborts the process)."""
+    import subprocess
+    import sys
+    script = (
+        "import mmap, numpy as np, tapead\n"
+        "maps = [mmap.mmap(-1, 1 << 20) for _ in range(3072)]\n"
+        "for m in maps[::2]: m.close()\n"
+        "t = tapead.record(lambda x: np.sum(np.sin(x) * np.exp(x) + 1.5 * x * x), np.ones(8))\n"
+        "x = np.linspace(0, 1, 8)\n"
+        "assert np.allclose(t.gradient(x), np.cos(x) * np.exp(x) + np.sin(x) * np.exp(x) + 3 * x)\n"
+        "print('ok')\n")
+    env = dict(__import__("os").environ, TAPEAD_CACHE="0")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

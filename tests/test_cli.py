@@ -1,0 +1,100 @@
+"""The `tapead` command: info, a quick benchmark run (no peers), JSON output, export, and bad arguments."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tapead import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["bench", "--quick", "--peers", "none", "--repeats", "1", "--batch", "50"]
+
+
+def test_info(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for word in ("tapead", "numpy", "llvmlite", "LLVM", "python", "cpu", "kernel cache"):
+        assert word in out
+
+
+def test_bench_quick_prints_table_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert cli.main(QUICK + ["--functions", "seed_foo", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "candidate" in out and "seed_foo" in out and "tapead" in out
+    result = json.loads(path.read_text())
+    rows = [r for r in result["rows"] if r["candidate"] == "tapead"]
+    assert {r["task"] for r in rows} == {"grad", "grad_batch"}
+    assert all(r["time"] > 0 and r["ratio_tapead"] == 1.0 for r in rows)
+    assert not any(r["note"].startswith("WRONG") for r in result["rows"])
+    assert result["tapes"]["seed_foo"]["ops"] > 0
+    assert result["settings"]["peers"] == []
+
+
+def test_bench_subprocess_smoke():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "tapead.cli"] + QUICK + ["--functions", "seed_bar"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "seed_bar" in done.stdout and "grad_batch" in done.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--functions", "nope", "--peers", "none"], "unknown function"),
+    (["bench", "--peers", "tensorflow"], "unknown peer"),
+    (["bench", "--batch", "0"], "positive integer"),
+    (["bench", "--batch", "many"], "positive integer"),
+    (["bench", "--repeats", "-3"], "positive integer"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+    (["export", "no_such_module_xyz:f", "--x0", "1,2", "--out", "unused"], "cannot import module"),
+    (["export", "math", "--x0", "1", "--out", "unused"], "MODULE:FUNCTION"),
+    (["export", "os:sep", "--x0", "1", "--out", "unused"], "not callable"),
+    (["export", "os:getcwd", "--x0", "1,a", "--out", "unused"], "comma-separated numbers"),
+])
+def test_bad_arguments_exit_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_fails_clearly(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    assert cli.main(QUICK + ["--functions", "seed_bar", "--plot", str(tmp_path / "p.png")]) == 1
+    assert "matplotlib" in capsys.readouterr().err
+
+
+def test_missing_peer_and_missing_limit_are_skipped(monkeypatch):
+    cli._benchmarks()  # puts the source tree on sys.path
+    from benchmarks import peers, suite
+    monkeypatch.setitem(peers.MODULES, "jax", "no_such_module_xyz")
+    monkeypatch.setattr(suite, "_limits", lambda: (None, "no limit: numba is not importable"))
+    result = suite.run(["seed_bar"], ["jax"], batch=20, repeats=1, target=1e-4)
+    by = {(r["task"], r["candidate"]): r for r in result["rows"]}
+    assert by[("grad", "jax")]["time"] is None and "not importable" in by[("grad", "jax")]["note"]
+    assert by[("grad", "limit")]["time"] is None and by[("grad", "tapead")]["ratio_limit"] is None
+    assert by[("grad", "tapead")]["time"] > 0
+
+
+def test_parse_array(tmp_path):
+    assert cli.parse_array("1, 2,3", "x").tolist() == [1.0, 2.0, 3.0]
+    assert cli.parse_array("2.5", "x").shape == ()
+    assert cli.parse_array("2.5,", "x").shape == (1,)
+    np.save(tmp_path / "a.npy", np.eye(2))
+    assert cli.parse_array(str(tmp_path / "a.npy"), "x").shape == (2, 2)
+
+
+def test_export(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tapead.export")
+    (tmp_path / "cli_export_model.py").write_text(
+        "import numpy as np\n\ndef energy(x, y):\n    return np.sum(np.sin(x) * y)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    np.save(tmp_path / "y.npy", np.array([1.0, 2.0, 3.0]))
+    code = cli.main(["export", "cli_export_model:energy", "--x0", "0.1,0.2,0.3", "--x0", "y.npy",
+                     "--out", str(tmp_path / "out"), "--name", "energy"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "energy.h").exists() and (tmp_path / "out" / "energy.o").exists()
