@@ -29,7 +29,7 @@ def as_float_array(a, what: str) -> np.ndarray:
         raise InputError(f"{what}: expected float64 values (float32 and integers are converted), got dtype "
                          f"{arr.dtype}" + (" (booleans are refused: convert them explicitly)"
                                            if arr.dtype.kind == "b" else ""))
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    return np.asarray(arr, dtype=np.float64, order="C")  # (np.ascontiguousarray would make 0-d arrays 1-d)
 
 
 def check_out(out, shape: tuple, what: str) -> np.ndarray:

@@ -92,7 +92,7 @@ def _pointer(a: np.ndarray | None):
 def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
     """The derived tape and compiled kernel for ``kind`` ('value' or 'value_and_gradient'), cached.
 
-    The same module holds the native single-point entry point, stored in ``tape._cache[ENTRY[kind]]``.
+    The same module holds the native single-point entry point, stored in ``tape._entries[ENTRY[kind]]``.
     """
     key = ("kernel", kind)
     hit = tape._cache.get(key)
@@ -106,6 +106,8 @@ def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
 
 def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]:
     name = "tapead_" + kind
+    if opt is None:
+        tape.check()  # the compile boundary: native code only ever sees a validated tape
     if kind == "value":
         derived, out_groups = tape, [tape.n_outputs]
         scalar = tape.output_shape == ()
@@ -123,7 +125,7 @@ def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]
                        extra_symbols=(name + "_entry",))
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
     k.n_ops = len(derived)
-    tape._cache[ENTRY[kind]] = k.entry
+    tape._entries[ENTRY[kind]] = k.entry
     if opt is None and k.opt == 0 and len(derived) <= O2_BACKGROUND_LIMIT and \
             derived.n_outputs <= O2_BACKGROUND_OUTPUTS and \
             os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":
@@ -139,7 +141,7 @@ def _upgrade(tape: Tape, kind: str) -> None:
         old = tape._cache.get(("kernel", kind))
         tape._cache.setdefault("retired", []).append(old)  # a caller may still be running the old code
         tape._cache[("kernel", kind)] = (derived, k2)
-        tape._cache[ENTRY[kind]] = k2.entry
+        tape._entries[ENTRY[kind]] = k2.entry
         tape._cache["upgraded"] = tape._cache.get("upgraded", 0) + 1
 
 
@@ -257,6 +259,8 @@ def value_and_gradient(tape: Tape, *args, params=None, out=None, threads: int | 
     """``(value, gradient)`` from one kernel; ``out`` (optional) is ``(value_out, gradient_out)``."""
     _scalar(tape, "value_and_gradient")
     b = bind(tape, args, params)
+    if out is not None and (not isinstance(out, (tuple, list)) or len(out) != 2):
+        raise InputError("out: expected a pair (value_out, gradient_out) for value_and_gradient")
     v_out, g_out = (None, None) if out is None else out
     v = _value_out(tape, b, v_out, "out[0]")
     gs = _grad_outs(tape, b, g_out)
@@ -267,6 +271,8 @@ def value_and_gradient(tape: Tape, *args, params=None, out=None, threads: int | 
 def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
     """The reference interpreter (numpy, no compilation): same arguments and results as ``tape.value``."""
     b = bind(tape, args, params)
+    if "checked" not in tape._cache:
+        tape._cache["checked"] = tape.check()
     n = 1 if b.n is None else b.n
     x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
     p = None if b.p is None else b.p.reshape(-1, tape.n_params)

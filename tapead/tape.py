@@ -20,7 +20,7 @@ from .ops import BY_CODE
 
 Shape = tuple[int, ...]
 FALLBACK = object()  # what a native entry point returns when the Python path must handle a call
-ENTRY = {"value": "entry:value", "value_and_gradient": "entry:value_and_gradient"}  # _cache keys
+ENTRY = {"value": 0, "value_and_gradient": 1}  # index of each kind's native entry point in Tape._entries
 
 
 def _frozen(a: np.ndarray, dtype) -> np.ndarray:
@@ -52,6 +52,7 @@ class Tape:
     on_branch: str = field(default="retape", repr=False)  # what a call does when a guard fails
     assume_finite: bool = field(default=False, repr=False)  # transforms may fold 0 * x to 0
     _cache: dict = field(default_factory=dict, repr=False)
+    _entries: list = field(default_factory=lambda: [None, None], repr=False)  # native single-point entries
 
     def __post_init__(self):
         object.__setattr__(self, "code", _frozen(np.reshape(self.code, (-1, 4)), np.int32))
@@ -185,7 +186,7 @@ class Tape:
         A batch has one more leading axis on every argument (params: batched with it, or shared without it);
         ``threads`` (default: all cores) splits large batches; a point's result never depends on it.
         """
-        entry = self._cache.get(ENTRY["value"])
+        entry = self._entries[0]
         if entry is not None:
             if self.output_shape == ():
                 if out is None:
@@ -205,7 +206,7 @@ class Tape:
         writeable and exactly shaped; it is filled in place. Single points with exactly-right float64 arrays
         take a native path that allocates nothing; anything else is converted (or refused) in Python.
         """
-        entry = self._cache.get(ENTRY["value_and_gradient"])
+        entry = self._entries[1]
         if entry is not None:
             if out is None and len(args) == 1:
                 g = np.empty(self.input_shapes[0])
@@ -250,7 +251,7 @@ class Tape:
     def _fast_derived(self, key, x, params, out: np.ndarray, shape) -> bool:
         """Single point through a derived tape's native entry when ``out`` is exactly right (else False)."""
         d = self._cache.get(key)
-        entry = None if d is None else d._cache.get(ENTRY["value"])
+        entry = None if d is None else d._entries[0]
         if entry is None or out.shape != shape:
             return False
         if out.shape != d.output_shape:  # a reshaped view is the same memory only for C-contiguous arrays

@@ -241,7 +241,10 @@ class TracedArray:
         return wrap(self.cells[_index(idx)])
 
     def __setitem__(self, idx, value):
-        self.cells[_index(idx)] = to_cells(value)
+        cells = to_cells(value)
+        if isinstance(cells, np.ndarray) and cells.ndim == 0:
+            cells = cells[()]  # one element: numpy would store a 0-d array as the object itself
+        self.cells[_index(idx)] = cells
 
     def __bool__(self):
         if self.size != 1:
@@ -267,7 +270,7 @@ class TracedArray:
     del _name, _fn
 
     def _inplace(self, fn, o):
-        self.cells[...] = to_cells(elementwise(fn, self, o))
+        self[...] = elementwise(fn, self, o)
         return self
 
     def __neg__(self): return elementwise(ops.neg, self)
@@ -308,6 +311,8 @@ def _index(idx):
     """Indices must be fixed at record time."""
     parts = idx if isinstance(idx, tuple) else (idx,)
     for p in parts:
+        if isinstance(p, (list, np.ndarray)) and np.asarray(p, dtype=object).dtype == object:
+            p = next((q for q in np.asarray(p, dtype=object).flat if isinstance(q, (Scalar, TracedArray))), p)
         if isinstance(p, (Scalar, TracedArray)):
             raise TracingError("indexing with a traced value (or a mask computed from traced values): the "
                                "indices of a tape are fixed when it is recorded. Select values branch-free "

@@ -177,3 +177,10 @@ def test_guarded_batches_with_params():
     G = tape.gradient(X, params=P)
     ref = np.array([[p[1] * x[1], p[1] * x[0]] if x[0] > p[0] else [0, 2 * x[1]] for x, p in zip(X, P)])
     assert np.allclose(G, ref)
+
+
+def test_branch_not_taken_with_infinite_derivative_stays_zero():
+    tape = tapead.record(lambda x: np.where(x[0] > 0, x[0] * x[0], np.exp(x[1])), np.array([1.0, 1.0]))
+    x = np.array([1.0, 1000.0])  # exp(1000) = inf in the branch not taken
+    assert np.array_equal(tape.gradient(x), [2.0, 0.0])
+    assert np.array_equal(tape.hessian(x), [[2.0, 0.0], [0.0, 0.0]])
