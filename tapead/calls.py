@@ -294,6 +294,54 @@ def _interpreted(tape: Tape, kind: str, b: Bound, outs: list):
     return 0 if ok.all() else (1 if b.n is None else (~ok).astype(np.int32))
 
 
+def native(tape: Tape, kind: str = "gradient"):
+    """The compiled entry point as a Python callable with the kernel's own argument order (lowest call cost).
+
+    ``kind="gradient"``: ``f(*inputs, params, value_out, *grad_outs)`` fills the outs (None skips one) and
+    returns the last out. ``kind="value"``: ``f(*inputs, params)`` returns a float for scalar tapes, else
+    ``f(*inputs, params, out)`` fills and returns ``out``. Positional arguments only; ``params`` is None for a
+    tape without params. Anything not exactly right (dtype, shape, layout, a batch, a flipped guard) is handled
+    by the ordinary Python path, with its conversions, branch dispatch and errors.
+    """
+    if kind not in ("gradient", "value"):
+        raise InputError(f"kind must be 'gradient' or 'value', got {kind!r}")
+    key = ("native", kind)
+    if key not in tape._cache:
+        internal = "value" if kind == "value" else "value_and_gradient"
+        if kind == "gradient":
+            _scalar(tape, "native('gradient')")
+        kernel(tape, internal)
+        wait_for_upgrades(tape)  # bind the final (O2) kernel
+        _, k = kernel(tape, internal)
+        name = "tapead_" + internal
+        fn, keep = builtin(k.addresses[name + "_entry"], name, _python_path(tape, kind))
+        tape._cache[key] = (fn, keep, k)  # the kernel's engine lives as long as the callable is cached
+    return tape._cache[key][0]
+
+
+def _python_path(tape: Tape, kind: str):
+    n = len(tape.input_shapes)
+
+    def path(*a):
+        expected = n + (1 if kind == "value" and tape.output_shape == () else 2) + (
+            len(tape.input_shapes) if kind == "gradient" else 0)
+        if kind == "value" and len(a) in (n + 1, n + 2):
+            out = a[n + 1] if len(a) == n + 2 else None
+            return value(tape, *a[:n], params=a[n], out=out)
+        if kind == "gradient" and len(a) == n + 2 + n:
+            value_out, grads = a[n + 1], a[n + 2:]
+            out = grads[0] if n == 1 else tuple(grads)
+            if value_out is None:
+                gradient(tape, *a[:n], params=a[n], out=None if any(g is None for g in grads) else out)
+            else:
+                value_and_gradient(tape, *a[:n], params=a[n], out=(value_out, out))
+            return grads[-1] if grads else None
+        raise InputError(f"native {kind} function: expected {expected} positional arguments (inputs..., params"
+                         + (", value_out, grad_outs...)" if kind == "gradient" else "[, out])") + f", got {len(a)}")
+
+    return path
+
+
 def compile(tape: Tape) -> Tape:
     """Compile the value kernel (and the gradient kernel for scalar tapes) now instead of on first use."""
     kernel(tape, "value")

@@ -18,7 +18,7 @@ from .tape import FALLBACK
 
 _PYBUF_ANY = 0x0004 | 0x0008 | 0x0010 | 0x0020  # FORMAT | ND | STRIDES | C_CONTIGUOUS
 _PYBUF_WRITE = _PYBUF_ANY | 0x0001
-_API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDouble")
+_API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDouble", "PyObject_Vectorcall")
 _NONE_SYMBOL = "tapead_py_none"  # resolved at load time: None's address differs between processes
 _registered = False
 
@@ -50,14 +50,15 @@ def lower_entry(name: str, kernel_name: str, in_shapes: list, params_shape, out_
 
     ``args = (inputs..., params, outs...)``. ``params`` must be None for a tape without params and an array
     for one with them; an out may be None (the kernel skips it). Returns the last out array (new reference),
-    or with ``scalar_result`` a float built from the kernel's single output, or else ``fallback``.
+    or with ``scalar_result`` a float built from the kernel's single output; otherwise it returns
+    ``fallback(*args)``, the Python path (which converts, dispatches branches or raises).
     """
     specs = [(s, "in") for s in in_shapes] + [(params_shape, "params")] + [(s, "out") for s in out_shapes]
     k = len(specs)
     L = ["%buf = type { ptr, ptr, i64, i64, i32, i32, ptr, ptr, ptr, ptr, ptr }",
          "declare i32 @PyObject_GetBuffer(ptr, ptr, i32)", "declare void @PyBuffer_Release(ptr)",
          "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)",
-         f"@{_NONE_SYMBOL} = external global i8"]
+         "declare ptr @PyObject_Vectorcall(ptr, ptr, i64, ptr)", f"@{_NONE_SYMBOL} = external global i8"]
     # release every acquired buffer (flags in %acq)
     L += [f"define internal void @{name}_release(ptr %bufs, ptr %acq) {{", "r0:"]
     for j in range(k):
@@ -118,19 +119,27 @@ def lower_entry(name: str, kernel_name: str, in_shapes: list, params_shape, out_
     else:
         L += [f"  %rc = load i64, ptr %o{k - 1}", "  %rc1 = add i64 %rc, 1", f"  store i64 %rc1, ptr %o{k - 1}",
               f"  ret ptr %o{k - 1}"]
+    # anything not exactly right: the Python path (the function's bound object) answers with the same arguments
     L += ["fail:", f"  call void @{name}_release(ptr %bufs, ptr %acq)", "  call void @PyErr_Clear()",
-          "  br label %fallback", "fallback:", "  %sc = load i64, ptr %self", "  %sc1 = add i64 %sc, 1",
-          "  store i64 %sc1, ptr %self", "  ret ptr %self", "}"]
+          "  br label %fallback", "fallback:",
+          "  %fb = call ptr @PyObject_Vectorcall(ptr %self, ptr %args, i64 %nargs, ptr null)", "  ret ptr %fb", "}"]
     return "\n".join(L) + "\n"
 
 
 
 
-def builtin(address: int, name: str):
-    """Wrap a compiled entry point as a Python builtin function; returns ``(function, keep_alive)``."""
+def builtin(address: int, name: str, fallback=None):
+    """Wrap a compiled entry point as a Python builtin function; returns ``(function, keep_alive)``.
+
+    ``fallback`` (default: a function returning FALLBACK) answers every call the native path cannot.
+    """
     _register_api()
     method = _MethodDef(name.encode(), address, METH_FASTCALL, None)
-    return _new_function(ctypes.byref(method), FALLBACK, None), method
+    return _new_function(ctypes.byref(method), fallback or _sentinel, None), method
+
+
+def _sentinel(*args):
+    return FALLBACK
 
 
 def prepare() -> None:

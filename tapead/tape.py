@@ -221,6 +221,16 @@ class Tape:
         from .calls import gradient
         return gradient(self, *args, params=params, out=out, threads=threads)
 
+    def native(self, kind: str = "gradient"):
+        """A compiled Python callable with the kernel's argument order, for the lowest per-call cost.
+
+        ``f = tape.native("gradient")``; ``f(x, None, None, g)`` fills ``g`` (arguments: inputs..., params,
+        value_out, grad_outs...; None skips an output). ``tape.native("value")(x, None)`` returns the value.
+        Arguments that are not exactly right take the ordinary Python path (conversions, branches, errors).
+        """
+        from .calls import native
+        return native(self, kind)
+
     def value_and_gradient(self, *args, params=None, out=None, threads: int | None = None):
         """``(value, gradient)`` computed by one kernel."""
         from .calls import value_and_gradient
