@@ -254,34 +254,54 @@ def hessian(tape: Tape, *args, params=None, out=None, weights=None):
     return _blocks(tape, H, lead)
 
 
+def _directions(tape: Tape, b, lead: tuple, vs_raw: list, shapes: list):
+    """At a single point, a stack of k directions (one extra leading axis) runs as one batch over directions:
+    the point is repeated k times and the batch kernel loops over directions natively."""
+    if lead or not vs_raw:
+        return b.xs, lead
+    arrays = [np.asarray(v) for v in vs_raw]
+    if all(a.ndim == len(s) + 1 and a.shape[1:] == s for a, s in zip(arrays, shapes)) and \
+            len({a.shape[0] for a in arrays}) == 1:
+        k = arrays[0].shape[0]
+        return [np.ascontiguousarray(np.broadcast_to(x, (k,) + x.shape)) for x in b.xs], (k,)
+    return b.xs, lead
+
+
+def _raw(tape: Tape, v) -> list:
+    return [v] if len(tape.input_shapes) == 1 else list(v) if isinstance(v, (tuple, list)) else [v]
+
+
 def hvp(tape: Tape, *args, v, params=None):
     """``H(x) v`` for a scalar tape; ``v`` shaped like the argument (a tuple for several arguments; one shared
-    ``v`` may serve a whole batch). The result is shaped like the arguments, like the gradient."""
+    ``v`` may serve a whole batch; at a single point, a stack of k directions ``(k,) + shape`` runs as one native
+    loop over directions). The result is shaped like the arguments, like the gradient."""
     b = bind(tape, args, params)
-    lead = _lead(b)
+    xs, lead = _directions(tape, b, _lead(b), _raw(tape, v), list(tape.input_shapes))
     vs = _per_argument(tape, v, lead, "v")
     d = derived(tape, ("hvp_tape",), lambda: hvp_tape(tape))
-    flat = d.value(*b.xs, *vs, params=b.p)
+    flat = d.value(*xs, *vs, params=b.p)
     return _deliver(_pieces(flat, lead, list(tape.input_shapes), list(tape.input_sizes)), None)
 
 
 def jvp(tape: Tape, *args, v, params=None):
     """The directional derivative ``J(x) v`` (shaped like the output); ``v`` like the arguments (tuple for
-    several; one shared ``v`` may serve a whole batch)."""
+    several; one shared ``v`` may serve a whole batch; at a single point, a stack of k directions runs as one
+    native loop over directions)."""
     b = bind(tape, args, params)
-    vs = _per_argument(tape, v, _lead(b), "v")
+    xs, lead = _directions(tape, b, _lead(b), _raw(tape, v), list(tape.input_shapes))
+    vs = _per_argument(tape, v, lead, "v")
     d = derived(tape, ("jvp_tape",), lambda: ad.jvp(tape))
-    return d.value(*b.xs, *vs, params=b.p)
+    return d.value(*xs, *vs, params=b.p)
 
 
 def vjp(tape: Tape, *args, w, params=None):
-    """``w^T J(x)`` (``w`` shaped like the output, shared or per point in a batch), shaped like the arguments
-    (a tuple for several)."""
+    """``w^T J(x)`` (``w`` shaped like the output, shared or per point in a batch; at a single point a stack of
+    k cotangents runs as one native loop), shaped like the arguments (a tuple for several)."""
     b = bind(tape, args, params)
-    lead = _lead(b)
+    xs, lead = _directions(tape, b, _lead(b), [w], [tape.output_shape])
     ws = _extra(w, tape.output_shape, lead, "w")
     d = derived(tape, ("vjp_tape",), lambda: ad.vjp(tape))
-    flat = d.value(*b.xs, ws, params=b.p)
+    flat = d.value(*xs, ws, params=b.p)
     return _deliver(_pieces(flat, lead, list(tape.input_shapes), list(tape.input_sizes)), None)
 
 

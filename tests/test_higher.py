@@ -324,3 +324,18 @@ def test_derived_tapes_keep_guards():
     close(higher.hessian(t, np.array([0.5, 3.0])), [[6.0, 1.0], [1.0, 0.0]], rtol=1e-14)
     with pytest.raises(tapead.BranchError):
         higher.hessian(t, np.array([-0.5, 3.0]))
+
+
+def test_many_directions_at_one_point_run_as_one_batch():
+    import tapead
+    t = tapead.record(lambda x: np.stack([np.sin(x[0]) * x[1], x[0] * x[1] * x[2]]), np.ones(3))
+    x = np.array([0.3, -1.2, 2.0])
+    V = np.random.default_rng(5).normal(size=(7, 3))
+    J = t.jacobian(x)
+    assert np.allclose(t.jvp(x, v=V), V @ J.T)
+    W = np.random.default_rng(6).normal(size=(4, 2))
+    assert np.allclose(t.vjp(x, w=W), W @ J)
+    s = tapead.record(lambda x: np.sum(np.sin(x) * x[::-1]), np.ones(3))
+    H = s.hessian(x)
+    assert np.allclose(s.hvp(x, v=V), V @ H)
+    assert np.allclose(s.hvp(x, v=V[0]), H @ V[0])
