@@ -140,6 +140,7 @@ class Tape:
         return h
 
     def slot_name(self, s: int) -> str:
+        """How the listing shows slot ``s``: a constant's value, or ``%s``."""
         if self.first_const <= s < self.first_result:
             return repr(float(self.consts[s - self.first_const]))
         return f"%{s}"
