@@ -140,24 +140,25 @@ def _scalar_output(tape: Tape, what: str) -> None:
                           "use tapead.vjp or tapead.jacobian for vector outputs")
 
 
-def value_and_grad(tape: Tape) -> Tape:
-    """Tape with outputs ``[value, d value / d inputs (all arguments, flattened, in order)]``."""
-    _scalar_output(tape, "value_and_grad")
+def _reverse(tape: Tape, what: str):
+    """Replay a scalar tape under a fresh recorder and sweep back: (recorder, slot values, input gradients)."""
+    _scalar_output(tape, what)
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
     _keep_guards(rec, tape, vals)
-    grads = _zero_if_none(backward(tape, vals, [1.0]))
+    return rec, vals, _zero_if_none(backward(tape, vals, [1.0]))
+
+
+def value_and_grad(tape: Tape) -> Tape:
+    """Tape with outputs ``[value, d value / d inputs (all arguments, flattened, in order)]``."""
+    rec, vals, grads = _reverse(tape, "value_and_grad")
     outs = [vals[tape.outputs[0]]] + grads
-    return rec.finish(_ids(rec, outs), (1 + tape.n_inputs,), tape.input_shapes, tape.param_shape, fn=None)
+    return rec.finish(_ids(rec, outs), (1 + tape.n_inputs,), tape.input_shapes, tape.param_shape)
 
 
 def grad(tape: Tape) -> Tape:
     """The gradient tape of a scalar tape: same inputs and params, outputs the gradient (flattened)."""
-    _scalar_output(tape, "grad")
-    rec, xs, ps = fresh(tape)
-    vals = replay(tape, xs, ps)
-    _keep_guards(rec, tape, vals)
-    grads = _zero_if_none(backward(tape, vals, [1.0]))
+    rec, _, grads = _reverse(tape, "grad")
     return rec.finish(_ids(rec, grads), (tape.n_inputs,), tape.input_shapes, tape.param_shape)
 
 

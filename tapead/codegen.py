@@ -57,20 +57,25 @@ def _declarations(tape: Tape) -> list[str]:
     return lines
 
 
-def lower_function(tape: Tape, fname: str) -> str:
-    """A scalar tape (scalar inputs, one output, no params) as ``define internal double @fname(double...)``."""
-    name = {i: f"%a{i}" for i in range(tape.n_inputs)}
-    slot = tape.n_inputs
+def _instructions(tape: Tape, name: dict, body: list) -> None:
+    """Name the constants (as literals) and append every instruction; ``name`` maps slots to IR values."""
+    slot = tape.first_const
     for v in tape.consts.tolist():
         name[slot] = _literal(v)
         slot += 1
-    body = []
     for code, *args in tape.code.tolist():
         row = BY_CODE[code]
         text = row.llvm.format(*(name[a] for a in args[:row.arity]), out=f"%s{slot}")
         body.extend("  " + line for line in text.split("\n"))
         name[slot] = f"%s{slot}"
         slot += 1
+
+
+def lower_function(tape: Tape, fname: str) -> str:
+    """A scalar tape (scalar inputs, one output, no params) as ``define internal double @fname(double...)``."""
+    name = {i: f"%a{i}" for i in range(tape.n_inputs)}
+    body: list[str] = []
+    _instructions(tape, name, body)
     params = ", ".join(f"double %a{i}" for i in range(tape.n_inputs))
     return "\n".join([f"define internal double @{fname}({params}) alwaysinline nounwind {{", "entry:"] + body
                      + [f"  ret double {name[int(tape.outputs[0])]}", "}"])
@@ -92,15 +97,7 @@ def _point_body(tape: Tape, in_groups, out_groups) -> list[str]:
         body.append(f"  %s{slot} = load double, ptr %a{slot}")
         name[slot] = f"%s{slot}"
         slot += 1
-    for v in tape.consts.tolist():
-        name[slot] = _literal(v)
-        slot += 1
-    for code, *args in tape.code.tolist():
-        row = BY_CODE[code]
-        text = row.llvm.format(*(name[a] for a in args[:row.arity]), out=f"%s{slot}")
-        body.extend("  " + line for line in text.split("\n"))
-        name[slot] = f"%s{slot}"
-        slot += 1
+    _instructions(tape, name, body)
     status = "0"
     for i, (s, expected) in enumerate(tape.guards.tolist()):
         body.append(f"  %g{i} = fcmp {'oeq' if expected else 'une'} double {name[s]}, 0.0")
