@@ -1,8 +1,9 @@
 """Which functions the benchmarks run, with which tasks: definitions come from tests/functions.py.
 
 Every case is a numpy-style function of one flat float64 vector (see shared BENCHMARK_FUNCTIONS.md), a start
-point, and the tasks benchmarked on it: ``grad`` (one point), ``grad_batch`` (N points), ``jacobian`` and
-``hessian`` (one point).
+point, and the tasks benchmarked on it: ``grad`` (one point), ``grad_batch`` (N points), ``primal_batch`` (the
+function values at N points), ``jacobian`` and ``hessian`` (one point). With several threads the suite adds
+``grad_batch_threads`` (the batch gradient on that many threads) to every function with ``grad_batch``.
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Tasks per function, in the order the table shows them.
 TASKS: dict[str, tuple[str, ...]] = {
-    "seed_foo": ("grad", "grad_batch"),
-    "seed_bar": ("grad", "grad_batch", "hessian"),
-    "seed_baz": ("grad", "grad_batch"),
-    "rosenbrock": ("grad", "grad_batch", "hessian"),
-    "lj": ("grad", "grad_batch", "hessian"),
-    "cumprod": ("jacobian",),
+    "seed_foo": ("grad", "grad_batch", "primal_batch"),
+    "seed_bar": ("grad", "grad_batch", "primal_batch", "hessian"),
+    "seed_baz": ("grad", "grad_batch", "primal_batch"),
+    "rosenbrock": ("grad", "grad_batch", "primal_batch", "hessian"),
+    "lj": ("grad", "grad_batch", "primal_batch", "hessian"),
+    "cumprod": ("jacobian", "primal_batch"),
 }
 QUICK = ("seed_foo", "rosenbrock")
-UNITS = {"grad": "us/call", "grad_batch": "ns/point", "jacobian": "us/call", "hessian": "us/call"}
+UNITS = {"grad": "us/call", "grad_batch": "ns/point", "primal_batch": "ns/point", "grad_batch_threads": "ns/point",
+         "jacobian": "us/call", "hessian": "us/call"}
+BATCH_TASKS = ("grad_batch", "primal_batch", "grad_batch_threads")  # timed per point on N points
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Case:
     f: Callable
     x0: np.ndarray
     tasks: tuple[str, ...]
+    value_shape: tuple[int, ...] = ()  # shape of f(x0): () for the scalar functions
 
     def batch(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` points near the start point (relative jitter 1e-2), C-contiguous, one row per point."""
@@ -76,5 +80,5 @@ def load(names=None) -> list[Case]:
         if name in names:
             entry = reg[name]  # a tests/functions.py Case: one argument, no params, for these functions
             x0 = np.ascontiguousarray(entry.args0[0], dtype=np.float64)
-            cases.append(Case(name, entry.f, x0, TASKS[name]))
+            cases.append(Case(name, entry.f, x0, TASKS[name], np.shape(entry.f(x0))))
     return cases

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,8 @@ from itertools import cycle
 from typing import Any, Callable
 
 import numpy as np
+
+from .cases import BATCH_TASKS
 
 
 @dataclass
@@ -70,14 +73,17 @@ def measure(candidates: list[Candidate], repeats: int, target: float) -> None:
 
 def _tapead_call(tape, task: str) -> Callable | None:
     """The tape method for ``task`` (None when this tapead has no such method)."""
-    name = {"grad": "gradient", "grad_batch": "gradient", "jacobian": "jacobian", "hessian": "hessian"}[task]
+    name = {"grad": "gradient", "grad_batch": "gradient", "grad_batch_threads": "gradient", "primal_batch": "value",
+            "jacobian": "jacobian", "hessian": "hessian"}[task]
     return getattr(tape, name, None)
 
 
 def out_shape(case, task: str, n: int) -> tuple[int, ...]:
-    """Shape of the result of ``task`` (``n`` rows for the batch task)."""
+    """Shape of the result of ``task`` (``n`` rows for the batch tasks)."""
     size = case.x0.size
-    return {"grad": (size,), "grad_batch": (n, size), "jacobian": (size, size), "hessian": (size, size)}[task]
+    return {"grad": (size,), "grad_batch": (n, size), "grad_batch_threads": (n, size),
+            "primal_batch": (n,) + tuple(case.value_shape), "jacobian": (size, size),
+            "hessian": (size, size)}[task]
 
 
 def wait_for_background_compiles(tape) -> None:
@@ -98,24 +104,25 @@ def tapead_candidates(tape, case, task: str, X: np.ndarray, threads: int = 1,
     method = _tapead_call(tape, task)
     if method is None:
         return [], f"this tapead has no Tape.{'jacobian' if task == 'jacobian' else 'hessian'} method"
+    batch = task in BATCH_TASKS
     if "threads" in inspect.signature(method).parameters:
         method = functools.partial(method, threads=threads)
-    elif task == "grad_batch" and threads > 1:
+    elif batch and threads > 1:
         method = _threaded(method, threads)
     shape = out_shape(case, task, X.shape[0])
     out = np.empty(shape)
     x = case.x0.copy()
     try:
-        method(X if task == "grad_batch" else x, out=out)
+        method(X if batch else x, out=out)
     except TypeError:  # a method without out=: time it returning fresh arrays
         out = None
     wait_for_background_compiles(tape)
     if out is None:
-        arg, last = (X if task == "grad_batch" else x), {}
-        warm = Candidate("tapead", lambda: last.__setitem__("r", method(arg)), len(X) if task == "grad_batch"
-                         else 1, lambda: np.asarray(last["r"]))
+        arg, last = (X if batch else x), {}
+        warm = Candidate("tapead", lambda: last.__setitem__("r", method(arg)), len(X) if batch else 1,
+                         lambda: np.asarray(last["r"]))
         return [warm], "called without out= (no out parameter)"
-    if task == "grad_batch":
+    if batch:
         return [Candidate("tapead", lambda: method(X, out=out), X.shape[0], lambda: out,
                           note=f"{threads} threads" if threads > 1 else "")], ""
     warm = Candidate("tapead", lambda: method(x, out=out), 1, lambda: out)
@@ -138,10 +145,24 @@ def _threaded(method: Callable, threads: int) -> Callable:
     return run
 
 
-def limit_candidate(point: Callable, batch: Callable, case, task: str, X: np.ndarray) -> Candidate:
-    """The hand-written numba derivative, writing into a preallocated output."""
+def limit_candidate(point: Callable, batch: Callable, case, task: str, X: np.ndarray,
+                    threads: int = 1) -> Candidate:
+    """The hand-written numba derivative (or primal), writing into a preallocated output.
+
+    ``threads`` > 1 is for a ``prange`` batch driver: numba's thread count is set to it before every call.
+    """
     out = np.empty(out_shape(case, task, X.shape[0]))
-    if task == "grad_batch":
+    if threads > 1:
+        import numba
+        t = min(threads, numba.config.NUMBA_NUM_THREADS)
+
+        def run():
+            numba.set_num_threads(t)
+            batch(X, out)
+        note = f"numba prange, {t} threads" + (f" (NUMBA_NUM_THREADS={t})" if t < threads else "")
+        note += f", OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+        return Candidate("limit", run, X.shape[0], lambda: out, note=note)
+    if task in BATCH_TASKS:
         return Candidate("limit", lambda: batch(X, out), X.shape[0], lambda: out)
     x = case.x0.copy()
     return Candidate("limit", lambda: point(x, out), 1, lambda: out)

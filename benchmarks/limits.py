@@ -1,14 +1,21 @@
-"""The limit: hand-written analytic derivatives as straight-line numba code writing into preallocated outputs.
+"""The limit: hand-written analytic derivatives (and primals) as straight-line numba code into preallocated outputs.
 
 ``get(name, task)`` returns ``(point, batch)``: ``point(x, out)`` fills one gradient (or Jacobian / Hessian),
-``batch(X, OUT)`` loops over rows inside one compiled function. Importing this module needs numba.
+``batch(X, OUT)`` loops over rows inside one compiled function. For ``primal_batch`` the batch fills function
+values, and ``get(name, "grad_batch", parallel=True)`` gives a batch driver spreading rows over numba's threads
+(``prange``; the thread count is ``numba.set_num_threads``). Importing this module needs numba.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
-import numpy as np
-from numba import njit
+# OpenMP threads that spin after a parallel region steal the cores of whatever is timed next (tapead's threads,
+# other peers): idle threads sleep instead. Read when the OpenMP runtime starts, so set before the first prange.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
 
 # ---- seed_foo: 10 dX0 (3e3 + A0) + dX2 (1e4 - A1), x = [dX0, dX1, dX2, A0, A1] ------------------------
 
@@ -136,7 +143,58 @@ def cumprod_jacobian(x, jac):
         before *= x[j]
 
 
-# ---- batch driver -----------------------------------------------------------------------------------------------
+# ---- primals: the function values, written the same way ------------------------------------------------------
+
+
+@njit
+def seed_foo_value(x):
+    return 10.0 * x[0] * (3e3 + x[3]) - x[2] * (-1e4 + x[4])
+
+
+@njit
+def seed_bar_value(x):
+    return x[0] * x[1] + x[1] * x[2]
+
+
+@njit
+def seed_baz_value(x):
+    return x[0] * x[4] + x[1] * x[5]
+
+
+@njit
+def rosenbrock_value(x):
+    s = 0.0
+    for i in range(0, x.shape[0], 2):
+        a = x[i]
+        t = x[i + 1] - a * a
+        s += 100.0 * t * t + (1.0 - a) * (1.0 - a)
+    return s
+
+
+@njit
+def lj_value(x):
+    n = x.shape[0] // 3
+    s = 0.0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx = x[3 * i] - x[3 * j]
+            dy = x[3 * i + 1] - x[3 * j + 1]
+            dz = x[3 * i + 2] - x[3 * j + 2]
+            r2 = dx * dx + dy * dy + dz * dz
+            r6inv = 1.0 / (r2 * r2 * r2)
+            s += 4.0 * (r6inv * r6inv - r6inv)
+    return s
+
+
+@njit
+def cumprod_value(x, y):
+    acc = 1.0
+    for k in range(x.shape[0]):
+        acc *= x[k]
+        y[k] = acc
+
+
+# ---- batch drivers -----------------------------------------------------------------------------------------------
 
 
 @njit
@@ -145,9 +203,21 @@ def _rows(point, X, OUT):
         point(X[i], OUT[i])
 
 
-def _batched(point: Callable) -> Callable:
+@njit(parallel=True)
+def _rows_parallel(point, X, OUT):
+    for i in prange(X.shape[0]):
+        point(X[i], OUT[i])
+
+
+@njit
+def _values(value, X, V):
+    for i in range(X.shape[0]):
+        V[i] = value(X[i])
+
+
+def _batched(point: Callable, driver=_rows) -> Callable:
     def batch(X: np.ndarray, OUT: np.ndarray) -> None:
-        _rows(point, X, OUT)
+        driver(point, X, OUT)
     return batch
 
 
@@ -164,7 +234,21 @@ POINT = {
 }
 
 
-def get(name: str, task: str) -> tuple[Callable, Callable] | None:
-    """``(point, batch)`` for a function and task (``grad_batch`` shares ``grad``'s point code), or None."""
+VALUE = {"seed_foo": seed_foo_value, "seed_bar": seed_bar_value, "seed_baz": seed_baz_value,
+         "rosenbrock": rosenbrock_value, "lj": lj_value}
+VECTOR_VALUE = {"cumprod": cumprod_value}  # vector-valued functions: value(x, y) fills y
+
+
+def get(name: str, task: str, parallel: bool = False) -> tuple[Callable, Callable] | None:
+    """``(point, batch)`` for a function and task (``grad_batch`` shares ``grad``'s point code), or None.
+
+    ``primal_batch`` gives the function values; ``parallel`` (``grad_batch`` only) a ``prange`` batch driver.
+    """
+    if task == "primal_batch":
+        if name in VALUE:
+            return VALUE[name], _batched(VALUE[name], _values)
+        return None if name not in VECTOR_VALUE else (VECTOR_VALUE[name], _batched(VECTOR_VALUE[name]))
     point = POINT.get((name, "grad" if task == "grad_batch" else task))
-    return None if point is None else (point, _batched(point))
+    if point is None or (parallel and task != "grad_batch"):
+        return None
+    return point, _batched(point, _rows_parallel if parallel else _rows)

@@ -1,7 +1,8 @@
 """Other AD libraries running the same numpy-style definitions: JAX, PyTorch, CasADi (SX and generated C), autograd.
 
-Each peer is imported only when used. ``build(peer, case, task, X)`` returns a zero-argument callable doing one
-call (its result converts with ``np.asarray``) or raises ``Skip`` saying why the peer cannot run that task.
+Each peer is imported only when used. ``build(peer, case, task, X, threads)`` returns a zero-argument callable doing
+one call (its result converts with ``np.asarray``) or raises ``Skip`` saying why the peer cannot run that task;
+``threads`` applies to the batch task. ``jax_first_call(case)`` times JAX's first (tracing + compiling) call.
 The numpy definitions are reused as they are: JAX and autograd run them with ``np`` rebound to their numpy
 namespace, PyTorch with a thin torch namespace (and module constants as tensors), CasADi on arrays of SX scalars.
 """
@@ -30,7 +31,8 @@ class Skip(Exception):
 
 
 def configure(threads: int = 1) -> None:
-    """Thread settings for every peer; call before the first ``build`` (XLA reads its flags at import)."""
+    """Process-wide thread settings; call before the first ``build`` (XLA reads its flags at import, so JAX keeps
+    one setting per process: single-threaded when ``threads`` is 1, else XLA's default)."""
     global _threads
     _threads = threads
     if threads == 1 and "jax" not in sys.modules:
@@ -89,7 +91,7 @@ for _name in ("add sub mul truediv pow matmul radd rsub rmul rtruediv rpow rmatm
             (lambda n: lambda self, *a: getattr(self._x, n)(*a))(f"__{_name}__"))
 
 
-def _jax(case, task: str, X: np.ndarray) -> Callable:
+def _jax_f(case) -> Callable:
     import jax
     import jax.numpy as jnp
     jax.config.update("jax_enable_x64", True)
@@ -97,6 +99,32 @@ def _jax(case, task: str, X: np.ndarray) -> Callable:
 
     def f(x):
         return rebound(_ListIndexing(x))
+    return f
+
+
+def jax_first_call(case) -> float:
+    """Seconds of the first call of ``jax.jit(jax.grad(f))`` on a freshly rebound ``f`` (trace and compile
+    included), with JAX already initialised; raises Skip when JAX cannot do it."""
+    import time
+    missing = available("jax")
+    if missing:
+        raise Skip(missing)
+    import jax
+    try:
+        jax.config.update("jax_enable_x64", True)
+        jax.jit(lambda v: v * 2.0)(np.ones(2)).block_until_ready()  # backend start-up is not the function's
+        fn = jax.jit(jax.grad(_jax_f(case)))
+        x = jax.device_put(case.x0)
+        t0 = time.perf_counter()
+        fn(x).block_until_ready()
+        return time.perf_counter() - t0
+    except Exception as e:  # noqa: BLE001 - reported as a note
+        raise Skip(f"jax could not run {case.name}: {type(e).__name__}: {str(e)[:160]}") from None
+
+
+def _jax(case, task: str, X: np.ndarray, threads: int = 1) -> Callable:
+    import jax
+    f = _jax_f(case)
     make = {"grad": jax.grad, "grad_batch": lambda h: jax.vmap(jax.grad(h)), "jacobian": jax.jacrev,
             "hessian": jax.hessian}[task]
     fn = jax.jit(make(f))
@@ -117,10 +145,10 @@ def _torch_namespace(torch):
     return ns
 
 
-def _torch(case, task: str, X: np.ndarray) -> Callable:
+def _torch(case, task: str, X: np.ndarray, threads: int = 1) -> Callable:
     import torch
     from torch import func
-    torch.set_num_threads(_threads)
+    torch.set_num_threads(1)  # one-point tasks run on one thread; batch calls set their count per call
 
     def tensor(v):
         if isinstance(v, np.ndarray):
@@ -139,8 +167,12 @@ def _torch(case, task: str, X: np.ndarray) -> Callable:
     x = torch.as_tensor(X if task == "grad_batch" else case.x0)
 
     def run():
-        with torch.no_grad():
-            return fn(x)
+        torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():
+                return fn(x)
+        finally:
+            torch.set_num_threads(1)
     return run
 
 
@@ -172,14 +204,14 @@ def _casadi_function(case, task: str):
     return ca.Function("d_" + case.name, [x], [out])
 
 
-def _casadi(case, task: str, X: np.ndarray, compiled: bool = False) -> Callable:
+def _casadi(case, task: str, X: np.ndarray, threads: int = 1, compiled: bool = False) -> Callable:
     import casadi as ca
     fn = _casadi_function(case, task)
     if compiled and fn.n_instructions() > CASADI_C_MAX:
         raise Skip(f"{fn.n_instructions()} SX instructions: too big to compile with gcc -O3 in reasonable time "
                    f"(limit {CASADI_C_MAX})")
     if task == "grad_batch":
-        fn = fn.map(X.shape[0], "serial" if _threads == 1 else "thread", *([] if _threads == 1 else [_threads]))
+        fn = fn.map(X.shape[0], "serial" if threads == 1 else "thread", *([] if threads == 1 else [threads]))
     if compiled:
         fn = _compile(fn)
     arg = ca.DM(X.T) if task == "grad_batch" else ca.DM(case.x0)
@@ -217,7 +249,9 @@ def _compile(fn):
 # ---- autograd ---------------------------------------------------------------------------------------------------
 
 
-def _autograd(case, task: str, X: np.ndarray) -> Callable:
+def _autograd(case, task: str, X: np.ndarray, threads: int = 1) -> Callable:
+    if threads > 1:
+        raise Skip("autograd has no threaded batch (a Python loop): see the one-thread row")
     import autograd
     import autograd.numpy as anp
     f = rebind(case.f, anp)
@@ -230,15 +264,18 @@ def _autograd(case, task: str, X: np.ndarray) -> Callable:
     return lambda: fn(x)
 
 
-def build(peer: str, case, task: str, X: np.ndarray) -> Callable:
-    """A callable doing one ``task`` call of ``case`` on ``peer`` (the batch task on ``X``); raises Skip."""
+def build(peer: str, case, task: str, X: np.ndarray, threads: int = 1) -> Callable:
+    """A callable doing one ``task`` call of ``case`` on ``peer`` (the batch task on ``X`` with ``threads``
+    threads where the peer lets a call choose); raises Skip."""
+    if task not in ("grad", "grad_batch", "jacobian", "hessian"):
+        raise Skip(f"peers are not timed on {task}")
     missing = available(peer)
     if missing:
         raise Skip(missing)
     builders = {"jax": _jax, "torch": _torch, "casadi": _casadi, "autograd": _autograd,
-                "casadi-c": lambda c, t, x: _casadi(c, t, x, compiled=True)}
+                "casadi-c": lambda c, t, x, k: _casadi(c, t, x, k, compiled=True)}
     try:
-        run = builders[peer](case, task, X)
+        run = builders[peer](case, task, X, threads)
         run()  # the first call compiles (JAX traces lazily) and shows any failure now
         return run
     except Skip:

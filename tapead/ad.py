@@ -114,18 +114,30 @@ def backward(tape: Tape, vals: list, seeds: list) -> list:
 
 
 def forward(tape: Tape, vals: list, tangents: list) -> list:
-    """Tangent of every slot given tangents of the inputs (None = zero): the forward sweep."""
+    """Tangent of every slot given tangents of the inputs (None = zero): the forward sweep.
+
+    NaN-safe selects, as in ``backward``: a tangent that left a select is zero where its branch was not taken,
+    and whatever is computed only from such tangents is masked the same way (0 * inf stays 0).
+    """
     tan: list = list(tangents) + [None] * (tape.n_slots - tape.n_inputs)
+    mask: list = [None] * tape.n_slots
     first = tape.first_result
     for i, (op, *args) in enumerate(tape.code.tolist()):
         row = BY_CODE[op]
         args = args[:row.arity]
-        total = None
+        total, masks = None, set()
         for j, a in enumerate(args):
             if tan[a] is not None:
+                masks.add(mask[a])
                 c = row.rule(tan[a], *(vals[x] for x in args), vals[first + i])[j]
                 if c is not None:
                     total = c if total is None else total + c
+        shared = masks.pop() if len(masks) == 1 else None
+        if shared is not None and isinstance(total, Scalar):
+            total = _masked(total, shared, total.rec)
+            mask[first + i] = shared
+        else:
+            mask[first + i] = _mask_of(total)
         tan[first + i] = total
     return tan
 

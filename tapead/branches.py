@@ -76,13 +76,7 @@ def failing_guard(tape: Tape, args, p) -> str:
 
 
 def _raise(tape: Tape, b, i) -> None:
-    args, p = _row(b, i)
-    why = failing_guard(tape, args, p)
-    if tape.fn is None:
-        raise BranchError(f"{why}. This tape has no Python function to record the new path (it was loaded, "
-                          "unpickled or derived); record the function again at this input")
-    raise BranchError(f"{why}: the function takes another path here. Record with on_branch='retape' to follow "
-                      "it automatically, or write the choice branch-free with tapead.where")
+    _raise_at(tape, *_row(b, i))
 
 
 def _derived(path_tape: Tape, kind: str) -> Tape:
@@ -166,3 +160,31 @@ def _native(known: Paths, kind: str, b, outs: list, rows: list, run) -> list:
         known.stats["native_points"] += int(ok.sum())
         rows = list(idx[~ok])
     return rows
+
+
+def path_at(tape: Tape, args, p) -> Tape:
+    """The tape of the path the function takes at one point: this tape, a known path, or a new recording."""
+    x, pp = _flat(args, p, tape)
+    if interpret(tape, x, pp)[1][0]:
+        return tape
+    if tape.on_branch != "retape" or tape.fn is None:
+        _raise_at(tape, args, p)
+    known = paths_of(tape)
+    for path in known.paths:
+        if interpret(path.tape, x, pp)[1][0]:
+            path.hits += 1
+            return path.tape
+    from .record import record
+    path = Path(record(tape.fn, *args, params=p, on_branch=tape.on_branch), hits=1)
+    known.stats["records"] += 1
+    known.paths.append(path)
+    return path.tape
+
+
+def _raise_at(tape: Tape, args, p) -> None:
+    why = failing_guard(tape, args, p)
+    if tape.fn is None:
+        raise BranchError(f"{why}. This tape has no Python function to record the new path (it was loaded, "
+                          "unpickled or derived); record the function again at this input")
+    raise BranchError(f"{why}: the function takes another path here. Record with on_branch='retape' to follow "
+                      "it automatically, or write the choice branch-free with tapead.where")

@@ -323,19 +323,20 @@ def _python_path(tape: Tape, kind: str):
     n = len(tape.input_shapes)
 
     def path(*a):
-        expected = n + (1 if kind == "value" and tape.output_shape == () else 2) + (
-            len(tape.input_shapes) if kind == "gradient" else 0)
         if kind == "value" and len(a) in (n + 1, n + 2):
             out = a[n + 1] if len(a) == n + 2 else None
             return value(tape, *a[:n], params=a[n], out=out)
         if kind == "gradient" and len(a) == n + 2 + n:
-            value_out, grads = a[n + 1], a[n + 2:]
-            out = grads[0] if n == 1 else tuple(grads)
-            if value_out is None:
-                gradient(tape, *a[:n], params=a[n], out=None if any(g is None for g in grads) else out)
-            else:
-                value_and_gradient(tape, *a[:n], params=a[n], out=(value_out, out))
-            return grads[-1] if grads else None
+            value_out, grad_outs = a[n + 1], a[n + 2:]
+            v, gs = value_and_gradient(tape, *a[:n], params=a[n])
+            gs = gs if n > 1 else (gs,)
+            if value_out is not None:
+                check_out(value_out, np.shape(v), "value_out")[...] = v
+            for i, (o, g) in enumerate(zip(grad_outs, gs)):
+                if o is not None:
+                    check_out(o, g.shape, f"grad_out[{i}]")[...] = g
+            return grad_outs[-1] if grad_outs else None
+        expected = n + (2 + n if kind == "gradient" else 1)
         raise InputError(f"native {kind} function: expected {expected} positional arguments (inputs..., params"
                          + (", value_out, grad_outs...)" if kind == "gradient" else "[, out])") + f", got {len(a)}")
 

@@ -148,7 +148,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None) -> str:
     args.append("ptr %pp")
     for k, size in enumerate(out_groups):
         lines.append(f"  %on{k} = icmp eq ptr %O{k}, null")
-        lines.append(f"  %oo{k} = mul i64 %i, {size}\n  %og{k} = getelementptr double, ptr %O{k}, i64 %oo{k}")
+        lines.append(f"  %oo{k} = mul i64 %i, {size}\n  %og{k} = getelementptr inbounds double, ptr %O{k}, i64 %oo{k}")
         lines.append(f"  %op{k} = select i1 %on{k}, ptr null, ptr %og{k}")
         args.append(f"ptr %op{k}")
     lines.append(f"  %st = call i32 @{name}({', '.join(args)})")

@@ -17,6 +17,8 @@ import numpy as np
 from . import ops
 from .errors import TracingError
 
+_REGISTERED: dict = {}  # op name -> the CustomOp that owns it (a name means one function per process)
+
 
 class CustomOp:
     """A function with a derivative rule; call it like a numpy ufunc, on numbers, arrays or traced values."""
@@ -44,6 +46,11 @@ class CustomOp:
         from .record import record
         if self.partials is None:
             raise TracingError(f"{self.name}: give its derivative with @{self.fn.__name__}.derivative first")
+        owner = _REGISTERED.get(self.name)
+        if owner is not None and owner is not self:
+            raise TracingError(f"another custom op is already named {self.name!r}; tapes refer to ops by name, so "
+                             "give this one its own: @tapead.custom_op(name='...')")
+        _REGISTERED[self.name] = self
         body = record(lambda *a: self.fn(*a), *([0.5] * self.arity), on_branch="forbid")
         used = [ops.BY_CODE[c] for c in sorted(set(body.code[:, 0].tolist()))]
         fname = "tapead_" + self.name.replace(".", "_")

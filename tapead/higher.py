@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
+import functools
+
 from . import ad
 from .ad import _ids, _keep_guards, backward, forward, fresh, replay
 from .arrays import as_float_array, check_out
 from .calls import bind
-from .errors import InputError
+from .errors import BranchError, InputError
 from .tape import Tape
 
 _MODES = ("auto", "forward", "reverse")
@@ -145,6 +147,26 @@ def value_gradient_hessian_tape(tape: Tape) -> Tape:
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------
+def follows_branches(fn):
+    """Derivatives of a guarded tape at a point where the function takes another path are taken on that path
+    (found or recorded as for ``tape.gradient``). Batches whose points take other paths raise BranchError."""
+    @functools.wraps(fn)
+    def wrapper(tape: Tape, *args, params=None, **kwargs):
+        try:
+            return fn(tape, *args, params=params, **kwargs)
+        except BranchError as e:
+            if tape.on_branch != "retape" or tape.fn is None:
+                raise BranchError(f"{e}" if tape.fn is None else f"the function takes another path here than "
+                                  "the one recorded (on_branch='raise'); record it again at this input") from None
+            b = bind(tape, args, params)
+            if b.n is not None:
+                raise BranchError(f"some points of this batch take another path through the function than the one "
+                                  "recorded: evaluate those points one at a time") from None
+        from .branches import path_at
+        return fn(path_at(tape, b.xs, b.p), *args, params=params, **kwargs)
+    return wrapper
+
+
 def derived(tape: Tape, key: tuple, build):
     """The derived object cached under ``key`` in ``tape._cache`` (built once; its kernels compile once)."""
     hit = tape._cache.get(key)
@@ -212,6 +234,7 @@ def _deliver(pieces: list, copies):
     return _scalar_or(pieces[0]) if len(pieces) == 1 else tuple(pieces)
 
 
+@follows_branches
 def jacobian(tape: Tape, *args, params=None, out=None, mode: str = "auto"):
     """The Jacobian at a point (or batch): for one argument an array ``output_shape + input_shape``, for several
     a tuple of per-argument Jacobians (e.g. df/dx, df/du). ``out=`` (array, or tuple per argument) is filled."""
@@ -235,6 +258,7 @@ def _blocks(tape: Tape, H: np.ndarray, lead: tuple):
                        for j in range(len(shapes))) for i in range(len(shapes)))
 
 
+@follows_branches
 def hessian(tape: Tape, *args, params=None, out=None, weights=None):
     """The Hessian of a scalar tape (``input_shape + input_shape``; for several arguments a tuple of tuples of
     blocks ``H[i][j] = d2f / dx_i dx_j``), or of ``weights . f`` for a vector-valued tape. ``out=`` (single
@@ -271,6 +295,7 @@ def _raw(tape: Tape, v) -> list:
     return [v] if len(tape.input_shapes) == 1 else list(v) if isinstance(v, (tuple, list)) else [v]
 
 
+@follows_branches
 def hvp(tape: Tape, *args, v, params=None):
     """``H(x) v`` for a scalar tape; ``v`` shaped like the argument (a tuple for several arguments; one shared
     ``v`` may serve a whole batch; at a single point, a stack of k directions ``(k,) + shape`` runs as one native
@@ -283,6 +308,7 @@ def hvp(tape: Tape, *args, v, params=None):
     return _deliver(_pieces(flat, lead, list(tape.input_shapes), list(tape.input_sizes)), None)
 
 
+@follows_branches
 def jvp(tape: Tape, *args, v, params=None):
     """The directional derivative ``J(x) v`` (shaped like the output); ``v`` like the arguments (tuple for
     several; one shared ``v`` may serve a whole batch; at a single point, a stack of k directions runs as one
@@ -294,6 +320,7 @@ def jvp(tape: Tape, *args, v, params=None):
     return d.value(*xs, *vs, params=b.p)
 
 
+@follows_branches
 def vjp(tape: Tape, *args, w, params=None):
     """``w^T J(x)`` (``w`` shaped like the output, shared or per point in a batch; at a single point a stack of
     k cotangents runs as one native loop), shaped like the arguments (a tuple for several)."""
@@ -305,6 +332,7 @@ def vjp(tape: Tape, *args, w, params=None):
     return _deliver(_pieces(flat, lead, list(tape.input_shapes), list(tape.input_sizes)), None)
 
 
+@follows_branches
 def value_gradient_hessian(tape: Tape, *args, params=None):
     """``(value, gradient, Hessian)`` of a scalar tape from one kernel, shaped as ``value``, ``gradient`` and
     ``hessian`` return them."""

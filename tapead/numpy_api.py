@@ -15,9 +15,7 @@ from .tracer import Scalar, TracedArray, _reduce, elementwise, power, to_cells, 
 
 def _square(x): return x * x
 def _reciprocal(x): return 1.0 / x
-def _logical_and(a, b): return ops.mul(ops.ne(a, 0.0), ops.ne(b, 0.0))
-def _logical_or(a, b): return ops.ne(ops.add(ops.ne(a, 0.0), ops.ne(b, 0.0)), 0.0)
-def _logical_not(a): return ops.eq(a, 0.0)
+from .tracer import logical_and as _logical_and, logical_not as _logical_not, logical_or as _logical_or  # noqa
 
 
 UFUNCS = {
@@ -88,9 +86,13 @@ def clip(a, a_min, a_max, out=None, **kwargs):
 def norm(x, ord=None, axis=None, keepdims=False):
     """2-norm of vectors, Frobenius norm of matrices (``ord=None``); 1- and inf-norms of vectors."""
     cells = np.asarray(to_cells(x), dtype=object)
-    if ord in (None, 2, "fro") and (ord != 2 or cells.ndim == 1 or axis is not None):
+    matrix = (axis is None and cells.ndim == 2) or (isinstance(axis, tuple) and len(axis) == 2)
+    if matrix and ord not in (None, "fro"):
+        raise TracingError(f"np.linalg.norm with ord={ord!r} over a matrix is not supported on traced values "
+                           "(only the Frobenius norm, ord=None or 'fro')")
+    if ord in (None, 2, "fro"):
         return elementwise(ops.sqrt, wrap(np.sum(cells * cells, axis=axis, keepdims=keepdims)))
-    if ord == 1 and (cells.ndim == 1 or axis is not None):
+    if ord == 1:
         return wrap(np.sum(to_cells(elementwise(ops.absolute, cells)), axis=axis, keepdims=keepdims))
     if ord == np.inf and cells.ndim == 1:
         return _reduce(ops.maximum, elementwise(ops.absolute, cells))
@@ -148,6 +150,24 @@ def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
     return TracedArray(cells)
 
 
+def _extreme(fn, name):
+    """np.max/np.min (NaN propagates; ties send the derivative to the first element); keepdims supported."""
+    def extreme(a, axis=None, out=None, keepdims=False, **kwargs):
+        if out is not None or kwargs:
+            raise TracingError(f"np.{name} on traced values supports axis= and keepdims= only, got "
+                               f"{sorted(kwargs) + (['out'] if out is not None else [])}")
+        r = _reduce(fn, a, axis)
+        if keepdims:
+            shape = np.shape(to_cells(a))
+            axes = range(len(shape)) if axis is None else np.atleast_1d(axis)
+            cells = np.asarray(to_cells(r), dtype=object)
+            for ax in sorted(int(x) % len(shape) for x in axes):
+                cells = np.expand_dims(cells, ax)
+            r = wrap(cells)
+        return r
+    return extreme
+
+
 def _refuse(reason):
     def refuse(*args, **kwargs):
         raise TracingError(reason)
@@ -161,10 +181,8 @@ CUSTOM = {
     np.where: where, np.clip: clip, np.linalg.norm: norm, np.linalg.det: det, np.linalg.inv: inv,
     np.linalg.solve: solve, np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
     np.full_like: _full_like,
-    np.max: lambda a, axis=None, **k: _reduce(ops.maximum, a, axis),
-    np.min: lambda a, axis=None, **k: _reduce(ops.minimum, a, axis),
-    np.amax: lambda a, axis=None, **k: _reduce(ops.maximum, a, axis),
-    np.amin: lambda a, axis=None, **k: _reduce(ops.minimum, a, axis),
+    np.max: _extreme(ops.maximum, "max"), np.min: _extreme(ops.minimum, "min"),
+    np.amax: _extreme(ops.maximum, "amax"), np.amin: _extreme(ops.minimum, "amin"),
     np.sort: _refuse(_SORTING), np.argsort: _refuse(_SORTING), np.argmax: _refuse(_SORTING),
     np.argmin: _refuse(_SORTING),
 }

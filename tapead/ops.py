@@ -252,8 +252,8 @@ def _(g, x, out): return (g / (1.0 + x * x),)
 
 @op("atan2", 2, np.arctan2, _libm("atan2", 2), libm=("atan2",), note="atan2(y, x); derivative undefined at 0, 0")
 def _(g, y, x, out):
-    r2 = x * x + y * y
-    return g * x / r2, -(g * y) / r2
+    r = hypot(x, y)  # x*x + y*y would underflow for tiny arguments
+    return g * (x / r) / r, -(g * (y / r)) / r
 
 
 @op("hypot", 2, np.hypot, _libm("hypot", 2), libm=("hypot",), note="derivative undefined at 0, 0")

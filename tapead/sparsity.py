@@ -16,7 +16,7 @@ import numpy as np
 
 from .calls import bind
 from .errors import InputError
-from .higher import _extra, _finish, _gradient_program, _lead, derived, tangent_sweeps
+from .higher import _extra, _finish, _gradient_program, _lead, derived, follows_branches, tangent_sweeps
 from .ops import BY_CODE, COMPARISONS
 from .tape import Tape
 
@@ -176,6 +176,7 @@ def sparse_hessian_tape(tape: Tape, weights: bool = False) -> Tape:
     return _finish(rec, g, values, (len(values),))
 
 
+@follows_branches
 def sparse_jacobian(tape: Tape, *args, params=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Jacobian in COO form ``(rows, cols, values)`` over flattened outputs and inputs; ``values`` is
     ``(nnz,)`` at a point and ``(N, nnz)`` for a batch."""
@@ -185,6 +186,7 @@ def sparse_jacobian(tape: Tape, *args, params=None) -> tuple[np.ndarray, np.ndar
     return rows, cols, d.value(*b.xs, params=b.p)
 
 
+@follows_branches
 def sparse_hessian(tape: Tape, *args, params=None, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Hessian (of ``weights . f`` for a vector-valued tape) in COO form ``(rows, cols, values)``, both
     triangles; ``values`` is ``(nnz,)`` at a point and ``(N, nnz)`` for a batch."""

@@ -120,6 +120,11 @@ class Scalar:
     def __neg__(self): return ops.neg(self)
     def __pos__(self): return self
     def __abs__(self): return ops.absolute(self)
+    def __and__(self, o): return _binary(logical_and, self, o)
+    def __rand__(self, o): return _binary(logical_and, o, self)
+    def __or__(self, o): return _binary(logical_or, self, o)
+    def __ror__(self, o): return _binary(logical_or, o, self)
+    def __invert__(self): return logical_not(self)
 
     def __floordiv__(self, o):
         raise TracingError("floor division (//) and % are not differentiable ops; restructure the expression")
@@ -143,6 +148,11 @@ class Scalar:
 
     def item(self):
         return self
+
+
+def logical_and(a, b): return ops.mul(ops.ne(a, 0.0), ops.ne(b, 0.0))
+def logical_or(a, b): return ops.ne(ops.add(ops.ne(a, 0.0), ops.ne(b, 0.0)), 0.0)
+def logical_not(a): return ops.eq(a, 0.0)
 
 
 def _binary(fn, a, b):
@@ -276,6 +286,11 @@ class TracedArray:
     def __neg__(self): return elementwise(ops.neg, self)
     def __pos__(self): return self
     def __abs__(self): return elementwise(ops.absolute, self)
+    def __and__(self, o): return elementwise(logical_and, self, o)
+    def __rand__(self, o): return elementwise(logical_and, o, self)
+    def __or__(self, o): return elementwise(logical_or, self, o)
+    def __ror__(self, o): return elementwise(logical_or, o, self)
+    def __invert__(self): return elementwise(logical_not, self)
     def __matmul__(self, o): return wrap(np.matmul(self.cells, to_cells(o)))
     def __rmatmul__(self, o): return wrap(np.matmul(to_cells(o), self.cells))
     __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = Scalar.__floordiv__

@@ -28,11 +28,57 @@ def test_bench_quick_prints_table_and_writes_json(tmp_path, capsys):
     assert "candidate" in out and "seed_foo" in out and "tapead" in out
     result = json.loads(path.read_text())
     rows = [r for r in result["rows"] if r["candidate"] == "tapead"]
-    assert {r["task"] for r in rows} == {"grad", "grad_batch"}
+    assert {r["task"] for r in rows} == {"grad", "grad_batch", "primal_batch"}
     assert all(r["time"] > 0 and r["ratio_tapead"] == 1.0 for r in rows)
-    assert not any(r["note"].startswith("WRONG") for r in result["rows"])
+    assert not any("WRONG" in r["note"] for r in result["rows"])
     assert result["tapes"]["seed_foo"]["ops"] > 0
     assert result["settings"]["peers"] == []
+    primal = next(r for r in rows if r["task"] == "primal_batch")
+    assert primal["grad_over_primal"] > 0 and "gradient/primal" in primal["note"]
+    assert result["tapes"]["seed_foo"]["first_call_s"] > 0
+    assert result["summary"]["seed_foo"]["grad_over_primal_tapead"] == primal["grad_over_primal"]
+    assert "first grad call ms" in out and "summary" in out and "grad_batch (" not in out
+
+
+def test_bench_threads_rows_report_speedups():
+    cli._benchmarks()
+    from benchmarks import suite
+    result = suite.run(["seed_foo"], [], batch=50, threads=2, repeats=1, target=1e-4)
+    threaded = [r for r in result["rows"] if r["task"] == "grad_batch_threads"]
+    assert {r["candidate"] for r in threaded} >= {"tapead"}
+    for r in threaded:
+        assert r["threads"] == 2 and r["speedup"] > 0 and "speed-up" in r["note"], r
+    assert all(r["threads"] == 1 for r in result["rows"] if r["task"] != "grad_batch_threads")
+    mine = next(r for r in threaded if r["candidate"] == "tapead")
+    assert result["summary"]["seed_foo"]["speedup_tapead"] == mine["speedup"]
+    assert "grad_batch (2 threads)" in suite.format_table(result)
+
+
+def test_tape_table_alone_has_no_empty_row_table():
+    cli._benchmarks()
+    from benchmarks import suite
+    tapes = {"f": {"ops": 3, "grad_ops": 5, "record_s": 1e-3, "compile_s": 0.05, "background_compile_s": 0.0,
+                   "first_call_s": 0.04, "jax_first_call_s": 0.1}}
+    text = suite.format_table({"rows": [], "tapes": tapes})
+    assert "candidate" not in text and "first grad call ms" in text and "100" in text
+
+
+def test_peers_are_not_timed_on_the_primal():
+    cli._benchmarks()
+    from benchmarks import cases, peers
+    with pytest.raises(peers.Skip, match="primal_batch"):
+        peers.build("jax", cases.load(["seed_bar"])[0], "primal_batch", np.zeros((2, 3)))
+
+
+def test_limit_primals_match_the_functions():
+    pytest.importorskip("numba")
+    cli._benchmarks()
+    from benchmarks import cases, limits
+    for case in cases.load():
+        X = case.batch(3)
+        out = np.empty((3,) + case.value_shape)
+        limits.get(case.name, "primal_batch")[1](X, out)
+        np.testing.assert_allclose(out, [case.f(x) for x in X], rtol=1e-12)
 
 
 def test_bench_subprocess_smoke():
