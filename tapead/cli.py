@@ -105,7 +105,7 @@ def _print_table(suite, result: dict, rich_ok: bool) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
-    console.print(suite.format_table({"rows": [], "tapes": result["tapes"]}).strip())
+    console.print(suite.format_table({"rows": [], "tapes": result["tapes"], "summary": result.get("summary")}).strip())
 
 
 def _rich() -> bool:
