@@ -59,6 +59,10 @@ def _scatter_fn():
     return _scatter[1]
 
 
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]  # (arr.ctypes would make a reference cycle per call)
+
+
 def _connectivity(tape: Tape, C, n: int, M) -> np.ndarray:
     if len(tape.input_shapes) != 1 or tape.n_outputs != 1:
         raise InputError("assembly needs a scalar tape with one argument (the element's local inputs)")
@@ -105,7 +109,7 @@ def assemble_gradient(tape: Tape, X, C, M: int, params=None, out=None, threads: 
         hi = min(n, lo + BLOCK)
         block = work[0, :(hi - lo) * width].reshape((hi - lo,) + tape.input_shapes[0])
         gradient(tape, x[lo:hi], params=p[lo:hi] if batched_p else p, out=block, threads=threads)
-        scatter((hi - lo) * width, block.ctypes.data, c[lo:hi].ctypes.data, g.ctypes.data)
+        scatter((hi - lo) * width, _address(block), _address(c[lo:hi]), _address(g))
     return g
 
 

@@ -86,7 +86,7 @@ def bind(tape: Tape, args: tuple, params) -> Bound:
 
 
 def _pointer(a: np.ndarray | None):
-    return None if a is None else a.ctypes.data
+    return None if a is None else a.__array_interface__["data"][0]  # (arr.ctypes makes a reference cycle)
 
 
 def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
@@ -118,11 +118,14 @@ def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]
             derived = tape._cache[("derived", kind)] = ad.value_and_grad(tape)
         out_groups = [1] + list(tape.input_sizes)
         scalar, out_shapes = False, [()] + list(tape.input_shapes)
-    ir = lower(derived, name, tape.input_sizes, out_groups)
+    # the output patterns the Python calls use: value | gradient without value | value and gradient
+    masks = [(True,)] if kind == "value" else [(False,) + (True,) * len(tape.input_sizes),
+                                                  (True,) * (1 + len(tape.input_sizes))]
+    ir = lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks)
     ir += lower_entry(name + "_entry", name, list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
     prepare()
     k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), len(derived), opt=opt,
-                       extra_symbols=(name + "_entry",))
+                       extra_symbols=(name + "_entry",), fast_masks=masks)
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
     k.n_ops = len(derived)
     tape._entries[ENTRY[kind]] = k.entry
@@ -166,8 +169,8 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
     Returns 0 when every guard held, else the point's status or, for a batch, the per-point statuses.
     """
     derived, k = kernel(tape, kind)
-    ptrs = [x.ctypes.data for x in b.xs]
-    p = None if b.p is None else b.p.ctypes.data
+    ptrs = [_pointer(x) for x in b.xs]
+    p = _pointer(b.p)
     if b.n is None:
         return k.point(*ptrs, p, *[_pointer(o) for o in outs])
     n = b.n
@@ -191,11 +194,15 @@ def _batch(k: Kernel, b: Bound, ptrs: list, p, outs: list, t: int, status) -> in
     out_rows = [0 if o is None else o.size // n * 8 for o in outs]
     bounds = [n * i // t for i in range(t + 1)]
 
+    fast = k.fast.get(tuple([o is not None for o in outs])) if status is None else None  # (a generator here retains memory in CPython 3.11)
+
     def chunk(lo: int, hi: int) -> int:
-        return k.batch(hi - lo, *[a + lo * r for a, r in zip(ptrs, in_rows)],
-                       None if p is None else p + lo * b.p_stride * 8, b.p_stride,
-                       *[None if o is None else _pointer(o) + lo * r for o, r in zip(outs, out_rows)],
-                       None if s is None else s + lo * 4)
+        xs = [a + lo * r for a, r in zip(ptrs, in_rows)]
+        pp = None if p is None else p + lo * b.p_stride * 8
+        os_ = [None if o is None else _pointer(o) + lo * r for o, r in zip(outs, out_rows)]
+        if fast is not None:
+            return fast(hi - lo, *xs, pp, b.p_stride, *[o for o in os_ if o is not None])
+        return k.batch(hi - lo, *xs, pp, b.p_stride, *os_, None if s is None else s + lo * 4)
 
     futures = [_executor().submit(chunk, bounds[i], bounds[i + 1]) for i in range(1, t)]
     return chunk(bounds[0], bounds[1]) + sum(f.result() for f in futures)

@@ -119,8 +119,42 @@ def _point_body(tape: Tape, in_groups, out_groups) -> list[str]:
     return body
 
 
-def lower(tape: Tape, name: str, in_groups=None, out_groups=None) -> str:
-    """LLVM IR text defining ``@name`` (one point) and ``@name_batch`` (a native loop over points)."""
+def fast_batch_name(name: str, mask) -> str:
+    return f"{name}_batch_" + "".join("1" if m else "0" for m in mask)
+
+
+def _fast_batch(name: str, mask, in_groups, out_groups) -> list[str]:
+    """``i32 @name_batch_<mask>(i64 n, ptr X.., ptr P, i64 ps, ptr O..)``: only the output groups in ``mask``
+    (each nonnull), no per-point statuses; returns the number of points whose guards failed. Nothing in its loop
+    is conditional, so LLVM vectorises it across points (the general loop's NULL checks made it predicate every
+    load and store)."""
+    bx = [f"ptr noalias %X{k}" for k in range(len(in_groups))]
+    bo = [f"ptr noalias nonnull %O{k}" for k, m in enumerate(mask) if m]
+    lines = [f"define i32 @{fast_batch_name(name, mask)}({', '.join(['i64 %n'] + bx + ['ptr %P', 'i64 %ps'] + bo)})"
+             " nounwind {", "entry:\n  %empty = icmp sle i64 %n, 0\n  br i1 %empty, label %done, label %loop",
+             "loop:", "  %i = phi i64 [0, %entry], [%next, %loop]", "  %bad = phi i32 [0, %entry], [%bad2, %loop]"]
+    args = []
+    for k, size in enumerate(in_groups):
+        lines.append(f"  %xo{k} = mul i64 %i, {size}\n  %xp{k} = getelementptr inbounds double, ptr %X{k}, i64 %xo{k}")
+        args.append(f"ptr %xp{k}")
+    lines.append("  %po = mul i64 %i, %ps\n  %pp = getelementptr inbounds double, ptr %P, i64 %po")
+    args.append("ptr %pp")
+    for k, size in enumerate(out_groups):
+        if mask[k]:
+            lines.append(f"  %oo{k} = mul i64 %i, {size}\n  %op{k} = getelementptr inbounds double, ptr %O{k}, i64 %oo{k}")
+            args.append(f"ptr %op{k}")
+        else:
+            args.append("ptr null")
+    lines.append(f"  %st = call i32 @{name}({', '.join(args)})")
+    lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
+    lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n\n  br i1 %more, label %loop, label %done")
+    lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %loop]\n  ret i32 %r\n}")
+    return lines
+
+
+def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=()) -> str:
+    """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
+    mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``)."""
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
     assert sum(in_groups) == tape.n_inputs and sum(out_groups) == tape.n_outputs
@@ -159,4 +193,6 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None) -> str:
     lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
     lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n\n  br i1 %more, label %loop, label %done")
     lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %cont]\n  ret i32 %r\n}")
+    for mask in fast_masks:
+        lines.extend(_fast_batch(name, mask, in_groups, out_groups))
     return "\n".join(lines) + "\n"

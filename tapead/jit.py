@@ -78,7 +78,7 @@ class Kernel:
     """A compiled point kernel and batch kernel for one tape and one argument/output grouping."""
 
     def __init__(self, ir: str, name: str, n_in_groups: int, n_out_groups: int, opt: int,
-                 extra_symbols: tuple[str, ...] = ()):
+                 extra_symbols: tuple[str, ...] = (), fast_masks=()):
         started = time.perf_counter()
         self.opt = opt
         self.engine = build_engine(ir, opt)
@@ -91,12 +91,18 @@ class Kernel:
         self.point = point_type(self.point_address)
         self.batch = batch_type(self.batch_address)
         self.addresses = {s: self.engine.get_function_address(s) for s in extra_symbols}
+        self.fast = {}  # output mask -> batch loop writing exactly those outputs (see codegen._fast_batch)
+        for mask in fast_masks:
+            fast_type = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, *([ptr] * (n_in_groups + 1)),
+                                         ctypes.c_int64, *([ptr] * sum(mask)))
+            self.fast[tuple(mask)] = fast_type(
+                self.engine.get_function_address(f"{name}_batch_" + "".join("1" if m else "0" for m in mask)))
         self.compile_seconds = time.perf_counter() - started
 
 
 def compile_kernel(ir: str, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
-                   opt: int | None = None, extra_symbols: tuple[str, ...] = ()) -> Kernel:
+                   opt: int | None = None, extra_symbols: tuple[str, ...] = (), fast_masks=()) -> Kernel:
     """Compile with the optimisation level the tape size calls for (O2 up to O2_LIMIT ops, else O0)."""
     if opt is None:
         opt = 2 if n_ops <= O2_LIMIT else 0
-    return Kernel(ir, name, n_in_groups, n_out_groups, opt, extra_symbols)
+    return Kernel(ir, name, n_in_groups, n_out_groups, opt, extra_symbols, fast_masks)
