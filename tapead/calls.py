@@ -118,9 +118,17 @@ def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]
             derived = tape._cache[("derived", kind)] = ad.value_and_grad(tape)
         out_groups = [1] + list(tape.input_sizes)
         scalar, out_shapes = False, [()] + list(tape.input_shapes)
-    # the output patterns the Python calls use: value | gradient without value | value and gradient
-    masks = [(True,)] if kind == "value" else [(False,) + (True,) * len(tape.input_sizes),
-                                                  (True,) * (1 + len(tape.input_sizes))]
+    # Specialised batch loops for the output patterns the Python calls use (value | gradient without value |
+    # value and gradient), in O2 compiles only: each inlines the whole kernel, which O0 first compiles of big
+    # tapes cannot afford; big tapes get the gradient loop alone.
+    level = opt if opt is not None else (2 if len(derived) <= O2_LIMIT else 0)
+    k_args = len(tape.input_sizes)
+    if level == 0:
+        masks = []
+    elif kind == "value":
+        masks = [(True,)]
+    else:
+        masks = [(False,) + (True,) * k_args] + ([(True,) * (1 + k_args)] if len(derived) <= O2_LIMIT else [])
     ir = lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks)
     ir += lower_entry(name + "_entry", name, list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
     prepare()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
+import zlib
 
 from .ops import BY_CODE, OPS
 
@@ -123,7 +124,15 @@ def fast_batch_name(name: str, mask) -> str:
     return f"{name}_batch_" + "".join("1" if m else "0" for m in mask)
 
 
-def _fast_batch(name: str, mask, in_groups, out_groups) -> list[str]:
+def vectorise_points(tape: Tape) -> bool:
+    """Whether the loop over points should be vectorised across points. Lanes gather every input and scatter
+    every output with a stride of one row, which pays only when there are few of them or much arithmetic per
+    value moved (measured: lj, 88 ops per input/output, runs 2x faster vectorised; rosenbrock, 2.7, 3x slower)."""
+    moved = tape.n_inputs + tape.n_params + tape.n_outputs
+    return moved <= 32 or len(tape) >= 20 * moved
+
+
+def _fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True) -> list[str]:
     """``i32 @name_batch_<mask>(i64 n, ptr X.., ptr P, i64 ps, ptr O..)``: only the output groups in ``mask``
     (each nonnull), no per-point statuses; returns the number of points whose guards failed. Nothing in its loop
     is conditional, so LLVM vectorises it across points (the general loop's NULL checks made it predicate every
@@ -147,9 +156,20 @@ def _fast_batch(name: str, mask, in_groups, out_groups) -> list[str]:
             args.append("ptr null")
     lines.append(f"  %st = call i32 @{name}({', '.join(args)})")
     lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
-    lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n\n  br i1 %more, label %loop, label %done")
+    lid = _loop_id(name, mask)
+    lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n")
+    lines.append("  br i1 %more, label %loop, label %done" + ("" if vectorise else f", !llvm.loop !{lid}"))
     lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %loop]\n  ret i32 %r\n}")
+    if not vectorise:  # keep the loop scalar (see vectorise_points)
+        lines.append(f"!{lid} = distinct !{{!{lid}, !{lid + 1}, !{lid + 2}}}")
+        lines.append(f"!{lid + 1} = !{{!\"llvm.loop.vectorize.width\", i32 1}}")
+        lines.append(f"!{lid + 2} = !{{!\"llvm.loop.interleave.count\", i32 1}}")
     return lines
+
+
+def _loop_id(name: str, mask) -> int:
+    """A metadata number unique to this loop (deterministic, so the IR text and its cache key are too)."""
+    return (zlib.crc32((name + "".join("1" if m else "0" for m in mask)).encode()) % 10_000_000) * 4
 
 
 def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=()) -> str:
@@ -193,6 +213,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=())
     lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
     lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n\n  br i1 %more, label %loop, label %done")
     lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %cont]\n  ret i32 %r\n}")
+    vectorise = vectorise_points(tape)
     for mask in fast_masks:
-        lines.extend(_fast_batch(name, mask, in_groups, out_groups))
+        lines.extend(_fast_batch(name, mask, in_groups, out_groups, vectorise))
     return "\n".join(lines) + "\n"
