@@ -47,7 +47,9 @@ def test_bench_threads_rows_report_speedups():
     threaded = [r for r in result["rows"] if r["task"] == "grad_batch_threads"]
     assert {r["candidate"] for r in threaded} >= {"tapead"}
     for r in threaded:
-        assert r["threads"] == 2 and r["speedup"] > 0 and "speed-up" in r["note"], r
+        assert r["threads"] == 2, r
+        if r["candidate"] == "tapead" or "speedup" in r:  # the limit is skipped without numba (as in CI)
+            assert r["speedup"] > 0 and "speed-up" in r["note"], r
     assert all(r["threads"] == 1 for r in result["rows"] if r["task"] != "grad_batch_threads")
     mine = next(r for r in threaded if r["candidate"] == "tapead")
     assert result["summary"]["seed_foo"]["speedup_tapead"] == mine["speedup"]
