@@ -183,7 +183,9 @@ def sparse_jacobian(tape: Tape, *args, params=None) -> tuple[np.ndarray, np.ndar
     b = bind(tape, args, params)
     rows, cols = jacobian_sparsity(tape)
     d = derived(tape, ("sparse_jacobian_tape",), lambda: sparse_jacobian_tape(tape))
-    return rows, cols, d.value(*b.xs, params=b.p)
+    values = np.empty(_lead(b) + (len(rows),))
+    d.value(*b.xs, params=b.p, out=values)
+    return rows, cols, values
 
 
 @follows_branches
@@ -199,7 +201,9 @@ def sparse_hessian(tape: Tape, *args, params=None, weights=None) -> tuple[np.nda
     rows, cols = hessian_sparsity(tape)
     w = weights is not None
     d = derived(tape, ("sparse_hessian_tape", w), lambda: sparse_hessian_tape(tape, w))
-    return rows, cols, d.value(*xs, params=b.p)
+    values = np.empty(_lead(b) + (len(rows),))
+    d.value(*xs, params=b.p, out=values)  # an exact out= takes the native single-point path
+    return rows, cols, values
 
 
 def to_scipy(rows, cols, values, shape: tuple[int, int], format: str = "csr"):
