@@ -105,7 +105,7 @@ def tapead_candidates(tape, case, task: str, X: np.ndarray, threads: int = 1,
     if method is None:
         return [], f"this tapead has no Tape.{'jacobian' if task == 'jacobian' else 'hessian'} method"
     batch = task in BATCH_TASKS
-    if "threads" in inspect.signature(method).parameters:
+    if batch and "threads" in inspect.signature(method).parameters:
         method = functools.partial(method, threads=threads)
     elif batch and threads > 1:
         method = _threaded(method, threads)
@@ -129,7 +129,12 @@ def tapead_candidates(tape, case, task: str, X: np.ndarray, threads: int = 1,
     pool = cycle([case.x0.copy() for _ in range(fresh_pool)])
     fresh = Candidate("tapead (fresh x)", lambda: method(next(pool), out=out), 1, lambda: out,
                       note=f"a different input array each call ({fresh_pool} rotating copies)")
-    return [warm, fresh], ""
+    found = [warm, fresh]
+    if task == "grad" and hasattr(tape, "native"):
+        native = tape.native("gradient")  # the compiled entry point itself: (x, params, value_out, grad_out)
+        found.append(Candidate("tapead native", lambda: native(x, None, None, out), 1, lambda: out,
+                               note="tape.native('gradient')(x, None, None, g)"))
+    return found, ""
 
 
 def _threaded(method: Callable, threads: int) -> Callable:
