@@ -1,6 +1,6 @@
 """Which functions the benchmarks run, with which tasks: definitions come from tests/functions.py.
 
-Every case is a numpy-style function of one flat float64 vector (see shared BENCHMARK_FUNCTIONS.md), a start
+Every case is a numpy-style function of one flat float64 vector (defined in tests/functions.py), a start
 point, and the tasks benchmarked on it: ``grad`` (one point), ``grad_batch`` (N points), ``primal_batch`` (the
 function values at N points), ``jacobian`` and ``hessian`` (one point). With several threads the suite adds
 ``grad_batch_threads`` (the batch gradient on that many threads) to every function with ``grad_batch``.

@@ -1,7 +1,7 @@
 """The shared corpus of test and benchmark functions, with start points and hand-written gradients (numpy only).
 
 Each function is plain numpy-style Python that runs on numpy arrays and on tapead's traced values alike; the
-definitions follow ``BENCHMARK_FUNCTIONS.md``. ``FUNCTIONS`` maps a name to a ``Case``: the function, a start
+definitions are the benchmark functions of the README. ``FUNCTIONS`` maps a name to a ``Case``: the function, a start
 point ``args0`` (where a tape is recorded), a different evaluation point ``args1``, params (or None), and the
 closed-form gradient (and Jacobian for vector-valued functions).
 """
