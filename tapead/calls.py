@@ -104,7 +104,7 @@ def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
     return hit
 
 
-def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]:
+def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = False) -> tuple[Tape, Kernel]:
     name = "tapead_" + kind
     if opt is None:
         tape.check()  # the compile boundary: native code only ever sees a validated tape
@@ -133,7 +133,7 @@ def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]
     ir += lower_entry(name + "_entry", name, list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
     prepare()
     k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), len(derived), opt=opt,
-                       extra_symbols=(name + "_entry",), fast_masks=masks)
+                       extra_symbols=(name + "_entry",), fast_masks=masks, elsewhere=elsewhere)
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
     k.n_ops = len(derived)
     tape._entries[ENTRY[kind]] = k.entry
@@ -146,8 +146,9 @@ def _build(tape: Tape, kind: str, opt: int | None = None) -> tuple[Tape, Kernel]
 
 
 def _upgrade(tape: Tape, kind: str) -> None:
-    """Compile the O2 kernel of a large tape off the caller's thread and swap it in when ready."""
-    derived, k2 = _build(tape, kind, opt=2)
+    """Compile the O2 kernel of a large tape in another process (off this process's LLVM lock, on another core)
+    and swap it in when ready."""
+    derived, k2 = _build(tape, kind, opt=2, elsewhere=True)
     with _compile_lock:
         old = tape._cache.get(("kernel", kind))
         tape._cache.setdefault("retired", []).append(old)  # a caller may still be running the old code

@@ -64,24 +64,57 @@ def optimise(ir: str, tm, opt: int):
     return module
 
 
-def build_engine(ir: str, opt: int):
+def build_engine(ir: str, opt: int, elsewhere: bool = False):
     """An MCJIT engine holding the compiled module (keep it alive as long as its code is used).
 
-    Goes through the on-disk kernel cache: a hit loads the object file and skips LLVM entirely.
+    Goes through the on-disk kernel cache: a hit loads the object file and skips LLVM entirely. With
+    ``elsewhere`` the object file is made by a separate Python process: llvmlite serialises LLVM calls within a
+    process, so a long optimising compile there would hold up every other compilation here.
     """
     from . import cache
-    engine, _ = cache.build_engine(ir, target_machine(opt), opt)
+    tm = target_machine(opt)
+    if elsewhere:
+        k = cache.key(ir, opt) if cache.enabled() else None
+        data = (cache.get(k) if k else None) or _object_from_subprocess(ir, opt)
+        if data is not None:
+            if k:
+                cache.put(k, data)
+            return cache.engine_from_object(data, tm)
+    engine, _ = cache.build_engine(ir, tm, opt)
     return engine
+
+
+def compile_object(ir: str, opt: int) -> bytes:
+    """The object file (host CPU, JIT code model) for IR text; what a compiling subprocess runs."""
+    tm = target_machine(opt)
+    return tm.emit_object(optimise(ir, tm, opt))
+
+
+def _object_from_subprocess(ir: str, opt: int) -> bytes | None:
+    """Compile in a fresh Python process; None if that is not possible here (the caller compiles in-process)."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    script = ("import sys; from tapead.jit import compile_object; "
+              f"sys.stdout.buffer.write(compile_object(sys.stdin.read(), {int(opt)}))")
+    try:
+        r = subprocess.run([sys.executable, "-c", script], input=ir.encode(), capture_output=True, env=env,
+                           timeout=600, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout or None
 
 
 class Kernel:
     """A compiled point kernel and batch kernel for one tape and one argument/output grouping."""
 
     def __init__(self, ir: str, name: str, n_in_groups: int, n_out_groups: int, opt: int,
-                 extra_symbols: tuple[str, ...] = (), fast_masks=()):
+                 extra_symbols: tuple[str, ...] = (), fast_masks=(), elsewhere: bool = False):
         started = time.perf_counter()
         self.opt = opt
-        self.engine = build_engine(ir, opt)
+        self.engine = build_engine(ir, opt, elsewhere)
         ptr = ctypes.c_void_p
         point_type = ctypes.CFUNCTYPE(ctypes.c_int32, *([ptr] * (n_in_groups + 1 + n_out_groups)))
         batch_type = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, *([ptr] * (n_in_groups + 1)),
@@ -101,8 +134,9 @@ class Kernel:
 
 
 def compile_kernel(ir: str, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
-                   opt: int | None = None, extra_symbols: tuple[str, ...] = (), fast_masks=()) -> Kernel:
+                   opt: int | None = None, extra_symbols: tuple[str, ...] = (), fast_masks=(),
+                   elsewhere: bool = False) -> Kernel:
     """Compile with the optimisation level the tape size calls for (O2 up to O2_LIMIT ops, else O0)."""
     if opt is None:
         opt = 2 if n_ops <= O2_LIMIT else 0
-    return Kernel(ir, name, n_in_groups, n_out_groups, opt, extra_symbols, fast_masks)
+    return Kernel(ir, name, n_in_groups, n_out_groups, opt, extra_symbols, fast_masks, elsewhere)
