@@ -9,6 +9,7 @@ BranchError names the comparison and its source line instead.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,10 +37,11 @@ class Paths:
     paths: list = field(default_factory=list)
     stats: dict = field(default_factory=lambda: {"records": 0, "compiles": 0, "native_points": 0,
                                                  "interpreted_points": 0})
+    lock: threading.RLock = field(default_factory=threading.RLock)  # one tape may serve several threads
 
 
 def paths_of(tape: Tape) -> Paths:
-    return tape._cache.setdefault("paths", Paths())
+    return tape._cache.setdefault("paths", Paths())  # (dict.setdefault is atomic under the GIL)
 
 
 def stats(tape: Tape) -> dict:
@@ -109,6 +111,11 @@ def redo(tape: Tape, kind: str, b, outs: list, status, run) -> None:
     if tape.on_branch != "retape" or tape.fn is None:
         _raise(tape, b, rows[0])
     known = paths_of(tape)
+    with known.lock:
+        _redo(tape, known, kind, b, outs, rows, run)
+
+
+def _redo(tape: Tape, known: Paths, kind: str, b, outs: list, rows: list, run) -> None:
     rows = _native(known, kind, b, outs, rows, run)
     while rows:
         i = rows.pop(0)
@@ -170,6 +177,11 @@ def path_at(tape: Tape, args, p) -> Tape:
     if tape.on_branch != "retape" or tape.fn is None:
         _raise_at(tape, args, p)
     known = paths_of(tape)
+    with known.lock:
+        return _path_at(tape, known, x, pp, args, p)
+
+
+def _path_at(tape: Tape, known: Paths, x, pp, args, p) -> Tape:
     for path in known.paths:
         if interpret(path.tape, x, pp)[1][0]:
             path.hits += 1

@@ -184,3 +184,17 @@ def test_branch_not_taken_with_infinite_derivative_stays_zero():
     x = np.array([1.0, 1000.0])  # exp(1000) = inf in the branch not taken
     assert np.array_equal(tape.gradient(x), [2.0, 0.0])
     assert np.array_equal(tape.hessian(x), [[2.0, 0.0], [0.0, 0.0]])
+
+
+def test_branching_tape_from_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+    tape = tapead.record(huber, np.array([0.2, 0.1]))
+    X = RNG.normal(0, 2, (400, 2))
+    ref = np.array([huber_grad(x) for x in X])
+    with ThreadPoolExecutor(4) as pool:
+        rows = list(pool.map(lambda x: tape.gradient(x), X))
+        batches = list(pool.map(lambda k: tape.gradient(X[k::4]), range(4)))
+    assert np.allclose(np.array(rows), ref)
+    for k in range(4):
+        assert np.allclose(batches[k], ref[k::4])
+    assert tape.stats["paths"] == 2
