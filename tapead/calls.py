@@ -17,7 +17,7 @@ import numpy as np
 from . import ad, branches
 from .arrays import as_float_array, check_out
 from .codegen import lower
-from .errors import BranchError, InputError
+from .errors import InputError
 from .interpret import interpret
 from .jit import O2_LIMIT, Kernel, compile_kernel
 from .native import builtin, lower_entry, prepare

@@ -156,11 +156,11 @@ def follows_branches(fn):
             return fn(tape, *args, params=params, **kwargs)
         except BranchError as e:
             if tape.on_branch != "retape" or tape.fn is None:
-                raise BranchError(f"{e}" if tape.fn is None else f"the function takes another path here than "
+                raise BranchError(f"{e}" if tape.fn is None else "the function takes another path here than "
                                   "the one recorded (on_branch='raise'); record it again at this input") from None
             b = bind(tape, args, params)
             if b.n is not None:
-                raise BranchError(f"some points of this batch take another path through the function than the one "
+                raise BranchError("some points of this batch take another path through the function than the one "
                                   "recorded: evaluate those points one at a time") from None
         from .branches import path_at
         return fn(path_at(tape, b.xs, b.p), *args, params=params, **kwargs)

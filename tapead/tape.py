@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -331,7 +332,7 @@ class Tape:
         from .assemble import assemble_value
         return assemble_value(self, X, params=params, threads=threads)
 
-    def save(self, path) -> "Path":
+    def save(self, path) -> "os.PathLike":
         """Write the tape to ``path`` in tapead's versioned, non-executable format (see ``tapead.load``)."""
         from .store import save
         return save(self, path)
