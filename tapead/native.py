@@ -4,8 +4,10 @@ Reading an array's pointer from Python (``arr.ctypes.data``) costs more than a s
 point compiled with llvmlite against the CPython API is wrapped as a builtin function (METH_FASTCALL): it takes
 the arrays themselves, checks format "d", C-contiguity, writability (outputs) and the exact shape of every
 buffer, calls the kernel and returns. Anything not exactly right (another dtype, a list, a strided view, a
-failed guard) makes it return its fallback sentinel, and the caller takes the Python path, which converts or
-raises a precise InputError. So the fast path never changes results or errors, only their cost.
+failed guard) is handed, with the same arguments, to the function's fallback (its bound Python object): the
+Python path, which converts, follows branches or raises a precise InputError; the Tape methods bind a fallback
+that returns the FALLBACK sentinel and continue in Python. So the fast path never changes results or errors, only
+their cost.
 """
 from __future__ import annotations
 
