@@ -7,7 +7,7 @@ itself written in ops, so the derivative program is recorded too. Higher orders 
 from __future__ import annotations
 
 from .errors import TapeadError
-from .ops import BY_CODE, OPS, call, select
+from .ops import BY_CODE, NO_DERIVATIVE, OPS, call, select
 from .recorder import Recorder
 from .tape import Tape
 from .tracer import Scalar
@@ -49,7 +49,7 @@ def _active(tape: Tape) -> bytearray:
     act[:tape.n_inputs] = b"\x01" * tape.n_inputs
     first = tape.first_result
     for i, (code, *args) in enumerate(tape.code.tolist()):
-        if BY_CODE[code].smooth or BY_CODE[code].name in ("abs", "select", "max", "min"):
+        if BY_CODE[code].name not in NO_DERIVATIVE:
             act[first + i] = any(act[a] for a in args[:BY_CODE[code].arity])
     return act
 

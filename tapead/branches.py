@@ -124,13 +124,7 @@ def _redo(tape: Tape, known: Paths, kind: str, b, outs: list, rows: list, run) -
             if _interpret_into(path, kind, args, p, outs, i):
                 break
         else:
-            from .record import record
-            path = Path(record(tape.fn, *args, params=p, on_branch=tape.on_branch))
-            known.stats["records"] += 1
-            if path.tape.output_shape != tape.output_shape:
-                raise BranchError(f"the function returns shape {path.tape.output_shape} on this path and "
-                                  f"{tape.output_shape} on the recorded one; outputs must keep one shape")
-            known.paths.append(path)
+            path = _record_path(tape, known, args, p)
             if not _interpret_into(path, kind, args, p, outs, i):
                 raise BranchError("the function took different paths at the same input (is it random or "
                                   "stateful between calls?)")
@@ -186,11 +180,21 @@ def _path_at(tape: Tape, known: Paths, x, pp, args, p) -> Tape:
         if interpret(path.tape, x, pp)[1][0]:
             path.hits += 1
             return path.tape
-    from .record import record
-    path = Path(record(tape.fn, *args, params=p, on_branch=tape.on_branch), hits=1)
-    known.stats["records"] += 1
-    known.paths.append(path)
+    path = _record_path(tape, known, args, p)
+    path.hits += 1
     return path.tape
+
+
+def _record_path(tape: Tape, known: Paths, args, p) -> Path:
+    """Record the function along the path it takes at this point and add it to the known paths."""
+    from .record import record
+    path = Path(record(tape.fn, *args, params=p, on_branch=tape.on_branch))
+    known.stats["records"] += 1
+    if path.tape.output_shape != tape.output_shape:
+        raise BranchError(f"the function returns shape {path.tape.output_shape} on this path and "
+                          f"{tape.output_shape} on the recorded one; outputs must keep one shape")
+    known.paths.append(path)
+    return path
 
 
 def _raise_at(tape: Tape, args, p) -> None:

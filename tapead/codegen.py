@@ -132,6 +132,28 @@ def vectorise_points(tape: Tape) -> bool:
     return moved <= 32 or len(tape) >= 20 * moved
 
 
+def _row_pointers(lines: list, in_groups, out_groups, mask) -> list[str]:
+    """Pointers to row ``%i`` of every batch array, as call arguments. ``mask`` None: an output may be NULL at
+    run time (and stays NULL); else only the masked outputs are passed, the others are NULL constants."""
+    args = []
+    for k, size in enumerate(in_groups):
+        lines.append(f"  %xo{k} = mul i64 %i, {size}\n  %xp{k} = getelementptr inbounds double, ptr %X{k}, i64 %xo{k}")
+        args.append(f"ptr %xp{k}")
+    lines.append("  %po = mul i64 %i, %ps\n  %pp = getelementptr inbounds double, ptr %P, i64 %po")
+    args.append("ptr %pp")
+    for k, size in enumerate(out_groups):
+        if mask is not None and not mask[k]:
+            args.append("ptr null")
+            continue
+        lines.append(f"  %oo{k} = mul i64 %i, {size}\n  %og{k} = getelementptr inbounds double, ptr %O{k}, i64 %oo{k}")
+        if mask is None:
+            lines.append(f"  %on{k} = icmp eq ptr %O{k}, null\n  %op{k} = select i1 %on{k}, ptr null, ptr %og{k}")
+            args.append(f"ptr %op{k}")
+        else:
+            args.append(f"ptr %og{k}")
+    return args
+
+
 def _fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True) -> list[str]:
     """``i32 @name_batch_<mask>(i64 n, ptr X.., ptr P, i64 ps, ptr O..)``: only the output groups in ``mask``
     (each nonnull), no per-point statuses; returns the number of points whose guards failed. Nothing in its loop
@@ -142,18 +164,7 @@ def _fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True) 
     lines = [f"define i32 @{fast_batch_name(name, mask)}({', '.join(['i64 %n'] + bx + ['ptr %P', 'i64 %ps'] + bo)})"
              " nounwind {", "entry:\n  %empty = icmp sle i64 %n, 0\n  br i1 %empty, label %done, label %loop",
              "loop:", "  %i = phi i64 [0, %entry], [%next, %loop]", "  %bad = phi i32 [0, %entry], [%bad2, %loop]"]
-    args = []
-    for k, size in enumerate(in_groups):
-        lines.append(f"  %xo{k} = mul i64 %i, {size}\n  %xp{k} = getelementptr inbounds double, ptr %X{k}, i64 %xo{k}")
-        args.append(f"ptr %xp{k}")
-    lines.append("  %po = mul i64 %i, %ps\n  %pp = getelementptr inbounds double, ptr %P, i64 %po")
-    args.append("ptr %pp")
-    for k, size in enumerate(out_groups):
-        if mask[k]:
-            lines.append(f"  %oo{k} = mul i64 %i, {size}\n  %op{k} = getelementptr inbounds double, ptr %O{k}, i64 %oo{k}")
-            args.append(f"ptr %op{k}")
-        else:
-            args.append("ptr null")
+    args = _row_pointers(lines, in_groups, out_groups, mask)
     lines.append(f"  %st = call i32 @{name}({', '.join(args)})")
     lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
     lid = _loop_id(name, mask)
@@ -194,17 +205,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=())
     lines.append("loop:")
     lines.append("  %i = phi i64 [0, %entry], [%next, %cont]")
     lines.append("  %bad = phi i32 [0, %entry], [%bad2, %cont]")
-    args = []
-    for k, size in enumerate(in_groups):
-        lines.append(f"  %xo{k} = mul i64 %i, {size}\n  %xp{k} = getelementptr inbounds double, ptr %X{k}, i64 %xo{k}")
-        args.append(f"ptr %xp{k}")
-    lines.append("  %po = mul i64 %i, %ps\n  %pp = getelementptr inbounds double, ptr %P, i64 %po")
-    args.append("ptr %pp")
-    for k, size in enumerate(out_groups):
-        lines.append(f"  %on{k} = icmp eq ptr %O{k}, null")
-        lines.append(f"  %oo{k} = mul i64 %i, {size}\n  %og{k} = getelementptr inbounds double, ptr %O{k}, i64 %oo{k}")
-        lines.append(f"  %op{k} = select i1 %on{k}, ptr null, ptr %og{k}")
-        args.append(f"ptr %op{k}")
+    args = _row_pointers(lines, in_groups, out_groups, None)
     lines.append(f"  %st = call i32 @{name}({', '.join(args)})")
     lines.append("  %sn = icmp eq ptr %status, null\n  br i1 %sn, label %cont, label %keep")
     lines.append("keep:\n  %sp = getelementptr inbounds i32, ptr %status, i64 %i\n  store i32 %st, ptr %sp"

@@ -261,3 +261,4 @@ def _(g, x, y, out): return g * x / out, g * y / out
 
 
 COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
+NO_DERIVATIVE = COMPARISONS | {"sign"}  # their outputs carry no derivative at all

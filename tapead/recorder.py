@@ -10,12 +10,12 @@ import struct
 import numpy as np
 
 from .errors import TracingError
-from .ops import OPS, Op
+from .ops import COMPARISONS, OPS, Op
 from .tape import Tape
 
 _COMMUTATIVE = frozenset({"add", "mul", "eq", "ne"})
 _INPUT, _PARAM, _CONST = -1, -2, -3
-_COMPARISON_CODES = frozenset(OPS[n].code for n in ("lt", "le", "gt", "ge", "eq", "ne"))
+_COMPARISON_CODES = frozenset(OPS[n].code for n in COMPARISONS)
 
 
 def _bits(v: float) -> bytes:

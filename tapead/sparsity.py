@@ -17,10 +17,9 @@ import numpy as np
 from .calls import bind
 from .errors import InputError
 from .higher import _extra, _finish, _gradient_program, _lead, derived, follows_branches, tangent_sweeps
-from .ops import BY_CODE, COMPARISONS
+from .ops import BY_CODE, NO_DERIVATIVE
 from .tape import Tape
 
-_NO_DERIVATIVE = COMPARISONS | {"sign"}  # outputs carry no derivative at all
 _LINEAR = frozenset({"add", "sub", "neg"})
 _PIECEWISE_LINEAR = frozenset({"abs", "max", "min", "select"})  # second derivatives vanish where defined
 
@@ -33,7 +32,7 @@ def _bits(mask: int):
 
 
 def _differentiable_args(name: str, args: list) -> list:
-    if name in _NO_DERIVATIVE:
+    if name in NO_DERIVATIVE:
         return []
     return args[1:] if name == "select" else args
 
@@ -110,7 +109,7 @@ def hessian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     first = tape.first_result
     for k, (code, *args) in enumerate(tape.code.tolist()):
         row = BY_CODE[code]
-        if not need[first + k] or row.name in _LINEAR | _PIECEWISE_LINEAR | _NO_DERIVATIVE:
+        if not need[first + k] or row.name in _LINEAR | _PIECEWISE_LINEAR | NO_DERIVATIVE:
             continue
         d = [deps[a] for a in args[:row.arity]]
         if row.name == "mul":

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import TapeFormatError
-from .ops import BY_CODE
+from .ops import BY_CODE, COMPARISONS
 
 Shape = tuple[int, ...]
 FALLBACK = object()  # what a native entry point returns when the Python path must handle a call
@@ -122,8 +122,8 @@ class Tape:
         if len(self.outputs) and not (0 <= self.outputs.min() and self.outputs.max() < n):
             raise TapeFormatError(f"an output names a slot outside 0..{n - 1}")
         for slot, expected in self.guards.tolist():
-            if not (first <= slot < n and BY_CODE[self.code[slot - first, 0]].name in
-                    ("lt", "le", "gt", "ge", "eq", "ne")) or expected not in (0, 1):
+            if not (first <= slot < n and BY_CODE[self.code[slot - first, 0]].name in COMPARISONS) or \
+                    expected not in (0, 1):
                 raise TapeFormatError(f"guard ({slot}, {expected}) does not name a comparison and an outcome")
         return self
 
