@@ -21,8 +21,11 @@ import zlib
 
 from .ops import BY_CODE, OPS
 
-_BINARY_LIBM = {"pow", "atan2", "hypot"}
 from .tape import Tape
+
+_BINARY_LIBM = {"pow", "atan2", "hypot"}
+CONST_RUN = 8  # constant outputs in a row stored by one memcpy from a table
+MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)"
 
 
 def _literal(v: float) -> str:
@@ -82,8 +85,35 @@ def lower_function(tape: Tape, fname: str) -> str:
                      + [f"  ret double {name[int(tape.outputs[0])]}", "}"])
 
 
-def _point_body(tape: Tape, in_groups, out_groups) -> list[str]:
-    """Instructions of the point kernel after its entry label; the pointer arguments are %x<k>, %p, %o<k>."""
+def _stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: list, globals_: list) -> None:
+    """Store output group ``k``. Runs of CONST_RUN or more constant outputs (a quadratic's Hessian, the zero
+    blocks of a Jacobian) are copied from a constant table with one memcpy instead of one store each: LLVM's
+    cost grows with the number of instructions, and n^2 constant stores took it minutes at n = 400."""
+    lo, hi = tape.first_const, tape.first_result
+    j = 0
+    while j < len(outs):
+        end = j
+        while end < len(outs) and lo <= outs[end] < hi:
+            end += 1
+        if end - j >= CONST_RUN:
+            table = f"@{prefix}.c{k}.{j}"
+            values = ", ".join(f"double {name[s]}" for s in outs[j:end])
+            globals_.append(f"{table} = private unnamed_addr constant [{end - j} x double] [{values}], align 8")
+            body.append(f"  %q{k}.{j} = getelementptr inbounds double, ptr %o{k}, i64 {j}")
+            body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{j}, ptr {table}, i64 {8 * (end - j)}, "
+                        "i1 false)")
+            j = end
+            continue
+        end = max(end, j + 1)
+        for i in range(j, end):
+            body.append(f"  %q{k}.{i} = getelementptr inbounds double, ptr %o{k}, i64 {i}")
+            body.append(f"  store double {name[outs[i]]}, ptr %q{k}.{i}")
+        j = end
+
+
+def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list) -> list[str]:
+    """Instructions of the point kernel after its entry label; the pointer arguments are %x<k>, %p, %o<k>.
+    Constant tables the stores read are appended to ``globals_`` (module-level definitions)."""
     body = []
     name = {}
     slot = 0
@@ -110,9 +140,7 @@ def _point_body(tape: Tape, in_groups, out_groups) -> list[str]:
         body.append(f"  %null{k} = icmp eq ptr %o{k}, null")
         body.append(f"  br i1 %null{k}, label %skip{k}, label %store{k}")
         body.append(f"store{k}:")
-        for j in range(size):
-            body.append(f"  %q{k}.{j} = getelementptr inbounds double, ptr %o{k}, i64 {j}")
-            body.append(f"  store double {name[outs[start + j]]}, ptr %q{k}.{j}")
+        _stores(tape, name, outs[start:start + size], k, prefix, body, globals_)
         body.append(f"  br label %skip{k}")
         body.append(f"skip{k}:")
         start += size
@@ -194,8 +222,11 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=())
     lines = _declarations(tape)
     lines.append(f"define i32 @{name}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{")
     lines.append("entry:")
-    lines.extend(_point_body(tape, in_groups, out_groups))
+    tables: list[str] = []
+    lines.extend(_point_body(tape, in_groups, out_groups, name, tables))
     lines.append("}")
+    if tables:
+        lines[:0] = tables + [MEMCPY]
     # the batch loop: pointers advance one row per point; NULL outputs stay NULL
     bx = [f"ptr %X{k}" for k in range(len(in_groups))]
     bo = [f"ptr %O{k}" for k in range(len(out_groups))]
