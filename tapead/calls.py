@@ -24,10 +24,6 @@ from .native import builtin, lower_entry, prepare
 from .tape import ENTRY, Tape
 
 _compile_lock = threading.Lock()
-# Up to this size an O2 kernel is compiled in the background and swapped in (llvmlite serialises LLVM calls, so
-# a long background compile would delay every other compilation; O2 time grows with ops and with outputs).
-O2_BACKGROUND_LIMIT = 20000  # ops
-O2_BACKGROUND_OUTPUTS = 2000
 OPS_PER_THREAD = 200000  # a batch is split across threads only when each gets at least this much work
 _pool: ThreadPoolExecutor | None = None
 
@@ -137,8 +133,7 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
     k.n_ops = len(derived)
     tape._entries[ENTRY[kind]] = k.entry
-    if opt is None and k.opt == 0 and len(derived) <= O2_BACKGROUND_LIMIT and \
-            derived.n_outputs <= O2_BACKGROUND_OUTPUTS and \
+    if opt is None and k.opt == 0 and \
             os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":
         # not a daemon: interpreter shutdown waits for it (LLVM must not be torn down mid-compilation)
         threading.Thread(target=_upgrade, args=(tape, kind), daemon=False, name="tapead-O2").start()

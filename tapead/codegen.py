@@ -21,9 +21,11 @@ import zlib
 
 from .ops import BY_CODE, OPS
 
+from .chunking import lower_chunked
 from .tape import Tape
 
 _BINARY_LIBM = {"pow", "atan2", "hypot"}
+CHUNK = 2000  # records (instructions + guards + outputs) above which a point kernel is cut into pieces
 CONST_RUN = 8  # constant outputs in a row stored by one memcpy from a table
 MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)"
 
@@ -211,9 +213,10 @@ def _loop_id(name: str, mask) -> int:
     return (zlib.crc32((name + "".join("1" if m else "0" for m in mask)).encode()) % 10_000_000) * 4
 
 
-def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=()) -> str:
+def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(), chunk: int | None = None) -> str:
     """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
     mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``)."""
+    chunk = CHUNK if chunk is None else chunk
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
     assert sum(in_groups) == tape.n_inputs and sum(out_groups) == tape.n_outputs
@@ -221,9 +224,14 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=())
     os_ = [f"ptr %o{k}" for k in range(len(out_groups))]
     lines = _declarations(tape)
     lines.append(f"define i32 @{name}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{")
-    lines.append("entry:")
     tables: list[str] = []
-    lines.extend(_point_body(tape, in_groups, out_groups, name, tables))
+    if len(tape) + tape.n_outputs + len(tape.guards) > chunk:
+        pieces, point = lower_chunked(tape, name, in_groups, out_groups, chunk, _stores)
+        lines.extend(point)
+        tables.extend(pieces)
+    else:
+        lines.append("entry:")
+        lines.extend(_point_body(tape, in_groups, out_groups, name, tables))
     lines.append("}")
     if tables:
         lines[:0] = tables + [MEMCPY]

@@ -25,9 +25,12 @@ def test_large_tapes_start_at_o0_and_swap_in_o2(monkeypatch):
     g0 = tape.gradient(x)
     derived, k = kernel(tape, "value_and_gradient")
     assert len(derived) > 2000 and k.opt == 0
+    assert tape.stats["kernels"]["kernel/value_and_gradient"]["opt"] in (0, 2)  # the swap may already be done
     wait_for_upgrades(tape)
     assert tape._cache.get("upgraded") == 1
     assert kernel(tape, "value_and_gradient")[1].opt == 2
+    assert tape.stats["kernels"]["kernel/value_and_gradient"] == dict(
+        opt=2, ops=len(derived), seconds=tape.stats["kernels"]["kernel/value_and_gradient"]["seconds"])
     g2 = tape.gradient(x)
     assert np.array_equal(g0, g2)  # no fast-math: O0 and O2 give the same bits
     X = np.random.default_rng(0).normal(size=(50, 20))
@@ -40,6 +43,7 @@ def test_background_compilation_can_be_disabled(monkeypatch):
     tape.gradient(np.ones(20))
     wait_for_upgrades(tape)
     assert "upgraded" not in tape._cache and kernel(tape, "value_and_gradient")[1].opt == 0
+    assert tape.stats["kernels"]["kernel/value_and_gradient"]["opt"] == 0
 
 
 def test_kernels_survive_a_fragmented_address_space():
