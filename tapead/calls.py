@@ -19,7 +19,7 @@ from .arrays import as_float_array, check_out
 from .codegen import lower
 from .errors import InputError
 from .interpret import interpret
-from .jit import O2_LIMIT, Kernel, compile_kernel
+from .jit import ONE_LOOP_LIMIT, Kernel, compile_kernel, first_level
 from .native import builtin, lower_entry, prepare
 from .tape import ENTRY, Tape
 
@@ -117,14 +117,14 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     # Specialised batch loops for the output patterns the Python calls use (value | gradient without value |
     # value and gradient), in O2 compiles only: each inlines the whole kernel, which O0 first compiles of big
     # tapes cannot afford; big tapes get the gradient loop alone.
-    level = opt if opt is not None else (2 if len(derived) <= O2_LIMIT else 0)
+    level = opt if opt is not None else first_level(len(derived))
     k_args = len(tape.input_sizes)
     if level == 0:
         masks = []
     elif kind == "value":
         masks = [(True,)]
     else:
-        masks = [(False,) + (True,) * k_args] + ([(True,) * (1 + k_args)] if len(derived) <= O2_LIMIT else [])
+        masks = [(False,) + (True,) * k_args] + ([(True,) * (1 + k_args)] if len(derived) <= ONE_LOOP_LIMIT else [])
     ir = lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks)
     ir += lower_entry(name + "_entry", name, list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
     prepare()

@@ -203,13 +203,14 @@ def export(tape: Tape, directory: str | os.PathLike, name: str, *, cpu: str | No
     """Write ``NAME.o``, ``NAME.ll``, ``NAME.h`` (and ``NAME.so`` if a C compiler is found) to ``directory``.
 
     ``cpu`` picks the target CPU (default: the host's CPU and features; e.g. ``'x86-64'`` for portable code);
-    ``opt`` the LLVM optimisation level (default: as the JIT, 2 up to ``jit.O2_LIMIT`` ops, else 0);
+    ``opt`` the LLVM optimisation level (default 2: large kernels are cut into pieces, so O2 costs time linear
+    in the tape; the JIT's O0 first compile exists only to answer the first call quickly);
     ``hessian=True`` adds ``NAME_hessian``. Returns the paths by kind: ``object``, ``ir``, ``header`` and,
     when built, ``shared``; without a compiler a warning says so and ``shared`` is absent.
     """
     ir = module_ir(tape, name, hessian=hessian)
     if opt is None:
-        opt = 2 if 2 * len(tape) <= jit.O2_LIMIT else 0
+        opt = 2
     tm = jit.target_machine(opt, jit=False, cpu=cpu)
     module = jit.optimise(ir, tm, opt)
     out = Path(directory)

@@ -18,7 +18,17 @@ from .errors import CompileError
 
 _lock = threading.Lock()
 _ready = False
-O2_LIMIT = 2000  # ops; larger tapes compile at O0 (O2 time grows faster than linearly with function size)
+# The compile policy, in one place. A first compile must be quick (O0: ~50 us per op, linear once kernels are
+# chunked, see codegen.CHUNK); O2 costs 10-50x more but runs up to a few times faster, so only small tapes get it
+# at once and larger ones get it from a background process (calls._upgrade), at every size.
+O2_LIMIT = 300  # ops compiled at O2 at once
+ONE_LOOP_LIMIT = 2000  # ops up to which an O2 build also gets the value-and-gradient batch loop (it inlines the
+# whole kernel once more)
+
+
+def first_level(n_ops: int) -> int:
+    """The optimisation level of a kernel's first compile."""
+    return 2 if n_ops <= O2_LIMIT else 0
 
 
 def initialize() -> None:
@@ -138,5 +148,5 @@ def compile_kernel(ir: str, name: str, n_in_groups: int, n_out_groups: int, n_op
                    elsewhere: bool = False) -> Kernel:
     """Compile with the optimisation level the tape size calls for (O2 up to O2_LIMIT ops, else O0)."""
     if opt is None:
-        opt = 2 if n_ops <= O2_LIMIT else 0
+        opt = first_level(n_ops)
     return Kernel(ir, name, n_in_groups, n_out_groups, opt, extra_symbols, fast_masks, elsewhere)
