@@ -153,16 +153,67 @@ def lower_chunked(tape: Tape, fname: str, in_groups, out_groups, chunk: int, sto
         module.extend(body)
         module.append(f"  ret i32 {status}")
         module.append("}")
-    point = ["entry:"]
-    if n_cells:
-        point.append(f"  %w = alloca [{n_cells} x double], align 8")
-    w = "ptr %w" if n_cells else "ptr null"
-    call_args = [f"ptr %x{k}" for k in range(len(in_groups))] + ["ptr %p", w] + \
+    call_args = [f"ptr %x{k}" for k in range(len(in_groups))] + ["ptr %p", "ptr %w" if n_cells else "ptr null"] + \
         [f"ptr %o{k}" for k in range(len(out_groups))]
-    status = "0"
+    calls, status = [], "0"
     for p in range(len(pieces)):
-        point.append(f"  %r{p} = call i32 @{fname}.{p}({', '.join(call_args)})")
-        point.append(f"  %t{p} = or i32 {status}, %r{p}")
+        calls.append(f"  %r{p} = call i32 @{fname}.{p}({', '.join(call_args)})")
+        calls.append(f"  %t{p} = or i32 {status}, %r{p}")
         status = f"%t{p}"
-    point.append(f"  ret i32 {status}")
-    return module, point
+    if n_cells <= STACK_CELLS:
+        point = ["entry:"] + ([f"  %w = alloca [{n_cells} x double], align 8"] if n_cells else [])
+        return module, point + calls + [f"  ret i32 {status}"]
+    module += _pool(fname, 8 * n_cells)
+    return module, _with_pooled_work_array(fname, 8 * n_cells, calls, status)
+
+
+STACK_CELLS = 16384  # work arrays up to 128 KB live on the kernel's stack; larger ones in a per-kernel pool
+POOL = 16  # pooled work arrays per kernel: one per thread running it at once (more: one malloc'ed per call)
+
+
+def _pool(fname: str, nbytes: int) -> list[str]:
+    """The pool of work arrays of one kernel, and ``@<fname>_release`` that frees them (called when the kernel is
+    dropped). Buffers are allocated on first use, once per pool slot, never per call."""
+    return [
+        f"@{fname}.pool = internal global [{POOL} x ptr] zeroinitializer",
+        f"@{fname}.busy = internal global [{POOL} x i32] zeroinitializer",
+        "declare noalias ptr @malloc(i64) nounwind",
+        "declare void @free(ptr) nounwind",
+        "declare void @abort() noreturn nounwind",
+        f"define void @{fname}_release() nounwind {{",
+        "entry:\n  br label %loop",
+        "loop:\n  %i = phi i64 [0, %entry], [%next, %loop]",
+        f"  %pp = getelementptr inbounds [{POOL} x ptr], ptr @{fname}.pool, i64 0, i64 %i",
+        "  %b = load ptr, ptr %pp\n  call void @free(ptr %b)\n  store ptr null, ptr %pp",
+        f"  %next = add i64 %i, 1\n  %more = icmp ult i64 %next, {POOL}\n  br i1 %more, label %loop, label %done",
+        "done:\n  ret void\n}",
+    ]
+
+
+def _with_pooled_work_array(fname: str, nbytes: int, calls: list, status: str) -> list[str]:
+    """Point-function body: take a free pool slot (compare-and-swap on its busy flag), allocate its buffer on
+    first use, run the pieces, give the slot back. With every slot busy the call mallocs a buffer of its own."""
+    pool, busy = f"@{fname}.pool", f"@{fname}.busy"
+    return [
+        "entry:\n  br label %try",
+        "try:\n  %i = phi i64 [0, %entry], [%i2, %next]",
+        f"  %bp = getelementptr inbounds [{POOL} x i32], ptr {busy}, i64 0, i64 %i",
+        "  %cx = cmpxchg ptr %bp, i32 0, i32 1 acquire monotonic\n  %ok = extractvalue { i32, i1 } %cx, 1",
+        "  br i1 %ok, label %got, label %next",
+        f"next:\n  %i2 = add i64 %i, 1\n  %more = icmp ult i64 %i2, {POOL}\n  br i1 %more, label %try, label %own",
+        f"own:\n  %wo = call ptr @malloc(i64 {nbytes})\n  br label %check",
+        f"got:\n  %pp = getelementptr inbounds [{POOL} x ptr], ptr {pool}, i64 0, i64 %i",
+        "  %w0 = load ptr, ptr %pp\n  %none = icmp eq ptr %w0, null\n  br i1 %none, label %alloc, label %have",
+        f"alloc:\n  %wn = call ptr @malloc(i64 {nbytes})\n  store ptr %wn, ptr %pp\n  br label %have",
+        "have:\n  %wg = phi ptr [%w0, %got], [%wn, %alloc]\n  br label %check",
+        "check:\n  %w = phi ptr [%wg, %have], [%wo, %own]",
+        f"  %slot = phi i64 [%i, %have], [{POOL}, %own]",
+        "  %oom = icmp eq ptr %w, null\n  br i1 %oom, label %fail, label %run",
+        "fail:\n  call void @abort()\n  unreachable",  # out of memory for the work array: nothing sane remains
+        "run:", *calls,
+        f"  %owned = icmp eq i64 %slot, {POOL}\n  br i1 %owned, label %freeit, label %give",
+        "freeit:\n  call void @free(ptr %w)\n  br label %done",
+        f"give:\n  %rb = getelementptr inbounds [{POOL} x i32], ptr {busy}, i64 0, i64 %slot",
+        "  store atomic i32 0, ptr %rb release, align 4\n  br label %done",
+        f"done:\n  ret i32 {status}",
+    ]

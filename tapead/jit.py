@@ -140,7 +140,13 @@ class Kernel:
                                          ctypes.c_int64, *([ptr] * sum(mask)))
             self.fast[tuple(mask)] = fast_type(
                 self.engine.get_function_address(f"{name}_batch_" + "".join("1" if m else "0" for m in mask)))
+        # a kernel whose work array is too big for the stack keeps a pool of them (tapead.chunking): freed here
+        self._release = self.engine.get_function_address(name + "_release") or None
         self.compile_seconds = time.perf_counter() - started
+
+    def __del__(self):
+        if getattr(self, "_release", None):
+            ctypes.CFUNCTYPE(None)(self._release)()
 
 
 def compile_kernel(ir: str, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
