@@ -364,7 +364,7 @@ class Tape:
         kernels = {}
         for key, hit in list(self._cache.items()):
             name = prefix + "/".join(str(p) for p in (key if isinstance(key, tuple) else (key,)))
-            if isinstance(hit, Tape):  # a derived tape (Hessian, Jacobian, ...) with kernels of its own
+            if isinstance(hit, Tape) and hit is not self:  # a derived tape (Hessian, ...) with kernels of its own
                 kernels.update(hit._kernel_levels(name + ":"))
                 continue
             k = next((v for v in hit if hasattr(v, "compile_seconds")), None) if isinstance(hit, tuple) else None

@@ -62,3 +62,10 @@ def test_kernels_survive_a_fragmented_address_space():
     env = dict(__import__("os").environ, TAPEAD_CACHE="0")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_stats_after_evaluate_lists_kernels():
+    tape = tapead.record(lambda x: np.sum(x * x), np.ones(3))
+    tape.evaluate(np.ones(3))  # caches the checked tape itself
+    tape.gradient(np.ones(3))
+    assert set(tape.stats["kernels"]) == {"kernel/value_and_gradient"}
