@@ -227,7 +227,8 @@ def solve(a, b):
     batch = np.broadcast_shapes(m.shape[:-2], rhs.shape[:-2])
     factors = np.empty(m.shape[:-2], object)
     for idx in np.ndindex(m.shape[:-2]):
-        factors[idx] = LU([list(r) for r in m[idx]])
+        rows = [list(r) for r in m[idx]]
+        factors[idx] = _Adjugate(rows) if n <= 3 and _guards_forbidden(m) else LU(rows)
     factors = np.broadcast_to(factors, batch)
     rhs = np.broadcast_to(rhs, batch + rhs.shape[-2:])
     out = np.empty(batch + rhs.shape[-2:], object)
@@ -235,6 +236,21 @@ def solve(a, b):
         for k in range(rhs.shape[-1]):
             out[idx + (slice(None), k)] = factors[idx].solve(list(rhs[idx + (slice(None), k)]))
     return wrap(out[..., 0] if vector else out)
+
+
+def _guards_forbidden(m: np.ndarray) -> bool:
+    """Recording with on_branch='forbid': solve then uses the branch-free closed-form inverse up to 3x3."""
+    return any(isinstance(c, Scalar) and c.rec.on_branch is None for c in m.flat)
+
+
+class _Adjugate:
+    """``solve`` for one matrix up to 3x3 without a single comparison: its closed-form inverse times b."""
+
+    def __init__(self, m: list):
+        self.inverse = _inv_one(m)
+
+    def solve(self, b: list) -> list:
+        return [sum((r[j] * b[j] for j in range(1, len(b))), r[0] * b[0]) for r in self.inverse]
 
 
 def _cholesky_one(m: list) -> list:

@@ -148,7 +148,7 @@ STRUCTURAL = {getattr(np, n) for n in (
     "reshape ravel transpose swapaxes moveaxis squeeze expand_dims stack hstack vstack column_stack "
     "concatenate atleast_1d atleast_2d atleast_3d take diag diagonal flip fliplr flipud roll repeat tile "
     "broadcast_to copy append split array_split triu tril shape ndim size sum prod cumsum cumprod dot vdot "
-    "inner outer matmul trace einsum tensordot kron cross mean diff rot90 rollaxis vsplit hsplit dsplit polyval").split()}
+    "inner outer matmul trace einsum tensordot kron cross mean diff rot90 rollaxis vsplit hsplit dsplit polyval take_along_axis").split()}
 
 
 def _unwrap(a, depth: int = 0):

@@ -199,7 +199,7 @@ def gradient(f, *varargs, axis=None, edge_order=1):
     coefficients numpy itself computes; each output cell sums only its nonzero terms."""
     c = _cells(f)
     axes = list(range(c.ndim)) if axis is None else [a % c.ndim for a in np.atleast_1d(axis)]
-    if any(_cells(v).dtype == object for v in varargs):
+    if any(np.asarray(to_cells(v)).dtype == object for v in varargs):
         raise TracingError("np.gradient on traced values needs constant spacings or coordinates")
     if len(varargs) == 0:
         spacings = [None] * len(axes)

@@ -176,6 +176,15 @@ def test_gradients_match_jax(name, fn, spread):
     assert np.allclose(g, jax_grad(lambda m: fn(m, jnp), a), rtol=1e-9, atol=1e-10)
 
 
+def test_small_matrices_record_without_guards_when_branching_is_forbidden():
+    a = RNG.normal(size=(2, 3, 3)) + 3 * np.eye(3)
+    for f in (np.linalg.det, np.linalg.inv, lambda m: np.linalg.solve(m, np.ones(3))):
+        t = tapead.record(f, a, on_branch="forbid")
+        assert len(t.guards) == 0 and np.allclose(t.value(a + 0.1), f(a + 0.1), rtol=1e-12)
+    with pytest.raises(tapead.TracingError, match="truth value"):
+        tapead.record(np.linalg.det, np.eye(4), on_branch="forbid")
+
+
 def test_pivot_flip_re_records_and_stays_exact():
     a = np.array([[4.0, 1, 0, 2], [1, 3, 1, 0], [0, 1, 5, 1], [2, 0, 1, 6]])
     b = a[[3, 1, 2, 0]] * [[1.0], [1], [1], [10]]  # the largest entry of column 0 moves: other pivots
