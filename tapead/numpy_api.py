@@ -99,43 +99,6 @@ def norm(x, ord=None, axis=None, keepdims=False):
     raise TracingError(f"np.linalg.norm with ord={ord!r} on a {cells.ndim}-d traced array is not supported")
 
 
-def _square_matrix(a, name):
-    m = np.asarray(to_cells(a), dtype=object)
-    if m.shape not in ((2, 2), (3, 3)):
-        raise TracingError(f"np.linalg.{name} on traced values supports 2x2 and 3x3 matrices, got {m.shape}")
-    return m
-
-
-def _cofactors(m):
-    if m.shape == (2, 2):
-        return np.array([[m[1, 1], -m[1, 0]], [-m[0, 1], m[0, 0]]], dtype=object)
-    c = np.empty((3, 3), object)
-    for i in range(3):
-        for j in range(3):
-            r, s = [k for k in range(3) if k != i], [k for k in range(3) if k != j]
-            c[i, j] = (m[r[0], s[0]] * m[r[1], s[1]] - m[r[0], s[1]] * m[r[1], s[0]]) * (-1.0) ** (i + j)
-    return c
-
-
-def det(a):
-    """Determinant of a 2x2 or 3x3 traced matrix (cofactor expansion)."""
-    m = _square_matrix(a, "det")
-    return wrap(np.dot(m[0], _cofactors(m)[0]))
-
-
-def inv(a):
-    """Inverse of a 2x2 or 3x3 traced matrix (adjugate / determinant)."""
-    m = _square_matrix(a, "inv")
-    c = _cofactors(m)
-    d = np.dot(m[0], c[0])
-    return wrap(c.T / d)
-
-
-def solve(a, b):
-    """Solution of ``a @ x = b`` for a 2x2 or 3x3 traced matrix."""
-    return wrap(np.matmul(to_cells(inv(a)), to_cells(b)))
-
-
 def _like(fill):
     def like(a, dtype=None, order="K", subok=True, shape=None, **kwargs):
         s = np.shape(to_cells(a)) if shape is None else shape
@@ -174,24 +137,18 @@ def _refuse(reason):
     return refuse
 
 
-_SORTING = ("sorting or ranking traced values needs comparisons that steer control flow; a tape records one "
-            "path. Use np.maximum/np.minimum or tapead.where for small fixed cases.")
-
 CUSTOM = {
-    np.where: where, np.clip: clip, np.linalg.norm: norm, np.linalg.det: det, np.linalg.inv: inv,
-    np.linalg.solve: solve, np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
+    np.where: where, np.clip: clip, np.linalg.norm: norm, np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
     np.full_like: _full_like,
     np.max: _extreme(ops.maximum, "max"), np.min: _extreme(ops.minimum, "min"),
     np.amax: _extreme(ops.maximum, "amax"), np.amin: _extreme(ops.minimum, "amin"),
-    np.sort: _refuse(_SORTING), np.argsort: _refuse(_SORTING), np.argmax: _refuse(_SORTING),
-    np.argmin: _refuse(_SORTING),
 }
 
 STRUCTURAL = {getattr(np, n) for n in (
     "reshape ravel transpose swapaxes moveaxis squeeze expand_dims stack hstack vstack column_stack "
     "concatenate atleast_1d atleast_2d atleast_3d take diag diagonal flip fliplr flipud roll repeat tile "
     "broadcast_to copy append split array_split triu tril shape ndim size sum prod cumsum cumprod dot vdot "
-    "inner outer matmul trace einsum tensordot kron cross mean diff").split()}
+    "inner outer matmul trace einsum tensordot kron cross mean diff rot90 rollaxis vsplit hsplit dsplit polyval take_along_axis").split()}
 
 
 def _unwrap(a, depth: int = 0):
@@ -203,8 +160,15 @@ def _unwrap(a, depth: int = 0):
     if isinstance(a, (list, tuple)):
         if depth >= 2 and any(isinstance(x, Scalar) for x in a):
             return np.asarray(to_cells(a), dtype=object)
-        return type(a)(_unwrap(x, depth + 1) for x in a)
+        return (list if isinstance(a, list) else tuple)(_unwrap(x, depth + 1) for x in a)  # (namedtuples too)
     return a
+
+
+from . import linalg as _linalg, linalg_jacobi as _jacobi, numpy_more as _more  # noqa: E402  (they use this module)
+
+CUSTOM.update(_linalg.CUSTOM)
+CUSTOM.update(_jacobi.CUSTOM)
+CUSTOM.update(_more.CUSTOM)
 
 
 def array_function(func, args, kwargs):
