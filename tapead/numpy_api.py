@@ -6,6 +6,8 @@ Anything not listed raises a TracingError that names the function.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from . import elementwise as ew
@@ -213,13 +215,13 @@ CUSTOM = {
 }
 # numpy reads a bare array argument of these as a sequence of its rows; each row is passed as its own array so
 # that numpy does not meet the traced scalars inside and dispatch back here forever
-_SEQUENCE_FIRST = {getattr(np, n) for n in "stack hstack vstack column_stack dstack concatenate row_stack".split()
+_SEQUENCE_FIRST = {getattr(np, n) for n in "stack hstack vstack column_stack dstack concatenate".split()
                    if hasattr(np, n)}
 
 STRUCTURAL = {getattr(np, n) for n in (
     "reshape ravel transpose swapaxes moveaxis squeeze expand_dims stack hstack vstack column_stack "
     "concatenate atleast_1d atleast_2d atleast_3d take diag diagonal flip fliplr flipud roll repeat tile "
-    "broadcast_to copy append split array_split triu tril shape ndim size sum prod cumsum cumprod dot vdot "
+    "dstack broadcast_to copy append split array_split triu tril shape ndim size sum prod cumsum cumprod dot vdot "
     "inner outer matmul trace einsum tensordot kron cross diff").split()}
 
 
@@ -236,15 +238,26 @@ def _unwrap(a, depth: int = 0):
     return a
 
 
+def _float64_dtype_dropped(func, args, kwargs):
+    """The call without its ``dtype`` argument (positional or keyword) when that is float64; numpy would cast the
+    traced cells with float(). Other dtypes are refused."""
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return args, kwargs
+    dtype = bound.arguments.pop("dtype", None)
+    if dtype not in ew._FLOAT64:
+        raise TracingError(f"np.{func.__name__}(..., dtype={dtype!r}) on traced values: tapes compute in float64; "
+                           "cast the result with .astype(...) instead")
+    return bound.args, bound.kwargs
+
+
 def array_function(func, args, kwargs):
     custom = CUSTOM.get(func)
     if custom is not None:
         return custom(*args, **kwargs)
     if func in STRUCTURAL:
-        if kwargs.get("dtype", None) not in ew._FLOAT64:
-            raise TracingError(f"np.{func.__name__}(..., dtype={kwargs['dtype']!r}) on traced values: tapes compute "
-                               "in float64; cast the result with .astype(...) instead")
-        kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
+        args, kwargs = _float64_dtype_dropped(func, args, kwargs)
         if func in _SEQUENCE_FIRST and args and isinstance(args[0], TracedArray):
             args = ([TracedArray(np.asarray(r, dtype=object)) if np.ndim(r) else wrap(r) for r in args[0].cells],
                     ) + tuple(args[1:])

@@ -260,10 +260,15 @@ def _(g, x, out): return (-(g / sqrt(1.0 - x * x)),)
 def _(g, x, out): return (g / (1.0 + x * x),)
 
 
-@op("atan2", 2, np.arctan2, _libm("atan2", 2), libm=("atan2",), note="atan2(y, x); derivative undefined at 0, 0")
+@op("atan2", 2, np.arctan2, _libm("atan2", 2), libm=("atan2",),
+    note="atan2(y, x); derivative (x, -y) / (x*x + y*y), NaN at (0, 0) and at infinite arguments")
 def _(g, y, x, out):
-    r = hypot(x, y)  # x*x + y*y would underflow for tiny arguments
-    return g * (x / r) / r, -(g * (y / r)) / r
+    # computed on (x, y) / s with s a power of two near their size that carries no derivative (floor), so that
+    # higher derivatives do not form 1/r**2 terms that overflow separately before cancelling (inf - inf)
+    s = call("exp2", call("floor", call("log2", hypot(x, y))))
+    xs, ys = x / s, y / s
+    r = hypot(xs, ys)
+    return (g / s) * ((xs / r) / r), -((g / s) * ((ys / r) / r))
 
 
 @op("hypot", 2, np.hypot, _libm("hypot", 2), libm=("hypot",),

@@ -8,6 +8,7 @@ cannot represent raises a TracingError that says what to write instead.
 from __future__ import annotations
 
 import linecache
+import os
 import sys
 
 import numpy as np
@@ -22,7 +23,7 @@ def _where_called() -> str:
     frame = sys._getframe(1)
     here = __file__.rsplit(".", 1)[0]
     while frame is not None and (frame.f_code.co_filename.startswith(here)
-                                 or "numpy" in frame.f_code.co_filename):
+                                 or f"{os.sep}numpy{os.sep}" in frame.f_code.co_filename):
         frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "?"
 
