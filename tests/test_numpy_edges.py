@@ -356,7 +356,7 @@ def test_atan2_hessian_at_tiny_and_huge_arguments(x):
         assert np.isclose(h[0, 1], (1.0 - 4.0) / 25.0 / x / x, rtol=1e-14), h
 
 
-# ---- casts ------------------------------------------------------------------------------------------------------------
+# ---- casts ----------------------------------------------------------------------------------------------------------
 def test_astype_int_truncates_with_zero_derivative():
     t = tapead.record(lambda v: np.sum(v.astype(int)), np.array([1.5, 2.5]))
     x = np.array([[1.5, 2.5], [-1.5, 0.9], [-0.2, 7.0]])
@@ -455,7 +455,7 @@ def test_float_dtype_other_than_float64_is_refused():
         tapead.record(lambda x: np.sin(x, dtype=np.float32), np.ones(2))
 
 
-# ---- round with decimals: numpy's rint(x * 10**d) / 10**d --------------------------------------------------------------
+# ---- round with decimals: numpy's rint(x * 10**d) / 10**d -----------------------------------------------------------
 @pytest.mark.parametrize("d", [0, 1, 2, 3, -1, -2])
 def test_round_decimals_match_numpy(d):
     x = np.array([0.285, 1234.5, -0.125, 2.5, 0.5, -1e-300, 1e300, 15.0, 25.0])
