@@ -53,8 +53,7 @@ def _declarations(tape: Tape) -> list[str]:
     used = _rows(tape)
     lines = []
     for name in sorted({f for row in used for f in row.libm}):
-        n = max(row.arity for row in used if name in row.libm and not row.definition) if any(
-            name in row.libm and not row.definition for row in used) else (2 if name in _BINARY_LIBM else 1)
+        n = 2 if name in _BINARY_LIBM else 1  # a row's arity says nothing of the libm calls its lowering makes
         args = ", ".join(["double"] * n)
         lines.append(f"declare double @{name}({args}) nounwind willreturn memory(none)")
     for name in sorted({m for row in used for m in re.findall(r"@(llvm\.[\w.]+)", row.llvm + row.definition)}):

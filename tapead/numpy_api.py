@@ -6,8 +6,11 @@ Anything not listed raises a TracingError that names the function.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
+from . import elementwise as ew
 from . import ops
 from .errors import TracingError
 from .tracer import Scalar, TracedArray, _reduce, elementwise, power, to_cells, wrap
@@ -29,29 +32,38 @@ UFUNCS = {
     "greater": ops.gt, "greater_equal": ops.ge, "equal": ops.eq, "not_equal": ops.ne,
     "logical_and": _logical_and, "logical_or": _logical_or, "logical_not": _logical_not,
     "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, "conjugate": lambda x: x,
+    **ew.UFUNCS,
 }
+_REDUCIBLE = {"add", "multiply", "maximum", "minimum", "fmax", "fmin", "logaddexp", "logaddexp2"}
+_UFUNC_KEYWORDS = {"__call__": {"out", "dtype", "casting"}, "reduce": {"out", "dtype", "axis", "keepdims"},
+                   "accumulate": {"out", "dtype", "axis"}, "outer": {"out", "dtype", "casting"}}
 
 
 def array_ufunc(ufunc, method, inputs, kwargs):
+    """numpy (and scipy.special) ufuncs on traced values, found by the ufunc's name."""
     name = ufunc.__name__
     if kwargs.get("out") is not None:
         raise TracingError(f"np.{name}(..., out=...) on traced values: assign the result instead "
-                           "(y[...] = np.{name}(...))")
-    extra = {k: v for k, v in kwargs.items() if k not in ("out", "dtype", "casting") or
-             (k == "dtype" and v not in (None, float, np.float64))}
+                           f"(y[...] = np.{name}(...))")
+    if kwargs.get("dtype") not in ew._FLOAT64:
+        raise TracingError(f"np.{name}(..., dtype={kwargs['dtype']!r}) on traced values: tapes compute in float64; "
+                           "cast the result with .astype(...) instead")
+    extra = set(kwargs) - _UFUNC_KEYWORDS.get(method, set())
     if extra:
-        raise TracingError(f"np.{name}: keyword arguments {sorted(extra)} are not supported on traced values")
+        raise TracingError(f"np.{name}.{method}: keyword arguments {sorted(extra)} are not supported on traced "
+                           "values")
     if name == "matmul" and method == "__call__":
         return wrap(np.matmul(*(to_cells(a) for a in inputs)))
+    if name == "divmod" and method == "__call__":
+        return ew.divmod_(*inputs)
     fn = UFUNCS.get(name)
     if fn is None:
         raise TracingError(f"np.{name} is not supported on traced values. Supported ufuncs: "
                            + ", ".join(sorted(UFUNCS)))
     if method == "__call__":
         return elementwise(fn, *inputs)
-    if method == "reduce" and name in ("add", "multiply", "maximum", "minimum"):
-        axis = kwargs.get("axis", 0)
-        return _reduce(fn, inputs[0], axis)
+    if method == "reduce" and name in _REDUCIBLE:
+        return _reduce(fn, inputs[0], kwargs.get("axis", 0), kwargs.get("keepdims", False))
     if method == "accumulate" and name in ("add", "multiply"):
         return wrap(getattr(np, name).accumulate(np.asarray(to_cells(inputs[0]), dtype=object),
                                                  axis=kwargs.get("axis", 0)))
@@ -114,27 +126,34 @@ def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
 
 
 def _extreme(fn, name):
-    """np.max/np.min (NaN propagates; ties send the derivative to the first element); keepdims supported."""
+    """np.max/np.min (NaN propagates; ties send the derivative to the first element); axis may be a tuple."""
     def extreme(a, axis=None, out=None, keepdims=False, **kwargs):
         if out is not None or kwargs:
             raise TracingError(f"np.{name} on traced values supports axis= and keepdims= only, got "
                                f"{sorted(kwargs) + (['out'] if out is not None else [])}")
-        r = _reduce(fn, a, axis)
-        if keepdims:
-            shape = np.shape(to_cells(a))
-            axes = range(len(shape)) if axis is None else np.atleast_1d(axis)
-            cells = np.asarray(to_cells(r), dtype=object)
-            for ax in sorted(int(x) % len(shape) for x in axes):
-                cells = np.expand_dims(cells, ax)
-            r = wrap(cells)
-        return r
+        return _reduce(fn, a, axis, keepdims)
     return extreme
 
 
-def _refuse(reason):
-    def refuse(*args, **kwargs):
-        raise TracingError(reason)
-    return refuse
+def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+    """np.mean: the sum over ``axis`` divided by the number of elements summed (numpy's own mean would turn a
+    traced scalar result into a float)."""
+    if out is not None or kwargs or dtype not in ew._FLOAT64:
+        raise TracingError("np.mean on traced values supports axis=, keepdims= and a float64 dtype only")
+    cells = np.asarray(to_cells(a), dtype=object)
+    counts = np.sum(np.ones(cells.shape), axis=axis, keepdims=keepdims)
+    return wrap(np.sum(cells, axis=axis, keepdims=keepdims) / counts)
+
+
+def _truth_reduce(nonzero: bool):
+    def reduce(a, axis=None, out=None, keepdims=False, **kwargs):
+        """np.any / np.all as 1.0 / 0.0 traced values (for np.where masks or guarded `if`)."""
+        if out is not None or kwargs:
+            raise TracingError("np.any / np.all on traced values support axis= and keepdims= only")
+        test = ops.ne if nonzero else ops.eq
+        hits = wrap(np.sum(to_cells(elementwise(lambda v: test(v, 0.0), a)), axis=axis, keepdims=keepdims))
+        return elementwise(lambda h: (ops.ne if nonzero else ops.eq)(h, 0.0), hits)
+    return reduce
 
 
 CUSTOM = {
@@ -142,13 +161,20 @@ CUSTOM = {
     np.full_like: _full_like,
     np.max: _extreme(ops.maximum, "max"), np.min: _extreme(ops.minimum, "min"),
     np.amax: _extreme(ops.maximum, "amax"), np.amin: _extreme(ops.minimum, "amin"),
+    np.mean: mean, np.round: ew.around, np.around: ew.around, np.fix: ew.fix, np.sinc: ew.sinc,
+    np.any: _truth_reduce(True), np.all: _truth_reduce(False),
 }
+# numpy reads a bare array argument of these as a sequence of its rows; each row is passed as its own array so
+# that numpy does not meet the traced scalars inside and dispatch back here forever
+_SEQUENCE_FIRST = {getattr(np, n) for n in "stack hstack vstack column_stack dstack concatenate".split()
+                   if hasattr(np, n)}
 
 STRUCTURAL = {getattr(np, n) for n in (
     "reshape ravel transpose swapaxes moveaxis squeeze expand_dims stack hstack vstack column_stack "
     "concatenate atleast_1d atleast_2d atleast_3d take diag diagonal flip fliplr flipud roll repeat tile "
-    "broadcast_to copy append split array_split triu tril shape ndim size sum prod cumsum cumprod dot vdot "
-    "inner outer matmul trace einsum tensordot kron cross mean diff rot90 rollaxis vsplit hsplit dsplit polyval take_along_axis").split()}
+    "dstack broadcast_to copy append split array_split triu tril shape ndim size sum prod cumsum cumprod dot vdot "
+    "inner outer matmul trace einsum tensordot kron cross diff rot90 rollaxis vsplit hsplit dsplit polyval "
+    "take_along_axis").split()}
 
 
 def _unwrap(a, depth: int = 0):
@@ -164,6 +190,20 @@ def _unwrap(a, depth: int = 0):
     return a
 
 
+def _float64_dtype_dropped(func, args, kwargs):
+    """The call without its ``dtype`` argument (positional or keyword) when that is float64; numpy would cast the
+    traced cells with float(). Other dtypes are refused."""
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return args, kwargs
+    dtype = bound.arguments.pop("dtype", None)
+    if dtype not in ew._FLOAT64:
+        raise TracingError(f"np.{func.__name__}(..., dtype={dtype!r}) on traced values: tapes compute in float64; "
+                           "cast the result with .astype(...) instead")
+    return bound.args, bound.kwargs
+
+
 from . import linalg as _linalg, linalg_jacobi as _jacobi, numpy_more as _more  # noqa: E402  (they use this module)
 
 CUSTOM.update(_linalg.CUSTOM)
@@ -176,6 +216,10 @@ def array_function(func, args, kwargs):
     if custom is not None:
         return custom(*args, **kwargs)
     if func in STRUCTURAL:
+        args, kwargs = _float64_dtype_dropped(func, args, kwargs)
+        if func in _SEQUENCE_FIRST and args and isinstance(args[0], TracedArray):
+            args = ([TracedArray(np.asarray(r, dtype=object)) if np.ndim(r) else wrap(r) for r in args[0].cells],
+                    ) + tuple(args[1:])
         return wrap(func(*_unwrap(args), **{k: _unwrap(v, 1) for k, v in kwargs.items()}))
     name = getattr(func, "__module__", "numpy").replace("numpy.", "np.").replace("np._core.", "np.") + "." + \
         func.__name__

@@ -164,10 +164,12 @@ def _(g, x, out): return (g / (2.0 * out),)
 def _(g, x, out): return (g * (1.0 - out * out),)
 
 
-@op("pow", 2, np.power, _libm("pow", 2), domain=(0.0, INF), libm=("pow",))
+@op("pow", 2, np.power, _libm("pow", 2), domain=(0.0, INF), libm=("pow",),
+    note="d/dx = y * x**(y-1) (no log, so finite at x = 0 for y >= 1); d/dy = 0 where x == 0 (0**y is "
+         "constant in y on each side of y = 0)")
 def _(g, x, y, out):
-    # d/dx is written without log so it stays finite at x = 0; d/dy needs x > 0 (dead code when y is constant)
-    return g * (y * power(x, y - 1.0)), g * (out * log(x))
+    # d/dy: x**y * log(x) is 0 * -inf at x = 0; the select masks that branch (also in higher derivatives)
+    return g * (y * power(x, y - 1.0)), select(eq(x, 0.0), 0.0, g * (out * log(x)))
 
 
 @op("abs", 1, np.abs, "{out} = call double @llvm.fabs.f64(double {0})", smooth=False,
@@ -177,9 +179,9 @@ def _(g, x, out): return (g * sign(x),)
 
 @op("sign", 1, np.sign,
     "{out}.p = fcmp ogt double {0}, 0.0\n{out}.n = fcmp olt double {0}, 0.0\n"
-    "{out}.m = select i1 {out}.n, double -1.0, double {0}\n"
+    "{out}.z = fadd double {0}, 0.0\n{out}.m = select i1 {out}.n, double -1.0, double {out}.z\n"
     "{out} = select i1 {out}.p, double 1.0, double {out}.m", smooth=False,
-    note="sign(0) = 0; derivative 0 everywhere (also at the jump)")
+    note="sign(+-0) = +0 (as numpy), sign(NaN) = NaN; derivative 0 everywhere (also at the jump)")
 def _(g, x, out): return (None,)
 
 
@@ -200,21 +202,29 @@ for _name, _fn, _pred in [("lt", np.less, "olt"), ("le", np.less_equal, "ole"), 
 def _(g, c, a, b, out): return None, select(c, g, 0.0), select(c, 0.0, g)
 
 
+def _first_wins(pick, x, y):
+    """Whether the derivative of max/min goes to ``x``: where ``x`` is picked (``pick``: x >= y resp. x <= y, so
+    ties go to x) or where ``x`` is NaN (the NaN is what propagates); a NaN ``y`` takes it."""
+    return pick(x, y) + ne(x, x)
+
+
 @op("max", 2, np.maximum,
-    "{out}.g = fcmp oge double {0}, {1}\n{out}.m = select i1 {out}.g, double {0}, double {1}\n"
-    "{out}.u = fcmp uno double {0}, {0}\n{out} = select i1 {out}.u, double {0}, double {out}.m",
-    smooth=False, note="NaN propagates; on a tie a == b the derivative goes to the first argument")
+    "{out}.g = fcmp ogt double {0}, {1}\n{out}.u = fcmp uno double {0}, {0}\n"
+    "{out}.k = or i1 {out}.g, {out}.u\n{out} = select i1 {out}.k, double {0}, double {1}",
+    smooth=False, note="value as numpy: x if x > y or x is NaN, else y (so a NaN propagates and "
+    "max(0.0, -0.0) = -0.0); the derivative goes to the argument whose NaN propagates, and on a tie x == y to x")
 def _(g, x, y, out):
-    c = ge(x, y)
+    c = _first_wins(ge, x, y)
     return select(c, g, 0.0), select(c, 0.0, g)
 
 
 @op("min", 2, np.minimum,
-    "{out}.g = fcmp ole double {0}, {1}\n{out}.m = select i1 {out}.g, double {0}, double {1}\n"
-    "{out}.u = fcmp uno double {0}, {0}\n{out} = select i1 {out}.u, double {0}, double {out}.m",
-    smooth=False, note="NaN propagates; on a tie a == b the derivative goes to the first argument")
+    "{out}.g = fcmp olt double {0}, {1}\n{out}.u = fcmp uno double {0}, {0}\n"
+    "{out}.k = or i1 {out}.g, {out}.u\n{out} = select i1 {out}.k, double {0}, double {1}",
+    smooth=False, note="value as numpy: x if x < y or x is NaN, else y (min(0.0, -0.0) = -0.0); the "
+    "derivative goes to the argument whose NaN propagates, and on a tie x == y to x")
 def _(g, x, y, out):
-    c = le(x, y)
+    c = _first_wins(le, x, y)
     return select(c, g, 0.0), select(c, 0.0, g)
 
 
@@ -250,15 +260,27 @@ def _(g, x, out): return (-(g / sqrt(1.0 - x * x)),)
 def _(g, x, out): return (g / (1.0 + x * x),)
 
 
-@op("atan2", 2, np.arctan2, _libm("atan2", 2), libm=("atan2",), note="atan2(y, x); derivative undefined at 0, 0")
+@op("atan2", 2, np.arctan2, _libm("atan2", 2), libm=("atan2",),
+    note="atan2(y, x); derivative (x, -y) / (x*x + y*y), NaN at (0, 0) and at infinite arguments")
 def _(g, y, x, out):
-    r = hypot(x, y)  # x*x + y*y would underflow for tiny arguments
-    return g * (x / r) / r, -(g * (y / r)) / r
+    # computed on (x, y) / s with s a power of two near their size that carries no derivative (floor), so that
+    # higher derivatives do not form 1/r**2 terms that overflow separately before cancelling (inf - inf)
+    s = call("exp2", call("floor", call("log2", hypot(x, y))))
+    xs, ys = x / s, y / s
+    r = hypot(xs, ys)
+    return (g / s) * ((xs / r) / r), -((g / s) * ((ys / r) / r))
 
 
-@op("hypot", 2, np.hypot, _libm("hypot", 2), libm=("hypot",), note="derivative undefined at 0, 0")
-def _(g, x, y, out): return g * x / out, g * y / out
+@op("hypot", 2, np.hypot, _libm("hypot", 2), libm=("hypot",),
+    note="derivative (x, y) / hypot; at (+-0, +-0) it is (0, 0), the minimum-norm subgradient (as d|x|/dx "
+         "at 0); NaN where an argument is infinite")
+def _(g, x, y, out):
+    z = eq(out, 0.0)  # both arguments zero: the masked branch would be 0/0
+    return select(z, 0.0, g * x / out), select(z, 0.0, g * y / out)
 
 
 COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
-NO_DERIVATIVE = COMPARISONS | {"sign"}  # their outputs carry no derivative at all
+
+from .ops_extra import PIECEWISE_CONSTANT, floor_divide, remainder  # noqa: E402,F401  (registers more rows)
+
+NO_DERIVATIVE = COMPARISONS | {"sign"} | PIECEWISE_CONSTANT  # their outputs carry no derivative at all

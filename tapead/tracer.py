@@ -7,6 +7,8 @@ cannot represent raises a TracingError that says what to write instead.
 """
 from __future__ import annotations
 
+import linecache
+import os
 import sys
 
 import numpy as np
@@ -21,9 +23,17 @@ def _where_called() -> str:
     frame = sys._getframe(1)
     here = __file__.rsplit(".", 1)[0]
     while frame is not None and (frame.f_code.co_filename.startswith(here)
-                                 or "numpy" in frame.f_code.co_filename):
+                                 or f"{os.sep}numpy{os.sep}" in frame.f_code.co_filename):
         frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "?"
+
+
+def _where_called_with_source() -> str:
+    """file:line of the user's code, with that line's text."""
+    where = _where_called()
+    path, _, line = where.rpartition(":")
+    text = linecache.getline(path, int(line)).strip() if line.isdigit() else ""
+    return f"{where} (`{text}`)" if text else where
 
 
 def as_float(a) -> float:
@@ -77,11 +87,12 @@ class Scalar:
         return self.rec.guard(self.id, _where_called())
 
     def __float__(self):
-        raise TracingError("float() or a math-module function (math.sin, math.exp, ...) was applied to a traced "
-                           "value, which would bake one number into the tape. Use numpy functions (np.sin, "
-                           "np.exp, ...) and keep the value traced. Storing it into a float numpy array does the "
-                           "same: build arrays with np.zeros_like(x), np.stack([...]) or np.array(..., "
-                           "dtype=object).")
+        raise TracingError(f"a traced value was turned into a float at {_where_called_with_source()}: either float() "
+                           "or a math-module function (math.sin, ...) was applied to it (use np.sin, ... and keep it "
+                           "traced), or it was stored into a float numpy array (np.zeros(n), np.empty(n), "
+                           "np.array([...]) of floats), which cannot hold traced values. Build that array from the "
+                           "traced input instead: np.zeros_like(x) or np.zeros_like(x, shape=(n,)), or collect the "
+                           "values in a list and np.stack(...) them.")
 
     def __int__(self):
         raise TracingError("int() of a traced value: a tape cannot turn a traced float into a Python integer. "
@@ -126,10 +137,13 @@ class Scalar:
     def __ror__(self, o): return _binary(logical_or, o, self)
     def __invert__(self): return logical_not(self)
 
-    def __floordiv__(self, o):
-        raise TracingError("floor division (//) and % are not differentiable ops; restructure the expression")
-
-    __rfloordiv__ = __mod__ = __rmod__ = __floordiv__
+    def __floordiv__(self, o): return _binary(ops.floor_divide, self, o)
+    def __rfloordiv__(self, o): return _binary(ops.floor_divide, o, self)
+    def __mod__(self, o): return _binary(ops.remainder, self, o)
+    def __rmod__(self, o): return _binary(ops.remainder, o, self)
+    def __divmod__(self, o): return self // o, self % o
+    def __rdivmod__(self, o): return o // self, o % self
+    def astype(self, dtype, *args, **kwargs): return _astype(self, dtype)
 
     # numpy applies these by name when a ufunc runs over an object array holding Scalars
     def sin(self): return ops.sin(self)
@@ -163,22 +177,23 @@ def _binary(fn, a, b):
 
 
 def power(x, y):
-    """x ** y: integer constant exponents become multiplications (exact, and differentiable at x = 0)."""
+    """x ** y. Constant exponents 2..64 become multiplications (exact to an ulp, differentiable at 0 and inf),
+    x ** -1 is 1 / x; other constant exponents, negative integers among them, stay ``pow``: 1 / (x * x) would
+    give NaN derivatives at 0 and inf where y * x ** (y - 1) gives the right infinities and zeros, and
+    sqrt(x) would differ from pow(x, 0.5) at -0 and -inf."""
     if not isinstance(y, Scalar):
         y = as_float(y)
-        if y.is_integer() and abs(y) <= 64:
-            n, result, base = int(abs(y)), None, x
+        if y.is_integer() and 0 <= y <= 64:
+            n, result, base = int(y), None, x
             while n:
                 if n & 1:
                     result = base if result is None else result * base
                 n >>= 1
                 if n:
                     base = base * base
-            if result is None:
-                return 1.0
-            return 1.0 / result if y < 0 else result
-        if y == 0.5:
-            return ops.sqrt(x)
+            return 1.0 if result is None else result
+        if y == -1.0:
+            return 1.0 / x
     return ops.power(x, y)
 
 
@@ -293,7 +308,12 @@ class TracedArray:
     def __invert__(self): return elementwise(logical_not, self)
     def __matmul__(self, o): return wrap(np.matmul(self.cells, to_cells(o)))
     def __rmatmul__(self, o): return wrap(np.matmul(to_cells(o), self.cells))
-    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = Scalar.__floordiv__
+    def __floordiv__(self, o): return elementwise(ops.floor_divide, self, o)
+    def __rfloordiv__(self, o): return elementwise(ops.floor_divide, o, self)
+    def __mod__(self, o): return elementwise(ops.remainder, self, o)
+    def __rmod__(self, o): return elementwise(ops.remainder, o, self)
+    def __divmod__(self, o): return self // o, self % o
+    def __rdivmod__(self, o): return o // self, o % self
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return array_ufunc(ufunc, method, inputs, kwargs)
@@ -301,24 +321,36 @@ class TracedArray:
     def __array_function__(self, func, types, args, kwargs):
         return array_function(func, args, kwargs)
 
-    # ---- the ndarray methods people call --------------------------------------------------------------
+    # ---- the ndarray methods people call, with numpy's signatures (they run the numpy function) ---------
     def reshape(self, *shape, order="C"):
         return TracedArray(self.cells.reshape(*shape, order=order))
 
-    def ravel(self): return TracedArray(self.cells.ravel())
-    def flatten(self): return TracedArray(self.cells.flatten())
+    def ravel(self, order="C"): return TracedArray(self.cells.ravel(order))
+    def flatten(self, order="C"): return TracedArray(self.cells.flatten(order))
     def transpose(self, *axes): return TracedArray(self.cells.transpose(*axes))
-    def copy(self): return TracedArray(self.cells.copy())
+    def swapaxes(self, a, b): return TracedArray(self.cells.swapaxes(a, b))
+    def copy(self, order="C"): return TracedArray(self.cells.copy(order))
     def squeeze(self, axis=None): return TracedArray(self.cells.squeeze(axis))
-    def astype(self, dtype, copy=True): return self.copy() if copy else self
-    def sum(self, axis=None): return wrap(np.sum(self.cells, axis=axis))
-    def prod(self, axis=None): return wrap(np.prod(self.cells, axis=axis))
-    def mean(self, axis=None): return wrap(np.mean(self.cells, axis=axis))
-    def dot(self, o): return wrap(np.dot(self.cells, to_cells(o)))
-    def cumsum(self, axis=None): return wrap(np.cumsum(self.cells, axis=axis))
-    def cumprod(self, axis=None): return wrap(np.cumprod(self.cells, axis=axis))
-    def max(self, axis=None): return _reduce(ops.maximum, self, axis)
-    def min(self, axis=None): return _reduce(ops.minimum, self, axis)
+    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True): return _astype(self, dtype)
+    def sum(self, *args, **kwargs): return np.sum(self, *args, **kwargs)
+    def prod(self, *args, **kwargs): return np.prod(self, *args, **kwargs)
+    def mean(self, *args, **kwargs): return np.mean(self, *args, **kwargs)
+    def var(self, *args, **kwargs): return np.var(self, *args, **kwargs)
+    def std(self, *args, **kwargs): return np.std(self, *args, **kwargs)
+    def cumsum(self, *args, **kwargs): return np.cumsum(self, *args, **kwargs)
+    def cumprod(self, *args, **kwargs): return np.cumprod(self, *args, **kwargs)
+    def max(self, *args, **kwargs): return np.max(self, *args, **kwargs)
+    def min(self, *args, **kwargs): return np.min(self, *args, **kwargs)
+    def any(self, *args, **kwargs): return np.any(self, *args, **kwargs)
+    def all(self, *args, **kwargs): return np.all(self, *args, **kwargs)
+    def clip(self, *args, **kwargs): return np.clip(self, *args, **kwargs)
+    def round(self, *args, **kwargs): return np.round(self, *args, **kwargs)
+    def trace(self, *args, **kwargs): return np.trace(self, *args, **kwargs)
+    def diagonal(self, *args, **kwargs): return np.diagonal(self, *args, **kwargs)
+    def dot(self, o, out=None):
+        if out is not None:
+            raise TracingError("x.dot(y, out=...) on traced values: assign the result instead")
+        return wrap(np.dot(self.cells, to_cells(o)))
     def tolist(self): return [wrap(c) for c in self.cells.tolist()]
 
 
@@ -335,15 +367,21 @@ def _index(idx):
     return idx
 
 
-def _reduce(fn, a, axis=None):
-    cells = to_cells(a)
-    if isinstance(cells, np.ndarray) and cells.size == 0:
+def _reduce(fn, a, axis=None, keepdims=False):
+    """Reduce with a binary op over ``axis`` (None, an int or a tuple of ints), as numpy's reductions do."""
+    cells = np.asarray(to_cells(a), dtype=object)
+    if cells.size == 0:
         raise TracingError("max/min of an empty traced array")
-    cells = np.asarray(cells, dtype=object)
-    if axis is None:
-        cells, axis = cells.ravel(), 0
-    return wrap(np.frompyfunc(fn, 2, 1).reduce(cells, axis=axis))
+    axes = tuple(range(cells.ndim)) if axis is None else tuple(int(x) % max(cells.ndim, 1)
+                                                              for x in np.atleast_1d(axis))
+    keep = [n for i, n in enumerate(cells.shape) if i not in axes]
+    flat = np.moveaxis(cells, axes, tuple(range(cells.ndim - len(axes), cells.ndim))).reshape(keep + [-1])
+    r = np.frompyfunc(fn, 2, 1).reduce(flat, axis=-1)
+    if keepdims:
+        r = np.reshape(r, [1 if i in axes else n for i, n in enumerate(cells.shape)])
+    return wrap(r)
 
 
 # imported late: the numpy dispatch tables refer to the classes above
 from .numpy_api import array_function, array_ufunc  # noqa: E402
+from .elementwise import astype as _astype  # noqa: E402

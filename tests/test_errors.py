@@ -316,8 +316,8 @@ def test_indexing_with_traced_value(fn):
         tapead.record(fn, np.ones(3))
 
 
-@pytest.mark.parametrize("fn, name", [(np.fft.fft, "np.fft.fft"), (np.arcsinh, "np.arcsinh"),
-                                      (np.median, "np.median"), (np.floor, "np.floor")])
+@pytest.mark.parametrize("fn, name", [(np.fft.fft, "np.fft.fft"), (np.spacing, "np.spacing"),
+                                      (np.median, "np.median"), (np.signbit, "np.signbit")])
 def test_unsupported_numpy_function_is_named(fn, name):
     with pytest.raises(TracingError, match=name.replace(".", r"\.")):
         tapead.record(fn, np.ones(3))
@@ -337,11 +337,6 @@ def test_returning_a_tuple():
 def test_record_needs_a_callable():
     with pytest.raises(TracingError, match="callable"):
         tapead.record(None, np.ones(3))
-
-
-def test_floor_division():
-    with pytest.raises(TracingError):
-        tapead.record(lambda x: x[0] // 2.0, np.ones(3))
 
 
 # ---- malformed tapes ----------------------------------------------------------------------------------------

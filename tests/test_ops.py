@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tapead
+from tapead import ops_extra as ox
 from tapead.ops import OPS
 
 # How each op is written in user code (x is the vector of the op's arguments, traced).
@@ -19,7 +20,11 @@ NUMPY_FORM = {
     "eq": lambda x, y: x == y, "ne": lambda x, y: x != y, "select": tapead.where,
     "max": np.maximum, "min": np.minimum, "tan": np.tan, "log1p": np.log1p, "expm1": np.expm1,
     "sinh": np.sinh, "cosh": np.cosh, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
-    "atan2": np.arctan2, "hypot": np.hypot,
+    "atan2": np.arctan2, "hypot": np.hypot, "erf": ox.erf, "erfc": ox.erfc, "cbrt": np.cbrt, "exp2": np.exp2,
+    "log2": np.log2, "log10": np.log10, "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh,
+    "floor": np.floor, "ceil": np.ceil, "trunc": np.trunc, "rint": np.rint, "f32": lambda x: x.astype(np.float32),
+    "fmod": np.fmod, "mod": lambda x, y: x % y, "floordiv": lambda x, y: x // y, "logaddexp": np.logaddexp,
+    "logaddexp2": np.logaddexp2, "fmax": np.fmax, "fmin": np.fmin, "copysign": np.copysign,
 }
 NAMES = [n for n in OPS if not n.startswith("custom.")]  # the built-in table (user-defined ops live elsewhere)
 _TAPES: dict = {}
@@ -48,14 +53,14 @@ def sample_points(name: str, n: int, seed: int) -> np.ndarray:
     x = rng.uniform(lo + margin, hi - margin, (n, OPS[name].arity))
     if name in ("pow",):
         x[:, 1] = rng.uniform(-3, 3, n)
-    if name in ("div", "atan2", "hypot"):
+    if name in ("div", "atan2", "hypot", "fmod", "mod", "floordiv"):
         x[:, 1] = rng.choice([-1.0, 1.0], n) * rng.uniform(0.3, 3, n)
     if name == "select":
         x[:, 0] = rng.choice([-1.0, 0.0, 2.0], n)
     # keep non-smooth points at least 1e-2 from their kink so finite differences do not straddle it
     if name in ("abs", "sign"):
         x[:, 0] = np.where(np.abs(x[:, 0]) < 1e-2, 0.5, x[:, 0])
-    if name in ("lt", "le", "gt", "ge", "eq", "ne", "max", "min"):
+    if name in ("lt", "le", "gt", "ge", "eq", "ne", "max", "min", "fmax", "fmin"):
         x[:, 1] = np.where(np.abs(x[:, 0] - x[:, 1]) < 1e-2, x[:, 0] + 0.5, x[:, 1])
     return x
 
@@ -96,6 +101,8 @@ def test_gradient_vs_finite_differences(name):
     fd = fd_partials(lambda p: numpy_value(name, p), x)
     if name == "select":  # the condition at exactly 0 sits on the jump
         fd[x[:, 0] == 0.0, 0] = 0.0
+    if name == "f32":  # float32 rounding is a staircase at the scale of h; its convention is derivative 1
+        fd[:] = 1.0
     assert_close(t.gradient(x), fd, 1e-6)
     assert_close(tapead.grad(t).evaluate(x), fd, 1e-6)
     assert_close(tapead.grad(t).value(x), fd, 1e-6)
@@ -271,8 +278,11 @@ def test_comparisons_on_ties_and_nan(name):
 def test_integer_powers_become_multiplications(k):
     t = tapead.record(lambda x: x[0] ** k, np.array([1.3]))
     counts = t.op_counts()
-    assert "pow" not in counts, str(t)
-    assert set(counts) <= {"mul", "div"}
+    if k < -1:  # 1 / (x * x) has NaN derivatives at 0 and inf; pow's rule does not
+        assert counts == {"pow": 1}, str(t)
+    else:
+        assert "pow" not in counts, str(t)
+        assert set(counts) <= {"mul", "div"}
     x = np.array([[0.7], [-1.9], [0.0], [2.5]])
     with np.errstate(divide="ignore"):
         expected = np.float64(x[:, 0]) ** float(k)
