@@ -7,21 +7,11 @@ import pytest
 
 import tapead
 from functions import cumprod, rosenbrock, rosenbrock_chained, seed_bar
+from functions import lj as lj_small
 from tapead import higher, sparsity
 from tapead.errors import InputError
 
 RNG = np.random.default_rng(7)
-
-
-def lj_small(x):
-    """Lennard-Jones energy of len(x) // 3 atoms over all pairs i < j."""
-    n = x.shape[0] // 3
-    p = x.reshape(n, 3)
-    i, j = np.triu_indices(n, 1)
-    d = p[i] - p[j]
-    r2 = np.sum(d * d, axis=1)
-    r6inv = 1.0 / r2 ** 3
-    return np.sum(4.0 * (r6inv ** 2 - r6inv))
 
 
 def lj_start(atoms=8):
