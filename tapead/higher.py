@@ -101,13 +101,18 @@ def _jacobian_blocks_tape(tape: Tape, mode: str) -> Tape:
     return _finish(rec, tape, flat, (len(flat),))
 
 
-def _gradient_program(tape: Tape, weights: bool) -> Tape:
-    if weights:
-        return ad.vjp(tape)
+def _scalar(tape: Tape) -> None:
     if tape.n_outputs != 1:
         raise InputError(f"the Hessian needs a scalar-valued tape; this one has output shape "
                          f"{tape.output_shape}: use weights=True (hessian_tape) or weights=w (hessian) for the "
                          "Hessian of w . f")
+
+
+def _gradient_program(tape: Tape, weights: bool) -> Tape:
+    """The tape a Hessian sweeps forward: ``w^T J`` with weights, else the gradient of a scalar tape."""
+    if weights:
+        return ad.vjp(tape)
+    _scalar(tape)
     return ad.grad(tape)
 
 
@@ -117,16 +122,36 @@ def _symmetric(T: list, n: int, row0: int = 0) -> list:
     return [T[max(i, j)][row0 + min(i, j)] for i in range(n) for j in range(n)]
 
 
+def _hessian_sweeps(tape: Tape, weights: bool) -> tuple:
+    """The one Hessian algorithm: ``(recorder, g, first, H)`` with ``H`` the n x n entries (row-major) of the forward
+    sweeps along each unit vector of the gradient program ``g``, upper triangle read and mirrored (so exactly
+    symmetric), and ``first`` the outputs of ``g`` (``[value, gradient]`` for a scalar tape).
+
+    ``hessian_tape`` and ``value_gradient_hessian_tape`` finish the same recording with different outputs, so
+    every entry is the same sequence of operations in both: the Hessian of ``tape.hessian``,
+    ``value_gradient_hessian``, ``assemble_hessian`` and the exported C function agree bit for bit."""
+    if not weights:
+        _scalar(tape)
+    g, row0 = (ad.vjp(tape), 0) if weights else (ad.value_and_grad(tape), 1)
+    n = tape.n_inputs
+    rec, vals, T = tangent_sweeps(g, [(j,) for j in range(n)])
+    return rec, g, [vals[s] for s in g.outputs.tolist()], _symmetric(T, n, row0)
+
+
 def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
     """The dense, symmetric Hessian tape ``(n_inputs, n_inputs)`` of a scalar tape, by forward-over-reverse.
 
     With ``weights=True`` (for vector-valued tapes) the tape takes an extra last input ``w`` shaped like the
     output and returns the Hessian of ``w . f`` (the Lagrangian Hessian).
     """
-    g = _gradient_program(tape, weights)
-    n = tape.n_inputs
-    rec, _, T = tangent_sweeps(g, [(j,) for j in range(n)])
-    return _finish(rec, g, _symmetric(T, n), (n, n))
+    rec, g, _, H = _hessian_sweeps(tape, weights)
+    return _finish(rec, g, H, (tape.n_inputs, tape.n_inputs))
+
+
+def dense_hessian(tape: Tape, weights: bool = False) -> Tape:
+    """``hessian_tape(tape, weights)`` built once per tape (cached): the tape that ``tape.hessian``, assembly and
+    ``export(hessian=True)`` all evaluate."""
+    return derived(tape, ("hessian_tape", weights), lambda: hessian_tape(tape, weights))
 
 
 def hvp_tape(tape: Tape) -> Tape:
@@ -137,13 +162,9 @@ def hvp_tape(tape: Tape) -> Tape:
 
 def value_gradient_hessian_tape(tape: Tape) -> Tape:
     """One tape with outputs ``[value, gradient (n), Hessian (n * n, row-major)]`` of a scalar tape."""
-    if tape.n_outputs != 1:
-        _gradient_program(tape, False)  # raises the explanation
-    vg = ad.value_and_grad(tape)
+    rec, g, first, H = _hessian_sweeps(tape, False)
     n = tape.n_inputs
-    rec, vals, T = tangent_sweeps(vg, [(j,) for j in range(n)])
-    first = [vals[s] for s in vg.outputs.tolist()]
-    return _finish(rec, vg, first + _symmetric(T, n, 1), (1 + n + n * n,))
+    return _finish(rec, g, first + H, (1 + n + n * n,))
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------
@@ -273,8 +294,7 @@ def hessian(tape: Tape, *args, params=None, out=None, weights=None):
     s = tape.input_shapes[0] if len(tape.input_shapes) == 1 else None
     H = (np.empty(lead + (n, n)) if out is None else
          check_out(out, lead + s + s, "out").reshape(lead + (n, n)))
-    d = derived(tape, ("hessian_tape", weights is not None), lambda: hessian_tape(tape, weights is not None))
-    d.value(*xs, params=b.p, out=H)
+    dense_hessian(tape, weights is not None).value(*xs, params=b.p, out=H)
     return _blocks(tape, H, lead)
 
 
@@ -346,5 +366,5 @@ def value_gradient_hessian(tape: Tape, *args, params=None):
     return value, grads, _blocks(tape, flat[..., 1 + n:].reshape(lead + (n, n)), lead)
 
 
-__all__ = ["jacobian_tape", "hessian_tape", "hvp_tape", "value_gradient_hessian_tape", "jacobian", "hessian",
-           "hvp", "jvp", "vjp", "value_gradient_hessian", "tangent_sweeps", "seed", "derived"]
+__all__ = ["jacobian_tape", "hessian_tape", "hvp_tape", "value_gradient_hessian_tape", "dense_hessian", "jacobian",
+           "hessian", "hvp", "jvp", "vjp", "value_gradient_hessian", "tangent_sweeps", "seed", "derived"]

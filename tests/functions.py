@@ -109,9 +109,10 @@ LJ_ATOMS = 30
 
 
 def lj(x):
-    """Lennard-Jones energy of 30 atoms (atom i at x[3i:3i+3]) summed over the pairs i < j."""
-    p = x.reshape(LJ_ATOMS, 3)
-    i, j = np.triu_indices(LJ_ATOMS, 1)
+    """Lennard-Jones energy of len(x) // 3 atoms (atom i at x[3i:3i+3]; 30 in the corpus) over the pairs i < j."""
+    n = x.shape[0] // 3
+    p = x.reshape(n, 3)
+    i, j = np.triu_indices(n, 1)
     d = p[i] - p[j]
     r2 = np.sum(d * d, axis=1)
     r6inv = 1.0 / r2 ** 3
@@ -120,8 +121,9 @@ def lj(x):
 
 def lj_grad(x):
     """Closed-form gradient of lj."""
-    p = x.reshape(LJ_ATOMS, 3)
-    i, j = np.triu_indices(LJ_ATOMS, 1)
+    n = x.shape[0] // 3
+    p = x.reshape(n, 3)
+    i, j = np.triu_indices(n, 1)
     d = p[i] - p[j]
     r2 = np.sum(d * d, axis=1)
     r6inv = 1.0 / r2 ** 3
@@ -133,9 +135,10 @@ def lj_grad(x):
     return g.ravel()
 
 
-def lj_start(seed: int = 0) -> np.ndarray:
-    """The first 30 sites of a 4x4x2 grid (x fastest, then y, then z), spacing 1.1, jittered by U(-0.05, 0.05)."""
-    sites = [(i, j, k) for k in range(2) for j in range(4) for i in range(4)][:LJ_ATOMS]
+def lj_start(seed: int = 0, atoms: int = LJ_ATOMS) -> np.ndarray:
+    """The first ``atoms`` sites of a 4x4x2 grid (x fastest, then y, then z), spacing 1.1, jittered by
+    U(-0.05, 0.05)."""
+    sites = [(i, j, k) for k in range(2) for j in range(4) for i in range(4)][:atoms]
     grid = 1.1 * np.array(sites, dtype=np.float64).ravel()
     return grid + np.random.default_rng(seed).uniform(-0.05, 0.05, grid.size)
 

@@ -1,5 +1,6 @@
 """The `tapead` command: info, a quick benchmark run (no peers), JSON output, export, and bad arguments."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -8,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tapead
+from functions import FUNCTIONS
 from tapead import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +32,19 @@ def test_bench_quick_prints_table_and_writes_json(tmp_path, capsys):
     result = json.loads(path.read_text())
     rows = [r for r in result["rows"] if r["candidate"] == "tapead"]
     assert {r["task"] for r in rows} == {"grad", "grad_batch", "primal_batch"}
-    assert all(r["time"] > 0 and r["ratio_tapead"] == 1.0 for r in rows)
+    assert all(isinstance(r["time"], float) and math.isfinite(r["time"]) and r["ratio_tapead"] == 1.0
+               for r in rows)
     assert not any("WRONG" in r["note"] for r in result["rows"])
-    assert result["tapes"]["seed_foo"]["ops"] > 0
+    case = FUNCTIONS["seed_foo"]
+    tape = tapead.record(case.f, *case.args0)
+    assert result["tapes"]["seed_foo"]["ops"] == len(tape)
+    assert result["tapes"]["seed_foo"]["grad_ops"] == len(tapead.grad(tape))
     assert result["settings"]["peers"] == []
     primal = next(r for r in rows if r["task"] == "primal_batch")
-    assert primal["grad_over_primal"] > 0 and "gradient/primal" in primal["note"]
-    assert result["tapes"]["seed_foo"]["first_call_s"] > 0
+    grad = next(r for r in rows if r["task"] == "grad_batch")
+    assert primal["grad_over_primal"] == grad["time"] / primal["time"]
+    assert f"gradient/primal {primal['grad_over_primal']:.2f}" in primal["note"]
+    assert math.isfinite(result["tapes"]["seed_foo"]["first_call_s"])
     assert result["summary"]["seed_foo"]["grad_over_primal_tapead"] == primal["grad_over_primal"]
     assert "first grad call ms" in out and "summary" in out and "grad_batch (" not in out
 
@@ -49,7 +58,7 @@ def test_bench_threads_rows_report_speedups():
     for r in threaded:
         assert r["threads"] == 2, r
         if r["candidate"] == "tapead" or "speedup" in r:  # the limit is skipped without numba (as in CI)
-            assert r["speedup"] > 0 and "speed-up" in r["note"], r
+            assert r["speedup"] == r["time_1thread"] / r["time"] and f"speed-up {r['speedup']:.2f}" in r["note"], r
     assert all(r["threads"] == 1 for r in result["rows"] if r["task"] != "grad_batch_threads")
     mine = next(r for r in threaded if r["candidate"] == "tapead")
     assert result["summary"]["seed_foo"]["speedup_tapead"] == mine["speedup"]
@@ -124,7 +133,8 @@ def test_missing_peer_and_missing_limit_are_skipped(monkeypatch):
     by = {(r["task"], r["candidate"]): r for r in result["rows"]}
     assert by[("grad", "jax")]["time"] is None and "not importable" in by[("grad", "jax")]["note"]
     assert by[("grad", "limit")]["time"] is None and by[("grad", "tapead")]["ratio_limit"] is None
-    assert by[("grad", "tapead")]["time"] > 0
+    mine = by[("grad", "tapead")]
+    assert math.isfinite(mine["time"]) and mine["ratio_tapead"] == 1.0 and "WRONG" not in mine["note"]
 
 
 def test_parse_array(tmp_path):
@@ -136,7 +146,6 @@ def test_parse_array(tmp_path):
 
 
 def test_export(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("tapead.export")
     (tmp_path / "cli_export_model.py").write_text(
         "import numpy as np\n\ndef energy(x, y):\n    return np.sum(np.sin(x) * y)\n")
     monkeypatch.chdir(tmp_path)
@@ -145,4 +154,7 @@ def test_export(tmp_path, monkeypatch, capsys):
     code = cli.main(["export", "cli_export_model:energy", "--x0", "0.1,0.2,0.3", "--x0", "y.npy",
                      "--out", str(tmp_path / "out"), "--name", "energy"])
     assert code == 0, capsys.readouterr().err
-    assert (tmp_path / "out" / "energy.h").exists() and (tmp_path / "out" / "energy.o").exists()
+    header = (tmp_path / "out" / "energy.h").read_text()
+    assert "int energy_gradient(const double *x, const double *params, double *value, double *grad);" in header
+    assert "#define ENERGY_N_INPUTS 6" in header
+    assert (tmp_path / "out" / "energy.o").read_bytes()[:4] == b"\x7fELF"

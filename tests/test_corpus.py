@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tapead
+from check import assert_close, assert_gradient, magnitude
 from functions import FUNCTIONS, Case
 
 NAMES = list(FUNCTIONS)
@@ -37,29 +38,6 @@ def tape_of(name: str, kind: str = "f") -> tapead.Tape:
 
 def pcall(t: tapead.Tape, method: str, case: Case, args: tuple, **kw):
     return getattr(t, method)(*args, params=case.params, **kw)
-
-
-def fd_gradient(fn, case: Case, args: tuple, rel: float = 1e-6) -> tuple:
-    """Central finite differences of fn (called with params appended) per argument, step scaled to |x|."""
-    out = []
-    for k, a in enumerate(args):
-        g = np.zeros_like(a)
-        for i in range(a.size):
-            h = rel * max(1.0, abs(a.flat[i]))
-            plus, minus = [x.copy() for x in args], [x.copy() for x in args]
-            plus[k].flat[i] += h
-            minus[k].flat[i] -= h
-            g.flat[i] = (case.call(fn, tuple(plus)) - case.call(fn, tuple(minus))) / (2 * h)
-        out.append(g)
-    return tuple(out)
-
-
-def close(a, b, rtol: float, scale: float | None = None) -> bool:
-    """Elementwise |a - b| <= rtol * (|b| or the overall magnitude of b)."""
-    a, b = np.asarray(a), np.asarray(b)
-    if scale is None:
-        scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
-    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= rtol * scale))
 
 
 def batch_points(case: Case, n: int, seed: int = 0) -> tuple:
@@ -98,18 +76,14 @@ def test_gradient_matches_closed_form(name):
     expected = as_tuple(case.call(case.grad, case.args1))
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
-        assert close(g, e, 1e-10), (g, e)
+        assert_close(g, e, 1e-10, scale=magnitude(e))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_gradient_matches_finite_differences(name):
     case = FUNCTIONS[name]
-    got = as_tuple(pcall(tape_of(name, "s"), "gradient", case, case.args1))
-    fd = fd_gradient(scalar_fn(case), case, case.args1)
-    value = abs(case.call(scalar_fn(case), case.args1))
-    for g, e in zip(got, fd):
-        scale = max(1.0, value, float(np.max(np.abs(e), initial=0.0)))
-        assert close(g, e, 1e-6, scale), (g, e)
+    grads = pcall(tape_of(name, "s"), "gradient", case, case.args1)
+    assert_gradient(scalar_fn(case), *case.args1, params=case.params, gradient=grads)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -167,7 +141,7 @@ def test_params_shared_and_batched():
         assert batched[i] == t.value(*point, params=P[i])
         assert np.isclose(batched[i], case.f(*point, P[i]), rtol=1e-13)
         for g, e in zip(G, case.grad(*point, P[i])):
-            assert close(g[i], e, 1e-12)
+            assert_close(g[i], e, 1e-12, scale=magnitude(e))
     assert np.allclose(t.evaluate(*X, params=P), batched, rtol=1e-13, atol=0)
 
 
@@ -227,7 +201,7 @@ def test_jacobian_by_vjp(name):
     vt = tapead.vjp(t)
     rows = vt.value(np.tile(x, (n, 1)), np.eye(n))  # row k = e_k^T J
     expected = case.jacobian(x)
-    assert close(rows, expected, 1e-12)
+    assert_close(rows, expected, 1e-12, scale=magnitude(expected))
     assert np.allclose(vt.evaluate(np.tile(x, (n, 1)), np.eye(n)), rows, rtol=1e-13, atol=0)
     assert np.array_equal(rows, np.tril(rows))  # lower-triangular
 
@@ -239,7 +213,8 @@ def test_jacobian_by_jvp(name):
     x = case.args1[0]
     n = x.size
     cols = tapead.jvp(t).value(np.tile(x, (n, 1)), np.eye(n))  # row j = J e_j
-    assert close(cols.T, case.jacobian(x), 1e-12)
+    expected = case.jacobian(x)
+    assert_close(cols.T, expected, 1e-12, scale=magnitude(expected))
 
 
 def test_ac_cumprod_records_every_product():
