@@ -6,6 +6,8 @@ itself written in ops, so the derivative program is recorded too. Higher orders 
 """
 from __future__ import annotations
 
+import heapq
+
 from .errors import TapeadError
 from .ops import BY_CODE, NO_DERIVATIVE, OPS, call, select
 from .recorder import Recorder
@@ -113,18 +115,42 @@ def backward(tape: Tape, vals: list, seeds: list) -> list:
     return adj[:tape.n_inputs]
 
 
+def _forward_plan(tape: Tape) -> tuple[list, list]:
+    """Each instruction's (row, argument slots) and each slot's reading instructions, computed once per tape (a
+    Hessian runs one forward sweep per input over the same gradient tape)."""
+    plan = tape._cache.get("forward_plan")
+    if plan is None:
+        steps = []
+        users: list = [[] for _ in range(tape.n_slots)]
+        for i, (code, *args) in enumerate(tape.code.tolist()):
+            row = BY_CODE[code]
+            args = args[:row.arity]
+            steps.append((row, args))
+            for a in set(args):
+                users[a].append(i)
+        plan = tape._cache["forward_plan"] = (steps, users)
+    return plan
+
+
 def forward(tape: Tape, vals: list, tangents: list) -> list:
     """Tangent of every slot given tangents of the inputs (None = zero): the forward sweep.
+
+    Only instructions reached from a nonzero tangent are visited (in tape order, from a heap), so a sweep along
+    one unit vector costs what depends on that input, not the whole tape: n sweeps of a Hessian cost the
+    Hessian's nonzeros, not n times the gradient tape.
 
     NaN-safe selects, as in ``backward``: a tangent that left a select is zero where its branch was not taken,
     and whatever is computed only from such tangents is masked the same way (0 * inf stays 0).
     """
+    steps, users = _forward_plan(tape)
     tan: list = list(tangents) + [None] * (tape.n_slots - tape.n_inputs)
     mask: list = [None] * tape.n_slots
     first = tape.first_result
-    for i, (op, *args) in enumerate(tape.code.tolist()):
-        row = BY_CODE[op]
-        args = args[:row.arity]
+    todo = sorted({i for s, t in enumerate(tangents) if t is not None for i in users[s]})
+    queued = set(todo)
+    while todo:
+        i = heapq.heappop(todo)
+        row, args = steps[i]
         total, masks = None, set()
         for j, a in enumerate(args):
             if tan[a] is not None:
@@ -139,6 +165,11 @@ def forward(tape: Tape, vals: list, tangents: list) -> list:
         else:
             mask[first + i] = _mask_of(total)
         tan[first + i] = total
+        if total is not None:
+            for u in users[first + i]:
+                if u not in queued:
+                    queued.add(u)
+                    heapq.heappush(todo, u)
     return tan
 
 
