@@ -40,6 +40,7 @@ def test_mixed_constant_and_computed_outputs_match_the_interpreter_bitwise():
 def _corpus_results(chunk, monkeypatch):
     from functions import FUNCTIONS
     monkeypatch.setattr(codegen, "CHUNK", chunk)
+    monkeypatch.setattr(codegen, "CUT_ABOVE", chunk)
     results = {}
     for name, case in FUNCTIONS.items():
         kw = {} if case.params is None else {"params": case.params}
@@ -71,6 +72,7 @@ def test_chunked_kernels_are_bitwise_identical_to_one_function(monkeypatch):
 
 def test_chunked_kernels_keep_their_guards(monkeypatch):
     monkeypatch.setattr(codegen, "CHUNK", 3)
+    monkeypatch.setattr(codegen, "CUT_ABOVE", 3)
 
     def f(x):
         s = 0.0
@@ -107,6 +109,7 @@ def test_pooled_work_arrays_are_exact_under_threads(monkeypatch):
     from tests_support_lj import lj_any
 
     monkeypatch.setattr(codegen, "CHUNK", 50)
+    monkeypatch.setattr(codegen, "CUT_ABOVE", 50)
     monkeypatch.setattr(chunking, "STACK_CELLS", 4)
     x = np.random.default_rng(3).normal(size=24) * 2.0
     tape = tapead.record(lj_any, x)
@@ -114,7 +117,7 @@ def test_pooled_work_arrays_are_exact_under_threads(monkeypatch):
     assert "_release()" in ir and "alloca" not in ir
     X = np.random.default_rng(4).normal(size=(3000, 24)) * 2.0
     G = tape.gradient(X, threads=2)
-    monkeypatch.setattr(codegen, "CHUNK", 10**9)
+    monkeypatch.setattr(codegen, "CUT_ABOVE", 10**9)
     whole = tapead.record(lj_any, x)
     assert np.array_equal(G, whole.gradient(X, threads=1))
     assert np.array_equal(tape.value(X[5]), whole.value(X[5]))
