@@ -89,7 +89,7 @@ def run(quick: bool = False, repeats: int = 7, load: int = 0) -> list[dict]:
             default = harness.Candidate("default", lambda call=call: call(None), points)
             harness.measure([one, default], repeats, TARGET / (4 if quick else 1))
             rows.append({"case": name, "one": one.median, "default": default.median,
-                         "ratio": default.median / one.median})
+                         "ratio": default.median / one.median, "threads": _threads_used(call)})
         return rows
     finally:
         for p in busy:
@@ -97,13 +97,35 @@ def run(quick: bool = False, repeats: int = 7, load: int = 0) -> list[dict]:
             p.wait()
 
 
+def _threads_used(call) -> int | None:
+    """The largest number of threads the default split one batch kernel call of ``call(None)`` into."""
+    try:
+        from tapead import calls
+    except ImportError:
+        return None
+    seen, batch = [], getattr(calls, "_batch", None)
+    if batch is None:
+        return None
+
+    def spy(k, b, ptrs, p, outs, t, status):
+        seen.append(t)
+        return batch(k, b, ptrs, p, outs, t, status)
+    calls._batch = spy
+    try:
+        call(None)
+    finally:
+        calls._batch = batch
+    return max(seen, default=None)
+
+
 def format_rows(rows: list[dict], load: int) -> str:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    lines = [f"threads=None (default) vs threads=1, {cpus} cores, {load} busy processes started, "
-             f"load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "",
-             f"{'case':40} {'1 thread':>12} {'default':>12} {'default/1':>10}"]
+    lines = [f"threads=None (default) vs threads=1 (per point, median), {cpus} cores, {load} busy processes "
+             f"started, load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "",
+             f"{'case':40} {'1 thread':>12} {'default':>12} {'default/1':>10} {'threads':>8}"]
     for r in rows:
-        lines.append(f"{r['case']:40} {r['one'] * 1e9:9.1f} ns {r['default'] * 1e9:9.1f} ns {r['ratio']:9.2f}x")
+        lines.append(f"{r['case']:40} {r['one'] * 1e9:9.1f} ns {r['default'] * 1e9:9.1f} ns {r['ratio']:9.2f}x "
+                     f"{r['threads'] if r['threads'] is not None else '?':>8}")
     return "\n".join(lines)
 
 
