@@ -202,7 +202,7 @@ class Tape:
         ``threads`` (default: all cores) splits large batches; a point's result never depends on it.
         """
         entry = self._entries[0]
-        if entry is not None and _fast_ok(threads):
+        if entry is not None and (threads is None or _fast_ok(threads)):
             if self.output_shape == ():
                 if out is None:
                     r = entry(*args, params)
@@ -222,7 +222,7 @@ class Tape:
         take a native path that allocates nothing; anything else is converted (or refused) in Python.
         """
         entry = self._entries[1]
-        if entry is not None and _fast_ok(threads):
+        if entry is not None and (threads is None or _fast_ok(threads)):
             if out is None and len(args) == 1:
                 g = np.empty(self.input_shapes[0])
                 if entry(args[0], params, None, g) is not FALLBACK:
