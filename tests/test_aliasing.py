@@ -79,6 +79,11 @@ def test_native_callable_refuses_aliased_outputs():
     v = np.empty(())
     assert f(x, None, v, g) is g
     assert np.array_equal(g, t.gradient(x)) and float(v) == t.value(x)
+    val = fresh(vec, x).native("value")
+    y = x.copy()
+    with pytest.raises(tapead.InputError, match="out and argument 0 share memory"):
+        val(y, None, y)
+    assert np.array_equal(y, x) and np.array_equal(val(x, None, np.empty(3)), x * x[0])
 
 
 # ---- 2. out= aliasing the input on a guarded tape -------------------------------------------------------------
