@@ -103,18 +103,18 @@ def _threads_used(call) -> int | None:
         from tapead import calls
     except ImportError:
         return None
-    seen, batch = [], getattr(calls, "_batch", None)
-    if batch is None:
+    seen, count = [], getattr(calls, "_thread_count", None)
+    if count is None:
         return None
 
-    def spy(k, b, ptrs, p, outs, t, status):
-        seen.append(t)
-        return batch(k, b, ptrs, p, outs, t, status)
-    calls._batch = spy
+    def spy(*args):
+        seen.append(count(*args))
+        return seen[-1]
+    calls._thread_count = spy
     try:
         call(None)
     finally:
-        calls._batch = batch
+        calls._thread_count = count
     return max(seen, default=None)
 
 

@@ -32,6 +32,11 @@ def as_float_array(a, what: str) -> np.ndarray:
     return np.asarray(arr, dtype=np.float64, order="C")  # (np.ascontiguousarray would make 0-d arrays 1-d)
 
 
+def pointer(a: np.ndarray | None) -> int | None:
+    """The address of an array's data (None for None), for native calls."""
+    return None if a is None else a.__array_interface__["data"][0]  # (arr.ctypes makes a reference cycle)
+
+
 def check_out(out, shape: tuple, what: str) -> np.ndarray:
     """``out=`` arrays are written in place, so they must be exactly right: never converted, never copied.
 

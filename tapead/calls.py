@@ -18,13 +18,14 @@ import numpy as np
 
 from . import ad, branches
 from .arrays import as_float_array, check_aliasing, check_out
+from .arrays import pointer as _pointer
 from .codegen import lower
 from .errors import InputError
 from .interpret import interpret
 from .jit import ONE_LOOP_LIMIT, Kernel, compile_kernel, first_level
 from .native import builtin, lower_entry, prepare
 from .tape import ENTRY, Tape
-from .threads import check_threads, default_threads, executor
+from .threads import check_threads, default_threads, run_batch
 
 _compile_lock = threading.Lock()
 OPS_PER_THREAD = 200000  # an explicit threads=k splits a batch only when each thread gets this many ops
@@ -74,10 +75,6 @@ def bind(tape: Tape, args: tuple, params, threads=None) -> Bound:
         return Bound(xs, p, n, tape.n_params)
     raise InputError(f"params have shape {p.shape}; expected {tape.param_shape}"
                      + (f" (shared) or {(n,) + tape.param_shape} (one row per point)" if n is not None else ""))
-
-
-def _pointer(a: np.ndarray | None):
-    return None if a is None else a.__array_interface__["data"][0]  # (arr.ctypes makes a reference cycle)
 
 
 def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
@@ -180,7 +177,7 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
     mixed = ("mixed", kind)
     if mixed not in tape._cache:
         started = time.perf_counter()
-        failed = _batch(k, b, ptrs, p, outs, t, None)
+        failed = run_batch(k, b, ptrs, p, outs, t, None)
         if t == 1:  # one-thread timings drive the default thread count
             spent, best = (time.perf_counter() - started) / n, getattr(k, "point_seconds", None)
             if best is None or spent < best:
@@ -189,32 +186,10 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
             return 0
         tape._cache[mixed] = True
     status = np.zeros(n, np.int32)
-    if _batch(k, b, ptrs, p, outs, t, status) == 0:
+    if run_batch(k, b, ptrs, p, outs, t, status) == 0:
         tape._cache.pop(mixed, None)
         return 0
     return status
-
-
-def _batch(k: Kernel, b: Bound, ptrs: list, p, outs: list, t: int, status) -> int:
-    """The batch kernel over all points in ``t`` chunks (one native call each); returns the failure count."""
-    n = b.n
-    s = _pointer(status)
-    in_rows = [x.size // n * 8 for x in b.xs]
-    out_rows = [0 if o is None else o.size // n * 8 for o in outs]
-    bounds = [n * i // t for i in range(t + 1)]
-
-    fast = k.fast.get(tuple([o is not None for o in outs])) if status is None else None  # (a generator here retains memory in CPython 3.11)
-
-    def chunk(lo: int, hi: int) -> int:
-        xs = [a + lo * r for a, r in zip(ptrs, in_rows)]
-        pp = None if p is None else p + lo * b.p_stride * 8
-        os_ = [None if o is None else _pointer(o) + lo * r for o, r in zip(outs, out_rows)]
-        if fast is not None:
-            return fast(hi - lo, *xs, pp, b.p_stride, *[o for o in os_ if o is not None])
-        return k.batch(hi - lo, *xs, pp, b.p_stride, *os_, None if s is None else s + lo * 4)
-
-    futures = [executor().submit(chunk, bounds[i], bounds[i + 1]) for i in range(1, t)]
-    return chunk(bounds[0], bounds[1]) + sum(f.result() for f in futures)
 
 
 def _evaluate(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None) -> None:

@@ -1,4 +1,5 @@
-"""How many threads a batch uses: ``threads=`` validated in one place, and a default that never costs time.
+"""How a batch runs across threads: ``threads=`` validated in one place, a default that never costs time, and the
+chunked native calls.
 
 A split pays only when every thread gets far more work than it costs to hand a chunk to another thread (tens of
 microseconds to wake a pool thread, more on a busy machine) and when there is a free core to run it. The default
@@ -14,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .arrays import pointer
 from .errors import InputError
 
 CHUNK_SECONDS = 1e-3  # least work per thread for the default to split (hand-off costs ~20-50 us here)
@@ -91,3 +93,27 @@ def default_threads(n: int, seconds_per_point: float | None) -> int:
     if seconds_per_point is None or n * seconds_per_point < 2 * CHUNK_SECONDS:
         return 1
     return max(1, min(int(n * seconds_per_point / CHUNK_SECONDS), n, idle_cores()))
+
+
+def run_batch(k, b, ptrs: list, p, outs: list, t: int, status) -> int:
+    """The batch kernel ``k`` over all points of the bound call ``b`` in ``t`` chunks of consecutive points, one
+    native call each (the first on this thread; ctypes releases the GIL); returns the failure count. ``ptrs``
+    and ``p`` are the input and params addresses; ``status`` (None, or int32 per point) receives the statuses."""
+    n = b.n
+    s = pointer(status)
+    in_rows = [x.size // n * 8 for x in b.xs]
+    out_rows = [0 if o is None else o.size // n * 8 for o in outs]
+    bounds = [n * i // t for i in range(t + 1)]
+    # (a list, not a generator: a generator here retains memory in CPython 3.11)
+    fast = k.fast.get(tuple([o is not None for o in outs])) if status is None else None
+
+    def chunk(lo: int, hi: int) -> int:
+        xs = [a + lo * r for a, r in zip(ptrs, in_rows)]
+        pp = None if p is None else p + lo * b.p_stride * 8
+        os_ = [None if o is None else pointer(o) + lo * r for o, r in zip(outs, out_rows)]
+        if fast is not None:
+            return fast(hi - lo, *xs, pp, b.p_stride, *[o for o in os_ if o is not None])
+        return k.batch(hi - lo, *xs, pp, b.p_stride, *os_, None if s is None else s + lo * 4)
+
+    futures = [executor().submit(chunk, bounds[i], bounds[i + 1]) for i in range(1, t)]
+    return chunk(bounds[0], bounds[1]) + sum(f.result() for f in futures)
