@@ -1,8 +1,8 @@
 """The default thread count against one thread: finite-element assembly and Lennard-Jones batches.
 
-``tapead bench --threads-policy`` (or ``python -m benchmarks.threads``) times every case with ``threads=1`` and
-with the default (``threads=None``) alternately and prints the medians and their ratio (default / 1 thread:
-below 1 the default is faster). ``--load K`` first starts K busy-looping processes, to see the default on a
+``tapead bench --threads-policy`` (or ``python -m benchmarks.threads``) times every case with ``threads=1``, with
+the default (``threads=None``) and with ``threads=<all cores>`` alternately and prints the medians and the ratios
+to one thread (below 1: faster than one thread), and how many threads the default used. ``--load K`` first starts K busy-looping processes, to see the default on a
 loaded machine (they are stopped at the end).
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from . import cases, harness
 
 TARGET = 0.2  # seconds per timed loop
+ALL = os.cpu_count() or 1
 
 
 def triangle(x, p):
@@ -57,19 +58,20 @@ def _cases(quick: bool) -> list[tuple[str, int, Callable[[int | None], object]]]
     X, C, M, P = triangle_mesh(101 if quick else 301)
     tri = tapead.record(triangle, X[0], params=P[0]).compile()
     found.append(("fe triangle assemble_gradient", len(X),
-                  lambda t, g=np.empty(M): tri.assemble_gradient(X, C, M, params=P, out=g, threads=t)))
+                  lambda t, g=np.zeros(M): tri.assemble_gradient(X, C, M, params=P, out=g, threads=t)))
     S = X[:, :4].copy()
     spr = tapead.record(spring, S[0], params=P[0, :2]).compile()
     found.append(("fe spring assemble_gradient", len(S),
-                  lambda t, g=np.empty(M): spr.assemble_gradient(S, C[:, :4], M, params=P[:, :2], out=g,
+                  lambda t, g=np.zeros(M): spr.assemble_gradient(S, C[:, :4], M, params=P[:, :2], out=g,
                                                                  threads=t)))
     lj = cases.load(["lj"])[0]
     tape = tapead.record(lj.f, lj.x0).compile()
     harness.wait_for_background_compiles(tape)
-    for n in ((10, 200) if quick else (10, 100, 2000)):
+    for n in ((10, 200) if quick else (10, 100, 2000, 20000)):
         XL = lj.batch(n)
         GL = np.empty_like(XL)
-        found.append((f"lj gradient batch N={n}", n, lambda t, XL=XL, GL=GL: tape.gradient(XL, out=GL, threads=t)))
+        found.append((f"lj gradient batch N={n}", n,
+                      lambda t, XL=XL, GL=GL: tape.gradient(XL, out=GL, threads=t)))
     rb = cases.load(["rosenbrock"])[0]
     rt = tapead.record(rb.f, rb.x0).compile()
     XR = rb.batch(1000 if quick else 20000)
@@ -87,9 +89,11 @@ def run(quick: bool = False, repeats: int = 7, load: int = 0) -> list[dict]:
         for name, points, call in _cases(quick):
             one = harness.Candidate("1 thread", lambda call=call: call(1), points)
             default = harness.Candidate("default", lambda call=call: call(None), points)
-            harness.measure([one, default], repeats, TARGET / (4 if quick else 1))
-            rows.append({"case": name, "one": one.median, "default": default.median,
-                         "ratio": default.median / one.median, "threads": _threads_used(call)})
+            every = harness.Candidate("all cores", lambda call=call: call(ALL), points)
+            harness.measure([one, default, every], repeats, TARGET / (4 if quick else 1))
+            rows.append({"case": name, "one": one.median, "default": default.median, "all": every.median,
+                         "ratio": default.median / one.median, "all_ratio": every.median / one.median,
+                         "threads": _threads_used(call)})
         return rows
     finally:
         for p in busy:
@@ -122,10 +126,12 @@ def format_rows(rows: list[dict], load: int) -> str:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [f"threads=None (default) vs threads=1 (per point, median), {cpus} cores, {load} busy processes "
              f"started, load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "",
-             f"{'case':40} {'1 thread':>12} {'default':>12} {'default/1':>10} {'threads':>8}"]
+             f"{'case':36} {'1 thread':>11} {'default':>11} {'default/1':>9} {'threads':>7} "
+             f"{f'threads={ALL}':>11} {'ratio':>6}"]
     for r in rows:
-        lines.append(f"{r['case']:40} {r['one'] * 1e9:9.1f} ns {r['default'] * 1e9:9.1f} ns {r['ratio']:9.2f}x "
-                     f"{r['threads'] if r['threads'] is not None else '?':>8}")
+        lines.append(f"{r['case']:36} {r['one'] * 1e9:8.1f} ns {r['default'] * 1e9:8.1f} ns {r['ratio']:8.2f}x "
+                     f"{r['threads'] if r['threads'] is not None else '?':>7} {r['all'] * 1e9:8.1f} ns "
+                     f"{r['all_ratio']:5.2f}x")
     return "\n".join(lines)
 
 
