@@ -3,7 +3,7 @@ out= is a plain ndarray, and a call has the same outcome before its kernel is co
 (native entry point)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import tapead
@@ -249,3 +249,59 @@ def test_same_outcome_before_and_after_compiling(name):
         assert first == "ok"
     else:
         assert first[0] == "InputError"
+
+
+# ---- any method, any overlap: refused iff memory is shared, else the reference bits ----------------------------
+@pytest.fixture(scope="module")
+def guarded_tape():
+    t = fresh(guarded, np.array([0.5, 1.0]))
+    t.gradient(np.array([[0.5, 1.0], [-0.5, 1.0]] * 3))  # the other path too
+    return t
+
+
+def _views(buf, offsets, shapes):
+    views = []
+    for off, shape in zip(offsets, shapes):
+        size = int(np.prod(shape))
+        views.append(buf[off:off + size].reshape(shape))
+    return views
+
+
+SHAPES = {  # per method: (output shapes, result as a tuple) for inputs of shape lead + (2,)
+    "value": lambda lead: [lead],
+    "gradient": lambda lead: [lead + (2,)],
+    "value_and_gradient": lambda lead: [lead, lead + (2,)],
+    "jacobian": lambda lead: [lead + (2,)],
+    "hessian": lambda lead: [lead + (2, 2)],
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(method=st.sampled_from(sorted(SHAPES)), batch=st.sampled_from([None, 1, 5]),
+       offsets=st.lists(st.integers(0, 40), min_size=3, max_size=3), threads=st.sampled_from([None, 1, 2]),
+       seed=st.integers(0, 50))
+def test_any_overlap_is_refused_and_no_overlap_is_exact(guarded_tape, method, batch, offsets, threads, seed):
+    t = guarded_tape
+    lead = () if batch is None else (batch,)
+    out_shapes = SHAPES[method](lead)
+    # (batches of Jacobians and Hessians follow no other path: they stay on the recorded side of the `if`)
+    low = 0.1 if method in ("jacobian", "hessian") and batch else -1
+    buf = np.random.default_rng(seed).uniform(low, 1, 64)
+    x, *outs = _views(buf, offsets, [lead + (2,)] + out_shapes)
+    xc = x.copy()
+    kw = {} if method in ("jacobian", "hessian") else {"threads": threads}
+    ref = getattr(t, method)(xc, **kw)
+    out = outs[0] if len(outs) == 1 else tuple(outs)
+    shared = any(np.shares_memory(a, b) for i, a in enumerate([x] + outs) for b in outs[i:] if a is not b)
+    event("shared" if shared else "apart")
+    if shared:
+        before = buf.copy()
+        with pytest.raises(tapead.InputError, match="share memory"):
+            getattr(t, method)(x, out=out, **kw)
+        assert np.array_equal(buf, before)  # nothing written
+    else:
+        got = getattr(t, method)(x, out=out, **kw)
+        pairs = zip(got, ref) if isinstance(ref, tuple) else [(got, ref)]
+        for g, r in pairs:
+            assert np.array_equal(np.asarray(g), np.asarray(r))
+        assert np.array_equal(x, xc)
