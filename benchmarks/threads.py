@@ -2,8 +2,8 @@
 
 ``tapead bench --threads-policy`` (or ``python -m benchmarks.threads``) times every case with ``threads=1``, with
 the default (``threads=None``) and with ``threads=<all cores>`` alternately and prints the medians and the ratios
-to one thread (below 1: faster than one thread), and how many threads the default used. ``--load K`` first starts K busy-looping processes, to see the default on a
-loaded machine (they are stopped at the end).
+to one thread (below 1: faster than one thread), and how many threads the default used. ``--load K`` first
+starts K busy-looping processes, to see the default on a loaded machine (they are stopped at the end).
 """
 from __future__ import annotations
 

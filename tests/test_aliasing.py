@@ -211,22 +211,21 @@ def test_subclass_out_refused_by_the_native_entry_too():
 
 
 # ---- 6. the fast path accepts exactly what the Python path accepts ------------------------------------------
-CALLS = {
-    "memoryview out": (lambda: fresh(guarded, np.ones(2)), lambda t: t.gradient(np.ones(2), out=memoryview(np.empty(2)))),
-    "(None, gy)": (lambda: fresh(two, np.ones(2), np.ones(2)),
-                   lambda t: t.gradient(np.ones(2), np.ones(2), out=(None, np.empty(2)))),
-    "(g,) for one argument": (lambda: fresh(guarded, np.ones(2)), lambda t: t.gradient(np.ones(2), out=(np.empty(2),))),
-    "list of outs": (lambda: fresh(two, np.ones(2), np.ones(2)),
-                     lambda t: t.gradient(np.ones(2), np.ones(2), out=[np.empty(2), np.empty(2)])),
-    "value memoryview": (lambda: fresh(vec, np.ones(2)), lambda t: t.value(np.ones(2), out=memoryview(np.empty(2)))),
-    "value float32 out": (lambda: fresh(vec, np.ones(2)), lambda t: t.value(np.ones(2), out=np.empty(2, np.float32))),
-    "value threads=0": (lambda: fresh(guarded, np.ones(2)), lambda t: t.value(np.ones(2), threads=0)),
-    "gradient threads=True": (lambda: fresh(guarded, np.ones(2)), lambda t: t.gradient(np.ones(2), threads=True)),
-    "jacobian memoryview": (lambda: fresh(vec, np.ones(2)), lambda t: t.jacobian(np.ones(2), out=memoryview(np.empty((2, 2))))),
-    "hessian masked": (lambda: fresh(guarded, np.ones(2)),
-                       lambda t: t.hessian(np.ones(2), out=np.ma.masked_array(np.empty((2, 2))))),
-    "hessian not aliased": (lambda: fresh(guarded, np.ones(4)),
-                        lambda t: t.hessian(np.ones(4), out=np.ones((4, 4)))),
+ONES = np.ones(2)
+CALLS = {  # name: (make the tape, the call)
+    "memoryview out": (lambda: fresh(guarded, ONES), lambda t: t.gradient(ONES, out=memoryview(np.empty(2)))),
+    "(None, gy)": (lambda: fresh(two, ONES, ONES), lambda t: t.gradient(ONES, ONES, out=(None, np.empty(2)))),
+    "(g,) for one argument": (lambda: fresh(guarded, ONES), lambda t: t.gradient(ONES, out=(np.empty(2),))),
+    "list of outs": (lambda: fresh(two, ONES, ONES),
+                     lambda t: t.gradient(ONES, ONES, out=[np.empty(2), np.empty(2)])),
+    "value memoryview": (lambda: fresh(vec, ONES), lambda t: t.value(ONES, out=memoryview(np.empty(2)))),
+    "value float32 out": (lambda: fresh(vec, ONES), lambda t: t.value(ONES, out=np.empty(2, np.float32))),
+    "value threads=0": (lambda: fresh(guarded, ONES), lambda t: t.value(ONES, threads=0)),
+    "gradient threads=True": (lambda: fresh(guarded, ONES), lambda t: t.gradient(ONES, threads=True)),
+    "jacobian memoryview": (lambda: fresh(vec, ONES), lambda t: t.jacobian(ONES, out=memoryview(np.empty((2, 2))))),
+    "hessian masked": (lambda: fresh(guarded, ONES),
+                       lambda t: t.hessian(ONES, out=np.ma.masked_array(np.empty((2, 2))))),
+    "hessian not aliased": (lambda: fresh(guarded, np.ones(4)), lambda t: t.hessian(np.ones(4), out=np.ones((4, 4)))),
 }
 
 
