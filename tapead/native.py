@@ -6,10 +6,9 @@ the arrays themselves, checks format "d", C-contiguity, writability (outputs) an
 buffer, that every output is a plain ``numpy.ndarray`` and that no output's bytes overlap another buffer's, calls
 the kernel and returns. Anything not exactly right (another dtype, a list, a strided view, an array subclass or
 memoryview as an output, aliased outputs, a failed guard) is handed, with the same arguments, to the function's
-fallback (its bound Python object): the
-Python path, which converts, follows branches or raises a precise InputError; the Tape methods bind a fallback
-that returns the FALLBACK sentinel and continue in Python. So the fast path never changes results or errors, only
-their cost.
+fallback (its bound Python object): the Python path, which converts, follows branches or raises a precise
+InputError; the Tape methods bind a fallback that returns the FALLBACK sentinel and continue in Python. So the
+fast path never changes results or errors, only their cost, and accepts exactly what the Python path accepts.
 """
 from __future__ import annotations
 

@@ -199,7 +199,8 @@ class Tape:
         """f at one point (a float for scalar outputs, else an array) or at a batch of points.
 
         A batch has one more leading axis on every argument (params: batched with it, or shared without it);
-        ``threads`` (default: all cores) splits large batches; a point's result never depends on it.
+        ``threads`` (None: automatic, never slower than one thread; or a positive int) splits long batches;
+        a point's result never depends on it.
         """
         entry = self._entries[0]
         if entry is not None and (threads is None or _fast_ok(threads)):
