@@ -149,7 +149,7 @@ def test_one_thread_calls_time_the_kernel():
     t = tapead.record(f, np.ones(3))
     t.gradient(np.ones((100, 3)))
     _, k = kernel(t, "value_and_gradient")
-    assert 0 < k.point_seconds < 1e-3
+    assert 0 < k.point_seconds < 1e-2  # (a loose bound: the machine may be busy)
 
 
 def test_idle_core_estimate_is_within_the_cores():
