@@ -20,6 +20,7 @@ from .errors import InputError
 
 CHUNK_SECONDS = 1e-3  # least work per thread for the default to split (hand-off costs ~20-50 us here)
 SAMPLE_SECONDS = 0.5  # how often the idle-core estimate is refreshed
+CPU_MAX = "/sys/fs/cgroup/cpu.max"  # "quota period" in microseconds, or "max period"
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _sample: tuple | None = None  # (wall time, machine busy seconds, own CPU seconds, idle-core estimate)
@@ -32,11 +33,19 @@ def check_threads(threads) -> None:
 
 
 def cores() -> int:
-    """The cores this process may run on."""
+    """The cores this process may run on: its CPU affinity, bounded by a cgroup CPU quota (containers)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = max(1, os.cpu_count() or 1)
+    try:
+        with open(CPU_MAX, "rb") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != b"max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
 
 
 def executor() -> ThreadPoolExecutor:

@@ -158,3 +158,16 @@ def test_idle_core_estimate_is_within_the_cores():
     assert policy.default_threads(10 ** 6, None) == 1
     assert policy.default_threads(10, 1e-6) == 1
     assert 1 <= policy.default_threads(10 ** 6, 1e-6) <= policy.cores()
+
+
+def test_a_cgroup_cpu_quota_bounds_the_cores(tmp_path, monkeypatch):
+    quota = tmp_path / "cpu.max"
+    monkeypatch.setattr(policy, "CPU_MAX", str(quota))
+    quota.write_text("100000 100000\n")  # one CPU's worth of time
+    assert policy.cores() == 1
+    quota.write_text("max 100000\n")
+    unbounded = policy.cores()
+    quota.write_text("150000 100000\n")  # 1.5 CPUs: two threads may run
+    assert policy.cores() == min(2, unbounded)
+    quota.write_text("garbage")
+    assert policy.cores() == unbounded
