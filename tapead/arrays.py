@@ -32,9 +32,22 @@ def as_float_array(a, what: str) -> np.ndarray:
     return np.asarray(arr, dtype=np.float64, order="C")  # (np.ascontiguousarray would make 0-d arrays 1-d)
 
 
+def pointer(a: np.ndarray | None) -> int | None:
+    """The address of an array's data (None for None), for native calls."""
+    return None if a is None else a.__array_interface__["data"][0]  # (arr.ctypes makes a reference cycle)
+
+
 def check_out(out, shape: tuple, what: str) -> np.ndarray:
-    """``out=`` arrays are written in place, so they must be exactly right: never converted, never copied."""
-    if not isinstance(out, np.ndarray):
+    """``out=`` arrays are written in place, so they must be exactly right: never converted, never copied.
+
+    Only a plain ``numpy.ndarray`` is accepted: a subclass (a masked array, a matrix, a memmap) would be filled
+    through its data buffer while its own semantics (the mask, the shape rules) say something else, and a
+    method returning it (or a float read from it) could then disagree with what was written.
+    """
+    if type(out) is not np.ndarray:
+        if isinstance(out, np.ndarray):
+            raise InputError(f"{what}: expected a plain numpy array, got the subclass {type(out).__name__}; pass "
+                             "np.asarray(out) (a plain view of the same memory) to fill it")
         raise InputError(f"{what}: expected a numpy array, got {type(out).__name__}")
     problems = []
     if out.dtype != np.float64:
@@ -48,3 +61,19 @@ def check_out(out, shape: tuple, what: str) -> np.ndarray:
     if problems:
         raise InputError(f"{what}: " + ", ".join(problems) + "; pass e.g. np.empty(" + str(tuple(shape)) + ")")
     return out
+
+
+def check_aliasing(outs: list, ins: list) -> None:
+    """Refuse an output that shares memory with another output or with an input (``(name, array)`` pairs).
+
+    Kernels read every input while writing outputs, and guard failures recompute points from the inputs, so an
+    overlap would silently give wrong numbers. Arrays here are C-contiguous, so comparing their byte ranges
+    (``np.may_share_memory``) is exact; None entries are skipped.
+    """
+    for i, (name, o) in enumerate(outs):
+        if o is None:
+            continue
+        for other, a in outs[i + 1:] + ins:
+            if a is not None and np.may_share_memory(o, a):
+                raise InputError(f"{name} and {other} share memory: outputs must not overlap each other or the "
+                                 "inputs (pass separate arrays, e.g. a copy of the input)")

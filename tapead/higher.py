@@ -14,8 +14,8 @@ import functools
 
 from . import ad
 from .ad import _ids, _keep_guards, backward, forward, fresh, replay
-from .arrays import as_float_array, check_out
-from .calls import bind
+from .arrays import as_float_array, check_aliasing, check_out
+from .calls import bind, named_inputs
 from .errors import BranchError, InputError
 from .tape import Tape
 
@@ -266,6 +266,9 @@ def jacobian(tape: Tape, *args, params=None, out=None, mode: str = "auto"):
     shapes = [lead + tape.output_shape + s for s in tape.input_shapes]
     sizes = [tape.n_outputs * k for k in tape.input_sizes]
     flat, copies = _flat_out(out, shapes, lead, sum(sizes))
+    if out is not None:
+        check_aliasing([("out", flat)] if copies is None else [(f"out[{i}]", o) for i, o in enumerate(copies)],
+                       named_inputs(b))
     d.value(*b.xs, params=b.p, out=flat)
     return _deliver(_pieces(flat, lead, [tape.output_shape + s for s in tape.input_shapes], sizes), copies)
 
@@ -294,6 +297,8 @@ def hessian(tape: Tape, *args, params=None, out=None, weights=None):
     s = tape.input_shapes[0] if len(tape.input_shapes) == 1 else None
     H = (np.empty(lead + (n, n)) if out is None else
          check_out(out, lead + s + s, "out").reshape(lead + (n, n)))
+    if out is not None:
+        check_aliasing([("out", H)], named_inputs(b) + [("weights", xs[-1] if weights is not None else None)])
     dense_hessian(tape, weights is not None).value(*xs, params=b.p, out=H)
     return _blocks(tape, H, lead)
 

@@ -34,6 +34,19 @@ def _size(shape: Shape) -> int:
     return int(math.prod(shape))
 
 
+def _fast_ok(threads) -> bool:
+    """Whether a single-point native call may be tried: ``threads`` is one the Python path accepts (else that
+    path raises the error), so the fast path never accepts what the Python path refuses."""
+    return threads is None or (type(threads) is int and threads > 0)
+
+
+def _no_none(outs: tuple) -> bool:
+    for o in outs:  # (not ``None in outs``: that compares arrays with ==)
+        if o is None:
+            return False
+    return True
+
+
 @dataclass(frozen=True, eq=False)
 class Tape:
     """A recorded function: evaluate it with methods, transform it with ``tapead.grad`` & co.
@@ -186,10 +199,11 @@ class Tape:
         """f at one point (a float for scalar outputs, else an array) or at a batch of points.
 
         A batch has one more leading axis on every argument (params: batched with it, or shared without it);
-        ``threads`` (default: all cores) splits large batches; a point's result never depends on it.
+        ``threads`` (None: automatic, never slower than one thread; or a positive int) splits long batches;
+        a point's result never depends on it.
         """
         entry = self._entries[0]
-        if entry is not None:
+        if entry is not None and (threads is None or _fast_ok(threads)):
             if self.output_shape == ():
                 if out is None:
                     r = entry(*args, params)
@@ -209,13 +223,13 @@ class Tape:
         take a native path that allocates nothing; anything else is converted (or refused) in Python.
         """
         entry = self._entries[1]
-        if entry is not None:
+        if entry is not None and (threads is None or _fast_ok(threads)):
             if out is None and len(args) == 1:
                 g = np.empty(self.input_shapes[0])
                 if entry(args[0], params, None, g) is not FALLBACK:
                     return g
-            elif type(out) is tuple:
-                if entry(*args, params, None, *out) is not FALLBACK:
+            elif type(out) is tuple:  # one array per argument (None is the native callable's "skip" only)
+                if len(args) > 1 and _no_none(out) and entry(*args, params, None, *out) is not FALLBACK:
                     return out
             elif out is not None:
                 if entry(*args, params, None, out) is not FALLBACK:

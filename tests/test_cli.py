@@ -65,6 +65,13 @@ def test_bench_threads_rows_report_speedups():
     assert "grad_batch (2 threads)" in suite.format_table(result)
 
 
+def test_bench_branches_compares_with_where(capsys):
+    assert cli.main(["bench", "--branches", "--quick", "--repeats", "1", "--batch", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "300 points" in out and "tapead.where" in out
+    assert [line.split()[0] for line in out.splitlines()[2:4]] == ["value", "gradient"]
+
+
 def test_tape_table_alone_has_no_empty_row_table():
     cli._benchmarks()
     from benchmarks import suite
