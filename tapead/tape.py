@@ -47,6 +47,16 @@ def _no_none(outs: tuple) -> bool:
     return True
 
 
+def _lazy(*values) -> bool:
+    """Whether an argument is a Dask collection: then the method builds a lazy graph (``tapead.dask_array``)."""
+    return any(type(v) in (tuple, list) and _lazy(*v) or hasattr(v, "__dask_graph__") for v in values)
+
+
+def _on_dask(tape, method: str, args: tuple, **kw):
+    from .dask_array import call
+    return call(tape, method, args, **kw)
+
+
 @dataclass(frozen=True, eq=False)
 class Tape:
     """A recorded function: evaluate it with methods, transform it with ``tapead.grad`` & co.
@@ -212,6 +222,8 @@ class Tape:
             elif out is not None:
                 if entry(*args, params, out) is not FALLBACK:
                     return out
+        if _lazy(args, params):
+            return _on_dask(self, "value", args, params=params, out=out, threads=threads)
         from .calls import value
         return value(self, *args, params=params, out=out, threads=threads)
 
@@ -234,6 +246,8 @@ class Tape:
             elif out is not None:
                 if entry(*args, params, None, out) is not FALLBACK:
                     return out
+        if _lazy(args, params):
+            return _on_dask(self, "gradient", args, params=params, out=out, threads=threads)
         from .calls import gradient
         return gradient(self, *args, params=params, out=out, threads=threads)
 
@@ -249,6 +263,8 @@ class Tape:
 
     def value_and_gradient(self, *args, params=None, out=None, threads: int | None = None):
         """``(value, gradient)`` computed by one kernel."""
+        if _lazy(args, params):
+            return _on_dask(self, "value_and_gradient", args, params=params, out=out, threads=threads)
         from .calls import value_and_gradient
         return value_and_gradient(self, *args, params=params, out=out, threads=threads)
 
@@ -263,6 +279,8 @@ class Tape:
                 self._fast_derived(("jacobian_blocks_tape", mode), args[0], params, out,
                                    self.output_shape + self.input_shapes[0]):
             return out
+        if _lazy(args, params):
+            return _on_dask(self, "jacobian", args, params=params, out=out, mode=mode)
         from .higher import jacobian
         return jacobian(self, *args, params=params, out=out, mode=mode)
 
@@ -271,6 +289,8 @@ class Tape:
         if out is not None and weights is None and len(args) == 1 and type(out) is np.ndarray and \
                 self._fast_derived(("hessian_tape", False), args[0], params, out, self.input_shapes[0] * 2):
             return out
+        if _lazy(args, params, weights):
+            return _on_dask(self, "hessian", args, params=params, out=out, weights=weights)
         from .higher import hessian
         return hessian(self, *args, params=params, out=out, weights=weights)
 
@@ -288,16 +308,22 @@ class Tape:
 
     def hvp(self, *args, v, params=None):
         """Hessian-vector product ``H(x) v`` (forward-over-reverse), without forming ``H``."""
+        if _lazy(args, params, v):
+            return _on_dask(self, "hvp", args, v=v, params=params)
         from .higher import hvp
         return hvp(self, *args, v=v, params=params)
 
     def jvp(self, *args, v, params=None):
         """Jacobian-vector product ``J(x) v`` (forward mode)."""
+        if _lazy(args, params, v):
+            return _on_dask(self, "jvp", args, v=v, params=params)
         from .higher import jvp
         return jvp(self, *args, v=v, params=params)
 
     def vjp(self, *args, w, params=None):
         """Vector-Jacobian product ``w^T J(x)`` (reverse mode)."""
+        if _lazy(args, params, w):
+            return _on_dask(self, "vjp", args, w=w, params=params)
         from .higher import vjp
         return vjp(self, *args, w=w, params=params)
 
@@ -332,17 +358,23 @@ class Tape:
         ``X`` (N, n) element inputs, ``C`` (N, n) integer global indices (validated), ``M`` the global length,
         ``params`` one row per element or shared. Bit-identical for any thread count.
         """
+        if _lazy(X, C, params):
+            return _on_dask(self, "assemble_gradient", (X, C), M=M, params=params, out=out, threads=threads)
         from .assemble import assemble_gradient
         return assemble_gradient(self, X, C, M, params=params, out=out, threads=threads)
 
     def assemble_hessian(self, X, C, M: int, params=None):
         """Global sparse Hessian (stiffness matrix) as COO ``(rows, cols, values)``, duplicates summed; the
         sparsity pattern is computed once per connectivity."""
+        if _lazy(X, C, params):
+            return _on_dask(self, "assemble_hessian", (X, C), M=M, params=params)
         from .assemble import assemble_hessian
         return assemble_hessian(self, X, C, M, params=params)
 
     def assemble_value(self, X, params=None, threads: int | None = None) -> float:
         """Sum of the element values over all elements."""
+        if _lazy(X, params):
+            return _on_dask(self, "assemble_value", (X,), params=params, threads=threads)
         from .assemble import assemble_value
         return assemble_value(self, X, params=params, threads=threads)
 
