@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
                    "thread (finite-element assembly, lj and rosenbrock batches)")
     b.add_argument("--branches", action="store_true", help="instead: a batch taking both sides of an `if` vs "
                    "the tapead.where version")
+    b.add_argument("--dask", action="store_true", help="instead: lj30 gradients at 10^6 and 10^7 points on a "
+                   "2-worker Dask LocalCluster vs one process (needs tapead[dask]; --quick: 10^5 points)")
     sub.add_parser("info", help="versions, CPU and kernel cache", description="Print versions of tapead and "
                    "its dependencies, the host CPU as LLVM sees it, and the kernel cache.")
     e = sub.add_parser("export", help="record a function and write its kernels as .o/.so/.h/.ll",
@@ -125,6 +127,8 @@ def bench(args) -> int:
     suite = _benchmarks()
     if args.threads_policy or args.branches:
         return _focused(args)
+    if args.dask:
+        return _bench_dask(args)
     from benchmarks import cases, peers
     if args.functions is not None:
         if not args.functions:
@@ -179,6 +183,25 @@ def _focused(args) -> int:
         from benchmarks import branches
         n = args.batch or (10_000 if args.quick else 100_000)
         print(branches.format_rows(branches.run(n, repeats, args.quick), n))
+    return 0
+
+
+def _bench_dask(args) -> int:
+    """``tapead bench --dask``: the scaling benchmark of ``benchmarks/dask_scale.py``."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise Unavailable("--dask needs Dask: pip install 'tapead[dask]'") from None
+    from benchmarks import dask_scale
+    sizes = (10**5,) if args.quick else dask_scale.SIZES
+    chunk = 10**4 if args.quick else dask_scale.CHUNK
+    result = dask_scale.run(sizes, chunk, quick=args.quick,
+                            progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    print(dask_scale.format_result(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+        print(f"results written to {args.json}")
     return 0
 
 

@@ -92,6 +92,22 @@ def reset() -> None:
         _counts.update(loads=0, tasks=0, load_seconds=0.0)
 
 
+def warm(s: Shipment, method: str, *args, settle: bool = False, **kw) -> dict:
+    """Load a shipment and call its method once now, e.g. ``client.run(warm, s, "gradient", x[None])`` before a
+    large graph: returns the seconds this process spent loading, on the call (compiling or reading the kernel
+    from the disk cache) and, with ``settle``, until background O2 kernels were swapped in."""
+    t0 = time.perf_counter()
+    tape = tape_of(s)
+    t1 = time.perf_counter()
+    getattr(tape, method)(*args, **kw)
+    t2 = time.perf_counter()
+    if settle:
+        for t in threading.enumerate():
+            if t.name == "tapead-O2":
+                t.join()
+    return {"load_s": t1 - t0, "first_call_s": t2 - t1, "o2_swap_s": time.perf_counter() - t2}
+
+
 def _where(block_id: tuple, where: tuple) -> str:
     s = where[0] if where else None
     span = f" (points {s.start}..{s.stop - 1})" if isinstance(s, slice) and s.start is not None else ""

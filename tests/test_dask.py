@@ -298,6 +298,18 @@ def test_split_recorded_axes_are_rechunked_whole(tape):
     assert np.array_equal(r.compute(scheduler="sync"), tape.gradient(X, params=np.ones(2)))
 
 
+def test_scaling_benchmark_smoke(client):
+    from tapead import cli
+    cli._benchmarks()  # puts the source tree on sys.path
+    from benchmarks import dask_scale
+    r = dask_scale.run(sizes=(3000,), chunk=1000, quick=True, client=client, progress=lambda msg: None)
+    case = FUNCTIONS["lj"]
+    t = tapead.record(case.f, *case.args0)
+    assert r["tape_bytes"] == len(tapead.store.to_bytes(t)) and len(r["per_worker"]) == 2
+    assert [row["points"] for row in r["rows"]] == [3000] and r["rows"][0]["same_bits"] is True
+    assert "efficiency" in dask_scale.format_result(r)
+
+
 # ---- faults (last: it replaces a worker of the shared cluster) -----------------------------------------------
 async def _exit():
     os._exit(1)  # the worker process dies at once, like a machine lost mid-compute
