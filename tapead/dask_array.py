@@ -222,6 +222,8 @@ def call(tape: Tape, method: str, args: tuple, **kw):
         raise InputError("out= cannot be filled by a lazy computation: call without out= and store the dask "
                          "result (e.g. result.store(target) or result.compute())")
     threads = kw.pop("threads", None)
+    if threads is not None and (type(threads) is not int or threads < 1):
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
     options = {k: kw[k] for k in ("mode", "M") if k in kw}
     if method in _THREADED:
         options["threads"] = 1 if threads is None else threads  # Dask runs the chunks in parallel already

@@ -22,6 +22,7 @@ from .errors import BranchError, TapeFormatError
 from .store import from_bytes
 from .tape import Tape
 
+MEMO_LIMIT = 64  # tapes kept per process (oldest dropped first; a dropped tape is loaded again when needed)
 _lock = threading.RLock()
 _tapes: dict[bytes, Tape] = {}  # SHA-256 trailer of the tape file -> the loaded tape (with its kernels)
 _counts = {"loads": 0, "tasks": 0, "load_seconds": 0.0}
@@ -61,6 +62,8 @@ def _load(data: bytes) -> Tape:
     if tape is None:
         start = time.perf_counter()
         tape = _tapes[data[-32:]] = from_bytes(data)
+        while len(_tapes) > MEMO_LIMIT:
+            del _tapes[next(iter(_tapes))]
         _counts["loads"] += 1
         _counts["load_seconds"] += time.perf_counter() - start
     return tape
