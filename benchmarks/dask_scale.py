@@ -45,11 +45,12 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds
 
 
-def run(sizes=SIZES, chunk: int = CHUNK, workers: int = 2, quick: bool = False, client=None,
+def run(sizes=SIZES, chunk: int = CHUNK, workers: int = 2, quick: bool = False, client=None, repeats: int = 1,
         progress=print) -> dict:
     """Time the workload at each size on one process and on the cluster; returns a JSON-ready dict.
 
-    ``quick`` skips waiting for the O2 kernel (the O0 kernel runs). ``client``: an existing cluster to use."""
+    ``quick`` skips waiting for the O2 kernel (the O0 kernel runs). ``client``: an existing cluster to use.
+    ``repeats``: runs of each configuration, alternating; the medians are reported."""
     import dask
     import distributed
     from tapead.dask_array import shipment
@@ -87,15 +88,19 @@ def run(sizes=SIZES, chunk: int = CHUNK, workers: int = 2, quick: bool = False, 
             settle()
         for n in sizes:
             work = workload(tape, x0, n, chunk)
-            progress(f"{n} points, one process with 2 threads")
-            t = time.perf_counter()
-            local = dask.compute(work, scheduler="threads", num_workers=2)[0]
-            local_s = time.perf_counter() - t
-            progress(f"{n} points, {workers}-worker cluster")
-            t = time.perf_counter()
-            remote = dask.compute(work, scheduler=client.get)[0]
-            remote_s = time.perf_counter() - t
+            local_times, remote_times = [], []
+            for r in range(repeats):  # alternately, so that a change in the machine's load hits both alike
+                progress(f"{n} points, one process with 2 threads ({r + 1}/{repeats})")
+                t = time.perf_counter()
+                local = dask.compute(work, scheduler="threads", num_workers=2)[0]
+                local_times.append(time.perf_counter() - t)
+                progress(f"{n} points, {workers}-worker cluster ({r + 1}/{repeats})")
+                t = time.perf_counter()
+                remote = dask.compute(work, scheduler=client.get)[0]
+                remote_times.append(time.perf_counter() - t)
+            local_s, remote_s = float(np.median(local_times)), float(np.median(remote_times))
             result["rows"].append({"points": n, "one_process_s": local_s, "cluster_s": remote_s,
+                                   "one_process_times": local_times, "cluster_times": remote_times,
                                    "one_process_points_per_s": _rate(n, local_s),
                                    "cluster_points_per_s": _rate(n, remote_s),
                                    "efficiency": local_s / remote_s,
@@ -127,6 +132,7 @@ def format_result(r: dict) -> str:
     for w in r["per_worker"]:
         lines.append(f"  first task on a worker: load {1e3 * w['load_s']:.1f} ms, first call "
                      f"{1e3 * w['first_call_s']:.0f} ms, O2 swap {1e3 * w['o2_swap_s']:.0f} ms")
+    lines.append("  (median times of the alternating runs)")
     lines.append(f"  {'points':>10} {'1 process (s)':>14} {'cluster (s)':>12} {'1 process pts/s':>16} "
                  f"{'cluster pts/s':>14} {'efficiency':>10} {'same bits':>9}")
     for row in r["rows"]:

@@ -195,7 +195,7 @@ def _bench_dask(args) -> int:
     from benchmarks import dask_scale
     sizes = (10**5,) if args.quick else dask_scale.SIZES
     chunk = 10**4 if args.quick else dask_scale.CHUNK
-    result = dask_scale.run(sizes, chunk, quick=args.quick,
+    result = dask_scale.run(sizes, chunk, quick=args.quick, repeats=args.repeats or (1 if args.quick else 3),
                             progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
     print(dask_scale.format_result(result))
     if args.json:

@@ -100,9 +100,9 @@ def shipment(tape: Tape, method: str, kw: dict):
 
 # ---- arguments -----------------------------------------------------------------------------------------------
 def _dtype_ok(a, what: str, kinds: str = "fiu") -> None:
-    kind = (a.dtype if dask.is_dask_collection(a) else np.asarray(a).dtype).kind
-    if kind not in kinds:
-        raise InputError(f"{what}: dtype {a.dtype} is not accepted (expected "
+    dtype = a.dtype if dask.is_dask_collection(a) else np.asarray(a).dtype
+    if dtype.kind not in kinds:
+        raise InputError(f"{what}: dtype {dtype} is not accepted (expected "
                          + ("integers" if kinds == "iu" else "floats or integers") + ")")
 
 

@@ -287,6 +287,8 @@ def test_bad_lazy_calls_are_refused_before_any_graph(tape):
         tape.gradient(X, params=da.ones((12, 3), chunks=4))
     with pytest.raises(InputError, match="dtype bool"):
         tape.gradient(X.astype(bool), params=np.ones(2))
+    with pytest.raises(InputError, match="dtype <U1"):
+        tape.vjp(X, w="a", params=np.ones(2))
     with pytest.raises(InputError, match="threads"):
         tape.value(X, params=np.ones(2), threads=0)
     with pytest.raises(InputError, match="scalar"):
