@@ -164,6 +164,10 @@ def _arguments(tape: Tape, method: str, args: tuple, kw: dict) -> tuple:
         if not isinstance(vs, (tuple, list)) or len(vs) != len(shapes):
             raise InputError(f"v: expected a tuple of {len(shapes)} arrays (one per argument)")
         extras += [(f"v{i}", v) for i, v in enumerate(vs)]
+    for v in list(args) + [v for _, v in extras]:
+        if dask.is_dask_collection(v) and not isinstance(v, da.Array):
+            raise InputError(f"tape methods take dask arrays, not {type(v).__name__}: convert with "
+                             "dask.array.from_delayed or .to_dask_array()")
     b = _Batch(list(args) + [v for _, v in extras])  # the first dask array (arguments first) sets the chunks
     out = []
     for i, (a, s) in enumerate(zip(args, expected)):

@@ -289,6 +289,8 @@ def test_bad_lazy_calls_are_refused_before_any_graph(tape):
         tape.gradient(X.astype(bool), params=np.ones(2))
     with pytest.raises(InputError, match="dtype <U1"):
         tape.vjp(X, w="a", params=np.ones(2))
+    with pytest.raises(InputError, match="not Delayed"):
+        tape.value(dask.delayed(points)(12), params=np.ones(2))
     with pytest.raises(InputError, match="threads"):
         tape.value(X, params=np.ones(2), threads=0)
     with pytest.raises(InputError, match="scalar"):
