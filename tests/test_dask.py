@@ -316,6 +316,16 @@ def test_scaling_benchmark_smoke(client):
     assert "efficiency" in dask_scale.format_result(r)
 
 
+def test_unknown_chunk_sizes(tape):
+    X = points(20)
+    D = da.from_array(X, chunks=(6, 5))
+    D = D[D[:, 0] > 0]  # chunk sizes known only after computing
+    v, g = tape.value_and_gradient(D, params=np.ones(2))
+    assert np.isnan(g.chunks[0][0])
+    keep = X[X[:, 0] > 0]
+    assert same(dask.compute(v, g, scheduler="sync"), tape.value_and_gradient(keep, params=np.ones(2)))
+
+
 # ---- faults (last: it replaces a worker of the shared cluster) -----------------------------------------------
 async def _exit():
     os._exit(1)  # the worker process dies at once, like a machine lost mid-compute
