@@ -60,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
                    "thread (finite-element assembly, lj and rosenbrock batches)")
     b.add_argument("--branches", action="store_true", help="instead: a batch taking both sides of an `if` vs "
                    "the tapead.where version")
+    b.add_argument("--large", action="store_true", help="instead: cost against size for large scalar tapes "
+                   "(1e3-1e6 ops), dense Hessians of many outputs and first results of small tapes")
+    b.add_argument("--cartpole", action="store_true", help="instead: cart-pole multiple shooting (N = 60, 200): "
+                   "sparse Jacobian and Lagrangian Hessian, first calls and per evaluation, vs CasADi")
     b.add_argument("--dask", action="store_true", help="instead: lj30 gradients at 10^6 and 10^7 points on a "
                    "2-worker Dask LocalCluster vs one process (needs tapead[dask]; --quick: 10^5 points)")
     sub.add_parser("info", help="versions, CPU and kernel cache", description="Print versions of tapead and "
@@ -129,6 +133,13 @@ def bench(args) -> int:
         return _focused(args)
     if args.dask:
         return _bench_dask(args)
+    if args.large:
+        from benchmarks import large
+        return large.main(["--steps", "100,1000,10000"] if args.quick else [])
+    if args.cartpole:
+        from benchmarks import cartpole
+        return cartpole.main(["--sizes", "20", "--repeats", "3"] if args.quick else
+                             (["--repeats", str(args.repeats)] if args.repeats else []))
     from benchmarks import cases, peers
     if args.functions is not None:
         if not args.functions:

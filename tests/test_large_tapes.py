@@ -122,3 +122,25 @@ def test_pooled_work_arrays_are_exact_under_threads(monkeypatch):
     assert np.array_equal(G, whole.gradient(X, threads=1))
     assert np.array_equal(tape.value(X[5]), whole.value(X[5]))
     del tape  # frees the pool (the kernel's release function); a crash here would fail the test run
+
+
+def test_large_benchmark_runs_and_reports_each_size(capsys):
+    from benchmarks import large
+    assert large.main(["--steps", "30", "--hessian", "40", "--first", "seed_bar,lj10"]) == 0
+    out = capsys.readouterr().out
+    assert "\n        328 | " in out  # 30 steps of 11 ops, minus the constants folded in the first step
+    assert "n = 40: 0." in out
+    assert "seed_bar: " in out and "lj10: " in out
+
+
+def test_cartpole_benchmark_agrees_with_its_derivatives(capsys):
+    from benchmarks import cartpole
+    cons, combined = cartpole.tapead_functions(4)
+    z = cartpole.start_point(4)
+    rows, cols, vals = cons.sparse_jacobian(z)
+    J = np.zeros((4 * 4 + 8, 5 * 4 + 4))
+    np.add.at(J, (rows, cols), vals)
+    from check import assert_close, fd_jacobian
+    assert_close(J, fd_jacobian(lambda v: np.array(cartpole.problem(4, np)[1](v)), z), 1e-7)
+    assert cartpole.main(["--sizes", "4", "--repeats", "1", "--no-cold"]) == 0
+    assert "sparse jacobian: tapead" in capsys.readouterr().out
