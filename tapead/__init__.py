@@ -7,13 +7,21 @@ from .ops import OPS
 from .record import record
 from .simplify import simplify
 from .tape import Tape
-from .calls import evaluate
 from .store import load, save
+from .binding import evaluate
 from .higher import hessian_tape, hvp_tape, jacobian_tape, value_gradient_hessian_tape
 from .sparsity import color_columns, sparse_hessian_tape, sparse_jacobian_tape, to_scipy
-from . import cache
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """The backend (llvmlite) loads on first use, so the IR, the transforms and the interpreter import without
+    it: ``tapead.cache`` is resolved here."""
+    if name == "cache":
+        import importlib
+        return importlib.import_module(".cache", __name__)
+    raise AttributeError(f"module 'tapead' has no attribute {name!r}")
 
 __all__ = ["record", "Tape", "custom_op", "load", "save", "cache", "jacobian_tape", "hessian_tape", "hvp_tape",
            "value_gradient_hessian_tape", "sparse_jacobian_tape", "sparse_hessian_tape", "color_columns",

@@ -12,7 +12,6 @@ import functools
 import os
 import threading
 import time
-from typing import NamedTuple
 
 import numpy as np
 
@@ -20,61 +19,17 @@ from . import ad, branches
 from .arrays import as_float_array, check_aliasing, check_out
 from .arrays import pointer as _pointer
 from .codegen import lower
+from .derived_cache import derived_tape
 from .errors import InputError
 from .interpret import interpret
 from .jit import ONE_LOOP_LIMIT, Kernel, compile_kernel, first_level
 from .native import builtin, lower_entry, prepare
+from .binding import Bound, bind, evaluate, lead as _lead, named_inputs, result as _result  # noqa: F401
 from .tape import ENTRY, Tape
-from .threads import check_threads, default_threads, run_batch
+from .threads import default_threads, run_batch
 
 _compile_lock = threading.Lock()
 OPS_PER_THREAD = 200000  # an explicit threads=k splits a batch only when each thread gets this many ops
-
-
-class Bound(NamedTuple):
-    xs: list  # one C-contiguous float64 array per argument
-    p: np.ndarray | None
-    n: int | None  # batch size, or None for a single point
-    p_stride: int  # 0 when params are shared by every point of a batch
-
-
-def _describe(tape: Tape) -> str:
-    return ", ".join(str(s) for s in tape.input_shapes) or "no arguments"
-
-
-def bind(tape: Tape, args: tuple, params, threads=None) -> Bound:
-    """Convert and check arguments (and ``threads``) against the recorded shapes; decide point vs batch."""
-    check_threads(threads)
-    if len(args) != len(tape.input_shapes):
-        raise InputError(f"expected {len(tape.input_shapes)} argument(s) shaped {_describe(tape)}, got "
-                         f"{len(args)}")
-    xs = [as_float_array(a, f"argument {i}") for i, a in enumerate(args)]
-    shapes = tape.input_shapes
-    if all(x.shape == s for x, s in zip(xs, shapes)):
-        n = None
-    elif all(x.ndim == len(s) + 1 and x.shape[1:] == s for x, s in zip(xs, shapes)) and \
-            len({x.shape[0] for x in xs}) == 1:
-        n = xs[0].shape[0]
-    else:
-        raise InputError(f"arguments have shapes {', '.join(str(x.shape) for x in xs)}; this tape was recorded "
-                         f"with {_describe(tape)}: pass exactly those, or for a batch of N points add one "
-                         "leading axis of the same N to every argument")
-    if tape.param_shape is None:
-        if params is not None:
-            raise InputError("this tape was recorded without params; pass params= only to tapes recorded with "
-                             "them")
-        return Bound(xs, None, n, 0)
-    if params is None:
-        raise InputError(f"this tape reads params of shape {tape.param_shape}: pass params=")
-    p = as_float_array(params, "params")
-    if p.shape == tape.param_shape:
-        return Bound(xs, p, n, 0)
-    if n is not None and p.shape == (n,) + tape.param_shape:
-        if not tape.n_params:  # zero params per point: nothing to stride over, read them as shared
-            return Bound(xs, p.reshape(tape.param_shape), n, 0)
-        return Bound(xs, p, n, tape.n_params)
-    raise InputError(f"params have shape {p.shape}; expected {tape.param_shape}"
-                     + (f" (shared) or {(n,) + tape.param_shape} (one row per point)" if n is not None else ""))
 
 
 def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
@@ -103,7 +58,8 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     else:
         derived = tape._cache.get(("derived", kind))
         if derived is None:
-            derived = tape._cache[("derived", kind)] = ad.value_and_grad(tape)
+            derived = tape._cache[("derived", kind)] = derived_tape(tape, ("derived", kind),
+                                                                    lambda: ad.value_and_grad(tape))
         out_groups = [1] + list(tape.input_sizes)
         scalar, out_shapes = False, [()] + list(tape.input_shapes)
     # Specialised batch loops for the output patterns the Python calls use (value | gradient without value |
@@ -199,17 +155,9 @@ def _evaluate(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None =
         branches.redo(tape, kind, b, outs, status, functools.partial(_run, threads=threads))
 
 
-def _lead(b: Bound) -> tuple:
-    return () if b.n is None else (b.n,)
-
-
 def _value_out(tape: Tape, b: Bound, out, what="out"):
     shape = _lead(b) + tape.output_shape
     return np.empty(shape) if out is None else check_out(out, shape, what)
-
-
-def _result(tape: Tape, b: Bound, value: np.ndarray):
-    return float(value) if b.n is None and tape.output_shape == () else value
 
 
 def value(tape: Tape, *args, params=None, out=None, threads: int | None = None):
@@ -220,11 +168,6 @@ def value(tape: Tape, *args, params=None, out=None, threads: int | None = None):
         check_aliasing([("out", v)], named_inputs(b))
     _evaluate(tape, "value", b, [v], threads)
     return _result(tape, b, v)
-
-
-def named_inputs(b: Bound) -> list:
-    """The converted inputs with the names errors use (a converted copy cannot alias anything)."""
-    return [(f"argument {i}", x) for i, x in enumerate(b.xs)] + [("params", b.p)]
 
 
 def _named_grads(gs: list, what: str) -> list:
@@ -272,37 +215,6 @@ def value_and_gradient(tape: Tape, *args, params=None, out=None, threads: int | 
         check_aliasing([("out[0]", v)] + _named_grads(gs, "out[1]"), named_inputs(b))
     _evaluate(tape, "value_and_gradient", b, [v] + gs, threads)
     return _result(tape, b, v), (gs[0] if len(gs) == 1 else tuple(gs))
-
-
-def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
-    """The reference interpreter (numpy, no compilation): same arguments and results as ``tape.value``."""
-    b = bind(tape, args, params)
-    if "checked" not in tape._cache:
-        tape._cache["checked"] = tape.check()
-    n = 1 if b.n is None else b.n
-    x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
-    out, ok = interpret(tape, x, _param_rows(tape, b))
-    v = out.reshape(_lead(b) + tape.output_shape)
-    if not ok.all():
-        branches.redo(tape, "value", b, [v if b.n is not None else v.reshape(-1)],
-                      0 if b.n is None else (~ok).astype(np.int32), _interpreted)
-    return _result(tape, b, v)
-
-
-def _param_rows(tape: Tape, b: Bound):
-    """Params as the interpreter reads them: one row per point, or one shared row (also for zero params)."""
-    if b.p is None:
-        return None
-    return b.p.reshape((b.n if b.p_stride else 1), tape.n_params)
-
-
-def _interpreted(tape: Tape, kind: str, b: Bound, outs: list):
-    """The interpreter with ``_run``'s contract (used by ``evaluate`` for the other paths it needs)."""
-    n = 1 if b.n is None else b.n
-    x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
-    out, ok = interpret(tape, x, _param_rows(tape, b))
-    outs[0].reshape(n, -1)[...] = out
-    return 0 if ok.all() else (1 if b.n is None else (~ok).astype(np.int32))
 
 
 def native(tape: Tape, kind: str = "gradient"):

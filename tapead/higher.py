@@ -15,7 +15,7 @@ import functools
 from . import ad
 from .ad import _ids, _keep_guards, backward, forward, fresh, replay
 from .arrays import as_float_array, check_aliasing, check_out
-from .calls import bind, named_inputs
+from .binding import bind, named_inputs
 from .errors import BranchError, InputError
 from .tape import Tape
 
@@ -192,7 +192,8 @@ def derived(tape: Tape, key: tuple, build):
     """The derived object cached under ``key`` in ``tape._cache`` (built once; its kernels compile once)."""
     hit = tape._cache.get(key)
     if hit is None:
-        hit = tape._cache.setdefault(key, build())
+        from .derived_cache import derived_tape
+        hit = tape._cache.setdefault(key, derived_tape(tape, key, build))
     return hit
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .calls import bind
+from .binding import bind
 from .errors import InputError
 from .higher import _extra, _finish, _gradient_program, _lead, derived, follows_branches, tangent_sweeps
 from .ops import BY_CODE, NO_DERIVATIVE

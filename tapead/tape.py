@@ -420,7 +420,7 @@ class Tape:
 
     def evaluate(self, *args, params=None):
         """The numpy reference interpreter (no compilation): the oracle the kernels are tested against."""
-        from .calls import evaluate
+        from .binding import evaluate
         return evaluate(self, *args, params=params)
 
     def compile(self) -> "Tape":
