@@ -1,0 +1,183 @@
+"""Chunked kernels against one-function kernels on random tapes (bitwise, every entry point), forward sweeps
+against a full sweep, and the derived-tape disk cache keys."""
+from __future__ import annotations
+
+import ctypes
+import importlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tapead
+from tapead import chunking, codegen, jit
+from tapead.ops import BY_CODE, OPS
+from tapead.tape import Tape
+from test_random_programs import batch_of, programs
+
+BY_NAME = {r.code: n for n, r in OPS.items()}
+BUILTIN = sorted(n for n, r in OPS.items() if not n.startswith("custom."))
+VALUES = [0.0, -0.0, 1.0, -1.5, 0.5, 2.0, 3.0, 1e300, np.inf, np.nan]
+
+
+@st.composite
+def raw_tapes(draw):
+    """A random valid tape built directly: any op on any earlier slot, guards, outputs that repeat slots and
+    name inputs, params and constants (runs of constants included), split into groups (empty ones too)."""
+    in_sizes = draw(st.lists(st.integers(0, 3), min_size=1, max_size=3))
+    param_shape = draw(st.one_of(st.none(), st.tuples(st.integers(0, 2))))
+    n_params = 0 if param_shape is None else param_shape[0]
+    consts = draw(st.lists(st.sampled_from(VALUES), max_size=3, unique_by=lambda v: repr(float(v))))
+    first = sum(in_sizes) + n_params + len(consts)
+    code = []
+    for i in range(draw(st.integers(0, 40))):
+        if first + i == 0:
+            break
+        name = draw(st.sampled_from(BUILTIN))
+        row = OPS[name]
+        args = [draw(st.integers(0, first + i - 1)) for _ in range(row.arity)]
+        code.append([row.code] + args + [-1] * (3 - row.arity))
+    n_slots = first + len(code)
+    slot = st.integers(0, n_slots - 1) if n_slots else st.nothing()
+    from tapead.tape import COMPARISONS
+    compares = [first + i for i, c in enumerate(code) if BY_NAME[c[0]] in COMPARISONS]
+    guards = draw(st.lists(st.tuples(st.sampled_from(compares), st.integers(0, 1)), max_size=3)) if compares else []
+    outs = draw(st.lists(slot, max_size=20)) if n_slots else []
+    if consts and draw(st.booleans()):  # a run long enough for a constant table
+        at = draw(st.integers(0, len(outs)))
+        run = [sum(in_sizes) + n_params + draw(st.integers(0, len(consts) - 1)) for _ in range(codegen.CONST_RUN + 1)]
+        outs[at:at] = run
+    cuts = sorted(draw(st.lists(st.integers(0, len(outs)), max_size=3)))
+    bounds = [0] + cuts + [len(outs)]
+    out_groups = [b - a for a, b in zip(bounds, bounds[1:])]
+    tape = Tape(code=np.array(code, np.int32).reshape(-1, 4), consts=np.array(consts, np.float64),
+                input_shapes=tuple((s,) for s in in_sizes), param_shape=param_shape,
+                outputs=np.array(outs, np.int32), output_shape=(len(outs),),
+                guards=np.array(guards, np.int32).reshape(-1, 2))
+    return tape.check(), out_groups
+
+
+def _ptr(a):
+    return None if a is None else a.ctypes.data
+
+
+def _run_kernel(tape, out_groups, chunk, opt, X, P, null):
+    """Point results (status, outs) for every point, the general batch loop and every fast batch loop."""
+    in_groups = list(tape.input_sizes)
+    masks = sorted({tuple(not m for m in null), tuple(True for _ in out_groups)})
+    ir = codegen.lower(tape, "k", in_groups, out_groups, fast_masks=masks, chunk=chunk)
+    assert ("noinline" in ir) == (len(tape) + tape.n_outputs + len(tape.guards) > chunk)
+    k = jit.Kernel(ir, "k", len(in_groups), len(out_groups), opt, fast_masks=masks)
+    n = X[0].shape[0]
+    res = []
+    for i in range(n):
+        outs = [None if nl else np.full(g, 7.0) for g, nl in zip(out_groups, null)]
+        st_ = k.point(*[_ptr(x[i]) for x in X], _ptr(P[i]), *[_ptr(o) for o in outs])
+        res.append((st_, outs))
+    outs = [None if nl else np.full((n, g), 7.0) for g, nl in zip(out_groups, null)]
+    status = np.full(n, 9, np.int32)
+    bad = k.batch(n, *[_ptr(x) for x in X], _ptr(P), P.shape[1], *[_ptr(o) for o in outs], _ptr(status))
+    res.append((bad, status, outs))
+    for mask in masks:
+        outs = [np.full((n, g), 7.0) for g, m in zip(out_groups, mask) if m]
+        bad = k.fast[mask](n, *[_ptr(x) for x in X], _ptr(P), P.shape[1], *[_ptr(o) for o in outs])
+        res.append((bad, outs))
+    return res
+
+
+def _bits(r):
+    if isinstance(r, (list, tuple)):
+        return [_bits(x) for x in r]
+    if isinstance(r, np.ndarray):
+        return r.view(np.uint64).tolist() if r.dtype == np.float64 else r.tolist()
+    return r
+
+
+SLOW = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=SLOW)
+@given(raw_tapes(), st.integers(1, 4), st.integers(0, 3), st.sampled_from([0, 2]), st.data())
+def test_chunked_kernels_equal_whole_kernels_bitwise(monkeypatch, case, chunk, stack_cells, opt, data):
+    tape, out_groups = case
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    n = 5
+    pool = np.array(VALUES[:-3] + [0.25, -2.0, 1.0], np.float64)
+    X = [np.ascontiguousarray(rng.choice(pool, (n, s))) for s in tape.input_sizes]
+    P = np.ascontiguousarray(rng.choice(pool, (n, max(tape.n_params, 1))))
+    null = [data.draw(st.booleans()) for _ in out_groups]
+    whole = _run_kernel(tape, out_groups, 10**9, opt, X, P, null)
+    with monkeypatch.context() as m:
+        m.setattr(chunking, "STACK_CELLS", stack_cells)
+        cut = _run_kernel(tape, out_groups, chunk, opt, X, P, null)
+    assert _bits(cut) == _bits(whole)
+
+
+def _lj(x):
+    r = x.reshape(-1, 3)
+    e = 0.0
+    for i in range(len(r)):
+        for j in range(i + 1, len(r)):
+            d = r[i] - r[j]
+            s = 1.0 / (np.sum(d * d) + 0.5)
+            e = e + s ** 6 - np.sin(s ** 3)
+    return e
+
+
+@pytest.mark.parametrize("stack_cells", [0, 10**6])
+def test_exported_chunked_kernels_link_and_match_the_jit_bitwise(tmp_path, monkeypatch, stack_cells):
+    """Pieces, constant tables, pools and release functions of value, gradient and Hessian kernels survive the
+    export's text surgery and link into one shared library that returns the JIT's bits."""
+    ex = importlib.import_module("tapead.export")  # the module, where tapead.export names the function
+    if ex.find_compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setattr(codegen, "CUT_ABOVE", 40)
+    monkeypatch.setattr(codegen, "CHUNK", 40)
+    monkeypatch.setattr(chunking, "STACK_CELLS", stack_cells)
+    x0 = np.random.default_rng(5).normal(size=12)
+    t = tapead.record(_lj, x0)
+    text = ex.module_ir(t, "chk", hessian=True)
+    assert text.count(" noinline ") > 10 and ("_release()" in text) == (stack_cells == 0)
+    lib = ctypes.CDLL(str(ex.export(t, tmp_path, "chk", hessian=True)["shared"]))
+    n = t.n_inputs
+    X = np.ascontiguousarray(x0 + 0.1 * np.random.default_rng(6).normal(size=(3, n)))
+    p = ctypes.c_void_p
+    for x in X:
+        v, g, H = np.zeros(1), np.zeros(n), np.zeros((n, n))
+        assert lib.chk_value(p(x.ctypes.data), None, p(v.ctypes.data)) == 0
+        assert _bits(v) == _bits(np.array([t.value(x)]))
+        assert lib.chk_gradient(p(x.ctypes.data), None, p(v.ctypes.data), p(g.ctypes.data)) == 0
+        value, grad = t.value_and_gradient(x)
+        assert _bits(v) == _bits(np.array([value])) and _bits(g) == _bits(grad)
+        assert lib.chk_hessian(p(x.ctypes.data), None, p(H.ctypes.data)) == 0
+        assert _bits(H) == _bits(t.hessian(x))
+    G = np.zeros((3, n))
+    assert lib.chk_gradient_batch(ctypes.c_long(3), p(X.ctypes.data), None, None, p(G.ctypes.data)) == 0
+    assert _bits(G) == _bits(t.gradient(X))
+
+
+
+def _public_results(prog, args, params, cut):
+    """Value, gradient, Jacobian and Hessian through the public methods, kernels cut above ``cut`` records."""
+    saved = codegen.CUT_ABOVE, codegen.CHUNK
+    codegen.CUT_ABOVE, codegen.CHUNK = cut, max(cut, 1)
+    try:
+        t = tapead.record(prog, *args, params=params)
+        X = batch_of(args, np.random.default_rng(2))
+        res = [t.value_and_gradient(*args, params=params), t.value_and_gradient(*X, params=params),
+               t.gradient(*X, params=params), t.jacobian(*args, params=params)]
+        if t.n_inputs:
+            res.append(t.hessian(*args, params=params))
+            res.append(tapead.hessian_tape(t).value(*X, params=params))
+        return res
+    finally:
+        codegen.CUT_ABOVE, codegen.CHUNK = saved
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=SLOW)
+@given(st.data(), st.integers(1, 5))
+def test_public_methods_give_the_same_bits_with_cut_kernels(data, cut):
+    prog, args, params = data.draw(programs())
+    whole = _public_results(prog, args, params, 10**9)
+    assert _bits(_public_results(prog, args, params, cut)) == _bits(whole)
