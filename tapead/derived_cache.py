@@ -2,24 +2,55 @@
 
 Deriving a tape replays its source in Python, which for a large source costs seconds every process (the
 Lagrangian Hessian of a 60-stage multiple-shooting problem: ~2 s). Stored in the tape file format under a key
-made from the source's file bytes (op names, not process-local op codes), its ``assume_finite`` choice and what
-was derived from it, a second process loads the derived tape (validated like any tape file) and, with its
-kernels also cached, skips Python's transforms entirely. A damaged or foreign entry is a miss.
+made from the source's file bytes (op names, not process-local op codes), its ``assume_finite`` choice, what
+was derived from it and the definitions of the user-defined ops it can reach (a file names an op, so a derivative
+rule corrected under the same name in a later process must not find the tape derived with the old rule), a
+second process loads the derived tape (validated like any tape file) and, with its kernels also cached, skips
+Python's transforms entirely. A damaged or foreign entry is a miss.
 """
 from __future__ import annotations
 
 import hashlib
 from typing import Callable
 
-from .errors import TapeFormatError
+from .errors import TapeadError, TapeFormatError
+from .ops import BY_CODE, OPS, call
 from .tape import Tape
 
 FORMAT = 1  # bump when a transform changes what it derives
 
 
+def _user_ops(tape: Tape) -> str:
+    """A digest of every user-defined op a derivation of ``tape`` can call: its body (the lowered definition)
+    and its derivative rule as the op table holds it, recorded on traced values (with which partials are None);
+    followed through the ops the rules themselves call. Raises TracingError for a rule that branches."""
+    from . import store
+    from .record import record
+    h = hashlib.sha256()
+    todo = [BY_CODE[c].name for c in sorted(set(tape.code[:, 0].tolist()))]
+    seen: set = set()
+    while todo:
+        name = todo.pop()
+        row = OPS[name]
+        if name in seen or not row.definition:
+            continue
+        seen.add(name)
+        zero: list = []
+
+        def rule(g, *args, row=row, zero=zero):
+            parts = row.rule(g, *args, call(row.name, *args))
+            zero[:] = [p is None for p in parts]
+            return [0.0 if p is None else p for p in parts]
+
+        t = record(rule, *([0.5] * (1 + row.arity)), on_branch="forbid")
+        h.update(f"{name} {row.arity} {zero} {row.definition}".encode() + store.to_bytes(t))
+        todo += [BY_CODE[c].name for c in sorted(set(t.code[:, 0].tolist()))]
+    return h.hexdigest() if seen else ""
+
+
 def _key(tape: Tape, what: tuple) -> str:
     from . import cache, store
-    h = hashlib.sha256(store.to_bytes(tape)).hexdigest()
+    h = hashlib.sha256(store.to_bytes(tape)).hexdigest() + _user_ops(tape)
     return cache.key(f"tapead-derived-tape {FORMAT} {what!r} assume_finite={tape.assume_finite} {h}", -1)
 
 
@@ -30,7 +61,7 @@ def derived_tape(tape: Tape, what: tuple, build: Callable[[], Tape]) -> Tape:
         return build()
     try:
         k = _key(tape, what)
-    except (TapeFormatError, ValueError):  # e.g. a tape the file format cannot hold: derive, do not store
+    except (TapeadError, ValueError):  # e.g. a tape the file format cannot hold: derive, do not store
         return build()
     data = cache.get(k)
     if data is not None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +185,54 @@ def test_public_methods_give_the_same_bits_with_cut_kernels(data, cut):
     prog, args, params = data.draw(programs())
     whole = _public_results(prog, args, params, 10**9)
     assert _bits(_public_results(prog, args, params, cut)) == _bits(whole)
+
+
+CUSTOM_SCRIPT = r"""
+import sys
+import numpy as np
+import tapead, tapead.ad, tapead.higher
+if sys.argv[2] == "forbid":  # this process must find every derived tape on disk
+    def refuse(*a, **k):
+        raise AssertionError("derived again")
+    tapead.higher.tangent_sweeps = tapead.ad.value_and_grad = refuse
+
+
+@tapead.custom_op
+def sq(x):
+    return x * x
+
+
+@sq.derivative
+def _(x):
+    return (float(sys.argv[1]) * x,)  # a rule corrected between runs: 3 x, then 2 x
+
+
+@tapead.custom_op
+def myexp(x):
+    return np.exp(x)
+
+
+@myexp.derivative
+def _(x):
+    return (myexp(x),)  # a rule that calls its own op
+
+
+x = np.array([1.0, 2.0])
+t = tapead.record(lambda x: np.sum(sq(x)) + myexp(x[0]), x)
+print(repr(t.gradient(x).tolist())); print(repr(t.hessian(x).tolist()))
+"""
+
+
+def test_a_corrected_custom_rule_is_not_served_the_old_derived_tape(tmp_path):
+    env = dict(os.environ, TAPEAD_CACHE_DIR=str(tmp_path), TAPEAD_CACHE="1", TAPEAD_BACKGROUND_O2="0")
+
+    def run(coef, mode):
+        r = subprocess.run([sys.executable, "-c", CUSTOM_SCRIPT, coef, mode], capture_output=True, text=True,
+                           env=env, cwd=str(Path(__file__).resolve().parent.parent), timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return [eval(line) for line in r.stdout.splitlines()]
+
+    e = np.exp(1.0)
+    assert run("3", "derive") == [[3.0 + e, 6.0], [[3.0 + e, 0.0], [0.0, 3.0]]]
+    assert run("2", "derive") == [[2.0 + e, 4.0], [[2.0 + e, 0.0], [0.0, 2.0]]]
+    assert run("2", "forbid") == [[2.0 + e, 4.0], [[2.0 + e, 0.0], [0.0, 2.0]]]  # stored under the new rule
