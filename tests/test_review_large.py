@@ -68,7 +68,7 @@ def _ptr(a):
 
 def _run_kernel(tape, out_groups, chunk, opt, X, P, null):
     """Point results (status, outs) for every point, the general batch loop and every fast batch loop."""
-    in_groups = list(tape.input_sizes)
+    in_groups = [x.shape[1] for x in X]
     masks = sorted({tuple(not m for m in null), tuple(True for _ in out_groups)})
     ir = codegen.lower(tape, "k", in_groups, out_groups, fast_masks=masks, chunk=chunk)
     assert ("noinline" in ir) == (len(tape) + tape.n_outputs + len(tape.guards) > chunk)
@@ -93,8 +93,8 @@ def _run_kernel(tape, out_groups, chunk, opt, X, P, null):
 def _bits(r):
     if isinstance(r, (list, tuple)):
         return [_bits(x) for x in r]
-    if isinstance(r, np.ndarray):
-        return r.view(np.uint64).tolist() if r.dtype == np.float64 else r.tolist()
+    if isinstance(r, np.ndarray):  # every NaN as one: O2 may fold frem(0, 0) to +NaN where libm gives -NaN
+        return np.where(np.isnan(r), np.nan, r).view(np.uint64).tolist() if r.dtype == np.float64 else r.tolist()
     return r
 
 
@@ -111,6 +111,8 @@ def test_chunked_kernels_equal_whole_kernels_bitwise(monkeypatch, case, chunk, s
     X = [np.ascontiguousarray(rng.choice(pool, (n, s))) for s in tape.input_sizes]
     P = np.ascontiguousarray(rng.choice(pool, (n, max(tape.n_params, 1))))
     null = [data.draw(st.booleans()) for _ in out_groups]
+    if data.draw(st.booleans()):  # every argument in one group, as exported kernels take them
+        X = [np.ascontiguousarray(np.concatenate(X, axis=1))]
     whole = _run_kernel(tape, out_groups, 10**9, opt, X, P, null)
     with monkeypatch.context() as m:
         m.setattr(chunking, "STACK_CELLS", stack_cells)
