@@ -100,8 +100,10 @@ def _shape(s) -> str:
     return "(" + ", ".join(str(d) for d in s) + ("," if len(s) == 1 else "") + ")"
 
 
-def header_text(tape: Tape, name: str, *, hessian: bool = False) -> str:
-    """The C header documenting the exported entry points of ``export``."""
+def header_text(tape: Tape, name: str, *, hessian: bool = False, pooled: bool = False) -> str:
+    """The C header documenting the exported entry points of ``export``. ``pooled``: some kernel is so large
+    that its work array comes from a pool of heap buffers (``tapead.chunking``), so the header may not promise
+    that nothing allocates."""
     n, m, q, up = tape.n_inputs, tape.n_outputs, tape.n_params, name.upper()
     where, offset = [], 0
     for i, (s, size) in enumerate(zip(tape.input_shapes, tape.input_sizes)):
@@ -135,7 +137,9 @@ def header_text(tape: Tape, name: str, *, hessian: bool = False) -> str:
         " * the number of points whose guards failed.",
         " *",
         f" * Link: cc yourprog.c {name}.o -lm   (or against {name}.so; the object calls libm, e.g. sincos).",
-        " * No allocation, no global state: every function is thread-safe.",
+        (" * Kernels this large keep their scratch space in a pool of heap buffers (one per concurrent caller,\n"
+         " * allocated on first use, kept for the life of the process): every function is thread-safe."
+         if pooled else " * No allocation, no global state: every function is thread-safe."),
         " */",
         f"#ifndef TAPEAD_{up}_H", f"#define TAPEAD_{up}_H", "",
         "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
@@ -188,7 +192,7 @@ def export(tape: Tape, directory: str | os.PathLike, name: str, *, cpu: str | No
     paths = {"object": out / f"{name}.o", "ir": out / f"{name}.ll", "header": out / f"{name}.h"}
     paths["object"].write_bytes(tm.emit_object(module))
     paths["ir"].write_text(str(module))
-    paths["header"].write_text(header_text(tape, name, hessian=hessian))
+    paths["header"].write_text(header_text(tape, name, hessian=hessian, pooled="_release() nounwind" in ir))
     cc = find_compiler()
     if cc is None:
         warnings.warn(f"no C compiler found (set CC or install cc): {name}.so was not built; link {name}.o "

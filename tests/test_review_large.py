@@ -145,7 +145,10 @@ def test_exported_chunked_kernels_link_and_match_the_jit_bitwise(tmp_path, monke
     t = tapead.record(_lj, x0)
     text = ex.module_ir(t, "chk", hessian=True)
     assert text.count(" noinline ") > 10 and ("_release()" in text) == (stack_cells == 0)
-    lib = ctypes.CDLL(str(ex.export(t, tmp_path, "chk", hessian=True)["shared"]))
+    paths = ex.export(t, tmp_path, "chk", hessian=True)
+    header = paths["header"].read_text()
+    assert ("No allocation" in header) == (stack_cells > 0) and ("pool of heap buffers" in header) == (stack_cells == 0)
+    lib = ctypes.CDLL(str(paths["shared"]))
     n = t.n_inputs
     X = np.ascontiguousarray(x0 + 0.1 * np.random.default_rng(6).normal(size=(3, n)))
     p = ctypes.c_void_p
