@@ -17,7 +17,23 @@ from .errors import TapeadError, TapeFormatError
 from .ops import BY_CODE, OPS, call
 from .tape import Tape
 
-FORMAT = 1  # bump when a transform changes what it derives
+FORMAT = 1
+_TRANSFORMS = ("ad", "higher", "sparsity", "recorder", "tracer", "ops", "ops_extra", "store", "tape")
+_code_digest: str | None = None
+
+
+def _transforms_digest() -> str:
+    """A digest of the source of the modules that derive tapes: changed transform code (an edit, another
+    release) never reads a tape the old code derived."""
+    global _code_digest
+    if _code_digest is None:
+        from pathlib import Path
+        here = Path(__file__).parent
+        h = hashlib.sha256()
+        for name in _TRANSFORMS:
+            h.update((here / f"{name}.py").read_bytes())
+        _code_digest = h.hexdigest()
+    return _code_digest
 
 
 def _user_ops(tape: Tape) -> str:
@@ -51,7 +67,8 @@ def _user_ops(tape: Tape) -> str:
 def _key(tape: Tape, what: tuple) -> str:
     from . import cache, store
     h = hashlib.sha256(store.to_bytes(tape)).hexdigest() + _user_ops(tape)
-    return cache.key(f"tapead-derived-tape {FORMAT} {what!r} assume_finite={tape.assume_finite} {h}", -1)
+    return cache.key(f"tapead-derived-tape {FORMAT} {_transforms_digest()} {what!r} "
+                     f"assume_finite={tape.assume_finite} {h}", -1)
 
 
 def derived_tape(tape: Tape, what: tuple, build: Callable[[], Tape]) -> Tape:
