@@ -110,6 +110,11 @@ def run_batch(k, b, ptrs: list, p, outs: list, t: int, status) -> int:
     and ``p`` are the input and params addresses; ``status`` (None, or int32 per point) receives the statuses."""
     n = b.n
     s = pointer(status)
+    if t == 1:  # the common case, without the chunk bookkeeping (small batches of tiny kernels feel it)
+        fast = k.fast.get(tuple([o is not None for o in outs])) if status is None else None
+        if fast is not None:
+            return fast(n, *ptrs, p, b.p_stride, *[pointer(o) for o in outs if o is not None])
+        return k.batch(n, *ptrs, p, b.p_stride, *[pointer(o) for o in outs], s)
     in_rows = [x.size // n * 8 for x in b.xs]
     out_rows = [0 if o is None else o.size // n * 8 for o in outs]
     bounds = [n * i // t for i in range(t + 1)]
