@@ -83,7 +83,7 @@ def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
     """The reference interpreter (numpy, no compilation): same arguments and results as ``tape.value``."""
     b = bind(tape, args, params)
     if "checked" not in tape._cache:
-        tape._cache["checked"] = tape.check()
+        tape._cache["checked"] = tape.check() is tape  # a flag, not the tape: no reference cycle
     n = 1 if b.n is None else b.n
     x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
     out, ok = interpret(tape, x, _param_rows(tape, b))

@@ -43,8 +43,14 @@ def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
         with _compile_lock:
             hit = tape._cache.get(key)
             if hit is None:
-                hit = tape._cache[key] = _build(tape, kind)
-    return hit
+                hit = tape._cache[key] = _unlinked(tape, *_build(tape, kind))
+    return hit if hit[0] is not None else (tape, hit[1])
+
+
+def _unlinked(tape: Tape, derived: Tape, k: Kernel) -> tuple:
+    """What the cache keeps: no reference from a tape's cache to the tape itself, so that dropping the last
+    reference frees the tape and its engines at once instead of at the next cyclic garbage collection."""
+    return (None if derived is tape else derived, k)
 
 
 def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = False) -> tuple[Tape, Kernel]:
@@ -95,7 +101,7 @@ def _upgrade(tape: Tape, kind: str) -> None:
     with _compile_lock:
         old = tape._cache.get(("kernel", kind))
         tape._cache.setdefault("retired", []).append(old)  # a caller may still be running the old code
-        tape._cache[("kernel", kind)] = (derived, k2)
+        tape._cache[("kernel", kind)] = _unlinked(tape, derived, k2)
         tape._entries[ENTRY[kind]] = k2.entry
         tape._cache["upgraded"] = tape._cache.get("upgraded", 0) + 1
 

@@ -42,16 +42,17 @@ def _literal(v: float) -> str:
 def _rows(tape: Tape) -> list:
     """The ops a tape uses, with the user-defined ops their definitions call (dependencies first)."""
     seen: dict = {}
-
-    def visit(row):
-        if row.name not in seen:
-            for dep in row.uses:
-                visit(OPS[dep])
-            seen[row.name] = row
-
     for c in sorted(set(tape.code[:, 0].tolist())):
-        visit(BY_CODE[c])
+        _visit(BY_CODE[c], seen)
     return list(seen.values())
+
+
+def _visit(row, seen: dict) -> None:
+    """Add ``row`` after the ops it uses (a module-level function: a recursive closure is a reference cycle)."""
+    if row.name not in seen:
+        for dep in row.uses:
+            _visit(OPS[dep], seen)
+        seen[row.name] = row
 
 
 def _declarations(tape: Tape) -> list[str]:

@@ -13,6 +13,7 @@ import threading
 import time
 
 import llvmlite.binding as llvm
+from llvmlite.binding import ffi
 
 from .errors import CompileError
 
@@ -70,8 +71,25 @@ def optimise(ir: str, tm, opt: int):
     if opt > 0:
         pto = llvm.create_pipeline_tuning_options(speed_level=opt)
         pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(module, pb)
+        mpm = pb.getModulePassManager()
+        try:
+            mpm.run(module, pb)
+        finally:
+            _free_pass_manager(mpm)
     return module
+
+
+def _free_pass_manager(mpm) -> None:
+    """Delete a pass manager (with its passes and the state they grew while running) now.
+
+    llvmlite's ``ModulePassManager`` lists ``ObjectRef`` before the base class that defines the real
+    ``_dispose``, so its own clean-up is ObjectRef's no-op and every pipeline was kept for ever: 30 KB to build
+    the O2 pipeline plus about 55 KB of pass state per run (measured, llvmlite 0.50). Where a later llvmlite
+    disposes it itself, this leaves it alone.
+    """
+    if type(mpm)._dispose is ffi.ObjectRef._dispose and not mpm.closed:
+        ffi.lib.LLVMPY_DisposeNewModulePassManger(mpm)
+        mpm.detach()
 
 
 def build_engine(ir: str, opt: int, elsewhere: bool = False):
