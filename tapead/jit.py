@@ -103,11 +103,18 @@ def build_engine(ir: str, opt: int, elsewhere: bool = False):
     tm = target_machine(opt)
     if elsewhere:
         k = cache.key(ir, opt) if cache.enabled() else None
-        data = (cache.get(k) if k else None) or _object_from_subprocess(ir, opt)
+        data = cache.get(k, ir, opt) if k else None
+        hit = data is not None
+        if not hit:
+            data = _object_from_subprocess(ir, opt)
         if data is not None:
-            if k:
-                cache.put(k, data)
-            return cache.engine_from_object(data, tm)
+            engine = cache.engine_from_object(data, tm)
+            if cache.complete(engine, ir):
+                if k and not hit:
+                    cache.put(k, data, ir, opt)
+                return engine
+            del engine  # it owned the target machine
+            tm = target_machine(opt)
     engine, _ = cache.build_engine(ir, tm, opt)
     return engine
 
