@@ -1,8 +1,9 @@
 """Tape files: a documented, versioned, non-executable binary format for saving, loading and pickling tapes.
 
 A tape file holds data only (nothing in it is ever executed or unpickled), so a file from anywhere can be
-loaded safely: every field is validated, then ``Tape.check()`` runs, and anything wrong raises
-``TapeFormatError``. Layout, version 1 (all integers little-endian)::
+loaded safely: every field is validated, the counts are capped and the declared input and param sizes are
+bounded by what the body can use (``tapead.validate``) before any array is built, then ``Tape.check()`` runs;
+anything wrong raises ``TapeFormatError``. Layout, version 1 (all integers little-endian)::
 
     offset  size  field
     0       7     magic b"TAPEAD\\0"
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -35,12 +37,12 @@ import numpy as np
 from .errors import TapeFormatError
 from .ops import BY_CODE, OPS
 from .tape import Tape
+from .validate import MAX_CONSTS, MAX_OPS, MAX_OUTPUTS, MAX_SLOTS, check_loaded
 
 MAGIC = b"TAPEAD\0"
 VERSION = 1
 MAX_HEADER = 1 << 20
 MAX_DIMS = 32
-MAX_SLOTS = 2**31 - 1  # slot indices are int32
 _PREFIX = struct.Struct("<7sII")
 _DIGEST = 32
 
@@ -78,10 +80,12 @@ def _shape(value, what: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _count(header: dict, key: str) -> int:
+def _count(header: dict, key: str, cap: int) -> int:
     n = header.get(key)
-    if type(n) is not int or not 0 <= n <= MAX_SLOTS:
+    if type(n) is not int or n < 0:
         raise TapeFormatError(f"header: {key} must be a non-negative integer, got {n!r}")
+    if n > cap:
+        raise TapeFormatError(f"header: {key} is {n:,}; tapead handles at most {cap:,}")
     return n
 
 
@@ -143,19 +147,18 @@ def from_bytes(data: bytes) -> Tape:
     param = header.get("param_shape", 0)
     param_shape = None if param is None else _shape(param, "param_shape")
     output_shape = _shape(header.get("output_shape"), "output_shape")
-    n_code, n_consts, n_outputs, n_guards = (_count(header, k) for k in ("n_code", "n_consts", "n_outputs",
-                                                                         "n_guards"))
+    n_code, n_consts, n_outputs, n_guards = (_count(header, k, cap) for k, cap in (
+        ("n_code", MAX_OPS), ("n_consts", MAX_CONSTS), ("n_outputs", MAX_OUTPUTS), ("n_guards", MAX_OPS)))
     ops = _op_table(header.get("ops"))
     sizes = [16 * n_code, 8 * n_consts, 4 * n_outputs, 8 * n_guards]
     if start + sum(sizes) != len(data) - _DIGEST:
         raise TapeFormatError(f"tape file holds {len(data) - _DIGEST - start} bytes of arrays; its header "
                               f"announces {sum(sizes)}")
-    n_slots = sum(int(np.prod(s, dtype=object)) for s in input_shapes) + n_consts + n_code
-    if param_shape is not None:
-        n_slots += int(np.prod(param_shape, dtype=object))
-    if n_slots > MAX_SLOTS or int(np.prod(output_shape, dtype=object)) != n_outputs:
+    declared = sum(math.prod(s) for s in input_shapes) + (0 if param_shape is None else math.prod(param_shape))
+    if declared + n_consts + n_code > MAX_SLOTS or math.prod(output_shape) != n_outputs:
         raise TapeFormatError("tape file shapes and counts are inconsistent (too many slots, or the output "
                               "shape does not match the number of outputs)")
+    check_loaded(declared, n_code, n_outputs)  # before any array is built or anything compiled
     arrays = []
     for dtype, size in zip(("<i4", "<f8", "<i4", "<i4"), sizes):
         arrays.append(np.frombuffer(data, dtype=dtype, count=size // int(dtype[2]), offset=start))

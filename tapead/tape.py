@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import TapeFormatError
-from .ops import BY_CODE, COMPARISONS
+from .ops import BY_CODE
 
 Shape = tuple[int, ...]
 FALLBACK = object()  # what a native entry point returns when the Python path must handle a call
@@ -25,7 +25,10 @@ ENTRY = {"value": 0, "value_and_gradient": 1}  # index of each kind's native ent
 
 
 def _frozen(a: np.ndarray, dtype) -> np.ndarray:
-    a = np.array(a, dtype=dtype, copy=True)
+    src = np.asarray(a)
+    a = np.array(src, dtype=dtype, copy=True)
+    if dtype is np.int32 and src.dtype != np.int32 and a.size and not np.array_equal(a, src):
+        raise ValueError("an index or op code does not fit in a 32-bit integer")  # never wrapped silently
     a.setflags(write=False)
     return a
 
@@ -79,6 +82,12 @@ class Tape:
     _entries: list = field(default_factory=lambda: [None, None], repr=False)  # native single-point entries
 
     def __post_init__(self):
+        try:
+            self._normalise()
+        except (TypeError, ValueError, OverflowError) as e:
+            raise TapeFormatError(f"malformed tape fields: {e}") from None
+
+    def _normalise(self) -> None:
         object.__setattr__(self, "code", _frozen(np.reshape(self.code, (-1, 4)), np.int32))
         object.__setattr__(self, "consts", _frozen(self.consts, np.float64))
         object.__setattr__(self, "outputs", _frozen(np.ravel(self.outputs), np.int32))
@@ -123,31 +132,10 @@ class Tape:
 
     # ---- validation, identity, listing ----------------------------------------------------------
     def check(self) -> "Tape":
-        """Validate every index, op code, arity and size; raise TapeFormatError. Run before native code."""
-        if any(d < 0 for s in self.input_shapes for d in s) or (
-                self.param_shape is not None and any(d < 0 for d in self.param_shape)):
-            raise TapeFormatError("negative dimension in an input or params shape")
-        if _size(self.output_shape) != len(self.outputs):
-            raise TapeFormatError(f"output shape {self.output_shape} does not hold {len(self.outputs)} outputs")
-        first = self.first_result
-        for i, (code, *args) in enumerate(self.code.tolist()):
-            if not 0 <= code < len(BY_CODE):
-                raise TapeFormatError(f"instruction {i}: unknown op code {code}")
-            arity = BY_CODE[code].arity
-            for j, a in enumerate(args):
-                if j < arity and not 0 <= a < first + i:
-                    raise TapeFormatError(f"instruction {i} ({BY_CODE[code].name}): argument {j} is slot {a}, "
-                                          f"not one of the {first + i} slots defined before it")
-                if j >= arity and a != -1:
-                    raise TapeFormatError(f"instruction {i} ({BY_CODE[code].name}): unused argument {j} is {a}, "
-                                          "expected -1")
-        n = self.n_slots
-        if len(self.outputs) and not (0 <= self.outputs.min() and self.outputs.max() < n):
-            raise TapeFormatError(f"an output names a slot outside 0..{n - 1}")
-        for slot, expected in self.guards.tolist():
-            if not (first <= slot < n and BY_CODE[self.code[slot - first, 0]].name in COMPARISONS) or \
-                    expected not in (0, 1):
-                raise TapeFormatError(f"guard ({slot}, {expected}) does not name a comparison and an outcome")
+        """Validate every field, index, op code, arity and size; raise TapeFormatError (and nothing else, whatever
+        the fields hold). Runs before native code or the interpreter touch a tape (see ``tapead.validate``)."""
+        from .validate import check
+        check(self)
         return self
 
     @property
@@ -397,6 +385,11 @@ class Tape:
         """Tapes pickle through the safe file format (kernels are rebuilt or come from the kernel cache)."""
         from .store import tape_reduce
         return tape_reduce(self)
+
+    def __setstate__(self, state):
+        """Refused: tapead pickles a tape as tape-file bytes only, so a pickle setting fields directly is crafted."""
+        raise TapeFormatError("a tape unpickles only from the tape file format (tapead.store.from_bytes); this "
+                              "pickle sets a tape's fields directly, bypassing validation")
 
     @property
     def stats(self) -> dict:
