@@ -1,7 +1,8 @@
 """Native compilation: LLVM IR text -> verified, optimised machine code in an MCJIT engine, wrapped as a Kernel.
 
-One target machine per engine (host CPU and features), a fresh pass manager per module, and the engine kept alive
-exactly as long as its Kernel. JIT code uses the large code model: MCJIT may place a module's sections (and
+One target machine per engine (host CPU and features; MCJIT owns it), a fresh pass builder and pass manager per
+module, deleted right after its run (see ``_free_pass_manager``), and the engine kept alive exactly as long as its
+Kernel. JIT code uses the large code model: MCJIT may place a module's sections (and
 libm) more than 2 GB apart in a fragmented address space, where the small model's 32-bit relocations would
 abort the process; with plain libm declarations (not intrinsics) the large model compiles as fast.
 """
