@@ -18,11 +18,11 @@ import numpy as np
 from . import ad, branches
 from .arrays import as_float_array, check_aliasing, check_out
 from .arrays import pointer as _pointer
-from .codegen import lower
+from .codegen import fast_batch_name, generator_digest, lower, tape_digest
 from .derived_cache import derived_tape
 from .errors import InputError
 from .interpret import interpret
-from .jit import ONE_LOOP_LIMIT, Kernel, compile_kernel, first_level
+from .jit import ONE_LOOP_LIMIT, Kernel, Source, compile_kernel, first_level
 from .native import builtin, lower_entry, prepare
 from .binding import Bound, bind, evaluate, lead as _lead, named_inputs, result as _result  # noqa: F401
 from .tape import ENTRY, Tape
@@ -79,8 +79,13 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
         masks = [(True,)]
     else:
         masks = [(False,) + (True,) * k_args] + ([(True,) * (1 + k_args)] if len(derived) <= ONE_LOOP_LIMIT else [])
-    ir = lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks)
-    ir += lower_entry(name + "_entry", name, list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
+    args = (list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
+    symbols = [name, name + "_batch", name + "_entry"] + [fast_batch_name(name, m) for m in masks]
+    spec = "\n".join([f"tapead kernel {generator_digest()} {tape_digest(derived)}",
+                      repr((tape.input_sizes, out_groups, masks, args))] +
+                     [f"define i32 @{s}(" for s in symbols])  # the functions a cached object must define
+    ir = Source(lambda: lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks) +
+                lower_entry(name + "_entry", name, *args), spec)
     prepare()
     k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), len(derived), opt=opt,
                        extra_symbols=(name + "_entry",), fast_masks=masks, elsewhere=elsewhere)

@@ -262,3 +262,35 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     for mask in fast_masks:
         lines.extend(_fast_batch(name, mask, in_groups, out_groups, vectorise))
     return "\n".join(lines) + "\n"
+
+
+_generator: str | None = None
+
+
+def generator_digest() -> str:
+    """What, besides the tape, decides the IR text: this module's, the chunking's and the native entry's source
+    and the size constants (a kernel cache keyed without generating the text must change when they do)."""
+    global _generator
+    if _generator is None:
+        import hashlib
+        from pathlib import Path
+        h = hashlib.sha256()
+        for name in ("codegen", "chunking", "native"):
+            h.update((Path(__file__).parent / f"{name}.py").read_bytes())
+        _generator = h.hexdigest()
+    from . import chunking
+    return f"{_generator} {CUT_ABOVE} {CHUNK} {CONST_RUN} {chunking.STACK_CELLS} {chunking.POOL}"
+
+
+def tape_digest(tape: Tape) -> str:
+    """The tape's content with the lowering of every op it uses (op codes are numbered per process)."""
+    import hashlib
+    h = hashlib.sha256()
+    h.update(repr((tape.input_shapes, tape.param_shape, tape.output_shape)).encode())
+    for a in (tape.code, tape.consts, tape.outputs, tape.guards):
+        h.update(a.tobytes())
+        h.update(b"|")
+    for row in _rows(tape):
+        h.update(repr((row.code, row.name, row.arity, row.llvm, row.libm, row.definition, row.uses)).encode())
+    return h.hexdigest()
+

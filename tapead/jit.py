@@ -93,7 +93,28 @@ def _free_pass_manager(mpm) -> None:
         mpm.detach()
 
 
-def build_engine(ir: str, opt: int, elsewhere: bool = False):
+class Source:
+    """IR text to compile, made only when it is needed. ``key_text`` stands for the text in the kernel cache: it
+    names everything the text is made from (and, as ``define ... @name(`` lines, the functions it defines), so a
+    cache hit loads the machine code without generating the IR at all. Plain IR text is its own key."""
+
+    def __init__(self, make, key_text: str | None = None):
+        self._make, self._text, self.key_text = make, None, key_text
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self._make()
+            if self.key_text is None:
+                self.key_text = self._text
+        return self._text
+
+    @staticmethod
+    def of(ir) -> "Source":
+        return ir if isinstance(ir, Source) else Source(lambda: ir, ir)
+
+
+def build_engine(ir, opt: int, elsewhere: bool = False):
     """An MCJIT engine holding the compiled module (keep it alive as long as its code is used).
 
     Goes through the on-disk kernel cache: a hit loads the object file and skips LLVM entirely. With
@@ -101,22 +122,23 @@ def build_engine(ir: str, opt: int, elsewhere: bool = False):
     process, so a long optimising compile there would hold up every other compilation here.
     """
     from . import cache
+    src = Source.of(ir)
     tm = target_machine(opt)
     if elsewhere:
-        k = cache.key(ir, opt) if cache.enabled() else None
-        data = cache.get(k, ir, opt) if k else None
+        k = cache.key(src.key_text, opt) if cache.enabled() else None
+        data = cache.get(k, src.key_text, opt) if k else None
         hit = data is not None
         if not hit:
-            data = _object_from_subprocess(ir, opt)
+            data = _object_from_subprocess(src.text, opt)
         if data is not None:
             engine = cache.engine_from_object(data, tm)
-            if cache.complete(engine, ir):
+            if cache.complete(engine, src.key_text):
                 if k and not hit:
-                    cache.put(k, data, ir, opt)
+                    cache.put(k, data, src.key_text, opt)
                 return engine
             del engine  # it owned the target machine
             tm = target_machine(opt)
-    engine, _ = cache.build_engine(ir, tm, opt)
+    engine, _ = cache.build_engine(src, tm, opt)
     return engine
 
 
@@ -146,7 +168,7 @@ def _object_from_subprocess(ir: str, opt: int) -> bytes | None:
 class Kernel:
     """A compiled point kernel and batch kernel for one tape and one argument/output grouping."""
 
-    def __init__(self, ir: str, name: str, n_in_groups: int, n_out_groups: int, opt: int,
+    def __init__(self, ir, name: str, n_in_groups: int, n_out_groups: int, opt: int,
                  extra_symbols: tuple[str, ...] = (), fast_masks=(), elsewhere: bool = False):
         started = time.perf_counter()
         self.opt = opt
@@ -175,7 +197,7 @@ class Kernel:
             ctypes.CFUNCTYPE(None)(self._release)()
 
 
-def compile_kernel(ir: str, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
+def compile_kernel(ir, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
                    opt: int | None = None, extra_symbols: tuple[str, ...] = (), fast_masks=(),
                    elsewhere: bool = False) -> Kernel:
     """Compile with the optimisation level the tape size calls for (O2 up to O2_LIMIT ops, else O0)."""
