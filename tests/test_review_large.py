@@ -44,7 +44,7 @@ def raw_tapes(draw):
         code.append([row.code] + args + [-1] * (3 - row.arity))
     n_slots = first + len(code)
     slot = st.integers(0, n_slots - 1) if n_slots else st.nothing()
-    from tapead.tape import COMPARISONS
+    from tapead.ops import COMPARISONS
     compares = [first + i for i, c in enumerate(code) if BY_NAME[c[0]] in COMPARISONS]
     guards = draw(st.lists(st.tuples(st.sampled_from(compares), st.integers(0, 1)), max_size=3)) if compares else []
     outs = draw(st.lists(slot, max_size=20)) if n_slots else []
