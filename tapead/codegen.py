@@ -55,17 +55,36 @@ def _visit(row, seen: dict) -> None:
         seen[row.name] = row
 
 
+_CALL = re.compile(r"call double @([\w.]+)\(([^)]*)\)")
+_DEFINED = re.compile(r"define\b[^@\n]*@([\w.]+)\(")
+
+
+def callee_declarations(rows) -> list[str]:
+    """``declare`` lines for every function the rows' lowerings call, each with the argument count of its call
+    sites (a row's own arity says nothing of the calls its lowering makes: logaddexp calls exp and log1p, an op may
+    call ``@llvm.copysign.f64`` with two arguments). libm functions get the attributes that let LLVM treat them as
+    pure; functions the rows define themselves (user-defined ops' helpers) are not declared."""
+    defined = {m for row in rows for m in _DEFINED.findall(row.definition)}
+    libm = {f for row in rows for f in row.libm}
+    arity: dict[str, int] = {}
+    for row in rows:
+        for callee, args in _CALL.findall(row.llvm + "\n" + row.definition):
+            n = args.count(",") + 1 if args.strip() else 0
+            if arity.setdefault(callee, n) != n:
+                raise ValueError(f"@{callee} is called with {arity[callee]} and with {n} arguments")
+    for f in libm - set(arity):  # listed by a row without a call site in its text: one double, as before
+        arity[f] = 2 if f in _BINARY_LIBM else 1
+    lines = []
+    for callee in sorted(set(arity) - defined):
+        args = ", ".join(["double"] * arity[callee])
+        attrs = " nounwind willreturn memory(none)" if callee in libm else ""
+        lines.append(f"declare double @{callee}({args}){attrs}")
+    return lines
+
+
 def _declarations(tape: Tape) -> list[str]:
     used = _rows(tape)
-    lines = []
-    for name in sorted({f for row in used for f in row.libm}):
-        n = 2 if name in _BINARY_LIBM else 1  # a row's arity says nothing of the libm calls its lowering makes
-        args = ", ".join(["double"] * n)
-        lines.append(f"declare double @{name}({args}) nounwind willreturn memory(none)")
-    for name in sorted({m for row in used for m in re.findall(r"@(llvm\.[\w.]+)", row.llvm + row.definition)}):
-        lines.append(f"declare double @{name}(double)")
-    lines.extend(row.definition for row in used if row.definition)
-    return lines
+    return callee_declarations(used) + [row.definition for row in used if row.definition]
 
 
 def _instructions(tape: Tape, name: dict, body: list) -> None:

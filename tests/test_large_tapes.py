@@ -178,3 +178,20 @@ print("ok", v)
     env = dict(__import__("os").environ, TAPEAD_CACHE="0", TAPEAD_BACKGROUND_O2="0")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=1200)
     assert r.returncode == 0 and r.stdout.startswith("ok"), (r.returncode, r.stderr[-2000:])
+
+
+def test_callees_are_declared_with_the_arguments_of_their_call_sites():
+    """An op lowered to a two-argument intrinsic compiles (every llvm.* callee used to be declared unary)."""
+    from tapead import jit
+    from tapead.ops import Op
+    row = Op("two_argument_intrinsic", 10**6, 2, np.copysign,
+             "{out} = call double @llvm.copysign.f64(double {0}, double {1})", lambda g, x, y, out: (None, None))
+    decl = codegen.callee_declarations([row])
+    assert decl == ["declare double @llvm.copysign.f64(double, double)"]
+    ir = "\n".join(decl + ["define double @f(double %a, double %b) {", "entry:",
+                           "  " + row.llvm.format("%a", "%b", out="%r"), "  ret double %r", "}"])
+    jit.optimise(ir, jit.target_machine(2), 2)  # parses, verifies and optimises
+    libm_row = Op("uses_pow", 10**6 + 1, 1, np.sqrt, "{out} = call double @pow(double {0}, double 0.5)",
+                  lambda g, x, out: (None,), libm=("pow",))
+    assert codegen.callee_declarations([libm_row]) == [
+        "declare double @pow(double, double) nounwind willreturn memory(none)"]
