@@ -292,3 +292,17 @@ def compile(tape: Tape) -> Tape:
     if tape.n_outputs == 1:
         kernel(tape, "value_and_gradient")
     return tape
+
+
+def kernel_levels(tape: Tape, prefix: str = "") -> dict:
+    """Every compiled kernel of a tape and of its derived tapes: optimisation level, op count, compile seconds."""
+    kernels = {}
+    for key, hit in list(tape._cache.items()):
+        name = prefix + "/".join(str(p) for p in (key if isinstance(key, tuple) else (key,)))
+        if isinstance(hit, Tape) and hit is not tape:  # a derived tape (Hessian, ...) with kernels of its own
+            kernels.update(kernel_levels(hit, name + ":"))
+            continue
+        k = next((v for v in hit if isinstance(v, Kernel)), None) if isinstance(hit, tuple) else None
+        if k is not None:
+            kernels[name] = dict(opt=k.opt, ops=getattr(k, "n_ops", None), seconds=round(k.compile_seconds, 4))
+    return kernels

@@ -397,19 +397,8 @@ class Tape:
         ``"kernels"``, each compiled kernel's optimisation level (0 until a background O2 build is swapped in),
         its op count and compile seconds."""
         from .branches import stats
-        return dict(stats(self), kernels=self._kernel_levels())
-
-    def _kernel_levels(self, prefix: str = "") -> dict:
-        kernels = {}
-        for key, hit in list(self._cache.items()):
-            name = prefix + "/".join(str(p) for p in (key if isinstance(key, tuple) else (key,)))
-            if isinstance(hit, Tape) and hit is not self:  # a derived tape (Hessian, ...) with kernels of its own
-                kernels.update(hit._kernel_levels(name + ":"))
-                continue
-            k = next((v for v in hit if hasattr(v, "compile_seconds")), None) if isinstance(hit, tuple) else None
-            if k is not None:
-                kernels[name] = dict(opt=k.opt, ops=getattr(k, "n_ops", None), seconds=round(k.compile_seconds, 4))
-        return kernels
+        from .calls import kernel_levels
+        return dict(stats(self), kernels=kernel_levels(self))
 
     def evaluate(self, *args, params=None):
         """The numpy reference interpreter (no compilation): the oracle the kernels are tested against."""
