@@ -15,6 +15,7 @@ from .tape import Tape
 from .tracer import Scalar
 
 _SELECT = OPS["select"].code
+_UNSET = object()
 
 
 def fresh(tape: Tape, n_extra_inputs: int = 0):
@@ -148,28 +149,35 @@ def forward(tape: Tape, vals: list, tangents: list) -> list:
     first = tape.first_result
     todo = sorted({i for s, t in enumerate(tangents) if t is not None for i in users[s]})
     queued = set(todo)
+    heappop, heappush, unset = heapq.heappop, heapq.heappush, _UNSET
     while todo:
-        i = heapq.heappop(todo)
+        i = heappop(todo)
         row, args = steps[i]
-        total, masks = None, set()
+        out = first + i
+        rule = row.rule
+        total, shared = None, unset  # shared: the one mask of all nonzero argument tangents, else None
         for j, a in enumerate(args):
-            if tan[a] is not None:
-                masks.add(mask[a])
-                c = row.rule(tan[a], *(vals[x] for x in args), vals[first + i])[j]
+            t = tan[a]
+            if t is not None:
+                m = mask[a]
+                if shared is unset:
+                    shared = m
+                elif shared != m:
+                    shared = None
+                c = rule(t, *[vals[x] for x in args], vals[out])[j]
                 if c is not None:
                     total = c if total is None else total + c
-        shared = masks.pop() if len(masks) == 1 else None
-        if shared is not None and isinstance(total, Scalar):
+        if shared is not None and shared is not unset and isinstance(total, Scalar):
             total = _masked(total, shared, total.rec)
-            mask[first + i] = shared
+            mask[out] = shared
         else:
-            mask[first + i] = _mask_of(total)
-        tan[first + i] = total
+            mask[out] = _mask_of(total)
+        tan[out] = total
         if total is not None:
-            for u in users[first + i]:
+            for u in users[out]:
                 if u not in queued:
                     queued.add(u)
-                    heapq.heappush(todo, u)
+                    heappush(todo, u)
     return tan
 
 

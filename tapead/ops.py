@@ -62,9 +62,10 @@ def call(name: str, *args):
     """Apply op ``name``: on tracers this records an instruction, on plain floats it folds to a float."""
     row = OPS[name]
     for a in args:
-        emit = getattr(a, "_emit", None)
-        if emit is not None:
-            return emit(row, args)
+        if type(a) is not float:  # floats fold; the first tracer records
+            emit = getattr(a, "_emit", None)
+            if emit is not None:
+                return emit(row, args)
     with np.errstate(all="ignore"):
         return float(row.numpy(*(np.float64(a) for a in args)))
 

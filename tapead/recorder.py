@@ -13,13 +13,14 @@ from .errors import TracingError
 from .ops import COMPARISONS, OPS, Op
 from .tape import Tape
 
-_COMMUTATIVE = frozenset({"add", "mul", "eq", "ne"})
 _INPUT, _PARAM, _CONST = -1, -2, -3
 _COMPARISON_CODES = frozenset(OPS[n].code for n in COMPARISONS)
-
-
-def _bits(v: float) -> bytes:
-    return struct.pack("<d", v)
+# op codes are fixed once declared (declaring a name again keeps its code), so the hot path compares codes
+_COMMUTATIVE_CODES = frozenset(OPS[n].code for n in ("add", "mul", "eq", "ne"))
+_ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT = (OPS[n].code for n in ("add", "sub", "mul", "div", "neg", "pow",
+                                                                     "select"))
+_IDENTITY_CODES = frozenset((_ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT))  # the ops ``_identity`` knows
+_pack = struct.Struct("<d").pack  # a constant's memo key is its bit pattern (-0.0 and NaNs stay distinct)
 
 
 class Recorder:
@@ -54,10 +55,14 @@ class Recorder:
         return nid
 
     def const(self, value: float) -> int:
-        key = ("c", _bits(value))
+        key = ("c", _pack(value))
         nid = self._memo.get(key)
         if nid is None:
-            nid = self._memo[key] = self._node(_CONST, (float(value),), float(value))
+            value = float(value)
+            nid = self._memo[key] = len(self.kinds)
+            self.kinds.append(_CONST)
+            self.args.append((value,))
+            self.values.append(value)
         return nid
 
     def const_value(self, nid: int) -> float | None:
@@ -65,46 +70,68 @@ class Recorder:
 
     def emit(self, op: Op, args: tuple[int, ...]) -> int:
         """Append ``op(*args)`` (args are node ids) unless an identity or an identical instruction answers it."""
-        simpler = self._identity(op.name, args)
-        if simpler is not None:
-            return simpler
-        key_args = tuple(sorted(args)) if op.name in _COMMUTATIVE else args
-        key = (op.code, key_args)
-        nid = self._memo.get(key)
+        code = op.code
+        if code in _IDENTITY_CODES:
+            simpler = self._identity(code, args)
+            if simpler is not None:
+                return simpler
+        # the memo key: (code, *args), arguments of a commutative op in increasing order
+        if code in _COMMUTATIVE_CODES and args[0] > args[1]:
+            key = (code, args[1], args[0])
+        else:
+            key = (code, *args)
+        memo = self._memo
+        nid = memo.get(key)
         if nid is None:
-            vals = [self.values[a] for a in args]
+            values = self.values
+            vals = [values[a] for a in args]
             value = None
-            if all(v is not None for v in vals):
+            if None not in vals:
                 with np.errstate(all="ignore"):
-                    value = float(op.numpy(*(np.float64(v) for v in vals)))
-            nid = self._memo[key] = self._node(op.code, args, value)
+                    value = float(op.numpy(*map(np.float64, vals)))
+            kinds = self.kinds
+            nid = memo[key] = len(kinds)
+            kinds.append(code)
+            self.args.append(args)
+            values.append(value)
         return nid
 
-    def _identity(self, name: str, args: tuple[int, ...]) -> int | None:
+    def _identity(self, code: int, args: tuple[int, ...]) -> int | None:
         """Identities exact in IEEE arithmetic, up to the sign of a zero result (x + 0 turns -0 into +0)."""
-        c = [self.const_value(a) for a in args]
-        if name == "add":
+        kinds, nargs = self.kinds, self.args
+        # the constant value of each argument (None when not a constant)
+        c = [nargs[a][0] if kinds[a] == _CONST else None for a in args]
+        if code == _ADD:
             if c[1] == 0.0:
                 return args[0]
             if c[0] == 0.0:
                 return args[1]
-        elif name == "sub" and c[1] == 0.0:
-            return args[0]
-        elif name in ("mul", "div") and c[1] == 1.0:
-            return args[0]
-        elif name == "mul" and c[0] == 1.0:
-            return args[1]
-        elif name == "mul" and self.assume_finite and (c[0] == 0.0 or c[1] == 0.0):
-            return self.const(0.0)
-        elif name in ("mul", "div") and c[1] == -1.0:
-            return self.emit(OPS["neg"], (args[0],))
-        elif name == "mul" and c[0] == -1.0:
-            return self.emit(OPS["neg"], (args[1],))
-        elif name == "neg" and self.kinds[args[0]] == OPS["neg"].code:
-            return self.args[args[0]][0]
-        elif name == "pow" and c[1] == 1.0:
-            return args[0]
-        elif name == "select":
+        elif code == _SUB:
+            if c[1] == 0.0:
+                return args[0]
+        elif code == _MUL:
+            if c[1] == 1.0:
+                return args[0]
+            if c[0] == 1.0:
+                return args[1]
+            if self.assume_finite and (c[0] == 0.0 or c[1] == 0.0):
+                return self.const(0.0)
+            if c[1] == -1.0:
+                return self.emit(OPS["neg"], (args[0],))
+            if c[0] == -1.0:
+                return self.emit(OPS["neg"], (args[1],))
+        elif code == _DIV:
+            if c[1] == 1.0:
+                return args[0]
+            if c[1] == -1.0:
+                return self.emit(OPS["neg"], (args[0],))
+        elif code == _NEG:
+            if kinds[args[0]] == _NEG:
+                return nargs[args[0]][0]
+        elif code == _POW:
+            if c[1] == 1.0:
+                return args[0]
+        elif code == _SELECT:
             if c[0] is not None:
                 return args[1] if c[0] != 0.0 else args[2]
             if args[1] == args[2]:

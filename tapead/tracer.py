@@ -15,7 +15,8 @@ import numpy as np
 
 from . import ops
 from .errors import TracingError
-from .recorder import Recorder
+from .ops import OPS
+from .recorder import _CONST, Recorder
 
 
 def _where_called() -> str:
@@ -65,18 +66,20 @@ class Scalar:
         return self.rec.values[self.id]
 
     def _emit(self, op, args):
+        rec = self.rec
         ids = []
         for a in args:
             if isinstance(a, Scalar):
-                if a.rec is not self.rec:
+                if a.rec is not rec:
                     raise TracingError("a traced value from another recording was used here; record one "
                                        "function at a time and do not keep traced values between recordings")
                 ids.append(a.id)
             else:
-                ids.append(self.rec.const(as_float(a)))
-        nid = self.rec.emit(op, tuple(ids))
-        const = self.rec.const_value(nid)
-        return const if const is not None else Scalar(self.rec, nid)
+                ids.append(rec.const(a if type(a) is float else as_float(a)))
+        nid = rec.emit(op, tuple(ids))
+        if rec.kinds[nid] == _CONST:  # an identity answered with a constant
+            return rec.args[nid][0]
+        return Scalar(rec, nid)
 
     def __repr__(self):
         v = self.value
@@ -112,14 +115,19 @@ class Scalar:
         raise TypeError("len() of a traced scalar")
 
     # ---- arithmetic --------------------------------------------------------------------------------
-    def __add__(self, o): return _binary(ops.add, self, o)
-    def __radd__(self, o): return _binary(ops.add, o, self)
-    def __sub__(self, o): return _binary(ops.sub, self, o)
-    def __rsub__(self, o): return _binary(ops.sub, o, self)
-    def __mul__(self, o): return _binary(ops.mul, self, o)
-    def __rmul__(self, o): return _binary(ops.mul, o, self)
-    def __truediv__(self, o): return _binary(ops.div, self, o)
-    def __rtruediv__(self, o): return _binary(ops.div, o, self)
+    # a Scalar or number operand needs no broadcasting: straight to the op (as ops.call would)
+    def __add__(self, o): return self._emit(OPS["add"], (self, o)) if type(o) in _PLAIN else _binary(ops.add, self, o)
+    def __radd__(self, o): return self._emit(OPS["add"], (o, self)) if type(o) in _PLAIN else _binary(ops.add, o, self)
+    def __sub__(self, o): return self._emit(OPS["sub"], (self, o)) if type(o) in _PLAIN else _binary(ops.sub, self, o)
+    def __rsub__(self, o): return self._emit(OPS["sub"], (o, self)) if type(o) in _PLAIN else _binary(ops.sub, o, self)
+    def __mul__(self, o): return self._emit(OPS["mul"], (self, o)) if type(o) in _PLAIN else _binary(ops.mul, self, o)
+    def __rmul__(self, o): return self._emit(OPS["mul"], (o, self)) if type(o) in _PLAIN else _binary(ops.mul, o, self)
+    def __truediv__(self, o):
+        return self._emit(OPS["div"], (self, o)) if type(o) in _PLAIN else _binary(ops.div, self, o)
+
+    def __rtruediv__(self, o):
+        return self._emit(OPS["div"], (o, self)) if type(o) in _PLAIN else _binary(ops.div, o, self)
+
     def __pow__(self, o): return _binary(power, self, o)
     def __rpow__(self, o): return _binary(power, o, self)
     def __lt__(self, o): return _binary(ops.lt, self, o)
@@ -162,6 +170,9 @@ class Scalar:
 
     def item(self):
         return self
+
+
+_PLAIN = frozenset({Scalar, float, int})  # operand types that never broadcast
 
 
 def logical_and(a, b): return ops.mul(ops.ne(a, 0.0), ops.ne(b, 0.0))
