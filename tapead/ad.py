@@ -43,7 +43,8 @@ def _keep_guards(rec: Recorder, tape: Tape, vals: list) -> None:
 
 
 def _ids(rec: Recorder, values) -> list[int]:
-    return [v.id if isinstance(v, Scalar) else rec.const(float(v)) for v in values]
+    const = rec.const
+    return [v.id if isinstance(v, Scalar) else const(v if type(v) is float else float(v)) for v in values]
 
 
 def _active(tape: Tape) -> bytearray:

@@ -6,6 +6,7 @@ It deals in integer node ids; the tracer types of ``tracer.py`` wrap those ids f
 from __future__ import annotations
 
 import struct
+from itertools import compress
 
 import numpy as np
 
@@ -20,7 +21,7 @@ _COMMUTATIVE_CODES = frozenset(OPS[n].code for n in ("add", "mul", "eq", "ne"))
 _ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT = (OPS[n].code for n in ("add", "sub", "mul", "div", "neg", "pow",
                                                                      "select"))
 _IDENTITY_CODES = frozenset((_ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT))  # the ops ``_identity`` knows
-_pack = struct.Struct("<d").pack  # a constant's memo key is its bit pattern (-0.0 and NaNs stay distinct)
+_pack = struct.Struct("<d").pack
 
 
 class Recorder:
@@ -36,7 +37,9 @@ class Recorder:
         self.guard_sites: list[str] = []  # the user's source line of each guard
         self.on_branch = on_branch  # None: branching on a traced value raises; else guards are recorded
         self.assume_finite = assume_finite  # also fold 0 * x = 0 (wrong only if x is inf or NaN)
-        self._memo: dict = {}
+        self._memo: dict[tuple, int] = {}  # (op code, *argument ids) -> node id: hash-consing
+        self._const_ids: dict[bytes, int] = {}  # a constant's bit pattern (-0.0 and NaNs stay apart) -> node id
+        self._const_of: dict[int, float] = {}  # node id -> value, for the constant nodes (what identities read)
 
     def _node(self, kind: int, args: tuple, value) -> int:
         self.kinds.append(kind)
@@ -55,18 +58,19 @@ class Recorder:
         return nid
 
     def const(self, value: float) -> int:
-        key = ("c", _pack(value))
-        nid = self._memo.get(key)
+        bits = _pack(value)
+        nid = self._const_ids.get(bits)
         if nid is None:
             value = float(value)
-            nid = self._memo[key] = len(self.kinds)
+            nid = self._const_ids[bits] = len(self.kinds)
             self.kinds.append(_CONST)
             self.args.append((value,))
             self.values.append(value)
+            self._const_of[nid] = value
         return nid
 
     def const_value(self, nid: int) -> float | None:
-        return self.args[nid][0] if self.kinds[nid] == _CONST else None
+        return self._const_of.get(nid)
 
     def emit(self, op: Op, args: tuple[int, ...]) -> int:
         """Append ``op(*args)`` (args are node ids) unless an identity or an identical instruction answers it."""
@@ -98,42 +102,45 @@ class Recorder:
 
     def _identity(self, code: int, args: tuple[int, ...]) -> int | None:
         """Identities exact in IEEE arithmetic, up to the sign of a zero result (x + 0 turns -0 into +0)."""
-        kinds, nargs = self.kinds, self.args
-        # the constant value of each argument (None when not a constant)
-        c = [nargs[a][0] if kinds[a] == _CONST else None for a in args]
+        cv = self._const_of.get  # the constant value of a node, None when not a constant
         if code == _ADD:
-            if c[1] == 0.0:
+            if cv(args[1]) == 0.0:
                 return args[0]
-            if c[0] == 0.0:
+            if cv(args[0]) == 0.0:
                 return args[1]
-        elif code == _SUB:
-            if c[1] == 0.0:
-                return args[0]
         elif code == _MUL:
-            if c[1] == 1.0:
+            c0, c1 = cv(args[0]), cv(args[1])
+            if c0 is None and c1 is None:
+                return None
+            if c1 == 1.0:
                 return args[0]
-            if c[0] == 1.0:
+            if c0 == 1.0:
                 return args[1]
-            if self.assume_finite and (c[0] == 0.0 or c[1] == 0.0):
+            if self.assume_finite and (c0 == 0.0 or c1 == 0.0):
                 return self.const(0.0)
-            if c[1] == -1.0:
+            if c1 == -1.0:
                 return self.emit(OPS["neg"], (args[0],))
-            if c[0] == -1.0:
+            if c0 == -1.0:
                 return self.emit(OPS["neg"], (args[1],))
-        elif code == _DIV:
-            if c[1] == 1.0:
+        elif code == _SUB:
+            if cv(args[1]) == 0.0:
                 return args[0]
-            if c[1] == -1.0:
+        elif code == _DIV:
+            c1 = cv(args[1])
+            if c1 == 1.0:
+                return args[0]
+            if c1 == -1.0:
                 return self.emit(OPS["neg"], (args[0],))
         elif code == _NEG:
-            if kinds[args[0]] == _NEG:
-                return nargs[args[0]][0]
+            if self.kinds[args[0]] == _NEG:
+                return self.args[args[0]][0]
         elif code == _POW:
-            if c[1] == 1.0:
+            if cv(args[1]) == 1.0:
                 return args[0]
         elif code == _SELECT:
-            if c[0] is not None:
-                return args[1] if c[0] != 0.0 else args[2]
+            c0 = cv(args[0])
+            if c0 is not None:
+                return args[1] if c0 != 0.0 else args[2]
             if args[1] == args[2]:
                 return args[1]
         return None
@@ -159,26 +166,39 @@ class Recorder:
     def finish(self, outputs: list[int], output_shape, input_shapes, param_shape, fn=None,
                on_branch: str = "retape", assume_finite: bool | None = None) -> Tape:
         """Keep only what outputs and guards need, renumber into the tape's slot layout and build the Tape."""
-        live = bytearray(len(self.kinds))
+        kinds, nargs = self.kinds, self.args
+        live = bytearray(len(kinds))
         stack = list(outputs) + [g for g, _ in self.guards]
         while stack:
             n = stack.pop()
             if not live[n]:
                 live[n] = 1
-                if self.kinds[n] >= 0:
-                    stack.extend(self.args[n])
-        slot = {}
-        for nid in self.inputs + self.params:
-            slot[nid] = len(slot)
-        consts = [nid for nid, k in enumerate(self.kinds) if k == _CONST and live[nid]]
+                if kinds[n] >= 0:
+                    stack.extend(nargs[n])
+        # slots: inputs and params, then the live constants, then the live instructions, each in recording order
+        slot = [-1] * len(kinds)
+        for s, nid in enumerate(self.inputs + self.params):
+            slot[nid] = s
+        s = len(self.inputs) + len(self.params)
+        live_nodes = list(compress(range(len(kinds)), live))
+        consts = [nid for nid in live_nodes if kinds[nid] == _CONST]
         for nid in consts:
-            slot[nid] = len(slot)
-        code = []
-        for nid, k in enumerate(self.kinds):
-            if k >= 0 and live[nid]:
-                slot[nid] = len(slot)
-                a = [slot[x] for x in self.args[nid]]
-                code.append([k] + a + [-1] * (3 - len(a)))
+            slot[nid] = s
+            s += 1
+        flat: list[int] = []  # the code table, row after row
+        for nid in live_nodes:
+            k = kinds[nid]
+            if k >= 0:
+                slot[nid] = s
+                s += 1
+                a = nargs[nid]
+                if len(a) == 2:
+                    flat += (k, slot[a[0]], slot[a[1]], -1)
+                elif len(a) == 1:
+                    flat += (k, slot[a[0]], -1, -1)
+                else:
+                    flat += (k, *[slot[x] for x in a], *(-1,) * (3 - len(a)))
+        code = np.array(flat, np.int32).reshape(-1, 4)
         # guards on the same comparison and outcome are one guard
         seen, guards, sites = set(), [], []
         for (g, e), site in zip(self.guards, self.guard_sites or [""] * len(self.guards)):
@@ -186,8 +206,8 @@ class Recorder:
                 seen.add((slot[g], e))
                 guards.append((slot[g], e))
                 sites.append(site)
-        tape = Tape(code=np.array(code, np.int32).reshape(-1, 4),
-                    consts=np.array([self.args[n][0] for n in consts], np.float64),
+        tape = Tape(code=code,
+                    consts=np.array([nargs[n][0] for n in consts], np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
                     guards=np.array(guards, np.int32).reshape(-1, 2), fn=fn, on_branch=on_branch,
