@@ -43,8 +43,16 @@ def _keep_guards(rec: Recorder, tape: Tape, vals: list) -> None:
 
 
 def _ids(rec: Recorder, values) -> list[int]:
-    const = rec.const
-    return [v.id if isinstance(v, Scalar) else const(v if type(v) is float else float(v)) for v in values]
+    const, ids, last, last_id = rec.const, [], _UNSET, -1
+    for v in values:
+        if isinstance(v, Scalar):
+            ids.append(v.id)
+        elif v is last:  # runs of the same zero (a sparse result) look up its constant once
+            ids.append(last_id)
+        else:
+            last, last_id = v, const(float(v))
+            ids.append(last_id)
+    return ids
 
 
 def _active(tape: Tape) -> bytearray:
@@ -156,29 +164,55 @@ def forward(tape: Tape, vals: list, tangents: list) -> list:
         row, args = steps[i]
         out = first + i
         rule = row.rule
-        total, shared = None, unset  # shared: the one mask of all nonzero argument tangents, else None
-        for j, a in enumerate(args):
-            t = tan[a]
-            if t is not None:
-                m = mask[a]
-                if shared is unset:
-                    shared = m
-                elif shared != m:
-                    shared = None
-                c = rule(t, *[vals[x] for x in args], vals[out])[j]
+        # the contributions of the nonzero argument tangents, in argument order, and their shared mask (the
+        # mask of every nonzero argument tangent when all agree, else None); at least one tangent is nonzero
+        if len(args) == 2:
+            a0, a1 = args
+            t0, t1 = tan[a0], tan[a1]
+            if t0 is None:
+                shared = mask[a1]
+                total = rule(t1, vals[a0], vals[a1], vals[out])[1]
+            elif t1 is None:
+                shared = mask[a0]
+                total = rule(t0, vals[a0], vals[a1], vals[out])[0]
+            else:
+                m0 = mask[a0]
+                shared = m0 if m0 == mask[a1] else None
+                total = rule(t0, vals[a0], vals[a1], vals[out])[0]
+                c = rule(t1, vals[a0], vals[a1], vals[out])[1]
                 if c is not None:
                     total = c if total is None else total + c
-        if shared is not None and shared is not unset and isinstance(total, Scalar):
+        elif len(args) == 1:
+            a0 = args[0]
+            shared = mask[a0]
+            total = rule(tan[a0], vals[a0], vals[out])[0]
+        else:
+            total, shared = None, unset
+            for j, a in enumerate(args):
+                t = tan[a]
+                if t is not None:
+                    m = mask[a]
+                    if shared is unset:
+                        shared = m
+                    elif shared != m:
+                        shared = None
+                    c = rule(t, *[vals[x] for x in args], vals[out])[j]
+                    if c is not None:
+                        total = c if total is None else total + c
+            if shared is unset:
+                shared = None
+        if total is None:
+            continue
+        if shared is not None and isinstance(total, Scalar):
             total = _masked(total, shared, total.rec)
             mask[out] = shared
         else:
             mask[out] = _mask_of(total)
         tan[out] = total
-        if total is not None:
-            for u in users[out]:
-                if u not in queued:
-                    queued.add(u)
-                    heappush(todo, u)
+        for u in users[out]:
+            if u not in queued:
+                queued.add(u)
+                heappush(todo, u)
     return tan
 
 
