@@ -5,6 +5,7 @@ It deals in integer node ids; the tracer types of ``tracer.py`` wrap those ids f
 """
 from __future__ import annotations
 
+import operator
 import struct
 from itertools import compress
 
@@ -22,6 +23,9 @@ _ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT = (OPS[n].code for n in ("add", "sub
                                                                      "select"))
 _IDENTITY_CODES = frozenset((_ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT))  # the ops ``_identity`` knows
 _pack = struct.Struct("<d").pack
+# ops whose Python float arithmetic is the same IEEE operation as numpy's and never raises (no division): the
+# concrete values of a recording fold without a numpy call
+_PYTHON_FOLD = {_ADD: operator.add, _SUB: operator.sub, _MUL: operator.mul, _NEG: operator.neg}
 
 
 class Recorder:
@@ -91,8 +95,12 @@ class Recorder:
             vals = [values[a] for a in args]
             value = None
             if None not in vals:
-                with np.errstate(all="ignore"):
-                    value = float(op.numpy(*map(np.float64, vals)))
+                fold = _PYTHON_FOLD.get(code)
+                if fold is not None and all(type(v) is float for v in vals):
+                    value = fold(*vals)
+                else:
+                    with np.errstate(all="ignore"):
+                        value = float(op.numpy(*map(np.float64, vals)))
             kinds = self.kinds
             nid = memo[key] = len(kinds)
             kinds.append(code)

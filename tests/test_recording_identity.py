@@ -850,6 +850,24 @@ def test_tapes_are_unchanged():
     assert not changed, f"{len(changed)} tapes changed, e.g. {changed[:8]}"
 
 
+def test_recorded_values_fold_like_numpy():
+    """The concrete values a recording carries (what guards branch on) are numpy's float64 results to the bit,
+    at signed zeros, infinities, NaN, overflow and subnormals."""
+    import itertools
+    import struct
+
+    from tapead.recorder import Recorder
+    edges = [0.0, -0.0, 1.0, -2.5, 1e308, -1e308, np.inf, -np.inf, np.nan, 5e-324, 3.0]
+    for name in ("add", "sub", "mul", "div", "neg", "sin", "pow", "lt", "max"):
+        op = tapead.OPS[name]
+        for point in itertools.product(edges, repeat=op.arity):
+            rec = Recorder()
+            nid = rec.emit(op, tuple(rec.input(v) for v in point))
+            with np.errstate(all="ignore"):
+                expected = float(op.numpy(*map(np.float64, point)))
+            assert struct.pack("<d", rec.values[nid]) == struct.pack("<d", expected), (name, point)
+
+
 if __name__ == "__main__":
     print("DIGESTS = {")
     for k, v in digests().items():
