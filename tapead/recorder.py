@@ -84,17 +84,20 @@ class Recorder:
             if simpler is not None:
                 return simpler
         # the memo key: (code, *args), arguments of a commutative op in increasing order
-        if code in _COMMUTATIVE_CODES and args[0] > args[1]:
-            key = (code, args[1], args[0])
+        values = self.values
+        if len(args) == 2:
+            a0, a1 = args
+            key = (code, a1, a0) if a0 > a1 and code in _COMMUTATIVE_CODES else (code, a0, a1)
+            known = values[a0] is not None and values[a1] is not None
         else:
             key = (code, *args)
+            known = all(values[a] is not None for a in args)
         memo = self._memo
         nid = memo.get(key)
         if nid is None:
-            values = self.values
-            vals = [values[a] for a in args]
             value = None
-            if None not in vals:
+            if known:  # the concrete value at the recording point
+                vals = [values[a] for a in args]
                 fold = _PYTHON_FOLD.get(code)
                 if fold is not None and all(type(v) is float for v in vals):
                     value = fold(*vals)

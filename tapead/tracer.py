@@ -67,16 +67,13 @@ class Scalar:
 
     def _emit(self, op, args):
         rec = self.rec
-        ids = []
-        for a in args:
-            if isinstance(a, Scalar):
-                if a.rec is not rec:
-                    raise TracingError("a traced value from another recording was used here; record one "
-                                       "function at a time and do not keep traced values between recordings")
-                ids.append(a.id)
-            else:
-                ids.append(rec.const(a if type(a) is float else as_float(a)))
-        nid = rec.emit(op, tuple(ids))
+        if len(args) == 2:
+            a, b = args
+            ids = (a.id if type(a) is Scalar and a.rec is rec else _operand_id(rec, a),
+                   b.id if type(b) is Scalar and b.rec is rec else _operand_id(rec, b))
+        else:
+            ids = tuple([_operand_id(rec, a) for a in args])
+        nid = rec.emit(op, ids)
         if rec.kinds[nid] == _CONST:  # an identity answered with a constant
             return rec.args[nid][0]
         return Scalar(rec, nid)
@@ -170,6 +167,16 @@ class Scalar:
 
     def item(self):
         return self
+
+
+def _operand_id(rec: Recorder, a) -> int:
+    """The node id of an operand of an op recorded in ``rec``: a tracer's own, or a constant's."""
+    if isinstance(a, Scalar):
+        if a.rec is not rec:
+            raise TracingError("a traced value from another recording was used here; record one "
+                               "function at a time and do not keep traced values between recordings")
+        return a.id
+    return rec.const(a if type(a) is float else as_float(a))
 
 
 _PLAIN = frozenset({Scalar, float, int})  # operand types that never broadcast
