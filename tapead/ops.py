@@ -34,6 +34,11 @@ class Op:
     note: str = ""  # tie conventions of non-smooth ops
     definition: str = ""  # LLVM IR of a helper function the lowering calls (user-defined ops only)
     uses: tuple[str, ...] = ()  # other user-defined ops that definition calls
+    commutative: bool = False  # op(a, b) == op(b, a) bitwise: the recorder shares both orders (hash-consing)
+    # how the op couples its arguments in second derivatives (Hessian sparsity): "linear" (none), "piecewise"
+    # (none where defined: abs, max, select), "bilinear" (a x b only: mul), "quotient" (a x b and b x b: div),
+    # "general" (every pair of its arguments' dependencies)
+    curvature: str = "general"
 
 
 OPS: dict[str, Op] = {}
@@ -41,13 +46,13 @@ BY_CODE: list[Op] = []
 
 
 def op(name: str, arity: int, numpy: Callable, llvm: str, *, domain=(-INF, INF), libm=(), smooth=True,
-       note="", definition="", uses=()):
+       note="", definition="", uses=(), commutative=False, curvature="general"):
     """Declare an op; the decorated function is its derivative rule. Declaring a name again replaces its row."""
 
     def register(rule: Callable) -> Callable:
         code = OPS[name].code if name in OPS else len(BY_CODE)
         row = Op(name, code, arity, numpy, llvm, rule, domain, tuple(libm), smooth, note, definition,
-                 tuple(uses))
+                 tuple(uses), commutative, curvature)
         OPS[name] = row
         if code == len(BY_CODE):
             BY_CODE.append(row)
@@ -121,23 +126,23 @@ def minimum(a, b): return call("min", a, b)
 
 
 # ---- the table ------------------------------------------------------------------------------------
-@op("add", 2, np.add, "{out} = fadd double {0}, {1}")
+@op("add", 2, np.add, "{out} = fadd double {0}, {1}", commutative=True, curvature="linear")
 def _(g, x, y, out): return g, g
 
 
-@op("sub", 2, np.subtract, "{out} = fsub double {0}, {1}")
+@op("sub", 2, np.subtract, "{out} = fsub double {0}, {1}", curvature="linear")
 def _(g, x, y, out): return g, -g
 
 
-@op("mul", 2, np.multiply, "{out} = fmul double {0}, {1}")
+@op("mul", 2, np.multiply, "{out} = fmul double {0}, {1}", commutative=True, curvature="bilinear")
 def _(g, x, y, out): return g * y, g * x
 
 
-@op("div", 2, np.divide, "{out} = fdiv double {0}, {1}")
+@op("div", 2, np.divide, "{out} = fdiv double {0}, {1}", curvature="quotient")
 def _(g, x, y, out): return g / y, -(g * out) / y
 
 
-@op("neg", 1, np.negative, "{out} = fneg double {0}")
+@op("neg", 1, np.negative, "{out} = fneg double {0}", curvature="linear")
 def _(g, x, out): return (-g,)
 
 
@@ -173,7 +178,7 @@ def _(g, x, y, out):
     return g * (y * power(x, y - 1.0)), select(eq(x, 0.0), 0.0, g * (out * log(x)))
 
 
-@op("abs", 1, np.abs, "{out} = call double @llvm.fabs.f64(double {0})", smooth=False,
+@op("abs", 1, np.abs, "{out} = call double @llvm.fabs.f64(double {0})", smooth=False, curvature="piecewise",
     note="d|x|/dx = sign(x), so 0 at x = 0")
 def _(g, x, out): return (g * sign(x),)
 
@@ -193,13 +198,14 @@ def _no_derivative(g, *args):
 for _name, _fn, _pred in [("lt", np.less, "olt"), ("le", np.less_equal, "ole"), ("gt", np.greater, "ogt"),
                           ("ge", np.greater_equal, "oge"), ("eq", np.equal, "oeq"),
                           ("ne", np.not_equal, "une")]:
-    op(_name, 2, _f(_fn), _cmp(_pred), smooth=False, note="1.0 if true else 0.0; no derivative")(
+    op(_name, 2, _f(_fn), _cmp(_pred), smooth=False, note="1.0 if true else 0.0; no derivative",
+       commutative=_name in ("eq", "ne"))(
         _no_derivative)
 
 
 @op("select", 3, _f(lambda c, a, b: np.where(c != 0, a, b)),
     "{out}.c = fcmp une double {0}, 0.0\n{out} = select i1 {out}.c, double {1}, double {2}", smooth=False,
-    note="select(c, a, b) = a where c != 0 else b; the branch not taken gets an exact zero derivative")
+    curvature="piecewise", note="select(c, a, b) = a where c != 0 else b; the branch not taken gets an exact zero derivative")
 def _(g, c, a, b, out): return None, select(c, g, 0.0), select(c, 0.0, g)
 
 
@@ -212,7 +218,7 @@ def _first_wins(pick, x, y):
 @op("max", 2, np.maximum,
     "{out}.g = fcmp ogt double {0}, {1}\n{out}.u = fcmp uno double {0}, {0}\n"
     "{out}.k = or i1 {out}.g, {out}.u\n{out} = select i1 {out}.k, double {0}, double {1}",
-    smooth=False, note="value as numpy: x if x > y or x is NaN, else y (so a NaN propagates and "
+    smooth=False, curvature="piecewise", note="value as numpy: x if x > y or x is NaN, else y (so a NaN propagates and "
     "max(0.0, -0.0) = -0.0); the derivative goes to the argument whose NaN propagates, and on a tie x == y to x")
 def _(g, x, y, out):
     c = _first_wins(ge, x, y)
@@ -222,7 +228,7 @@ def _(g, x, y, out):
 @op("min", 2, np.minimum,
     "{out}.g = fcmp olt double {0}, {1}\n{out}.u = fcmp uno double {0}, {0}\n"
     "{out}.k = or i1 {out}.g, {out}.u\n{out} = select i1 {out}.k, double {0}, double {1}",
-    smooth=False, note="value as numpy: x if x < y or x is NaN, else y (min(0.0, -0.0) = -0.0); the "
+    smooth=False, curvature="piecewise", note="value as numpy: x if x < y or x is NaN, else y (min(0.0, -0.0) = -0.0); the "
     "derivative goes to the argument whose NaN propagates, and on a tie x == y to x")
 def _(g, x, y, out):
     c = _first_wins(le, x, y)

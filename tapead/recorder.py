@@ -18,7 +18,7 @@ from .tape import Tape
 _INPUT, _PARAM, _CONST = -1, -2, -3
 _COMPARISON_CODES = frozenset(OPS[n].code for n in COMPARISONS)
 # op codes are fixed once declared (declaring a name again keeps its code), so the hot path compares codes
-_COMMUTATIVE_CODES = frozenset(OPS[n].code for n in ("add", "mul", "eq", "ne"))
+_COMMUTATIVE_CODES = frozenset(row.code for row in OPS.values() if row.commutative)  # a fact of the op table
 _ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT = (OPS[n].code for n in ("add", "sub", "mul", "div", "neg", "pow",
                                                                      "select"))
 _IDENTITY_CODES = frozenset((_ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT))  # the ops ``_identity`` knows

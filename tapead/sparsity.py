@@ -20,8 +20,6 @@ from .higher import _extra, _finish, _gradient_program, _lead, derived, follows_
 from .ops import BY_CODE, NO_DERIVATIVE
 from .tape import Tape
 
-_LINEAR = frozenset({"add", "sub", "neg"})
-_PIECEWISE_LINEAR = frozenset({"abs", "max", "min", "select"})  # second derivatives vanish where defined
 
 
 def _bits(mask: int):
@@ -109,12 +107,14 @@ def hessian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     first = tape.first_result
     for k, (code, *args) in enumerate(tape.code.tolist()):
         row = BY_CODE[code]
-        if not need[first + k] or row.name in _LINEAR | _PIECEWISE_LINEAR | NO_DERIVATIVE:
+        # the op table says how each op couples its arguments (second derivatives of linear and piecewise-linear
+        # ops vanish where defined)
+        if not need[first + k] or row.curvature in ("linear", "piecewise") or row.name in NO_DERIVATIVE:
             continue
         d = [deps[a] for a in args[:row.arity]]
-        if row.name == "mul":
+        if row.curvature == "bilinear":
             couple(d[0], d[1])
-        elif row.name == "div":
+        elif row.curvature == "quotient":
             couple(d[0], d[1])
             couple(d[1], d[1])
         else:

@@ -306,3 +306,29 @@ def test_traced_exponent_records_pow():
     assert t.op_counts() == {"pow": 1}
     g = t.gradient(np.array([2.0, 3.0]))
     assert np.allclose(g, [3.0 * 4.0, 8.0 * np.log(2.0)], rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if OPS[n].curvature != "general"])
+def test_curvature_class_matches_second_derivatives(name):
+    """The op table's curvature class (what Hessian sparsity trusts) agrees with the op's second derivatives:
+    none for linear and piecewise-linear ops, only the mixed one for mul, none in the numerator for div."""
+    t = one_op_tape(name)
+    x = sample_points(name, 6, seed=5)
+    H = tapead.hessian_tape(t).evaluate(x)  # (points, arity, arity)
+    curvature = OPS[name].curvature
+    if curvature in ("linear", "piecewise"):
+        assert np.all(H == 0.0)
+    elif curvature == "bilinear":
+        assert np.all(H[:, 0, 0] == 0.0) and np.all(H[:, 1, 1] == 0.0) and np.all(H[:, 0, 1] != 0.0)
+    else:
+        assert curvature == "quotient" and np.all(H[:, 0, 0] == 0.0) and np.all(H[:, 1, 1] != 0.0)
+
+
+def test_commutative_rows_are_commutative_bitwise():
+    rng = np.random.default_rng(9)
+    values = np.concatenate([rng.normal(size=50), [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-310]])
+    a, b = np.meshgrid(values, values)
+    for row in OPS.values():
+        if row.commutative:
+            with np.errstate(all="ignore"):
+                assert np.array_equal(row.numpy(a, b), row.numpy(b, a), equal_nan=True), row.name
