@@ -15,6 +15,8 @@ kernel the number of points whose guards failed (their statuses are 1).
 """
 from __future__ import annotations
 
+import functools
+import math
 import re
 import struct
 import zlib
@@ -32,7 +34,7 @@ _BINARY_LIBM = {"pow", "atan2", "hypot"}
 CUT_ABOVE = 20000
 CHUNK = 2000
 CONST_RUN = 8  # constant outputs in a row stored by one memcpy from a table
-MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)"
+MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)\ndeclare void @llvm.memset.p0.i64(ptr, i8, i64, i1)"
 
 
 def _literal(v: float) -> str:
@@ -111,30 +113,70 @@ def lower_function(tape: Tape, fname: str) -> str:
                      + [f"  ret double {name[int(tape.outputs[0])]}", "}"])
 
 
-def _stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: list, globals_: list) -> None:
+def _stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: list, globals_: list,
+            zero_runs: bool = False) -> None:
     """Store output group ``k``. Runs of CONST_RUN or more constant outputs (a quadratic's Hessian, the zero
-    blocks of a Jacobian) are copied from a constant table with one memcpy instead of one store each: LLVM's
-    cost grows with the number of instructions, and n^2 constant stores took it minutes at n = 400."""
+    blocks of a Jacobian) are written by one memset (runs of +0.0) or one memcpy from a constant table instead of
+    one store each: LLVM's cost grows with the number of instructions and IR text, and n^2 constant stores took
+    it minutes at n = 400. Memsets only in the pieces of a cut kernel (``zero_runs``): inlined into a whole
+    kernel's batch loops at O2, many of them cost LLVM more than the tables do (n = 100: 1.7 s against 0.1 s)."""
     lo, hi = tape.first_const, tape.first_result
+    consts = tape.consts
     j = 0
     while j < len(outs):
         end = j
         while end < len(outs) and lo <= outs[end] < hi:
             end += 1
         if end - j >= CONST_RUN:
-            table = f"@{prefix}.c{k}.{j}"
-            values = ", ".join(f"double {name[s]}" for s in outs[j:end])
-            globals_.append(f"{table} = private unnamed_addr constant [{end - j} x double] [{values}], align 8")
-            body.append(f"  %q{k}.{j} = getelementptr inbounds double, ptr %o{k}, i64 {j}")
-            body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{j}, ptr {table}, i64 {8 * (end - j)}, "
-                        "i1 false)")
+            zero = [zero_runs and consts[s - lo] == 0.0 and not math.copysign(1.0, consts[s - lo]) < 0
+                    for s in outs[j:end]]
+            for a, b, zeros in _segments(zero):
+                a, b = j + a, j + b
+                if zeros:
+                    body.append(f"  %q{k}.{a} = getelementptr inbounds double, ptr %o{k}, i64 {a}")
+                    body.append(f"  call void @llvm.memset.p0.i64(ptr %q{k}.{a}, i8 0, i64 {8 * (b - a)}, i1 false)")
+                elif b - a >= CONST_RUN:
+                    table = f"@{prefix}.c{k}.{a}"
+                    values = ", ".join(f"double {name[s]}" for s in outs[a:b])
+                    globals_.append(f"{table} = private unnamed_addr constant [{b - a} x double] [{values}], align 8")
+                    body.append(f"  %q{k}.{a} = getelementptr inbounds double, ptr %o{k}, i64 {a}")
+                    body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{a}, ptr {table}, i64 {8 * (b - a)}, "
+                                "i1 false)")
+                else:
+                    _each(name, outs, k, a, b, body)
             j = end
             continue
         end = max(end, j + 1)
-        for i in range(j, end):
-            body.append(f"  %q{k}.{i} = getelementptr inbounds double, ptr %o{k}, i64 {i}")
-            body.append(f"  store double {name[outs[i]]}, ptr %q{k}.{i}")
+        _each(name, outs, k, j, end, body)
         j = end
+
+
+def _each(name: dict, outs: list, k: int, a: int, b: int, body: list) -> None:
+    for i in range(a, b):
+        body.append(f"  %q{k}.{i} = getelementptr inbounds double, ptr %o{k}, i64 {i}")
+        body.append(f"  store double {name[outs[i]]}, ptr %q{k}.{i}")
+
+
+def _segments(zero: list) -> list:
+    """``(start, end, all_zero)`` pieces of a run of constants: runs of CONST_RUN or more +0.0 apart (memset), the
+    rest between them."""
+    pieces, start, i, n = [], 0, 0, len(zero)
+    while i < n:
+        if zero[i]:
+            z = i
+            while z < n and zero[z]:
+                z += 1
+            if z - i >= CONST_RUN:
+                if i > start:
+                    pieces.append((start, i, False))
+                pieces.append((i, z, True))
+                start = z
+            i = z
+        else:
+            i += 1
+    if start < n:
+        pieces.append((start, n, False))
+    return pieces
 
 
 def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list) -> list[str]:
@@ -250,15 +292,15 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     lines.append(f"define i32 @{name}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{")
     tables: list[str] = []
     if len(tape) + tape.n_outputs + len(tape.guards) > cut:
-        pieces, point = lower_chunked(tape, name, in_groups, out_groups, chunk, _stores)
+        pieces, point = lower_chunked(tape, name, in_groups, out_groups, chunk,
+                                      functools.partial(_stores, zero_runs=True))
         lines.extend(point)
         tables.extend(pieces)
     else:
         lines.append("entry:")
         lines.extend(_point_body(tape, in_groups, out_groups, name, tables))
     lines.append("}")
-    if tables:
-        lines[:0] = tables + [MEMCPY]
+    lines[:0] = tables + [MEMCPY]  # constant tables, pieces, and the memcpy/memset the stores may call
     # the batch loop: pointers advance one row per point; NULL outputs stay NULL
     bx = [f"ptr %X{k}" for k in range(len(in_groups))]
     bo = [f"ptr %O{k}" for k in range(len(out_groups))]

@@ -17,8 +17,24 @@ def test_dense_hessian_of_a_quadratic_is_exact_and_stored_from_a_table():
     H = tape.hessian(x)
     assert np.array_equal(H, 0.02 * np.eye(n))
     ir = codegen.lower(hessian_tape(tape), "k")
-    assert ir.count("store double") < 50  # not one store per entry (n^2 = 90,000 of them)
-    assert ir.count("@llvm.memcpy") >= 2
+    assert ir.count("store double") < n + 50  # the diagonal at most, not one store per entry (n^2 = 90,000)
+    assert ir.count("call void @llvm.memset") + ir.count("call void @llvm.memcpy") >= 2
+
+
+def test_constant_runs_keep_every_bit_whole_or_cut(monkeypatch):
+    """+0.0 runs become memsets in cut kernels, other constants (-0.0 included) come from tables: same bits."""
+    pattern = [1] * 20 + [2] * 20 + [3] * 10 + [1] * 9 + [2] + [1] * 12
+    tape = tapead.Tape(code=np.zeros((0, 4), np.int32), consts=np.array([0.0, -0.0, 1.5]), input_shapes=((1,),),
+                       param_shape=None, outputs=np.array(pattern), output_shape=(len(pattern),))
+    expected = np.array([[0.0, -0.0, 1.5][p - 1] for p in pattern])
+    for cut in (10**9, 10):
+        monkeypatch.setattr(codegen, "CUT_ABOVE", cut)
+        monkeypatch.setattr(codegen, "CHUNK", 30)
+        fresh = tape.replace()
+        for got in (fresh.value(np.ones(1)), fresh.value(np.ones((3, 1)))[2]):
+            assert np.array_equal(got, expected) and np.array_equal(np.signbit(got), np.signbit(expected))
+        ir = codegen.lower(fresh, "k")
+        assert ("call void @llvm.memset" in ir) == (cut == 10)
 
 
 def test_mixed_constant_and_computed_outputs_match_the_interpreter_bitwise():

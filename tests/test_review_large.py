@@ -46,7 +46,7 @@ def raw_tapes(draw):
     slot = st.integers(0, n_slots - 1) if n_slots else st.nothing()
     from tapead.ops import COMPARISONS
     compares = [first + i for i, c in enumerate(code) if BY_NAME[c[0]] in COMPARISONS]
-    guards = draw(st.lists(st.tuples(st.sampled_from(compares), st.integers(0, 1)), max_size=3)) if compares else []
+    guards = draw(st.lists(st.tuples(st.sampled_from(compares), st.integers(0, 1)), max_size=min(3, len(code)))) if compares else []
     outs = draw(st.lists(slot, max_size=20)) if n_slots else []
     if consts and draw(st.booleans()):  # a run long enough for a constant table
         at = draw(st.integers(0, len(outs)))
