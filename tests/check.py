@@ -141,3 +141,14 @@ def assert_gradient(f, *args, params=None, gradient=None, rtol: float = RTOL_FD,
 
 __all__ = ["REL_STEP", "RTOL_FD", "RTOL_KERNEL", "magnitude", "fd_rows", "fd_jacobian", "fd_gradient",
            "fd_hessian", "assert_close", "assert_gradient"]
+
+
+class Counting:
+    """Wraps a callable (a kernel's native function) and counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fn(*args)

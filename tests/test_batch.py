@@ -4,6 +4,7 @@ import pytest
 
 import tapead
 from tapead.calls import kernel
+from check import Counting
 
 
 def f(x, p):
@@ -15,13 +16,6 @@ def tape():
     return tapead.record(f, np.ones(6), params=np.array([2.0, 3.0]))
 
 
-class Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args):
-        self.calls += 1
-        return self.fn(*args)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import tapead
 from tapead.calls import kernel
+from check import Counting
 
 
 def two_paths(x):
@@ -23,13 +24,6 @@ def three_paths(x):
     return np.cos(x[0] + x[1])
 
 
-class Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args):
-        self.calls += 1
-        return self.fn(*args)
 
 
 def mixed(n: int, seed: int = 0) -> np.ndarray:

@@ -6,6 +6,7 @@ import pytest
 import tapead
 from tapead import threads as policy
 from tapead.calls import kernel
+from check import Counting
 
 BAD = [0, -1, True, False, 2.5, "2", np.int64(2)]
 
@@ -94,13 +95,6 @@ def test_zero_params_evaluate_like_the_kernel():
 
 
 # ---- 11. the default thread count -----------------------------------------------------------------------------
-class Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args):
-        self.calls += 1
-        return self.fn(*args)
 
 
 def native_calls(t, X, **kw) -> int:
