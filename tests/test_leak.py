@@ -49,6 +49,17 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def assert_freed_without_gc(make) -> None:
+    """``make()`` returns a weak reference to a tape it used; with the cycle collector off, it must be dead."""
+    gc.collect()
+    gc.disable()
+    try:
+        ref = make()
+        assert ref() is None, "the tape is kept alive by a reference cycle"
+    finally:
+        gc.enable()
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc")
 @pytest.mark.parametrize("cache", ["0", "1"])
 def test_compiled_and_dropped_tapes_do_not_accumulate(tmp_path, cache):
@@ -85,13 +96,7 @@ def test_a_dropped_tape_is_freed_without_the_cycle_collector(use, tmp_path, monk
         USES[use](t)
         return weakref.ref(t)
 
-    gc.collect()
-    gc.disable()
-    try:
-        ref = make()
-        assert ref() is None, "the tape is kept alive by a reference cycle"
-    finally:
-        gc.enable()
+    assert_freed_without_gc(make)
 
 
 def test_a_dropped_tape_with_branches_is_freed_without_the_cycle_collector(tmp_path, monkeypatch):
@@ -103,10 +108,4 @@ def test_a_dropped_tape_with_branches_is_freed_without_the_cycle_collector(tmp_p
         assert np.allclose(t.gradient(X2), np.where(X2[:, :1] > 0, 2 * X2, 3 * X2 ** 2), rtol=1e-14, atol=0)
         return weakref.ref(t)
 
-    gc.collect()
-    gc.disable()
-    try:
-        ref = make()
-        assert ref() is None, "the tape is kept alive by a reference cycle"
-    finally:
-        gc.enable()
+    assert_freed_without_gc(make)
