@@ -13,6 +13,9 @@ from .ops import BY_CODE, NO_DERIVATIVE, OPS, call, select
 from .recorder import Recorder
 from .tape import Tape
 from .tracer import Scalar
+from .structure import map_runs, scalar
+from .maps_ad import replay_map, reverse_map
+import numpy as np
 
 _SELECT = OPS["select"].code
 _UNSET = object()
@@ -27,11 +30,22 @@ def fresh(tape: Tape, n_extra_inputs: int = 0):
 
 
 def replay(tape: Tape, xs: list, ps: list) -> list:
-    """Run ``tape`` on the given values (tracers or floats); returns the value of every slot."""
+    """Run ``tape`` on the given values (tracers or floats); returns the value of every slot. A map is emitted
+    whole into the tracers' recorder (its tables renamed), never unrolled."""
     vals = list(xs) + list(ps) + tape.consts.tolist()
-    for code, a, b, c in tape.code.tolist():
-        row = BY_CODE[code]
+    runs = {start: (end, m) for start, end, m in map_runs(tape)}
+    code = tape.code.tolist()
+    i = 0
+    while i < len(code):
+        if i in runs:
+            end, m = runs[i]
+            vals.extend(replay_map(m, vals))
+            i = end
+            continue
+        op, a, b, c = code[i]
+        row = BY_CODE[op]
         vals.append(call(row.name, *(vals[a], vals[b], vals[c])[:row.arity]))
+        i += 1
     return vals
 
 
@@ -56,12 +70,18 @@ def _ids(rec: Recorder, values) -> list[int]:
 
 
 def _active(tape: Tape) -> bytearray:
-    """Slots that depend on an input (only these carry derivatives: activity analysis)."""
+    """Slots that depend on an input (only these carry derivatives: activity analysis). A map's rows are active
+    when anything its tables read is."""
     act = bytearray(tape.n_slots)
     act[:tape.n_inputs] = b"\x01" * tape.n_inputs
     first = tape.first_result
+    maps = tape.maps
     for i, (code, *args) in enumerate(tape.code.tolist()):
-        if BY_CODE[code].name not in NO_DERIVATIVE:
+        if code < 0:
+            if args[1] == 0:
+                on = any(act[a] for a in np.unique(maps[args[0]].tables).tolist())
+            act[first + i] = on
+        elif BY_CODE[code].name not in NO_DERIVATIVE:
             act[first + i] = any(act[a] for a in args[:BY_CODE[code].arity])
     return act
 
@@ -102,7 +122,15 @@ def backward(tape: Tape, vals: list, seeds: list) -> list:
             adj[s] = g if adj[s] is None else adj[s] + g
     first = tape.first_result
     code = tape.code.tolist()
-    for i in range(len(code) - 1, -1, -1):
+    runs = {end - 1: (start, m) for start, end, m in map_runs(tape)}
+    i = len(code)
+    while i > 0:
+        i -= 1
+        if i in runs:  # a whole map at once: its reverse is a map scattering into the slots it read
+            start, m = runs[i]
+            reverse_map(m, first + start, vals, adj, mask, act)
+            i = start
+            continue
         g = adj[first + i]
         if g is None:
             continue
@@ -250,6 +278,7 @@ def grad(tape: Tape) -> Tape:
 
 def jvp(tape: Tape) -> Tape:
     """Forward mode: a tape of inputs ``(x..., v...)`` whose output is ``J(x) v`` (shaped like the output)."""
+    tape = scalar(tape)  # forward mode reads scalar instructions
     rec, xs, ps = fresh(tape, tape.n_inputs)
     x, v = xs[:tape.n_inputs], xs[tape.n_inputs:]
     vals = replay(tape, x, ps)

@@ -24,6 +24,7 @@ import zlib
 from .ops import BY_CODE, OPS
 
 from .chunking import lower_chunked
+from .structure import op_codes, scalar
 from .tape import Tape
 
 _BINARY_LIBM = {"pow", "atan2", "hypot"}
@@ -44,7 +45,7 @@ def _literal(v: float) -> str:
 def _rows(tape: Tape) -> list:
     """The ops a tape uses, with the user-defined ops their definitions call (dependencies first)."""
     seen: dict = {}
-    for c in sorted(set(tape.code[:, 0].tolist())):
+    for c in op_codes(tape):
         _visit(BY_CODE[c], seen)
     return list(seen.values())
 
@@ -282,6 +283,7 @@ def _loop_id(name: str, mask) -> int:
 def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(), chunk: int | None = None) -> str:
     """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
     mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``)."""
+    tape = scalar(tape)
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
@@ -346,6 +348,7 @@ def generator_digest() -> str:
 def tape_digest(tape: Tape) -> str:
     """The tape's content with the lowering of every op it uses (op codes are numbered per process)."""
     import hashlib
+    tape = scalar(tape)
     h = hashlib.sha256()
     h.update(repr((tape.input_shapes, tape.param_shape, tape.output_shape)).encode())
     for a in (tape.code, tape.consts, tape.outputs, tape.guards):

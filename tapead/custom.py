@@ -16,6 +16,7 @@ import numpy as np
 
 from . import ops
 from .errors import TracingError
+from .structure import op_codes
 
 _REGISTERED: dict = {}  # op name -> the CustomOp that owns it (a name means one function per process)
 
@@ -51,8 +52,8 @@ class CustomOp:
             raise TracingError(f"another custom op is already named {self.name!r}; tapes refer to ops by name, so "
                              "give this one its own: @tapead.custom_op(name='...')")
         _REGISTERED[self.name] = self
-        body = record(lambda *a: self.fn(*a), *([0.5] * self.arity), on_branch="forbid")
-        used = [ops.BY_CODE[c] for c in sorted(set(body.code[:, 0].tolist()))]
+        body = record(lambda *a: self.fn(*a), *([0.5] * self.arity), on_branch="forbid", structured=False)
+        used = [ops.BY_CODE[c] for c in op_codes(body)]
         fname = "tapead_" + self.name.replace(".", "_")
         partials, arity = self.partials, self.arity
 

@@ -30,6 +30,7 @@ from .calls import _scalar
 from .custom import _REGISTERED
 from .errors import InputError
 from .ops import BY_CODE
+from .structure import op_codes
 from .tape import Tape
 
 SPLIT_EVERY = 8  # partials summed per node of an assembly's reduction tree
@@ -79,7 +80,7 @@ def _structure(tape: Tape, method: str):
 
 
 def _used_custom_ops(*tapes: Tape) -> tuple:
-    names = sorted({BY_CODE[c].name for t in tapes for c in set(t.code[:, 0].tolist())})
+    names = sorted({BY_CODE[c].name for t in tapes for c in op_codes(t)})
     return tuple((n, _REGISTERED[n].fn.__module__) for n in names if n in _REGISTERED)
 
 

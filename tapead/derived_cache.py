@@ -11,6 +11,8 @@ Python's transforms entirely. A damaged or foreign entry is a miss.
 from __future__ import annotations
 
 import hashlib
+
+from .structure import op_codes
 from typing import Callable
 
 from .errors import TapeadError, TapeFormatError
@@ -43,7 +45,7 @@ def _user_ops(tape: Tape) -> str:
     from . import store
     from .record import record
     h = hashlib.sha256()
-    todo = [BY_CODE[c].name for c in sorted(set(tape.code[:, 0].tolist()))]
+    todo = [BY_CODE[c].name for c in op_codes(tape)]
     seen: set = set()
     while todo:
         name = todo.pop()
@@ -60,7 +62,7 @@ def _user_ops(tape: Tape) -> str:
 
         t = record(rule, *([0.5] * (1 + row.arity)), on_branch="forbid")
         h.update(f"{name} {row.arity} {zero} {row.definition}".encode() + store.to_bytes(t))
-        todo += [BY_CODE[c].name for c in sorted(set(t.code[:, 0].tolist()))]
+        todo += [BY_CODE[c].name for c in op_codes(t)]
     return h.hexdigest() if seen else ""
 
 

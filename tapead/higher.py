@@ -17,6 +17,7 @@ from .ad import _ids, _keep_guards, backward, forward, fresh, replay
 from .arrays import as_float_array, check_aliasing, check_out
 from .binding import bind, named_inputs
 from .errors import BranchError, InputError
+from .structure import scalar
 from .tape import Tape
 
 _MODES = ("auto", "forward", "reverse")
@@ -38,7 +39,9 @@ def seed(n: int, hot) -> list:
 def tangent_sweeps(tape: Tape, directions: list) -> tuple:
     """Replay ``tape`` on fresh tracers and sweep forward once per direction (a collection of input indices,
     all seeded with 1.0). Returns ``(recorder, slot values, T)`` with ``T[d][k]`` the tangent of output ``k``
-    along direction ``d`` (a tracer, a float or None for zero)."""
+    along direction ``d`` (a tracer, a float or None for zero). Forward mode reads scalar instructions: a tape
+    with maps is swept unrolled."""
+    tape = scalar(tape)
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
     _keep_guards(rec, tape, vals)

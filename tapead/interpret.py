@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import BY_CODE
+from .structure import map_runs
 from .tape import Tape
 
 
@@ -22,11 +23,21 @@ def interpret(tape: Tape, x: np.ndarray, p: np.ndarray | None = None) -> tuple[n
     for i, c in enumerate(tape.consts.tolist()):
         slots[tape.first_const + i] = np.full(n, c)
     first = tape.first_result
+    runs = {start: (end, m) for start, end, m in map_runs(tape)}
     with np.errstate(all="ignore"):
-        for i, (code, a, b, c) in enumerate(tape.code.tolist()):
-            row = BY_CODE[code]
+        code = tape.code.tolist()
+        i = 0
+        while i < len(code):
+            if i in runs:
+                end, m = runs[i]
+                _run_map(m, slots, first + i, n)
+                i = end
+                continue
+            op, a, b, c = code[i]
+            row = BY_CODE[op]
             args = (slots[a], slots[b], slots[c])[:row.arity]
             slots[first + i] = np.asarray(row.numpy(*args), dtype=np.float64)
+            i += 1
     out = np.empty((n, tape.n_outputs))
     for j, s in enumerate(tape.outputs.tolist()):
         out[:, j] = slots[s]
@@ -34,3 +45,43 @@ def interpret(tape: Tape, x: np.ndarray, p: np.ndarray | None = None) -> tuple[n
     for s, expected in tape.guards.tolist():
         ok &= (slots[s] != 0.0) == bool(expected)
     return out, ok
+
+
+def _run_map(m, slots: list, start: int, n: int) -> None:
+    """Run map ``m`` (rows from slot ``start``) over the batch of ``n`` points."""
+    x = np.empty((n, m.n, m.body.n_inputs))
+    for i, column in enumerate(m.tables.T.tolist()):
+        for k, s in enumerate(column):
+            x[:, k, i] = slots[s]
+    rows = map_rows(m, x)
+    for r in range(m.rows):
+        slots[start + r] = rows[:, r]
+
+
+def map_rows(m, x: np.ndarray) -> np.ndarray:
+    """The values of map ``m``'s rows, (N, rows), given its gathered inputs ``x`` (N, n, n_in): the body runs once,
+    vectorised over points and iterations; sums and scatters add in iteration order (then output order) from
+    -0.0, as every evaluator does (see tapead.structure)."""
+    N, k = x.shape[0], m.n
+    out, _ = interpret(m.body, x.reshape(N * k, m.body.n_inputs))
+    out = out.reshape(N, k, -1)
+    rows = np.empty((N, m.rows))
+    cols = []
+    for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
+        if kind == "each":
+            rows[:, off:off + k] = out[:, :, j]
+        elif kind == "sum":
+            acc = np.full(N, -0.0)
+            for it in range(k):
+                acc = acc + out[:, it, j]
+            rows[:, off] = acc
+        else:
+            cols.append(j)
+    if m.scatter_size:
+        scatter = np.full((N, m.scatter_size), -0.0)
+        for it in range(k):
+            for c, j in enumerate(cols):
+                t = int(m.dst[it, c])
+                scatter[:, t] = scatter[:, t] + out[:, it, j]
+        rows[:, m.rows - m.scatter_size:] = scatter
+    return rows

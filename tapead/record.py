@@ -41,7 +41,8 @@ def output_ids(rec: Recorder, result) -> tuple[list[int], tuple[int, ...]]:
     return ids, cells.shape
 
 
-def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_finite: bool = False) -> Tape:
+def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_finite: bool = False,
+           structured: bool | None = None) -> Tape:
     """Run ``f(*args)`` (or ``f(*args, params)``) once on traced values and return its tape.
 
     Positional ``args`` are the differentiable inputs: float arrays or scalars whose shapes are fixed now.
@@ -59,6 +60,12 @@ def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_fi
     ``assume_finite=True`` lets recording and every transform fold ``0 * x`` to 0 (e.g. zero entries of
     constant matrices, zero partials): shorter tapes, but an infinite or NaN ``x`` would no longer propagate.
 
+    ``structured`` decides whether vectorised numpy records as loops (``tapead.structure``): None (default) for
+    elementwise results whose leading axis has at least ``tapead.maparray.MAP_MIN`` elements, True for every
+    array result (leading axis >= 2), False never (one scalar instruction per element, the tape of older
+    versions). Either way the tape computes the same function; loops keep recording, the reverse-mode
+    transforms and compilation proportional to the program instead of its unrolled size.
+
     Raises TracingError for what a tape cannot represent, e.g. ``float(x)``, ``math.sin(x)``, storing a traced
     value into a float numpy array (build it with ``np.zeros_like(x)``), or indexing with a traced value.
     """
@@ -69,6 +76,9 @@ def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_fi
     if on_branch not in ("retape", "raise", "forbid"):
         raise ValueError(f"on_branch must be 'retape', 'raise' or 'forbid', got {on_branch!r}")
     rec = Recorder(on_branch=None if on_branch == "forbid" else on_branch, assume_finite=assume_finite)
+    if structured is not False:
+        from .maparray import MAP_MIN
+        rec.map_min = MAP_MIN if structured is None else 2
     values = [as_float_array(a, f"argument {i}") for i, a in enumerate(args)]
     traced = [_traced(rec, v, rec.input) for v in values]
     param_shape = None

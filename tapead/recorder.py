@@ -15,7 +15,7 @@ from .errors import TracingError
 from .ops import COMPARISONS, OPS, Op
 from .tape import Tape
 
-_INPUT, _PARAM, _CONST = -1, -2, -3
+_INPUT, _PARAM, _CONST, _MAPOUT = -1, -2, -3, -4  # node kinds that are not ops (_MAPOUT: a row of a map)
 _COMPARISON_CODES = frozenset(OPS[n].code for n in COMPARISONS)
 # op codes are fixed once declared (declaring a name again keeps its code), so the hot path compares codes
 _COMMUTATIVE_CODES = frozenset(row.code for row in OPS.values() if row.commutative)  # a fact of the op table
@@ -44,6 +44,18 @@ class Recorder:
         self._memo: dict[tuple, int] = {}  # (op code, *argument ids) -> node id: hash-consing
         self._const_ids: dict[bytes, int] = {}  # a constant's bit pattern (-0.0 and NaNs stay apart) -> node id
         self._const_of: dict[int, float] = {}  # node id -> value, for the constant nodes (what identities read)
+        self.maps: list[tuple] = []  # (first node, Map with *node ids* in its tables) per map emitted
+        self.map_min: int | None = None  # structured recording: elementwise results this long become loops
+        self.open_maps: dict = {}  # leading-axis length -> the open maparray.Builder
+
+    def copy(self) -> "Recorder":
+        """An independent recorder with the same nodes (a map body continued after it was emitted)."""
+        other = Recorder(self.on_branch, self.assume_finite)
+        for name in ("kinds", "args", "values", "inputs", "params", "guards", "guard_sites"):
+            setattr(other, name, list(getattr(self, name)))
+        for name in ("_memo", "_const_ids", "_const_of"):
+            setattr(other, name, dict(getattr(self, name)))
+        return other
 
     def _node(self, kind: int, args: tuple, value) -> int:
         self.kinds.append(kind)
@@ -156,6 +168,18 @@ class Recorder:
                 return args[1]
         return None
 
+    def emit_map(self, m, values=None) -> int:
+        """Append map ``m`` (a ``structure.Map`` whose tables hold node ids of this recorder); its rows become
+        consecutive nodes; returns the first. ``values`` (one per row) are the concrete values when known."""
+        first = len(self.kinds)
+        index = len(self.maps)
+        rows = m.rows
+        self.kinds.extend([_MAPOUT] * rows)
+        self.args.extend((index, off) for off in range(rows))
+        self.values.extend([None] * rows if values is None else values)
+        self.maps.append((first, m))
+        return first
+
     def guard(self, nid: int, where: str) -> bool:
         """Branching on node ``nid``: record a guard (when allowed) and return the outcome at this point."""
         value = self.values[nid]
@@ -186,6 +210,10 @@ class Recorder:
                 live[n] = 1
                 if kinds[n] >= 0:
                     stack.extend(nargs[n])
+                elif kinds[n] == _MAPOUT:  # a map is kept whole: all its rows and everything its tables read
+                    first, m = self.maps[nargs[n][0]]
+                    live[first:first + m.rows] = b"\x01" * m.rows
+                    stack.extend(np.unique(m.tables).tolist())
         # slots: inputs and params, then the live constants, then the live instructions, each in recording order
         slot = [-1] * len(kinds)
         for s, nid in enumerate(self.inputs + self.params):
@@ -197,9 +225,17 @@ class Recorder:
             slot[nid] = s
             s += 1
         flat: list[int] = []  # the code table, row after row
+        maps: list = []
         for nid in live_nodes:
             k = kinds[nid]
-            if k >= 0:
+            if k == _MAPOUT:
+                index, off = nargs[nid]
+                if off == 0:
+                    maps.append(self.maps[index][1])
+                slot[nid] = s
+                s += 1
+                flat += (-1, len(maps) - 1, off, 0)
+            elif k >= 0:
                 slot[nid] = s
                 s += 1
                 a = nargs[nid]
@@ -217,7 +253,11 @@ class Recorder:
                 seen.add((slot[g], e))
                 guards.append((slot[g], e))
                 sites.append(site)
-        tape = Tape(code=code,
+        if maps:
+            slots = np.array(slot, np.int64)
+            maps = [m.__class__(m.body, slots[m.tables.astype(np.int64)].reshape(m.tables.shape), m.kinds, m.dst,
+                                m.scatter_size) for m in maps]
+        tape = Tape(code=code, maps=tuple(maps),
                     consts=np.array([nargs[n][0] for n in consts], np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,

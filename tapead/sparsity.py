@@ -18,6 +18,7 @@ from .binding import bind
 from .errors import InputError
 from .higher import _extra, _finish, _gradient_program, _lead, derived, follows_branches, tangent_sweeps
 from .ops import BY_CODE, NO_DERIVATIVE
+from .structure import scalar
 from .tape import Tape
 
 
@@ -62,6 +63,7 @@ def jacobian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     sorted row-major: the order of ``sparse_jacobian_tape``'s outputs."""
     hit = tape._cache.get(("jacobian_sparsity",))
     if hit is None:
+        tape = scalar(tape)  # the analysis reads scalar instructions
         deps = _dependencies(tape)
         hit = tape._cache[("jacobian_sparsity",)] = _pattern([deps[s] for s in tape.outputs.tolist()])
     return hit
@@ -91,6 +93,7 @@ def hessian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     add/sub/neg and piecewise-linear ops (abs, max, min, select): none; any other op: all pairs of its
     arguments' dependencies.
     """
+    tape = scalar(tape)  # the analysis reads scalar instructions
     hit = tape._cache.get(("hessian_sparsity",))
     if hit is not None:
         return hit

@@ -36,6 +36,7 @@ import numpy as np
 
 from .errors import TapeFormatError
 from .ops import BY_CODE, OPS
+from .structure import scalar
 from .tape import Tape
 from .validate import MAX_CONSTS, MAX_OPS, MAX_OUTPUTS, MAX_SLOTS, check_loaded
 
@@ -48,7 +49,9 @@ _DIGEST = 32
 
 
 def to_bytes(tape: Tape) -> bytes:
-    """The tape in the tape file format (see the module docstring); deterministic for equal tapes."""
+    """The tape in the tape file format (see the module docstring); deterministic for equal tapes. Maps are
+    stored unrolled (the file format holds scalar instructions)."""
+    tape = scalar(tape)
     used = sorted(set(tape.code[:, 0].tolist()))
     local = {code: i for i, code in enumerate(used)}
     code = np.array(tape.code, dtype=np.int32)

@@ -75,6 +75,7 @@ class Tape:
     outputs: np.ndarray
     output_shape: Shape
     guards: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    maps: tuple = ()  # structure.Map records, run by the MAP_ROW rows of ``code`` (see tapead.structure)
     fn: Callable | None = field(default=None, repr=False)
     on_branch: str = field(default="retape", repr=False)  # what a call does when a guard fails
     assume_finite: bool = field(default=False, repr=False)  # transforms may fold 0 * x to 0
@@ -96,6 +97,7 @@ class Tape:
         if self.param_shape is not None:
             object.__setattr__(self, "param_shape", tuple(int(d) for d in self.param_shape))
         object.__setattr__(self, "output_shape", tuple(int(d) for d in self.output_shape))
+        object.__setattr__(self, "maps", tuple(self.maps))
 
     # ---- sizes and slot ranges ----------------------------------------------------------------
     @property
@@ -148,6 +150,10 @@ class Tape:
             for a in (self.code, self.consts, self.outputs, self.guards):
                 m.update(np.ascontiguousarray(a).tobytes())
                 m.update(b"|")
+            for mp in self.maps:
+                for part in mp.digest_parts():
+                    m.update(part)
+                    m.update(b"|")
             h = self._cache["hash"] = m.hexdigest()
         return h
 
@@ -162,6 +168,12 @@ class Tape:
                  + (f", params {self.param_shape} -> %{self.n_inputs}..%{self.first_const - 1}"
                     if self.n_params else "")]
         for i, (code, *args) in enumerate(self.code.tolist()):
+            if code < 0:  # a map's row (see tapead.structure)
+                if args[1] == 0:
+                    mp = self.maps[args[0]]
+                    lines.append(f"  %{self.first_result + i}..%{self.first_result + i + mp.rows - 1} = map "
+                                 f"{args[0]}: {len(mp.body)} ops x {mp.n}, outputs {list(mp.kinds)}")
+                continue
             row = BY_CODE[code]
             lines.append(f"  %{self.first_result + i} = {row.name} "
                          + " ".join(self.slot_name(a) for a in args[:row.arity]))
@@ -176,14 +188,18 @@ class Tape:
 
     def op_counts(self) -> dict[str, int]:
         """How many instructions of each op the tape holds."""
-        names = [BY_CODE[c].name for c in self.code[:, 0].tolist()]
-        return {n: names.count(n) for n in sorted(set(names))}
+        names = [BY_CODE[c].name for c in self.code[:, 0].tolist() if c >= 0]
+        counts = {n: names.count(n) for n in set(names)}
+        for mp in self.maps:  # a map's body runs n times
+            for name, count in mp.body.op_counts().items():
+                counts[name] = counts.get(name, 0) + count * mp.n
+        return dict(sorted(counts.items()))
 
     def replace(self, **changes: Any) -> "Tape":
         """A new tape with some fields changed (and a fresh cache)."""
         fields = dict(code=self.code, consts=self.consts, input_shapes=self.input_shapes,
                       param_shape=self.param_shape, outputs=self.outputs, output_shape=self.output_shape,
-                      guards=self.guards, fn=self.fn, on_branch=self.on_branch,
+                      guards=self.guards, maps=self.maps, fn=self.fn, on_branch=self.on_branch,
                       assume_finite=self.assume_finite)
         fields.update(changes)
         return Tape(**fields)

@@ -250,6 +250,9 @@ def wrap(r):
 
 
 def elementwise(fn, *args):
+    loop = map_recorder(args)
+    if loop is not None:
+        return apply_map(fn, args, *loop)
     cells = [to_cells(a) for a in args]
     if all(not isinstance(c, np.ndarray) or c.ndim == 0 for c in cells):
         return wrap(fn(*(c[()] if isinstance(c, np.ndarray) else c for c in cells)))
@@ -403,3 +406,4 @@ def _reduce(fn, a, axis=None, keepdims=False):
 # imported late: the numpy dispatch tables refer to the classes above
 from .numpy_api import array_function, array_ufunc  # noqa: E402
 from .elementwise import astype as _astype  # noqa: E402
+from .maparray import apply as apply_map, map_recorder  # noqa: E402

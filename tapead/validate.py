@@ -73,14 +73,16 @@ def _check(tape) -> None:
         raise TapeFormatError(f"output shape {output_shape} does not hold {len(outputs)} outputs")
     if len(guards) > n_code:
         raise TapeFormatError(f"tape has {len(guards)} guards but only {n_code} instructions")
+    is_map = code[:, 0] == -1 if n_code else np.zeros(0, bool)
     if n_code:
-        _check_code(code, first)
+        _check_code(code, first, is_map)
+    _check_maps(tape, code, first, is_map)
     if len(outputs) and not (0 <= int(outputs.min()) and int(outputs.max()) < n_slots):
         raise TapeFormatError(f"an output names a slot outside 0..{n_slots - 1}")
     if len(guards):
         slot, expected = guards[:, 0].astype(np.int64), guards[:, 1]
         inside = (slot >= first) & (slot < n_slots)
-        comparison = np.array([row.name in COMPARISONS for row in BY_CODE], bool)
+        comparison = np.array([row.name in COMPARISONS for row in BY_CODE] + [False], bool)  # [-1]: a map row
         ok = inside & (expected >= 0) & (expected <= 1)
         ok[inside] &= comparison[code[slot[inside] - first, 0]]
         if not ok.all():
@@ -89,7 +91,48 @@ def _check(tape) -> None:
                                   "an outcome")
 
 
-def _check_code(code: np.ndarray, first: int) -> None:
+def _check_maps(tape, code: np.ndarray, first: int, is_map: np.ndarray) -> None:
+    """Map records: each a valid body, tables reading only slots defined before its run, and its run of rows
+    exactly where ``code`` says (see tapead.structure)."""
+    from .structure import KINDS, Map
+    maps = tape.maps
+    if not isinstance(maps, tuple) or not all(isinstance(m, Map) for m in maps):
+        raise TapeFormatError("maps must be a tuple of Map records")
+    rows = np.flatnonzero(is_map)
+    at = 0
+    for index, m in enumerate(maps):
+        body = m.body
+        if type(body) is not type(tape) or body.maps or len(body.guards) or body.param_shape is not None:
+            raise TapeFormatError(f"map {index}: its body must be a tape without maps, guards or params")
+        body.check()
+        n_in = body.n_inputs
+        tables = m.tables
+        if not isinstance(tables, np.ndarray) or tables.dtype != np.int32 or tables.ndim != 2 or tables.shape[1] != n_in or body.input_shapes != ((n_in,),):
+            raise TapeFormatError(f"map {index}: tables of shape {tables.shape} do not fit a body of {n_in} inputs")
+        if len(m.kinds) != body.n_outputs or not all(k in KINDS for k in m.kinds):
+            raise TapeFormatError(f"map {index}: output kinds {m.kinds!r} do not fit {body.n_outputs} outputs")
+        n_scatter = m.kinds.count("scatter")
+        if not isinstance(m.dst, np.ndarray) or m.dst.dtype != np.int32 or m.dst.shape != (m.n, n_scatter) or m.scatter_size < 0 or \
+                (m.dst.size and not (0 <= int(m.dst.min()) and int(m.dst.max()) < m.scatter_size)):
+            raise TapeFormatError(f"map {index}: scatter targets do not fit its range of {m.scatter_size}")
+        run = rows[at:at + m.rows]
+        start = int(run[0]) if len(run) else -1
+        if len(run) != m.rows or m.rows == 0 or not np.array_equal(run, start + np.arange(m.rows)) or \
+                not (code[run, 1] == index).all() or not np.array_equal(code[run, 2], np.arange(m.rows)) or \
+                not (code[run, 3] == 0).all():
+            raise TapeFormatError(f"map {index}: its rows in the code table are not one run numbered 0..{m.rows - 1}")
+        if tables.size and not (0 <= int(tables.min()) and int(tables.max()) < first + start):
+            raise TapeFormatError(f"map {index}: a table names a slot not defined before the map")
+        at += m.rows
+    if at != len(rows):
+        raise TapeFormatError("the code table has map rows that no map record describes")
+
+
+def _check_code(code: np.ndarray, first: int, is_map: np.ndarray) -> None:
+    code = code[~is_map]
+    first = first + np.flatnonzero(~is_map) - np.arange(len(code))  # each kept row's own first slot offset
+    if not len(code):
+        return
     op = code[:, 0]
     if op.min() < 0 or op.max() >= len(BY_CODE):
         i = int(np.argmax((op < 0) | (op >= len(BY_CODE))))

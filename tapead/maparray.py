@@ -1,0 +1,293 @@
+"""Recording vectorised numpy as maps: arrays whose leading axis stays a loop.
+
+While structured recording is on (``record(..., structured=...)``), an elementwise operation whose result has a
+leading axis of at least ``map_min`` elements does not record one instruction per element. It opens (or extends)
+a *builder*: a small body recorder that sees one iteration, i.e. one block ``a[k]`` of every operand. A
+``MapArray`` is an array of shape ``(n, *block)`` held as the body's traced block; arithmetic, ufuncs,
+``np.where``, reductions over the block axes and ``[:, ...]`` indexing stay inside the body, so a chain of numpy
+statements over the same ``n`` fuses into one body. Operands that vary along the leading axis (traced arrays,
+e.g. the gathered ``p[i]``, and constant arrays) become body inputs with one table column each; operands that do
+not vary are read by every iteration.
+
+The builder is emitted as one ``structure.Map`` when the outer program needs numbers from it: a sum over the
+leading axis (``np.sum``, ``np.mean``) becomes a ``sum`` output, anything else (indexing along the leading axis,
+reshape, matmul, a Python truth value, returning the array) *materialises* the array: ``each`` outputs, one
+outer slot per element, and from there on the scalar path handles it exactly as before. Emission closes the
+builder; later use of its arrays recomputes them in a fresh copy of the body (cheap, and never wrong).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .recorder import _CONST, _INPUT, Recorder
+from .structure import Map
+from .tracer import Scalar, TracedArray, _operand_id, to_cells, wrap
+
+MAP_MIN = 64  # leading-axis length from which recording keeps an elementwise operation a loop (record(structured=None))
+
+
+class Builder:
+    """An open map over ``n`` iterations of the outer recorder ``outer``."""
+
+    def __init__(self, outer: Recorder, n: int, body: Recorder | None = None, columns=None, index=None):
+        self.outer = outer
+        self.n = n
+        self.body = body or Recorder(on_branch=None, assume_finite=outer.assume_finite)
+        self.columns: list[np.ndarray] = columns or []  # per body input: outer node id per iteration
+        self.index: dict[bytes, int] = index or {}  # a column's bytes -> its body input node
+        self.closed = False
+        self.successor: Builder | None = None
+
+    def live(self) -> "Builder":
+        """This builder, or (once emitted) the open copy its arrays continue in."""
+        b = self
+        while b.closed:
+            if b.successor is None:
+                b.successor = Builder(b.outer, b.n, b.body.copy(), list(b.columns), dict(b.index))
+            b = b.successor
+        return b
+
+    def column(self, ids: np.ndarray):
+        """The body value reading outer nodes ``ids`` (one per iteration): a body input, or a constant when every
+        iteration reads the same constant."""
+        first = int(ids[0])
+        if self.outer.kinds[first] == _CONST and (ids == first).all():
+            return self.outer.args[first][0]
+        key = ids.tobytes()
+        nid = self.index.get(key)
+        if nid is None:
+            nid = self.index[key] = self.body.input()
+            self.columns.append(ids)
+        return Scalar(self.body, nid)
+
+    def emit(self, cells: list, kinds: list) -> list[int]:
+        """Emit the map with one output per ``(cell, kind)``; close the builder; the outer node of each output
+        (an ``each`` output's first row: iteration k is that plus k)."""
+        from .interpret import map_rows
+        body_rec, outer, n = self.body, self.outer, self.n
+        ids = [_operand_id(body_rec, c) for c in cells]
+        body = body_rec.finish(ids, (len(ids),), ((len(self.columns),),), None)
+        tables = np.stack(self.columns, axis=1) if self.columns else np.zeros((n, 0), np.int64)
+        m = Map(body, tables, tuple(kinds), np.zeros((n, 0), np.int32), 0)
+        values = None
+        vals = outer.values
+        flat = [vals[i] for i in tables.ravel().tolist()]
+        if all(v is not None for v in flat):
+            values = map_rows(m, np.array(flat, np.float64).reshape(1, n, -1))[0].tolist()
+        first = outer.emit_map(m, values)
+        self.closed = True
+        if outer.open_maps.get(n) is self:
+            del outer.open_maps[n]
+        return [first + off for off in m.offsets()]
+
+
+class MapArray(TracedArray):
+    """A traced array of shape ``(n, *block)`` recorded as a loop over its leading axis (see the module doc).
+
+    A TracedArray whose ``cells`` (what every structural numpy function and method reads) materialise it;
+    elementwise operations, ``np.sum``/``np.mean`` and ``[:, ...]`` indexing stay in the loop body. Assignment
+    into it materialises it for good: from then on it is an ordinary TracedArray (numpy's in-place semantics)."""
+
+    __slots__ = ("builder", "block", "_flat")
+    __array_priority__ = 1001
+
+    def __init__(self, builder: Builder, block: np.ndarray):
+        self.builder = builder
+        self.block = block  # object array of body Scalars and floats
+        self._flat = None
+
+    @property
+    def cells(self) -> np.ndarray:
+        return self.materialise().cells
+
+    @property
+    def structured(self) -> bool:
+        """Still a loop (not materialised by an assignment or a scalar-path operation)."""
+        return self._flat is None
+
+    shape = property(lambda self: (self.builder.n,) + self.block.shape)
+    ndim = property(lambda self: 1 + self.block.ndim)
+    size = property(lambda self: self.builder.n * self.block.size)
+
+    def __repr__(self):
+        return f"<traced array shape={self.shape} (a loop over its first axis)>"
+
+    def __len__(self):
+        return self.builder.n
+
+    def _live(self) -> tuple[Builder, np.ndarray]:
+        """The builder holding this array's body values: its own while open, else a copy that recomputes it."""
+        b = self.builder
+        if not b.closed:
+            return b, self.block
+        live = b.live()
+        move = np.frompyfunc(lambda c: Scalar(live.body, c.id) if isinstance(c, Scalar) else c, 1, 1)
+        self.builder = live
+        self.block = np.asarray(move(self.block), dtype=object) if self.block.ndim else _cell(move(self.block[()]))
+        return live, self.block
+
+    def materialise(self) -> TracedArray:
+        """The array as outer traced scalars (``each`` outputs): what the scalar path works with."""
+        if self._flat is None:
+            b, block = self._live()
+            outer = b.outer
+            cells = np.empty(self.shape, object)
+            todo, where = [], []
+            for e in np.ndindex(block.shape):
+                c = block[e]
+                if not isinstance(c, Scalar):
+                    cells[(slice(None),) + e] = c
+                elif c.rec.kinds[c.id] == _INPUT:  # a body input: its table column, no output needed
+                    col = b.columns[c.rec.inputs.index(c.id)]
+                    cells[(slice(None),) + e] = _scalars(outer, col)
+                else:
+                    todo.append(c)
+                    where.append(e)
+            if todo:
+                for e, f in zip(where, b.emit(todo, ["each"] * len(todo))):
+                    cells[(slice(None),) + e] = _scalars(outer, np.arange(f, f + b.n))
+            self._flat = TracedArray(cells)
+        return self._flat
+
+    def sum_leading(self):
+        """The sum over the leading axis, per block element: ``sum`` outputs."""
+        b, block = self._live()
+        out = np.empty(block.shape, object)
+        where = list(np.ndindex(block.shape))
+        for e, f in zip(where, b.emit([block[e] for e in where], ["sum"] * len(where))):
+            out[e] = Scalar(b.outer, f)
+        return wrap(out)
+
+    def __getitem__(self, idx):
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        if self._flat is None and parts and isinstance(parts[0], slice) and parts[0] == slice(None) and \
+                all(p is None or isinstance(p, (int, slice)) for p in parts[1:]):
+            b, block = self._live()
+            return MapArray(b, np.asarray(block[tuple(parts[1:])], dtype=object))
+        return self.materialise()[idx]
+
+    def __setitem__(self, idx, value):
+        self.materialise()[idx] = value
+
+    def __array_function__(self, func, types, args, kwargs):
+        if (func is np.sum or func is np.mean) and args and args[0] is self and self._flat is None:
+            return reduce(func, *args, **kwargs)
+        return TracedArray.__array_function__(self, func, types, args, kwargs)
+
+    def sum(self, *args, **kwargs): return np.sum(self, *args, **kwargs)
+    def mean(self, *args, **kwargs): return np.mean(self, *args, **kwargs)
+
+
+def _scalars(rec: Recorder, ids: np.ndarray) -> list:
+    return [Scalar(rec, i) for i in ids.tolist()]
+
+
+def _cell(c) -> np.ndarray:
+    a = np.empty((), object)
+    a[()] = c
+    return a
+
+
+def reduce(func, a: MapArray, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+    """np.sum / np.mean of a MapArray: block axes inside the body, the leading axis as ``sum`` outputs."""
+    if out is not None or kwargs or (dtype is not None and np.dtype(dtype) != np.float64):
+        return func(a.materialise(), axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kwargs)
+    ndim = a.ndim
+    axes = tuple(range(ndim)) if axis is None else tuple(sorted({int(x) % ndim for x in np.atleast_1d(axis)}))
+    count = float(np.prod([a.shape[i] for i in axes]))
+    b, block = a._live()
+    inner = tuple(i - 1 for i in axes if i > 0)
+    if inner:
+        summed = np.sum(TracedArray(block), axis=inner)
+        block = summed.cells if isinstance(summed, TracedArray) else _cell(summed)
+    result = MapArray(b, np.asarray(block, dtype=object))
+    if 0 in axes:
+        result = result.sum_leading()
+    if func is np.mean:
+        result = result / count
+    if keepdims:
+        shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
+        if isinstance(result, MapArray):
+            return MapArray(result.builder, np.asarray(result.block, dtype=object).reshape(shape[1:]))
+        return np.reshape(to_cells(result), shape) if not isinstance(result, TracedArray) else \
+            np.reshape(result, shape)
+    return result
+
+
+def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
+    """Operand ``a`` of an elementwise operation with result ``shape`` (leading axis b.n), as one iteration's
+    block of body values, broadcast to ``shape[1:]``."""
+    block_shape = shape[1:]
+    if isinstance(a, MapArray) and a._flat is None and a.builder is b and a.ndim == len(shape):
+        return np.broadcast_to(a.block, block_shape)
+    if isinstance(a, Scalar):
+        return np.broadcast_to(_cell(b.column(np.full(b.n, _operand_id(b.outer, a)))), block_shape)
+    if isinstance(a, (int, float, np.integer, np.floating)):
+        return np.broadcast_to(_cell(float(a)), block_shape)
+    cells = np.asarray(to_cells(a))
+    if cells.dtype != object:
+        cells = cells.astype(np.float64)
+    if cells.ndim < len(shape) or cells.shape[0] == 1:  # the same for every iteration
+        row = cells if cells.ndim < len(shape) else cells[0]
+        out = np.empty(row.shape, object)
+        for e in np.ndindex(row.shape):
+            c = row[e]
+            out[e] = b.column(np.full(b.n, _operand_id(b.outer, c))) if isinstance(c, Scalar) else float(c)
+        return np.broadcast_to(out, block_shape)
+    ids = _outer_ids(b.outer, cells)
+    out = np.empty(cells.shape[1:], object)
+    for e in np.ndindex(out.shape):
+        out[e] = b.column(np.ascontiguousarray(ids[(slice(None),) + e]))
+    return np.broadcast_to(out, block_shape)
+
+
+def _outer_ids(rec: Recorder, cells: np.ndarray) -> np.ndarray:
+    """The outer node id of every element (constants enter the constant pool)."""
+    out = np.empty(cells.shape, np.int64)
+    flat = out.reshape(-1)
+    if cells.dtype != object:
+        for i, v in enumerate(cells.ravel().tolist()):
+            flat[i] = rec.const(v)
+        return out
+    for i, c in enumerate(cells.flat):
+        flat[i] = c.id if type(c) is Scalar and c.rec is rec else _operand_id(rec, c)
+    return out
+
+
+def apply(fn, args: tuple, rec: Recorder, shape: tuple) -> MapArray:
+    """``fn`` elementwise over ``args`` (result ``shape``, leading axis a loop) inside the open builder."""
+    b = rec.open_maps.get(shape[0])
+    if b is None:
+        b = rec.open_maps[shape[0]] = Builder(rec, shape[0])
+    blocks = [operand_block(a, b, shape) for a in args]
+    if len(shape) == 1:
+        return MapArray(b, _cell(fn(*(blk[()] for blk in blocks))))
+    return MapArray(b, np.asarray(np.frompyfunc(fn, len(blocks), 1)(*blocks), dtype=object).reshape(shape[1:]))
+
+
+def map_recorder(args: tuple):
+    """``(recorder, result shape)`` when an elementwise operation over ``args`` records as a loop, else None: an
+    operand is a loop already, or structured recording is on and the result's leading axis is long enough."""
+    rec = None
+    for a in args:
+        if type(a) is MapArray and a._flat is None:
+            rec = a.builder.outer
+            break
+    if rec is None:
+        for a in args:
+            if type(a) is TracedArray and a.cells.ndim:
+                for c in a.cells.flat:
+                    if type(c) is Scalar:
+                        rec = c.rec
+                        break
+                if rec is not None:
+                    break
+        if rec is None or rec.map_min is None:
+            return None
+    shapes = [a.shape if isinstance(a, (TracedArray, np.ndarray)) else np.shape(to_cells(a))
+              if isinstance(a, (list, tuple)) else () for a in args]
+    shape = np.broadcast_shapes(*shapes)
+    if not shape or (rec.map_min is not None and shape[0] < rec.map_min and
+                     not any(type(a) is MapArray and a._flat is None for a in args)):
+        return None
+    return rec, shape

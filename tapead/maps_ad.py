@@ -1,0 +1,134 @@
+"""Reverse mode of maps: the derivative of a loop is a loop.
+
+A map runs its body on gathered slots; its reverse is a map over the same iterations whose body is the body's
+own reverse sweep (``ad.backward`` on the body, recomputing the body's values: nothing is stored per iteration),
+seeded with the cotangents of the map's outputs (per iteration for ``each``, the same for ``sum``, gathered
+through the scatter index for ``scatter``), and whose outputs are the cotangents of the body inputs, *scattered*
+back into the slots the tables read (the adjoint of a gather is a scatter-add). So the reverse of a map costs
+one small body transform, whatever its length.
+
+NaN-safe selects across a map's boundary: a cotangent that entered through a select carries its mask (the
+condition and the branch); the reverse body receives the condition as two extra columns and re-applies the
+select to its seed, so the body's own reverse sweep masks every contribution as ``ad.backward`` does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import TapeadError
+from .ops import select
+from .recorder import _CONST, Recorder
+from .structure import Map
+from .tracer import Scalar
+
+
+def _recorder(values) -> Recorder | None:
+    for v in values:
+        if isinstance(v, Scalar):
+            return v.rec
+    return None
+
+
+def _ids(rec: Recorder, values: list) -> np.ndarray:
+    """Node ids of tracer values and constants (None is a zero)."""
+    const = rec.const
+    return np.array([v.id if isinstance(v, Scalar) else const(0.0 if v is None else float(v)) for v in values],
+                    np.int64)
+
+
+def replay_map(m: Map, vals: list) -> list:
+    """The values of map ``m``'s rows given every earlier slot's value: tracers -> the map emitted whole into
+    their recorder; numbers -> numbers."""
+    flat = [vals[s] for s in m.tables.ravel().tolist()]
+    rec = _recorder(flat)
+    if rec is None:  # every input is a number (or the map reads nothing): evaluate it
+        from .interpret import map_rows
+        x = np.array([float(v) for v in flat], np.float64).reshape(1, m.n, m.body.n_inputs)
+        return map_rows(m, x)[0].tolist()
+    tables = _ids(rec, flat).reshape(m.tables.shape)
+    first = rec.emit_map(Map(m.body, tables, m.kinds, m.dst, m.scatter_size))
+    return [Scalar(rec, first + r) for r in range(m.rows)]
+
+
+class _Columns:
+    """The reverse body's inputs: one table column each (deduplicated)."""
+
+    def __init__(self, rec: Recorder, body: Recorder):
+        self.rec, self.body, self.cols, self.index = rec, body, [], {}
+
+    def value(self, ids: np.ndarray):
+        first = int(ids[0])
+        if self.rec.kinds[first] == _CONST and (ids == first).all():
+            return self.rec.args[first][0]
+        key = ids.tobytes()
+        nid = self.index.get(key)
+        if nid is None:
+            nid = self.index[key] = self.body.input()
+            self.cols.append(ids)
+        return Scalar(self.body, nid)
+
+
+def _seed(cols: _Columns, adjs: list, masks: list):
+    """The body's seed for one output from its per-iteration cotangents (None: no cotangent anywhere)."""
+    if all(a is None for a in adjs):
+        return None
+    rec = cols.rec
+    s = cols.value(_ids(rec, adjs))
+    if any(mk is not None for mk in masks):
+        # select(c_true, select(c_false, 0, s), 0): a seed without a mask reads c_true = 1, c_false = 0
+        one, zero = rec.const(1.0), rec.const(0.0)
+        ct = np.array([mk[0] if mk is not None and mk[1] else one for mk in masks], np.int64)
+        cf = np.array([mk[0] if mk is not None and not mk[1] else zero for mk in masks], np.int64)
+        s = select(cols.value(ct), select(cols.value(cf), 0.0, s), 0.0)
+    return s
+
+
+def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray) -> None:
+    """Add the cotangents flowing back through map ``m`` (rows from slot ``start``) to ``adj`` of the slots its
+    tables read (see the module docstring)."""
+    from .ad import backward, replay
+    rows = list(range(start, start + m.rows))
+    if all(adj[s] is None for s in rows):
+        return
+    n, n_in = m.n, m.body.n_inputs
+    active_cols = [i for i in range(n_in) if any(act[s] for s in np.unique(m.tables[:, i]).tolist())]
+    if not active_cols:
+        return
+    flat = [vals[s] for s in m.tables.ravel().tolist()]
+    rec = _recorder(flat + [adj[s] for s in rows])
+    if rec is None:
+        raise TapeadError("the reverse of a map needs traced values")
+    tables = _ids(rec, flat).reshape(m.tables.shape)
+    body = Recorder(assume_finite=rec.assume_finite)
+    cols = _Columns(rec, body)
+    x = [cols.value(np.ascontiguousarray(tables[:, i])) for i in range(n_in)]
+    seeds = []
+    scatter_at = start + m.rows - m.scatter_size
+    c = 0
+    for kind, off in zip(m.kinds, m.offsets()):
+        if kind == "each":
+            slots = range(start + off, start + off + n)
+        elif kind == "sum":
+            slots = [start + off] * n
+        else:
+            slots = (scatter_at + m.dst[:, c]).tolist()
+            c += 1
+        seeds.append(_seed(cols, [adj[s] for s in slots], [mask[s] for s in slots]))
+    cot = backward(m.body, replay(m.body, x, []), seeds)
+    outs = [i for i in active_cols if cot[i] is not None]
+    if not outs:
+        return
+    reads = m.tables[:, outs]
+    targets, dst = np.unique(reads, return_inverse=True)
+    out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in
+               (cot[i] for i in outs)]
+    n_cols = len(cols.cols)
+    reverse = body.finish(out_ids, (len(outs),), ((n_cols,),), None)
+    col_table = np.stack(cols.cols, axis=1) if cols.cols else np.zeros((n, 0), np.int64)
+    first = rec.emit_map(Map(reverse, col_table, ("scatter",) * len(outs), dst.reshape(n, len(outs)),
+                             len(targets)))
+    for t, u in enumerate(targets.tolist()):
+        if act[u]:
+            g = Scalar(rec, first + t)
+            adj[u] = g if adj[u] is None else adj[u] + g
+            mask[u] = None
