@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from .structure import records
 from . import ad, branches
 from .arrays import as_float_array, check_aliasing, check_out
 from .arrays import pointer as _pointer
@@ -71,14 +72,14 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     # Specialised batch loops for the output patterns the Python calls use (value | gradient without value |
     # value and gradient), in O2 compiles only: each inlines the whole kernel, which O0 first compiles of big
     # tapes cannot afford; big tapes get the gradient loop alone.
-    level = opt if opt is not None else first_level(len(derived))
+    level = opt if opt is not None else first_level(records(derived))
     k_args = len(tape.input_sizes)
     if level == 0:
         masks = []
     elif kind == "value":
         masks = [(True,)]
     else:
-        masks = [(False,) + (True,) * k_args] + ([(True,) * (1 + k_args)] if len(derived) <= ONE_LOOP_LIMIT else [])
+        masks = [(False,) + (True,) * k_args] + ([(True,) * (1 + k_args)] if records(derived) <= ONE_LOOP_LIMIT else [])
     args = (list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
     symbols = [name, name + "_batch", name + "_entry"] + [fast_batch_name(name, m) for m in masks]
     spec = "\n".join([f"tapead kernel {generator_digest()} {tape_digest(derived)}",
@@ -87,10 +88,10 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     ir = Source(lambda: lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks) +
                 lower_entry(name + "_entry", name, *args), spec)
     prepare()
-    k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), len(derived), opt=opt,
+    k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), records(derived), opt=opt,
                        extra_symbols=(name + "_entry",), fast_masks=masks, elsewhere=elsewhere)
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
-    k.n_ops = len(derived)
+    k.n_ops = records(derived)
     tape._entries[ENTRY[kind]] = k.entry
     if opt is None and k.opt == 0 and \
             os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":

@@ -24,7 +24,8 @@ import zlib
 from .ops import BY_CODE, OPS
 
 from .chunking import lower_chunked
-from .structure import op_codes, scalar
+from .loops import MAX_CELLS, Plan, lower_map, pointers, used_outside
+from .structure import map_runs, op_codes, records, scalar
 from .tape import Tape
 
 _BINARY_LIBM = {"pow", "atan2", "hypot"}
@@ -90,14 +91,30 @@ def _declarations(tape: Tape) -> list[str]:
     return callee_declarations(used) + [row.definition for row in used if row.definition]
 
 
-def _instructions(tape: Tape, name: dict, body: list) -> None:
-    """Name the constants (as literals) and append every instruction; ``name`` maps slots to IR values."""
+def _instructions(tape: Tape, name: dict, body: list, maps: tuple | None = None) -> None:
+    """Name the constants (as literals) and append every instruction; ``name`` maps slots to IR values.
+    ``maps``: ``(plan, globals, prefix)`` to lower a tape's maps as loops (``tapead.loops``)."""
     slot = tape.first_const
     for v in tape.consts.tolist():
         name[slot] = _literal(v)
         slot += 1
-    for code, *args in tape.code.tolist():
-        row = BY_CODE[code]
+    starts = {}
+    if maps is not None:
+        plan, globals_, prefix = maps
+        starts = {start: (index, end, m) for index, (start, end, m) in enumerate(map_runs(tape))}
+        outside = used_outside(tape)
+    code = tape.code.tolist()
+    i = 0
+    while i < len(code):
+        if i in starts:
+            index, end, m = starts[i]
+            lower_map(m, index, slot, name, plan, globals_, prefix, body, outside)
+            slot += end - i
+            i = end
+            continue
+        code_i, *args = code[i]
+        i += 1
+        row = BY_CODE[code_i]
         text = row.llvm.format(*(name[a] for a in args[:row.arity]), out=f"%s{slot}")
         body.extend("  " + line for line in text.split("\n"))
         name[slot] = f"%s{slot}"
@@ -197,7 +214,12 @@ def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list) 
         body.append(f"  %s{slot} = load double, ptr %a{slot}")
         name[slot] = f"%s{slot}"
         slot += 1
-    _instructions(tape, name, body)
+    maps = None
+    if tape.maps:
+        plan = Plan(tape, map_runs(tape), pointers(tape, in_groups))
+        body.append(f"  %mem = alloca [{max(plan.cells, 1)} x double], align 64")
+        maps = (plan, globals_, prefix)
+    _instructions(tape, name, body, maps)
     status = "0"
     for i, (s, expected) in enumerate(tape.guards.tolist()):
         body.append(f"  %g{i} = fcmp {'oeq' if expected else 'une'} double {name[s]}, 0.0")
@@ -283,8 +305,10 @@ def _loop_id(name: str, mask) -> int:
 def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(), chunk: int | None = None) -> str:
     """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
     mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``)."""
-    tape = scalar(tape)
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
+    if tape.maps and (records(tape) + tape.n_outputs + len(tape.guards) > cut or
+                      sum(m.rows for m in tape.maps) > MAX_CELLS):
+        tape = scalar(tape)  # cut into pieces (or too big for the loops' work array): lowered unrolled
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
     assert sum(in_groups) == tape.n_inputs and sum(out_groups) == tape.n_outputs
@@ -338,7 +362,7 @@ def generator_digest() -> str:
         import hashlib
         from pathlib import Path
         h = hashlib.sha256()
-        for name in ("codegen", "chunking", "native"):
+        for name in ("codegen", "chunking", "native", "loops"):
             h.update((Path(__file__).parent / f"{name}.py").read_bytes())
         _generator = h.hexdigest()
     from . import chunking
@@ -348,12 +372,15 @@ def generator_digest() -> str:
 def tape_digest(tape: Tape) -> str:
     """The tape's content with the lowering of every op it uses (op codes are numbered per process)."""
     import hashlib
-    tape = scalar(tape)
     h = hashlib.sha256()
     h.update(repr((tape.input_shapes, tape.param_shape, tape.output_shape)).encode())
     for a in (tape.code, tape.consts, tape.outputs, tape.guards):
         h.update(a.tobytes())
         h.update(b"|")
+    for m in tape.maps:
+        for part in [tape_digest(m.body).encode()] + m.digest_parts()[1:]:
+            h.update(part)
+            h.update(b"|")
     for row in _rows(tape):
         h.update(repr((row.code, row.name, row.arity, row.llvm, row.libm, row.definition, row.uses)).encode())
     return h.hexdigest()

@@ -106,6 +106,11 @@ def op_codes(tape) -> list[int]:
     return sorted(used)
 
 
+def records(tape) -> int:
+    """What code generation emits for a tape: its scalar instructions plus each map's body once."""
+    return int((tape.code[:, 0] >= 0).sum()) + sum(len(m.body) for m in tape.maps)
+
+
 def scalar(tape):
     """The tape with every map unrolled into scalar instructions (the tape itself when it has no maps)."""
     if not tape.maps:

@@ -1,0 +1,167 @@
+"""Lowering maps: each map becomes one loop in the point kernel, so code size follows the program.
+
+Memory: a map's rows (each outputs, sums, the scatter range) live in one work array of doubles on the kernel's
+stack (``%mem``), at a fixed offset per map, because a loop cannot index SSA registers. Scalar code that reads a
+map's row loads it after the loop. A table column becomes a base pointer and one int32 offset per iteration:
+columns of input or params slots read the caller's arrays directly, columns of earlier map rows read ``%mem``,
+anything else (scalar results, constants) is copied into ``%mem`` once before the loop. Offsets that are an
+affine function of the iteration are computed, not loaded (contiguous loads LLVM can vectorise), others come
+from a constant table.
+
+The body's instructions are the same text as in a scalar kernel, so an unrolled tape and its loop compute the
+same values; sums and scatters add in iteration order from -0.0, as ``unroll`` and the interpreter do.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import BY_CODE
+from .structure import Map
+
+MAX_CELLS = 1 << 16  # work array doubles on the kernel's stack (512 KB); larger map tapes lower unrolled
+
+
+def _literal(v: float) -> str:
+    from .codegen import _literal as lit
+    return lit(v)
+
+
+class Plan:
+    """Where each map's rows and copied sources live in ``%mem``, and where each table column reads."""
+
+    def __init__(self, tape, runs: list, groups: list):
+        first = tape.first_result
+        self.base: dict[int, int] = {}  # map index -> mem offset of its rows
+        self.cell: dict[int, int] = {}  # slot written by a map -> its mem offset
+        self.copies: dict[int, list] = {}  # map index -> [(slot, mem offset)] copied before its loop
+        self.columns: dict[int, list] = {}  # map index -> [(base pointer, offsets)] per body input
+        at = 0
+        for index, (start, end, m) in enumerate(runs):
+            self.base[index] = at
+            for r in range(m.rows):
+                self.cell[first + start + r] = at + r
+            at += m.rows
+        for index, (start, end, m) in enumerate(runs):
+            copied: dict[int, int] = {}
+            columns = []
+            for i in range(m.body.n_inputs):
+                col = m.tables[:, i].astype(np.int64)
+                lo, hi = int(col.min()), int(col.max())
+                group = next(((ptr, a) for ptr, a, b in groups if a <= lo and hi < b), None)
+                if group is not None:  # inputs or params of one argument: read in place
+                    columns.append((group[0], col - group[1]))
+                    continue
+                for s in np.unique(col).tolist():
+                    if s not in self.cell and s not in copied:
+                        copied[s] = at
+                        at += 1
+                columns.append(("%mem", np.array([self.cell.get(s, copied.get(s)) for s in col.tolist()],
+                                                 np.int64)))
+            self.copies[index] = list(copied.items())
+            self.columns[index] = columns
+        self.cells = at
+
+
+def pointers(tape, in_groups) -> list[tuple[str, int, int]]:
+    """``(pointer, first slot, end slot)`` of every argument group and of the params."""
+    out, at = [], 0
+    for k, size in enumerate(in_groups):
+        out.append((f"%x{k}", at, at + size))
+        at += size
+    out.append(("%p", at, at + tape.n_params))
+    return out
+
+
+def _offset(p: str, offs: np.ndarray, prefix: str, globals_: list, lines: list) -> str:
+    """An i64 IR value for the offset at iteration ``%{p}k``: affine arithmetic or a load from a table."""
+    n = len(offs)
+    a = int(offs[0])
+    b = int(offs[1] - offs[0]) if n > 1 else 0
+    if n == 1 or np.array_equal(offs, a + b * np.arange(n)):
+        lines.append(f"  {p}m = mul i64 %{prefix}k, {b}\n  {p}o = add i64 {p}m, {a}")
+        return f"{p}o"
+    table = f"@{prefix}.{p[1:]}"
+    values = ", ".join(f"i32 {v}" for v in offs.tolist())
+    globals_.append(f"{table} = private unnamed_addr constant [{n} x i32] [{values}], align 4")
+    lines.append(f"  {p}t = getelementptr inbounds i32, ptr {table}, i64 %{prefix}k")
+    lines.append(f"  {p}l = load i32, ptr {p}t\n  {p}o = sext i32 {p}l to i64")
+    return f"{p}o"
+
+
+def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: list, prefix: str, lines: list,
+              used_outside: set) -> None:
+    """Append the loop of map ``index`` (its rows start at slot ``start``); set ``name`` for its rows that scalar
+    code reads."""
+    pre = f"{prefix}m{index}"
+    base = plan.base[index]
+    for s, off in plan.copies[index]:  # sources the loop reads from %mem
+        lines.append(f"  %{pre}c{off} = getelementptr inbounds double, ptr %mem, i64 {off}")
+        lines.append(f"  store double {name[s]}, ptr %{pre}c{off}")
+    scatter_at = base + m.rows - m.scatter_size
+    if m.scatter_size:  # the scatter range starts at -0.0
+        for t in range(m.scatter_size):
+            lines.append(f"  %{pre}z{t} = getelementptr inbounds double, ptr %mem, i64 {scatter_at + t}")
+            lines.append(f"  store double -0.0, ptr %{pre}z{t}")
+    sums = [j for j, k in enumerate(m.kinds) if k == "sum"]
+    lines.append(f"  br label %{pre}.pre\n{pre}.pre:\n  br label %{pre}.loop\n{pre}.loop:")
+    lines.append(f"  %{pre}k = phi i64 [0, %{pre}.pre], [%{pre}k1, %{pre}.loop]")
+    for j in sums:
+        lines.append(f"  %{pre}s{j} = phi double [-0.0, %{pre}.pre], [%{pre}s{j}n, %{pre}.loop]")
+    body = m.body
+    bname: dict[int, str] = {}
+    for i in range(body.n_inputs):
+        ptr, offs = plan.columns[index][i]
+        o = _offset(f"%{pre}i{i}", offs, pre, globals_, lines)
+        lines.append(f"  %{pre}i{i}p = getelementptr inbounds double, ptr {ptr}, i64 {o}")
+        lines.append(f"  %{pre}i{i}v = load double, ptr %{pre}i{i}p")
+        bname[i] = f"%{pre}i{i}v"
+    slot = body.first_const
+    for v in body.consts.tolist():
+        bname[slot] = _literal(v)
+        slot += 1
+    for code, *args in body.code.tolist():
+        row = BY_CODE[code]
+        text = row.llvm.format(*(bname[a] for a in args[:row.arity]), out=f"%{pre}b{slot}")
+        lines.extend("  " + line for line in text.split("\n"))
+        bname[slot] = f"%{pre}b{slot}"
+        slot += 1
+    outs = body.outputs.tolist()
+    c = 0
+    for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
+        v = bname[outs[j]]
+        if kind == "each":
+            lines.append(f"  %{pre}e{j}o = add i64 %{pre}k, {base + off}")
+            lines.append(f"  %{pre}e{j}p = getelementptr inbounds double, ptr %mem, i64 %{pre}e{j}o")
+            lines.append(f"  store double {v}, ptr %{pre}e{j}p")
+        elif kind == "sum":
+            lines.append(f"  %{pre}s{j}n = fadd double %{pre}s{j}, {v}")
+        else:
+            o = _offset(f"%{pre}d{c}", m.dst[:, c].astype(np.int64) + scatter_at, pre, globals_, lines)
+            lines.append(f"  %{pre}d{c}p = getelementptr inbounds double, ptr %mem, i64 {o}")
+            lines.append(f"  %{pre}d{c}v = load double, ptr %{pre}d{c}p")
+            lines.append(f"  %{pre}d{c}a = fadd double %{pre}d{c}v, {v}")
+            lines.append(f"  store double %{pre}d{c}a, ptr %{pre}d{c}p")
+            c += 1
+    lines.append(f"  %{pre}k1 = add i64 %{pre}k, 1\n  %{pre}more = icmp slt i64 %{pre}k1, {m.n}")
+    lines.append(f"  br i1 %{pre}more, label %{pre}.loop, label %{pre}.done\n{pre}.done:")
+    offsets = m.offsets()
+    for j in sums:  # a sum is an SSA value, and a cell later maps may read
+        slot_j = start + offsets[j]
+        lines.append(f"  %{pre}sp{j} = getelementptr inbounds double, ptr %mem, i64 {base + offsets[j]}")
+        lines.append(f"  store double %{pre}s{j}n, ptr %{pre}sp{j}")
+        name[slot_j] = f"%{pre}s{j}n"
+    for r in range(m.rows):
+        s = start + r
+        if s in used_outside and s not in name:
+            lines.append(f"  %{pre}r{r}p = getelementptr inbounds double, ptr %mem, i64 {base + r}")
+            lines.append(f"  %{pre}r{r} = load double, ptr %{pre}r{r}p")
+            name[s] = f"%{pre}r{r}"
+
+
+def used_outside(tape) -> set:
+    """Slots read by scalar instructions, guards and outputs (the map rows that need an SSA value)."""
+    code = tape.code
+    scalar_rows = code[code[:, 0] >= 0]
+    used = set(scalar_rows[:, 1:].ravel().tolist())
+    used |= set(tape.outputs.tolist()) | set(tape.guards[:, 0].tolist())
+    return used
