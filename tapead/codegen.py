@@ -24,7 +24,7 @@ import zlib
 from .ops import BY_CODE, OPS
 
 from .chunking import lower_chunked
-from .loops import MAX_CELLS, Plan, lower_map, pointers, used_outside
+from .loops import MAX_CELLS, MapNames, Plan, lower_map, pointers, used_outside
 from .structure import map_runs, op_codes, records, scalar
 from .tape import Tape
 
@@ -102,13 +102,12 @@ def _instructions(tape: Tape, name: dict, body: list, maps: tuple | None = None)
     if maps is not None:
         plan, globals_, prefix = maps
         starts = {start: (index, end, m) for index, (start, end, m) in enumerate(map_runs(tape))}
-        outside = used_outside(tape)
     code = tape.code.tolist()
     i = 0
     while i < len(code):
         if i in starts:
             index, end, m = starts[i]
-            lower_map(m, index, slot, name, plan, globals_, prefix, body, outside)
+            lower_map(m, index, slot, name, plan, globals_, prefix, body)
             slot += end - i
             i = end
             continue
@@ -140,8 +139,20 @@ def _stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: list,
     kernel's batch loops at O2, many of them cost LLVM more than the tables do (n = 100: 1.7 s against 0.1 s)."""
     lo, hi = tape.first_const, tape.first_result
     consts = tape.consts
+    cells = getattr(name, "cells", None)  # map rows in the loops' work array: runs of them are one memcpy
     j = 0
     while j < len(outs):
+        if cells is not None and outs[j] in cells:
+            end = j + 1
+            while end < len(outs) and cells.get(outs[end]) == cells[outs[j]] + end - j:
+                end += 1
+            if end - j >= CONST_RUN:
+                body.append(f"  %q{k}.{j} = getelementptr inbounds double, ptr %o{k}, i64 {j}")
+                body.append(f"  %q{k}.{j}m = getelementptr inbounds double, ptr %mem, i64 {cells[outs[j]]}")
+                body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{j}, ptr %q{k}.{j}m, i64 {8 * (end - j)}, "
+                            "i1 false)")
+                j = end
+                continue
         end = j
         while end < len(outs) and lo <= outs[end] < hi:
             end += 1
@@ -203,20 +214,33 @@ def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list) 
     body = []
     name = {}
     slot = 0
+    needed = None  # with maps, only the inputs scalar code or a copied source reads are loaded
+    if tape.maps:
+        plan = Plan(tape, map_runs(tape), pointers(tape, in_groups))
+        needed = used_outside(tape) | {s for copies in plan.copies.values() for s, _ in copies}
     for k, size in enumerate(in_groups):
         for j in range(size):
+            if needed is not None and slot not in needed:
+                slot += 1
+                continue
             body.append(f"  %a{slot} = getelementptr inbounds double, ptr %x{k}, i64 {j}")
             body.append(f"  %s{slot} = load double, ptr %a{slot}")
             name[slot] = f"%s{slot}"
             slot += 1
     for j in range(tape.n_params):
+        if needed is not None and slot not in needed:
+            slot += 1
+            continue
         body.append(f"  %a{slot} = getelementptr inbounds double, ptr %p, i64 {j}")
         body.append(f"  %s{slot} = load double, ptr %a{slot}")
         name[slot] = f"%s{slot}"
         slot += 1
     maps = None
     if tape.maps:
-        plan = Plan(tape, map_runs(tape), pointers(tape, in_groups))
+        name = MapNames(body, plan.cell)
+        for s in range(slot):
+            if s in needed:
+                name[s] = f"%s{s}"
         body.append(f"  %mem = alloca [{max(plan.cells, 1)} x double], align 64")
         maps = (plan, globals_, prefix)
     _instructions(tape, name, body, maps)

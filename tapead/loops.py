@@ -60,6 +60,7 @@ class Plan:
             self.copies[index] = list(copied.items())
             self.columns[index] = columns
         self.cells = at
+        self.tables: dict[bytes, str] = {}  # offsets relative to their first -> the constant table holding them
 
 
 def pointers(tape, in_groups) -> list[tuple[str, int, int]]:
@@ -72,38 +73,49 @@ def pointers(tape, in_groups) -> list[tuple[str, int, int]]:
     return out
 
 
-def _offset(p: str, offs: np.ndarray, prefix: str, globals_: list, lines: list) -> str:
-    """An i64 IR value for the offset at iteration ``%{p}k``: affine arithmetic or a load from a table."""
+def _offset(p: str, offs: np.ndarray, prefix: str, plan: Plan, globals_: list, lines: list) -> str:
+    """An i64 IR value for the offset at iteration ``%{prefix}k``: affine arithmetic, or a load from a constant
+    table plus a constant. Tables equal up to a constant are one table (the x, y, z columns of a gather, a
+    gather and its scatter), written as a byte string (LLVM parses one string far faster than n constants)."""
     n = len(offs)
     a = int(offs[0])
     b = int(offs[1] - offs[0]) if n > 1 else 0
     if n == 1 or np.array_equal(offs, a + b * np.arange(n)):
         lines.append(f"  {p}m = mul i64 %{prefix}k, {b}\n  {p}o = add i64 {p}m, {a}")
         return f"{p}o"
-    table = f"@{prefix}.{p[1:]}"
-    values = ", ".join(f"i32 {v}" for v in offs.tolist())
-    globals_.append(f"{table} = private unnamed_addr constant [{n} x i32] [{values}], align 4")
+    rel = (offs - a).astype("<i4")
+    key = rel.tobytes()
+    table = plan.tables.get(key)
+    if table is None:
+        table = plan.tables[key] = f"@{prefix}.t{len(plan.tables)}"
+        text = "\\" + key.hex("\\") if key else ""
+        globals_.append(f"{table} = private unnamed_addr constant [{len(key)} x i8] c\"{text}\", align 4")
     lines.append(f"  {p}t = getelementptr inbounds i32, ptr {table}, i64 %{prefix}k")
-    lines.append(f"  {p}l = load i32, ptr {p}t\n  {p}o = sext i32 {p}l to i64")
+    lines.append(f"  {p}l = load i32, ptr {p}t\n  {p}s = sext i32 {p}l to i64\n  {p}o = add i64 {p}s, {a}")
     return f"{p}o"
 
 
-def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: list, prefix: str, lines: list,
-              used_outside: set) -> None:
-    """Append the loop of map ``index`` (its rows start at slot ``start``); set ``name`` for its rows that scalar
-    code reads."""
+def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: list, prefix: str,
+              lines: list) -> None:
+    """Append the loop of map ``index`` (its rows start at slot ``start``); its sums get SSA names, its other rows
+    are loaded where they are used (``MapNames``)."""
     pre = f"{prefix}m{index}"
     base = plan.base[index]
     for s, off in plan.copies[index]:  # sources the loop reads from %mem
         lines.append(f"  %{pre}c{off} = getelementptr inbounds double, ptr %mem, i64 {off}")
         lines.append(f"  store double {name[s]}, ptr %{pre}c{off}")
     scatter_at = base + m.rows - m.scatter_size
-    if m.scatter_size:  # the scatter range starts at -0.0
-        for t in range(m.scatter_size):
-            lines.append(f"  %{pre}z{t} = getelementptr inbounds double, ptr %mem, i64 {scatter_at + t}")
-            lines.append(f"  store double -0.0, ptr %{pre}z{t}")
+    if m.scatter_size:  # the scatter range starts at -0.0: a loop of stores
+        lines.append(f"  br label %{pre}.z0\n{pre}.z0:\n  br label %{pre}.z\n{pre}.z:")
+        lines.append(f"  %{pre}zk = phi i64 [{scatter_at}, %{pre}.z0], [%{pre}zk1, %{pre}.z]")
+        lines.append(f"  %{pre}zp = getelementptr inbounds double, ptr %mem, i64 %{pre}zk")
+        lines.append(f"  store double -0.0, ptr %{pre}zp\n  %{pre}zk1 = add i64 %{pre}zk, 1")
+        lines.append(f"  %{pre}zm = icmp slt i64 %{pre}zk1, {scatter_at + m.scatter_size}")
+        lines.append(f"  br i1 %{pre}zm, label %{pre}.z, label %{pre}.pre")
     sums = [j for j, k in enumerate(m.kinds) if k == "sum"]
-    lines.append(f"  br label %{pre}.pre\n{pre}.pre:\n  br label %{pre}.loop\n{pre}.loop:")
+    if not m.scatter_size:
+        lines.append(f"  br label %{pre}.pre")
+    lines.append(f"{pre}.pre:\n  br label %{pre}.loop\n{pre}.loop:")
     lines.append(f"  %{pre}k = phi i64 [0, %{pre}.pre], [%{pre}k1, %{pre}.loop]")
     for j in sums:
         lines.append(f"  %{pre}s{j} = phi double [-0.0, %{pre}.pre], [%{pre}s{j}n, %{pre}.loop]")
@@ -111,7 +123,7 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
     bname: dict[int, str] = {}
     for i in range(body.n_inputs):
         ptr, offs = plan.columns[index][i]
-        o = _offset(f"%{pre}i{i}", offs, pre, globals_, lines)
+        o = _offset(f"%{pre}i{i}", offs, pre, plan, globals_, lines)
         lines.append(f"  %{pre}i{i}p = getelementptr inbounds double, ptr {ptr}, i64 {o}")
         lines.append(f"  %{pre}i{i}v = load double, ptr %{pre}i{i}p")
         bname[i] = f"%{pre}i{i}v"
@@ -136,7 +148,7 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         elif kind == "sum":
             lines.append(f"  %{pre}s{j}n = fadd double %{pre}s{j}, {v}")
         else:
-            o = _offset(f"%{pre}d{c}", m.dst[:, c].astype(np.int64) + scatter_at, pre, globals_, lines)
+            o = _offset(f"%{pre}d{c}", m.dst[:, c].astype(np.int64) + scatter_at, pre, plan, globals_, lines)
             lines.append(f"  %{pre}d{c}p = getelementptr inbounds double, ptr %mem, i64 {o}")
             lines.append(f"  %{pre}d{c}v = load double, ptr %{pre}d{c}p")
             lines.append(f"  %{pre}d{c}a = fadd double %{pre}d{c}v, {v}")
@@ -150,12 +162,24 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         lines.append(f"  %{pre}sp{j} = getelementptr inbounds double, ptr %mem, i64 {base + offsets[j]}")
         lines.append(f"  store double %{pre}s{j}n, ptr %{pre}sp{j}")
         name[slot_j] = f"%{pre}s{j}n"
-    for r in range(m.rows):
-        s = start + r
-        if s in used_outside and s not in name:
-            lines.append(f"  %{pre}r{r}p = getelementptr inbounds double, ptr %mem, i64 {base + r}")
-            lines.append(f"  %{pre}r{r} = load double, ptr %{pre}r{r}p")
-            name[s] = f"%{pre}r{r}"
+
+
+class MapNames(dict):
+    """Slot -> IR value, where a map's row is loaded from the work array where it is used (a fresh load at each
+    use: a use inside one output group's conditional block must not serve another block)."""
+
+    def __init__(self, lines: list, cells: dict):
+        super().__init__()
+        self.lines, self.cells, self.loads = lines, cells, 0
+
+    def __missing__(self, slot: int) -> str:
+        if slot not in self.cells:
+            raise KeyError(slot)
+        self.loads += 1
+        v = f"%ld{self.loads}"
+        self.lines.append(f"  {v}p = getelementptr inbounds double, ptr %mem, i64 {self.cells[slot]}")
+        self.lines.append(f"  {v} = load double, ptr {v}p")
+        return v
 
 
 def used_outside(tape) -> set:

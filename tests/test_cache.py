@@ -60,7 +60,8 @@ import json, sys, time
 import numpy as np
 import tapead
 from tapead import cache, codegen, jit
-t = tapead.record(lambda x: np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2), np.ones(252))
+t = tapead.record(lambda x: np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2), np.ones(252),
+                    structured=False)
 ir = codegen.lower(t, "k")
 tm = jit.target_machine(2)
 start = time.perf_counter()
