@@ -114,21 +114,33 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
             slots = (scatter_at + m.dst[:, c]).tolist()
             c += 1
         seeds.append(_seed(cols, [adj[s] for s in slots], [mask[s] for s in slots]))
-    cot = backward(m.body, replay(m.body, x, []), seeds)
+    bvals = replay(m.body, x, [])
+    cot = backward(m.body, bvals, seeds)
     outs = [i for i in active_cols if cot[i] is not None]
     if not outs:
         return
     reads = m.tables[:, outs]
     targets, dst = np.unique(reads, return_inverse=True)
-    out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in
-               (cot[i] for i in outs)]
+    # the forward map's own each/sum outputs ride along (the reverse body recomputes them anyway): a caller
+    # that returns them reads these instead, and the forward loop is dropped (Recorder.aliases)
+    again = [j for j, kind in enumerate(m.kinds) if kind != "scatter"]
+    values = [bvals[m.body.outputs[j]] for j in again] + [cot[i] for i in outs]
+    out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in values]
     n_cols = len(cols.cols)
-    reverse = body.finish(out_ids, (len(outs),), ((n_cols,),), None)
+    reverse = body.finish(out_ids, (len(out_ids),), ((n_cols,),), None)
     col_table = np.stack(cols.cols, axis=1) if cols.cols else np.zeros((n, 0), np.int64)
-    first = rec.emit_map(Map(reverse, col_table, ("scatter",) * len(outs), dst.reshape(n, len(outs)),
-                             len(targets)))
+    fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + ("scatter",) * len(outs),
+                dst.reshape(n, len(outs)), len(targets))
+    first = rec.emit_map(fused)
+    offsets = m.offsets()
+    for new_off, j in zip(fused.offsets(), again):
+        for k in range(n if m.kinds[j] == "each" else 1):
+            old = vals[start + offsets[j] + k]
+            if isinstance(old, Scalar) and old.rec is rec:
+                rec.aliases[old.id] = first + new_off + k
+    scatter_first = first + fused.rows - fused.scatter_size
     for t, u in enumerate(targets.tolist()):
         if act[u]:
-            g = Scalar(rec, first + t)
+            g = Scalar(rec, scatter_first + t)
             adj[u] = g if adj[u] is None else adj[u] + g
             mask[u] = None

@@ -47,6 +47,7 @@ class Recorder:
         self.maps: list[tuple] = []  # (first node, Map with *node ids* in its tables) per map emitted
         self.map_min: int | None = None  # structured recording: elementwise results this long become loops
         self.open_maps: dict = {}  # leading-axis length -> the open maparray.Builder
+        self.aliases: dict[int, int] = {}  # node -> a later node computing the same value (a fused map's row)
 
     def copy(self) -> "Recorder":
         """An independent recorder with the same nodes (a map body continued after it was emitted)."""
@@ -202,6 +203,7 @@ class Recorder:
                on_branch: str = "retape", assume_finite: bool | None = None) -> Tape:
         """Keep only what outputs and guards need, renumber into the tape's slot layout and build the Tape."""
         kinds, nargs = self.kinds, self.args
+        outputs = [self.aliases.get(o, o) for o in outputs]  # read fused rows: the loop they came from may drop
         live = bytearray(len(kinds))
         stack = list(outputs) + [g for g, _ in self.guards]
         while stack:
