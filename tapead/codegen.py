@@ -21,11 +21,13 @@ import re
 import struct
 import zlib
 
+import numpy as np
+
 from .ops import BY_CODE, OPS
 
-from .chunking import lower_chunked
+from .chunking import STACK_CELLS, _pool, _with_pooled_work_array, lower_chunked
 from .loops import MAX_CELLS, MapNames, Plan, lower_map, pointers, used_outside
-from .structure import map_runs, op_codes, records, scalar
+from .structure import MAP_ROW, map_runs, op_codes, records, scalar
 from .tape import Tape
 
 _BINARY_LIBM = {"pow", "atan2", "hypot"}
@@ -208,7 +210,17 @@ def _segments(zero: list) -> list:
     return pieces
 
 
-def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list) -> list[str]:
+def _size(tape: Tape) -> int:
+    """Records a kernel emits: instructions (maps: their bodies), guards, and the outputs stored one by one
+    (runs of map rows are one copy)."""
+    if not tape.maps:
+        return len(tape) + tape.n_outputs + len(tape.guards)
+    in_rows = tape.code[np.clip(tape.outputs - tape.first_result, 0, None), 0] == MAP_ROW if len(tape.code) else 0
+    stored = int(np.sum(~((tape.outputs >= tape.first_result) & in_rows)))
+    return records(tape) + stored + len(tape.guards)
+
+
+def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list, pooled: bool = False) -> list[str]:
     """Instructions of the point kernel after its entry label; the pointer arguments are %x<k>, %p, %o<k>.
     Constant tables the stores read are appended to ``globals_`` (module-level definitions)."""
     body = []
@@ -241,7 +253,8 @@ def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list) 
         for s in range(slot):
             if s in needed:
                 name[s] = f"%s{s}"
-        body.append(f"  %mem = alloca [{max(plan.cells, 1)} x double], align 64")
+        if not pooled:
+            body.append(f"  %mem = alloca [{max(plan.cells, 1)} x double], align 64")
         maps = (plan, globals_, prefix)
     _instructions(tape, name, body, maps)
     status = "0"
@@ -330,9 +343,10 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
     mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``)."""
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
-    if tape.maps and (records(tape) + tape.n_outputs + len(tape.guards) > cut or
-                      sum(m.rows for m in tape.maps) > MAX_CELLS):
+    size = _size(tape)
+    if tape.maps and (size > cut or sum(m.rows for m in tape.maps) > MAX_CELLS):
         tape = scalar(tape)  # cut into pieces (or too big for the loops' work array): lowered unrolled
+        size = _size(tape)
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
     assert sum(in_groups) == tape.n_inputs and sum(out_groups) == tape.n_outputs
@@ -341,11 +355,19 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     lines = _declarations(tape)
     lines.append(f"define i32 @{name}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{")
     tables: list[str] = []
-    if len(tape) + tape.n_outputs + len(tape.guards) > cut:
+    cells = Plan(tape, map_runs(tape), pointers(tape, in_groups)).cells if tape.maps else 0
+    if size > cut:
         pieces, point = lower_chunked(tape, name, in_groups, out_groups, chunk,
                                       functools.partial(_stores, zero_runs=True))
         lines.extend(point)
         tables.extend(pieces)
+    elif cells > STACK_CELLS:  # the loops' work array is large: taken from a per-kernel pool (chunking)
+        inner = [f"define internal i32 @{name}.body({', '.join(xs + ['ptr %p', 'ptr %mem'] + os_)}) noinline "
+                 "nounwind {", "entry:"] + _point_body(tape, in_groups, out_groups, name, tables, pooled=True) + ["}"]
+        tables.extend(inner + _pool(name, 8 * cells))
+        args = ", ".join([f"ptr %x{k}" for k in range(len(in_groups))] + ["ptr %p", "ptr %w"] +
+                         [f"ptr %o{k}" for k in range(len(out_groups))])
+        lines.extend(_with_pooled_work_array(name, 8 * cells, [f"  %st = call i32 @{name}.body({args})"], "%st"))
     else:
         lines.append("entry:")
         lines.extend(_point_body(tape, in_groups, out_groups, name, tables))

@@ -17,6 +17,7 @@ from .ad import _ids, _keep_guards, backward, forward, fresh, replay
 from .arrays import as_float_array, check_aliasing, check_out
 from .binding import bind, named_inputs
 from .errors import BranchError, InputError
+from . import separable
 from .structure import scalar
 from .tape import Tape
 
@@ -146,7 +147,14 @@ def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
 
     With ``weights=True`` (for vector-valued tapes) the tape takes an extra last input ``w`` shaped like the
     output and returns the Hessian of ``w . f`` (the Lagrangian Hessian).
+
+    A partially separable tape (a sum over a loop reading inputs, ``tapead.separable``) gets the loop's small
+    Hessian scattered into place instead.
     """
+    if not weights:
+        sep = separable.hessian(tape, hessian_tape, False)
+        if sep is not None:
+            return sep
     rec, g, _, H = _hessian_sweeps(tape, weights)
     return _finish(rec, g, H, (tape.n_inputs, tape.n_inputs))
 
@@ -165,6 +173,9 @@ def hvp_tape(tape: Tape) -> Tape:
 
 def value_gradient_hessian_tape(tape: Tape) -> Tape:
     """One tape with outputs ``[value, gradient (n), Hessian (n * n, row-major)]`` of a scalar tape."""
+    sep = separable.hessian(tape, value_gradient_hessian_tape, True)
+    if sep is not None:
+        return sep
     rec, g, first, H = _hessian_sweeps(tape, False)
     n = tape.n_inputs
     return _finish(rec, g, first + H, (1 + n + n * n,))

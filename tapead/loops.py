@@ -18,7 +18,7 @@ import numpy as np
 from .ops import BY_CODE
 from .structure import Map
 
-MAX_CELLS = 1 << 16  # work array doubles on the kernel's stack (512 KB); larger map tapes lower unrolled
+MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
 
 
 def _literal(v: float) -> str:
