@@ -246,16 +246,22 @@ def run_case(kind: str, size, timeout: float, repeats: int = 7, target: float = 
                                capture_output=True, text=True, cwd=_ROOT, env=env, timeout=timeout)
         except subprocess.TimeoutExpired:
             return dict(head, failed=f"timeout ({timeout:g} s)")
-    if p.returncode < 0:
+    return outcome(head, p.returncode, p.stdout, p.stderr)
+
+
+def outcome(head: dict, returncode: int, stdout: str, stderr: str) -> dict:
+    """A finished child's result: its JSON line, or ``head`` with ``failed`` saying how it ended (a negative
+    return code is the signal that killed it, e.g. ``crashed (SIGSEGV)``)."""
+    if returncode < 0:
         try:
-            name = signal.Signals(-p.returncode).name
+            name = signal.Signals(-returncode).name
         except ValueError:
-            name = f"signal {-p.returncode}"
+            name = f"signal {-returncode}"
         return dict(head, failed=f"crashed ({name})")
-    lines = p.stdout.strip().splitlines()
-    if p.returncode != 0 or not lines:
-        last = p.stderr.strip().splitlines()
-        return dict(head, failed=f"failed: {last[-1] if last else f'exit {p.returncode}'}"[:200])
+    lines = stdout.strip().splitlines()
+    if returncode != 0 or not lines:
+        last = stderr.strip().splitlines()
+        return dict(head, failed=f"failed: {last[-1] if last else f'exit {returncode}'}"[:200])
     return json.loads(lines[-1])
 
 

@@ -64,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
                    "(1e3-1e6 ops), dense Hessians of many outputs and first results of small tapes")
     b.add_argument("--cartpole", action="store_true", help="instead: cart-pole multiple shooting (N = 60, 200): "
                    "sparse Jacobian and Lagrangian Hessian, first calls and per evaluation, vs CasADi")
+    b.add_argument("--scale", action="store_true", help="instead: cost against size for vectorised numpy: "
+                   "Lennard-Jones gradients (10-300 atoms) and Hessians (30, 100) vs numba and JAX, many-output "
+                   "Jacobian and Hessians; one process per case (--quick: 10 and 30 atoms, Hessian at 10)")
+    b.add_argument("--timeout", type=_positive, help="seconds per --scale case before it is reported as a timeout "
+                   "(default 600)")
     b.add_argument("--dask", action="store_true", help="instead: lj30 gradients at 10^6 and 10^7 points on a "
                    "2-worker Dask LocalCluster vs one process (needs tapead[dask]; --quick: 10^5 points)")
     sub.add_parser("info", help="versions, CPU and kernel cache", description="Print versions of tapead and "
@@ -136,6 +141,12 @@ def bench(args) -> int:
     if args.large:
         from benchmarks import large
         return large.main(["--steps", "100,1000,10000"] if args.quick else [])
+    if args.scale:
+        from benchmarks import scale
+        argv = ["--atoms", "10,30", "--hessian-atoms", "10", "--repeats", "3"] if args.quick else []
+        argv += ["--repeats", str(args.repeats)] if args.repeats else []
+        argv += ["--timeout", str(args.timeout)] if args.timeout else []
+        return scale.main(argv + (["--json", args.json] if args.json else []))
     if args.cartpole:
         from benchmarks import cartpole
         return cartpole.main(["--sizes", "20", "--repeats", "3"] if args.quick else
