@@ -266,8 +266,13 @@ def outcome(head: dict, returncode: int, stdout: str, stderr: str) -> dict:
 
 
 def _f(r: dict, key: str, fmt: str = ".2f") -> str:
+    """One cell; format ``t`` (times) is 4 significant digits without an exponent (12,345 / 1.235 / 0.01235)."""
     v = r.get(key)
-    return "-" if v is None else str(v) if isinstance(v, str) else format(v, fmt)
+    if v is None or isinstance(v, str):
+        return "-" if v is None else v
+    if fmt == "t":
+        return f"{v:,.0f}" if v >= 1000 else f"{v:.{max(0, 3 - math.floor(math.log10(v)))}f}" if v > 0 else "0"
+    return format(v, fmt)
 
 
 def _check_text(r: dict) -> str:
@@ -278,12 +283,12 @@ def _check_text(r: dict) -> str:
 _RATIOS = [("ratio vs hand-written", "ratio_handwritten", ".3g"), ("ratio vs JAX", "ratio_jax", ".3g")]
 COLUMNS = {  # (header, JSON key, format) after the first column (atoms or case) and before "check"
     "gradient": [("tape ops", "ops", ","), ("record s", "record_s", ".3f"), ("first gradient s", "first_gradient_s",
-                 ".3f"), ("JAX first s", "jax_first_s", ".3f"), ("replay µs", "replay_us", ".4g"),
-                 ("hand-written µs", "handwritten_us", ".4g"), ("JAX µs", "jax_us", ".4g"), *_RATIOS,
+                 ".3f"), ("JAX first s", "jax_first_s", ".3f"), ("replay µs", "replay_us", "t"),
+                 ("hand-written µs", "handwritten_us", "t"), ("JAX µs", "jax_us", "t"), *_RATIOS,
                  ("peak RSS GB", "peak_rss_gb", ".3f")],
     "hessian": [("n", "n", "d"), ("tape ops", "ops", ","), ("record s", "record_s", ".3f"), ("first Hessian s",
-                "first_hessian_s", ".3f"), ("JAX first s", "jax_first_s", ".3f"), ("replay ms", "replay_ms", ".4g"),
-                ("hand-written ms", "handwritten_ms", ".4g"), ("JAX ms", "jax_ms", ".4g"), *_RATIOS,
+                "first_hessian_s", ".3f"), ("JAX first s", "jax_first_s", ".3f"), ("replay ms", "replay_ms", "t"),
+                ("hand-written ms", "handwritten_ms", "t"), ("JAX ms", "jax_ms", "t"), *_RATIOS,
                 ("peak RSS GB", "peak_rss_gb", ".3f")],
     "many": [("inputs", "inputs", "d"), ("outputs", "outputs", "d"), ("tape ops", "ops", ","),
              ("record s", "record_s", ".3f"), ("first result s", "first_s", ".3f"), ("peak RSS GB", "peak_rss_gb",
