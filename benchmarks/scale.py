@@ -1,10 +1,11 @@
 """Vectorised numpy programs: cost against size (``tapead bench --scale``).
 
-tapead traces a numpy program into a tape of scalar ops, so a vectorised function of n atoms becomes a tape whose
-length grows with its pairs (n^2 / 2), and record, compile and memory grow with it. This benchmark shows where
-that cost goes as the problem grows, next to a hand-written numba gradient (the limit) and JAX, which keeps the
-vector structure:
-- ``gradient``: the Lennard-Jones energy ``tests/functions.py::lj`` at 10, 30, 100, 300 atoms: tape ops, record
+tapead records a numpy program as a tape of scalar ops; vectorised code over a leading axis becomes a map (one
+small scalar body run n times) where it can, and is unrolled into scalar ops where it cannot. A function of n atoms
+has n^2 / 2 pairs, so how record, compile, replay and memory grow with n shows whether that structure holds through
+each derivative. Next to it: a hand-written numba gradient (the limit) and JAX, which keeps the vector structure.
+The table gives the tape rows (a map is one row per slot it writes), the maps, and the scalar ops they stand for.
+- ``gradient``: the Lennard-Jones energy ``tests/functions.py::lj`` at 10, 30, 100, 300 atoms: tape size, record
   seconds, the first gradient (derive + compile + call), replay per call into a preallocated output, the
   hand-written numba gradient, JAX ``jit(grad)`` (first call and replay), and the peak RSS of tapead's work.
 - ``hessian``: the dense Lennard-Jones Hessian at 30 and 100 atoms, against numba's ``lj_hessian`` and JAX
@@ -80,6 +81,14 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
 
 
+def structure(tape) -> dict:
+    """Tape size: rows (``len``; a map is one row per slot it writes), the scalar ops it stands for (map bodies
+    times their iterations), and each map as ``[body ops, iterations]``."""
+    maps = getattr(tape, "maps", ())
+    return dict(ops=len(tape), ops_unrolled=sum(tape.op_counts().values()),
+                maps=[[len(m.body), int(m.n)] for m in maps])
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     value = fn()
@@ -140,7 +149,7 @@ def gradient_case(atoms: int, repeats: int, target: float) -> dict:
     tape, record_s = _timed(lambda: tapead.record(fn.lj, x))
     g, first_s = _timed(lambda: tape.gradient(x))
     ref = fn.lj_grad(x)
-    r = dict(case="gradient", atoms=atoms, ops=len(tape), record_s=record_s, first_gradient_s=first_s,
+    r = dict(case="gradient", atoms=atoms, **structure(tape), record_s=record_s, first_gradient_s=first_s,
              peak_rss_gb=_rss_gb(), gradient_l1=float(np.sum(np.abs(g))), **check(g, ref, 1e-9))
     out = np.empty_like(x)
     tape.gradient(x, out=out)
@@ -170,7 +179,7 @@ def hessian_case(atoms: int, repeats: int, target: float) -> dict:
     x = lj_start_grid(atoms)
     tape, record_s = _timed(lambda: tapead.record(fn.lj, x))
     H, first_s = _timed(lambda: tape.hessian(x))
-    r = dict(case="hessian", atoms=atoms, n=x.size, ops=len(tape), record_s=record_s, first_hessian_s=first_s,
+    r = dict(case="hessian", atoms=atoms, n=x.size, **structure(tape), record_s=record_s, first_hessian_s=first_s,
              peak_rss_gb=_rss_gb(), hessian_trace=float(np.trace(H)))
     if _importable("numba"):
         from .limits import lj_hessian
@@ -213,7 +222,7 @@ def many_case(name: str) -> dict:
             got = [H[0][0], H[0][1], H[1][0], H[1][1]]
             ref = [np.zeros((10, 11, 10, 11)), cross, cross.transpose(2, 3, 0, 1), np.zeros((11, 10, 11, 10))]
     checks = [check(g, f, 1e-12) for g, f in zip(got, ref)]
-    return dict(case=name, inputs=tape.n_inputs, outputs=tape.n_outputs, ops=len(tape), record_s=record_s,
+    return dict(case=name, inputs=tape.n_inputs, outputs=tape.n_outputs, **structure(tape), record_s=record_s,
                 first_s=first_s, peak_rss_gb=_rss_gb(), ok=all(c["ok"] for c in checks),
                 error=max(c["error"] for c in checks))
 
@@ -268,8 +277,10 @@ def outcome(head: dict, returncode: int, stdout: str, stderr: str) -> dict:
 def _f(r: dict, key: str, fmt: str = ".2f") -> str:
     """One cell; format ``t`` (times) is 4 significant digits without an exponent (12,345 / 1.235 / 0.01235)."""
     v = r.get(key)
-    if v is None or isinstance(v, str):
+    if v is None or isinstance(v, str):  # absent, or a note (a peer not installed)
         return "-" if v is None else v
+    if fmt == "maps":
+        return " + ".join(f"{b:,} x {n:,}" for b, n in v) or "-"
     if fmt == "t":
         return f"{v:,.0f}" if v >= 1000 else f"{v:.{max(0, 3 - math.floor(math.log10(v)))}f}" if v > 0 else "0"
     return format(v, fmt)
@@ -280,19 +291,19 @@ def _check_text(r: dict) -> str:
     return f"WRONG ({', '.join(bad)}; error {r.get('error', math.nan):.1e})" if bad else "ok"
 
 
-_RATIOS = [("ratio vs hand-written", "ratio_handwritten", ".3g"), ("ratio vs JAX", "ratio_jax", ".3g")]
+_SIZE = [("tape rows", "ops", ","), ("maps (body ops x n)", "maps", "maps"), ("scalar ops", "ops_unrolled", ",")]
+_RSS = ("peak RSS GB", "peak_rss_gb", ".3f")
+_PEERS = [("ratio vs hand-written", "ratio_handwritten", ".3g"), ("ratio vs JAX", "ratio_jax", ".3g"), _RSS]
 COLUMNS = {  # (header, JSON key, format) after the first column (atoms or case) and before "check"
-    "gradient": [("tape ops", "ops", ","), ("record s", "record_s", ".3f"), ("first gradient s", "first_gradient_s",
-                 ".3f"), ("JAX first s", "jax_first_s", ".3f"), ("replay µs", "replay_us", "t"),
-                 ("hand-written µs", "handwritten_us", "t"), ("JAX µs", "jax_us", "t"), *_RATIOS,
-                 ("peak RSS GB", "peak_rss_gb", ".3f")],
-    "hessian": [("n", "n", "d"), ("tape ops", "ops", ","), ("record s", "record_s", ".3f"), ("first Hessian s",
-                "first_hessian_s", ".3f"), ("JAX first s", "jax_first_s", ".3f"), ("replay ms", "replay_ms", "t"),
-                ("hand-written ms", "handwritten_ms", "t"), ("JAX ms", "jax_ms", "t"), *_RATIOS,
-                ("peak RSS GB", "peak_rss_gb", ".3f")],
-    "many": [("inputs", "inputs", "d"), ("outputs", "outputs", "d"), ("tape ops", "ops", ","),
-             ("record s", "record_s", ".3f"), ("first result s", "first_s", ".3f"), ("peak RSS GB", "peak_rss_gb",
-             ".3f")],
+    "gradient": [*_SIZE, ("record s", "record_s", ".3f"), ("first gradient s", "first_gradient_s", ".3f"),
+                 ("JAX first s", "jax_first_s", ".3f"), ("replay µs", "replay_us", "t"),
+                 ("hand-written µs", "handwritten_us", "t"), ("JAX µs", "jax_us", "t"), *_PEERS],
+    "hessian": [("n", "n", "d"), *_SIZE, ("record s", "record_s", ".3f"),
+                ("first Hessian s", "first_hessian_s", ".3f"), ("JAX first s", "jax_first_s", ".3f"),
+                ("replay ms", "replay_ms", "t"), ("hand-written ms", "handwritten_ms", "t"), ("JAX ms", "jax_ms", "t"),
+                *_PEERS],
+    "many": [("inputs", "inputs", "d"), ("outputs", "outputs", "d"), *_SIZE, ("record s", "record_s", ".3f"),
+             ("first result s", "first_s", ".3f"), _RSS],
 }
 TITLES = {"gradient": "Lennard-Jones gradient (tests/functions.py::lj)", "hessian": "Lennard-Jones dense Hessian",
           "many": "Many outputs (first result)"}

@@ -37,7 +37,9 @@ def test_small_run_reports_checked_derivatives_and_tables(tmp_path):
     for r in result["gradient"]:
         assert "failed" not in r, r
         x = scale.lj_start_grid(r["atoms"])
-        assert r["ops"] == len(tapead.record(lj, x))
+        tape = tapead.record(lj, x)
+        assert r["ops"] == len(tape) and r["ops_unrolled"] == sum(tape.op_counts().values())
+        assert r["maps"] == [[len(m.body), m.n] for m in getattr(tape, "maps", ())]
         assert r["ok"] is True and r["replay_ok"] is True and r["error"] <= 1e-9
         ref = lj_grad(x)
         assert abs(r["gradient_l1"] - np.sum(np.abs(ref))) <= 1e-9 * np.sum(np.abs(ref))
