@@ -19,7 +19,7 @@ from .structure import records
 from . import ad, branches
 from .arrays import as_float_array, check_aliasing, check_out
 from .arrays import pointer as _pointer
-from .codegen import fast_batch_name, generator_digest, lower, tape_digest
+from .codegen import fast_batch_name, generator_digest, kernel_records, lower, tape_digest
 from .derived_cache import derived_tape
 from .errors import InputError
 from .interpret import interpret
@@ -72,7 +72,7 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     # Specialised batch loops for the output patterns the Python calls use (value | gradient without value |
     # value and gradient), in O2 compiles only: each inlines the whole kernel, which O0 first compiles of big
     # tapes cannot afford; big tapes get the gradient loop alone.
-    level = opt if opt is not None else first_level(records(derived))
+    level = opt if opt is not None else first_level(kernel_records(derived))
     k_args = len(tape.input_sizes)
     if level == 0:
         masks = []
@@ -88,7 +88,7 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     ir = Source(lambda: lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks) +
                 lower_entry(name + "_entry", name, *args), spec)
     prepare()
-    k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), records(derived), opt=opt,
+    k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), kernel_records(derived), opt=level,
                        extra_symbols=(name + "_entry",), fast_masks=masks, elsewhere=elsewhere)
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
     k.n_ops = records(derived)

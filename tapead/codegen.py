@@ -37,6 +37,7 @@ _BINARY_LIBM = {"pow", "atan2", "hypot"}
 # gradient, batches 4-7x faster whole at O2).
 CUT_ABOVE = 20000
 CHUNK = 2000
+INLINE_LIMIT = 4000  # records up to which the point function is inlined into the batch loops
 CONST_RUN = 8  # constant outputs in a row stored by one memcpy from a table
 MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)\ndeclare void @llvm.memset.p0.i64(ptr, i8, i64, i1)"
 
@@ -210,7 +211,7 @@ def _segments(zero: list) -> list:
     return pieces
 
 
-def _size(tape: Tape) -> int:
+def kernel_records(tape: Tape) -> int:
     """Records a kernel emits: instructions (maps: their bodies), guards, and the outputs stored one by one
     (runs of map rows are one copy)."""
     if not tape.maps:
@@ -343,17 +344,20 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
     mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``)."""
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
-    size = _size(tape)
+    size = kernel_records(tape)
     if tape.maps and (size > cut or sum(m.rows for m in tape.maps) > MAX_CELLS):
         tape = scalar(tape)  # cut into pieces (or too big for the loops' work array): lowered unrolled
-        size = _size(tape)
+        size = kernel_records(tape)
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
     assert sum(in_groups) == tape.n_inputs and sum(out_groups) == tape.n_outputs
     xs = [f"ptr %x{k}" for k in range(len(in_groups))]
     os_ = [f"ptr %o{k}" for k in range(len(out_groups))]
     lines = _declarations(tape)
-    lines.append(f"define i32 @{name}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{")
+    # inlined into the batch loops while small; a large point function is compiled once and called by them (each
+    # inlined copy costs LLVM the whole function again: a 22,000-output Jacobian took 3x as long)
+    inline = "alwaysinline" if size <= INLINE_LIMIT else "noinline"
+    lines.append(f"define i32 @{name}({', '.join(xs + ['ptr %p'] + os_)}) {inline} nounwind {{")
     tables: list[str] = []
     cells = Plan(tape, map_runs(tape), pointers(tape, in_groups)).cells if tape.maps else 0
     if size > cut:
@@ -412,7 +416,7 @@ def generator_digest() -> str:
             h.update((Path(__file__).parent / f"{name}.py").read_bytes())
         _generator = h.hexdigest()
     from . import chunking
-    return f"{_generator} {CUT_ABOVE} {CHUNK} {CONST_RUN} {chunking.STACK_CELLS} {chunking.POOL}"
+    return f"{_generator} {CUT_ABOVE} {CHUNK} {CONST_RUN} {INLINE_LIMIT} {chunking.STACK_CELLS} {chunking.POOL}"
 
 
 def tape_digest(tape: Tape) -> str:
