@@ -115,10 +115,23 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
     sums = [j for j, k in enumerate(m.kinds) if k == "sum"]
     if not m.scatter_size:
         lines.append(f"  br label %{pre}.pre")
-    lines.append(f"{pre}.pre:\n  br label %{pre}.loop\n{pre}.loop:")
-    lines.append(f"  %{pre}k = phi i64 [0, %{pre}.pre], [%{pre}k1, %{pre}.loop]")
+    dst = m.dst.astype(np.int64) + scatter_at
+    runs = run_groups(dst)
+    in_run = {c for group in runs for c in group}
+    lines.append(f"{pre}.pre:")
+    for g, group in enumerate(runs):  # each run group's registers start with the first target's cells
+        for c in group:
+            lines.append(f"  %{pre}r{c}p0 = getelementptr inbounds double, ptr %mem, i64 {int(dst[0, c])}")
+            lines.append(f"  %{pre}r{c}a0 = load double, ptr %{pre}r{c}p0")
+    lines.append(f"  br label %{pre}.loop\n{pre}.loop:")
+    lines.append(f"  %{pre}k = phi i64 [0, %{pre}.pre], [%{pre}k1, %{pre}.latch]")
     for j in sums:
-        lines.append(f"  %{pre}s{j} = phi double [-0.0, %{pre}.pre], [%{pre}s{j}n, %{pre}.loop]")
+        lines.append(f"  %{pre}s{j} = phi double [-0.0, %{pre}.pre], [%{pre}s{j}n, %{pre}.latch]")
+    for g, group in enumerate(runs):
+        c0 = group[0]
+        lines.append(f"  %{pre}g{g}cur = phi i64 [{int(dst[0, c0])}, %{pre}.pre], [%{pre}d{c0}o, %{pre}.latch]")
+        for c in group:
+            lines.append(f"  %{pre}r{c}a = phi double [%{pre}r{c}a0, %{pre}.pre], [%{pre}r{c}n, %{pre}.latch]")
     body = m.body
     bname: dict[int, str] = {}
     for i in range(body.n_inputs):
@@ -138,6 +151,9 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         bname[slot] = f"%{pre}b{slot}"
         slot += 1
     outs = body.outputs.tolist()
+    scatter_values = [bname[outs[j]] for j, kind in enumerate(m.kinds) if kind == "scatter"]
+    for g, group in enumerate(runs):
+        _run_accumulate(pre, g, group, dst, scatter_values, plan, globals_, lines)
     c = 0
     for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
         v = bname[outs[j]]
@@ -147,21 +163,79 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
             lines.append(f"  store double {v}, ptr %{pre}e{j}p")
         elif kind == "sum":
             lines.append(f"  %{pre}s{j}n = fadd double %{pre}s{j}, {v}")
+        elif c in in_run:
+            c += 1
         else:
-            o = _offset(f"%{pre}d{c}", m.dst[:, c].astype(np.int64) + scatter_at, pre, plan, globals_, lines)
+            o = _offset(f"%{pre}d{c}", dst[:, c], pre, plan, globals_, lines)
             lines.append(f"  %{pre}d{c}p = getelementptr inbounds double, ptr %mem, i64 {o}")
             lines.append(f"  %{pre}d{c}v = load double, ptr %{pre}d{c}p")
             lines.append(f"  %{pre}d{c}a = fadd double %{pre}d{c}v, {v}")
             lines.append(f"  store double %{pre}d{c}a, ptr %{pre}d{c}p")
             c += 1
+    lines.append(f"  br label %{pre}.latch\n{pre}.latch:")
     lines.append(f"  %{pre}k1 = add i64 %{pre}k, 1\n  %{pre}more = icmp slt i64 %{pre}k1, {m.n}")
     lines.append(f"  br i1 %{pre}more, label %{pre}.loop, label %{pre}.done\n{pre}.done:")
+    for g, group in enumerate(runs):  # the last run's registers go back to their cells
+        c0 = group[0]
+        for c in group:
+            lines.append(f"  %{pre}r{c}o = add i64 %{pre}d{c0}o, {int(dst[0, c] - dst[0, c0])}")
+            lines.append(f"  %{pre}r{c}q = getelementptr inbounds double, ptr %mem, i64 %{pre}r{c}o")
+            lines.append(f"  store double %{pre}r{c}n, ptr %{pre}r{c}q")
     offsets = m.offsets()
     for j in sums:  # a sum is an SSA value, and a cell later maps may read
         slot_j = start + offsets[j]
         lines.append(f"  %{pre}sp{j} = getelementptr inbounds double, ptr %mem, i64 {base + offsets[j]}")
         lines.append(f"  store double %{pre}s{j}n, ptr %{pre}sp{j}")
         name[slot_j] = f"%{pre}s{j}n"
+
+
+def run_groups(dst: np.ndarray) -> list[list[int]]:
+    """Scatter columns whose target stays the same over runs of iterations (the ``i`` of pairs ``i < j``), grouped
+    by pattern (equal up to a constant). Such a column accumulates in a register and touches memory only when its
+    target changes: a chain of additions through one memory cell is bound by store-to-load latency, a register
+    chain by the addition's. The register holds the cell's value (loaded when a run starts), so additions happen
+    in the same order as one at a time. Only when safe: no other column targets a cell of the run's at the same
+    iteration (it would miss the register), and the group's columns target distinct cells."""
+    n, cols = dst.shape
+    if n < 4:
+        return []
+    groups: dict[bytes, list[int]] = {}
+    for c in range(cols):
+        rel = dst[:, c] - dst[0, c]
+        if np.count_nonzero(rel[1:] == rel[:-1]) * 2 >= n:
+            groups.setdefault(rel.tobytes(), []).append(c)
+    out = []
+    for group in groups.values():
+        if len({int(dst[0, c]) for c in group}) != len(group):
+            continue
+        others = [o for o in range(cols) if o not in group]
+        if any(np.any(dst[:, o] == dst[:, c]) for o in others for c in group):
+            continue
+        out.append(group)
+    return out
+
+
+def _run_accumulate(pre: str, g: int, group: list, dst: np.ndarray, values: list, plan: Plan, globals_: list,
+                    lines: list) -> None:
+    """One iteration of a run group (see ``run_groups``): when the target changed, store the registers to the old
+    cells and load the new cells; add this iteration's values."""
+    c0 = group[0]
+    o = _offset(f"%{pre}d{c0}", dst[:, c0], pre, plan, globals_, lines)
+    lines.append(f"  %{pre}g{g}same = icmp eq i64 {o}, %{pre}g{g}cur")
+    lines.append(f"  br i1 %{pre}g{g}same, label %{pre}g{g}.keep, label %{pre}g{g}.flush\n{pre}g{g}.flush:")
+    for c in group:
+        shift = int(dst[0, c] - dst[0, c0])
+        lines.append(f"  %{pre}r{c}fo = add i64 %{pre}g{g}cur, {shift}")
+        lines.append(f"  %{pre}r{c}fp = getelementptr inbounds double, ptr %mem, i64 %{pre}r{c}fo")
+        lines.append(f"  store double %{pre}r{c}a, ptr %{pre}r{c}fp")
+        lines.append(f"  %{pre}r{c}no = add i64 {o}, {shift}")
+        lines.append(f"  %{pre}r{c}np = getelementptr inbounds double, ptr %mem, i64 %{pre}r{c}no")
+        lines.append(f"  %{pre}r{c}nv = load double, ptr %{pre}r{c}np")
+    lines.append(f"  br label %{pre}g{g}.join\n{pre}g{g}.keep:\n  br label %{pre}g{g}.join\n{pre}g{g}.join:")
+    for c in group:
+        lines.append(f"  %{pre}r{c}b = phi double [%{pre}r{c}a, %{pre}g{g}.keep], [%{pre}r{c}nv, %{pre}g{g}.flush]")
+    for c in group:
+        lines.append(f"  %{pre}r{c}n = fadd double %{pre}r{c}b, {values[c]}")
 
 
 class MapNames(dict):
