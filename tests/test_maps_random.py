@@ -120,14 +120,18 @@ def programs(draw, vectors=None):
             shape = draw(st.sampled_from([(n,), (n, 3)]))
             sources.append(("const", np.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape)))
     prog = Program(n, vectors, sources)
-    traced = [kind != "const" for kind, *_ in sources]  # depends on P: only those results are reduced
+    # loop results that depend on P (the reduced ones): an elementwise op on P's gathers is a loop, a row sum of
+    # a gather (an ordinary traced array) is not
+    looped = [False] * len(sources)
+    traced = [kind != "const" for kind, *_ in sources]
     for k in range(draw(st.integers(3, 8))):
         i = 0 if k == 0 else draw(st.integers(0, len(traced) - 1))  # the first step reads P[idx]
         j = draw(st.integers(0, len(traced) - 1))
-        op = draw(st.sampled_from(UNARY + BINARY))
+        op = draw(st.sampled_from((UNARY[:-1] if k == 0 else UNARY) + BINARY))
         prog.steps.append((op, i, j))
         traced.append(traced[i] or (op in BINARY and traced[j]))
-    results = [k for k in range(len(sources), len(traced)) if traced[k]]
+        looped.append(looped[i] or op != "rowsum")
+    results = [k for k in range(len(sources), len(traced)) if traced[k] and looped[k]]
     prog.reductions = [(results[-1], draw(st.sampled_from(REDUCTIONS)), 1.0)]
     for _ in range(draw(st.integers(0, 2))):
         prog.reductions.append((draw(st.sampled_from(results)), draw(st.sampled_from(REDUCTIONS)),
