@@ -107,19 +107,25 @@ def _masked(q, mask, rec):
     return select(c, q, 0.0) if mask[1] else select(c, 0.0, q)
 
 
-def backward(tape: Tape, vals: list, seeds: list) -> list:
+def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> list:
     """Cotangents of the inputs given one cotangent per output (None = zero): the reverse sweep.
 
     NaN-safe selects: a cotangent that entered a branch through a select is zero where that branch was not
     taken, and every contribution computed from it is masked the same way, so a NaN or infinite partial
-    inside the branch not taken (``where(x > 0, sqrt(x), 0)`` at x < 0) cannot turn the zero into NaN.
+    inside the branch not taken (``where(x > 0, sqrt(x), 0)`` at x < 0) cannot turn the zero into NaN. A seed
+    written as such a select masks the same way (a loop body's reverse, seeded where a branch was taken).
+    ``masks``, when given, receives each input's mask (what a map's reverse passes on to the slots it reads).
     """
     adj: list = [None] * tape.n_slots
     mask: list = [None] * tape.n_slots
     act = _active(tape)
     for s, g in zip(tape.outputs.tolist(), seeds):
         if g is not None and act[s]:
-            adj[s] = g if adj[s] is None else adj[s] + g
+            if adj[s] is None:
+                adj[s], mask[s] = g, _mask_of(g)
+            else:
+                adj[s] = adj[s] + g
+                mask[s] = None
     first = tape.first_result
     code = tape.code.tolist()
     runs = {end - 1: (start, m) for start, end, m in map_runs(tape)}
@@ -150,6 +156,8 @@ def backward(tape: Tape, vals: list, seeds: list) -> list:
             else:
                 adj[a] = adj[a] + c
                 mask[a] = mask[a] if mask[a] == cm else None
+    if masks is not None:
+        masks[:] = mask[:tape.n_inputs]
     return adj[:tape.n_inputs]
 
 

@@ -85,13 +85,19 @@ def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
     if "checked" not in tape._cache:
         tape._cache["checked"] = tape.check() is tape  # a flag, not the tape: no reference cycle
     n = 1 if b.n is None else b.n
-    x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
+    x = _rows(b.xs, n)
     out, ok = interpret(tape, x, _param_rows(tape, b))
     v = out.reshape(lead(b) + tape.output_shape)
     if not ok.all():
         branches.redo(tape, "value", b, [v if b.n is not None else v.reshape(-1)],
                       0 if b.n is None else (~ok).astype(np.int32), _interpreted)
     return result(tape, b, v)
+
+
+def _rows(xs: list, n: int) -> np.ndarray:
+    """The arguments as one (n, n_inputs) array (shapes, not -1: an empty batch has no size to infer from)."""
+    return np.concatenate([xi.reshape(n, xi.size // n if n else int(np.prod(xi.shape[1:]))) for xi in xs],
+                          axis=1) if xs else np.zeros((n, 0))
 
 
 def _param_rows(tape: Tape, b: Bound):
@@ -104,7 +110,7 @@ def _param_rows(tape: Tape, b: Bound):
 def _interpreted(tape: Tape, kind: str, b: Bound, outs: list):
     """The interpreter with ``_run``'s contract (used by ``evaluate`` for the other paths it needs)."""
     n = 1 if b.n is None else b.n
-    x = np.concatenate([xi.reshape(n, -1) for xi in b.xs], axis=1) if b.xs else np.zeros((n, 0))
+    x = _rows(b.xs, n)
     out, ok = interpret(tape, x, _param_rows(tape, b))
-    outs[0].reshape(n, -1)[...] = out
+    outs[0].reshape(n, tape.n_outputs)[...] = out
     return 0 if ok.all() else (1 if b.n is None else (~ok).astype(np.int32))

@@ -64,7 +64,7 @@ def map_rows(m, x: np.ndarray) -> np.ndarray:
     -0.0, as every evaluator does (see tapead.structure)."""
     N, k = x.shape[0], m.n
     out, _ = interpret(m.body, x.reshape(N * k, m.body.n_inputs))
-    out = out.reshape(N, k, -1)
+    out = out.reshape(N, k, m.body.n_outputs)
     rows = np.empty((N, m.rows))
     cols = []
     for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):

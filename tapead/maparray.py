@@ -121,10 +121,12 @@ class MapArray(TracedArray):
         if not b.closed:
             return b, self.block
         live = b.live()
-        move = np.frompyfunc(lambda c: Scalar(live.body, c.id) if isinstance(c, Scalar) else c, 1, 1)
-        self.builder = live
-        self.block = np.asarray(move(self.block), dtype=object) if self.block.ndim else _cell(move(self.block[()]))
-        return live, self.block
+        block = np.empty(self.block.shape, object)
+        for e in np.ndindex(block.shape):  # the same body nodes, in the copy's recorder
+            c = self.block[e]
+            block[e] = Scalar(live.body, c.id) if isinstance(c, Scalar) else c
+        self.builder, self.block = live, block
+        return live, block
 
     def materialise(self) -> TracedArray:
         """The array as outer traced scalars (``each`` outputs): what the scalar path works with."""

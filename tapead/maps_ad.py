@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import TapeadError
-from .ops import select
+from .ops import OPS, select
 from .recorder import _CONST, Recorder
 from .structure import Map
 from .tracer import Scalar
@@ -69,17 +69,27 @@ class _Columns:
 
 
 def _seed(cols: _Columns, adjs: list, masks: list):
-    """The body's seed for one output from its per-iteration cotangents (None: no cotangent anywhere)."""
+    """The body's seed for one output from its per-iteration cotangents (None: no cotangent anywhere).
+
+    Where an iteration has no cotangent, or its cotangent is masked (it came through a select), the seed is
+    ``select(c, s, 0)`` with ``c`` the condition under which it is nonzero (0 without a cotangent): the body's
+    reverse sweep masks every contribution with it, so a zero cotangent times an infinite partial stays 0, as
+    the scalar sweep's symbolic zeros and masks keep it."""
     if all(a is None for a in adjs):
         return None
     rec = cols.rec
     s = cols.value(_ids(rec, adjs))
-    if any(mk is not None for mk in masks):
-        # select(c_true, select(c_false, 0, s), 0): a seed without a mask reads c_true = 1, c_false = 0
+    if any(a is None for a in adjs) or any(mk is not None for mk in masks):
         one, zero = rec.const(1.0), rec.const(0.0)
-        ct = np.array([mk[0] if mk is not None and mk[1] else one for mk in masks], np.int64)
-        cf = np.array([mk[0] if mk is not None and not mk[1] else zero for mk in masks], np.int64)
-        s = select(cols.value(ct), select(cols.value(cf), 0.0, s), 0.0)
+        cond = np.empty(len(adjs), np.int64)
+        for k, (a, mk) in enumerate(zip(adjs, masks)):
+            if a is None:
+                cond[k] = zero
+            elif mk is None:
+                cond[k] = one
+            else:
+                cond[k] = mk[0] if mk[1] else rec.emit(OPS["eq"], (mk[0], zero))
+        s = select(cols.value(cond), s, 0.0)
     return s
 
 
@@ -115,7 +125,8 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
             c += 1
         seeds.append(_seed(cols, [adj[s] for s in slots], [mask[s] for s in slots]))
     bvals = replay(m.body, x, [])
-    cot = backward(m.body, bvals, seeds)
+    cmask: list = []
+    cot = backward(m.body, bvals, seeds, cmask)
     outs = [i for i in active_cols if cot[i] is not None]
     if not outs:
         return
@@ -124,13 +135,17 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     # the forward map's own each/sum outputs ride along (the reverse body recomputes them anyway): a caller
     # that returns them reads these instead, and the forward loop is dropped (Recorder.aliases)
     again = [j for j, kind in enumerate(m.kinds) if kind != "scatter"]
-    values = [bvals[m.body.outputs[j]] for j in again] + [cot[i] for i in outs]
+    # a contribution that came through a select carries its condition out (an each output), so the slot it is
+    # the only contribution to keeps the mask (see ``_pass_masks``)
+    masked = [c for c, i in enumerate(outs) if cmask[i] is not None]
+    values = [bvals[m.body.outputs[j]] for j in again] + [Scalar(body, cmask[outs[c]][0]) for c in masked] + \
+        [cot[i] for i in outs]
     out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in values]
     n_cols = len(cols.cols)
     reverse = body.finish(out_ids, (len(out_ids),), ((n_cols,),), None)
     col_table = np.stack(cols.cols, axis=1) if cols.cols else np.zeros((n, 0), np.int64)
-    fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + ("scatter",) * len(outs),
-                dst.reshape(n, len(outs)), len(targets))
+    fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + ("each",) * len(masked) +
+                ("scatter",) * len(outs), dst.reshape(n, len(outs)), len(targets))
     first = rec.emit_map(fused)
     offsets = m.offsets()
     for new_off, j in zip(fused.offsets(), again):
@@ -139,8 +154,27 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
             if isinstance(old, Scalar) and old.rec is rec:
                 rec.aliases[old.id] = first + new_off + k
     scatter_first = first + fused.rows - fused.scatter_size
+    conds = {c: first + off for c, off in zip(masked, fused.offsets()[len(again):len(again) + len(masked)])}
+    passed = _pass_masks(dst.reshape(n, len(outs)), len(targets), conds,
+                         [cmask[i][1] if cmask[i] is not None else None for i in outs])
     for t, u in enumerate(targets.tolist()):
         if act[u]:
             g = Scalar(rec, scatter_first + t)
-            adj[u] = g if adj[u] is None else adj[u] + g
-            mask[u] = None
+            if adj[u] is None:
+                adj[u], mask[u] = g, passed.get(t)
+            else:
+                adj[u] = adj[u] + g
+                mask[u] = None
+
+
+def _pass_masks(dst: np.ndarray, size: int, conds: dict, taken: list) -> dict:
+    """Scatter target -> ``(condition node, taken)`` for targets with exactly one contribution, a masked one:
+    its condition is row ``k`` of the each output that carries column ``c``'s conditions."""
+    if not conds:
+        return {}
+    counts = np.bincount(dst.ravel(), minlength=size)
+    out = {}
+    for c, first in conds.items():
+        for k in np.flatnonzero(counts[dst[:, c]] == 1).tolist():
+            out[int(dst[k, c])] = (first + k, taken[c])
+    return out

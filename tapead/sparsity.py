@@ -16,8 +16,10 @@ import numpy as np
 
 from .binding import bind
 from .errors import InputError
-from .higher import _extra, _finish, _gradient_program, _lead, derived, follows_branches, tangent_sweeps
+from .higher import (_extra, _finish, _gradient_program, _lead, derived, follows_branches, hessian_tape,
+                     tangent_sweeps)
 from .ops import BY_CODE, NO_DERIVATIVE
+from . import separable
 from .structure import scalar
 from .tape import Tape
 
@@ -93,6 +95,9 @@ def hessian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     add/sub/neg and piecewise-linear ops (abs, max, min, select): none; any other op: all pairs of its
     arguments' dependencies.
     """
+    hit = separable.pattern(tape, hessian_sparsity)
+    if hit is not None:
+        return hit
     tape = scalar(tape)  # the analysis reads scalar instructions
     hit = tape._cache.get(("hessian_sparsity",))
     if hit is not None:
@@ -168,7 +173,11 @@ def sparse_jacobian_tape(tape: Tape) -> Tape:
 def sparse_hessian_tape(tape: Tape, weights: bool = False) -> Tape:
     """A tape with the same inputs (plus ``w`` when ``weights=True``) whose outputs are the Hessian's
     structurally nonzero entries in the order of ``hessian_sparsity(tape)``: forward-over-reverse, one forward
-    sweep per colour."""
+    sweep per colour. A partially separable tape gets its loop body's entries scattered into place."""
+    if not weights:
+        sep = separable.sparse(tape, hessian_sparsity, hessian_tape)
+        if sep is not None:
+            return sep
     rows, cols = hessian_sparsity(tape)
     colors = color_columns(rows, cols, tape.n_inputs)
     g = _gradient_program(tape, weights)

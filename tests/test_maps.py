@@ -186,8 +186,6 @@ def test_batches_and_threads_agree(recorded, N):
             _close(t.evaluate(*X, params=p), ref.evaluate(*X, params=p))
 
 
-@pytest.mark.xfail(strict=True, reason="binding.evaluate reshapes each argument to (0, -1): numpy cannot infer -1 "
-                   "for size 0, so tape.evaluate of an empty batch raises a bare ValueError (maps or not)")
 def test_interpreter_on_an_empty_batch():
     t = tapead.record(lj, lj_start(0))
     assert t.evaluate(np.zeros((0, t.n_inputs))).shape == (0,)

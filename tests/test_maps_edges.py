@@ -60,20 +60,14 @@ def select_in_a_later_loop(x):
     return np.sum(np.where(x > 0, y, 0.0))
 
 
-@pytest.mark.xfail(strict=True, reason="reverse of an each-output map: iterations without a cotangent are seeded "
-                   "0.0, and 0 * d sqrt(x) = 0 / (2 sqrt(x)) is NaN at x < 0 (the scalar tape skips them: 0)")
 def test_nan_safe_without_a_cotangent():
     _check_nan_safe(sqrt_first, 5, 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="a select in scalar code on a map's each outputs: the masked seed of the "
-                   "reverse map does not mask the body's own partial, 0 / (2 sqrt(x)) is NaN at x < 0")
 def test_nan_safe_select_in_scalar_code_after_a_loop():
     _check_nan_safe(select_in_scalar_code, 1, 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="a select inside one map on another map's each outputs: the cotangent "
-                   "scatters back without its mask, so the first map's reverse computes 0 / (2 sqrt(x)) = NaN")
 def test_nan_safe_select_in_a_later_loop():
     _check_nan_safe(select_in_a_later_loop, 5, 0.0)
 
@@ -95,8 +89,6 @@ def sum_then_reuse(x):
     return np.sum(y) + np.sum(np.cos(y))
 
 
-@pytest.mark.xfail(strict=True, reason="MapArray._live moves a 0-d block with np.frompyfunc applied to the traced "
-                   "Scalar itself: numpy dispatches to Scalar.__array_ufunc__, which raises TracingError")
 def test_loop_vector_reused_after_its_sum():
     x = np.linspace(0.0, 1.0, 64)
     t = tapead.record(sum_then_reuse, x)

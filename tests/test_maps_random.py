@@ -151,9 +151,6 @@ def test_structured_matches_scalar_tape(case):
     check_program(*case)
 
 
-@pytest.mark.xfail(strict=True, reason="MapArray._live: a loop vector (block of one traced scalar) used again "
-                   "after its loop was emitted (a sum, an element read) raises TracingError: np.frompyfunc is "
-                   "applied to the Scalar itself, which numpy hands to Scalar.__array_ufunc__")
 @given(programs(vectors=True))
 def test_structured_matches_scalar_tape_with_vectors(case):
     check_program(*case)
