@@ -276,8 +276,8 @@ def map_recorder(args: tuple):
             rec = a.builder.outer
             break
     if rec is None:
-        for a in args:
-            if type(a) is TracedArray and a.cells.ndim:
+        for a in args:  # (a MapArray materialised by an assignment is an ordinary traced array now)
+            if isinstance(a, TracedArray) and (type(a) is TracedArray or a._flat is not None) and a.cells.ndim:
                 for c in a.cells.flat:
                     if type(c) is Scalar:
                         rec = c.rec
