@@ -19,7 +19,7 @@ from .structure import records
 from . import ad, branches
 from .arrays import as_float_array, check_aliasing, check_out
 from .arrays import pointer as _pointer
-from .codegen import fast_batch_name, generator_digest, kernel_records, lower, tape_digest
+from .codegen import fast_batch_name, flat_batches_pay, generator_digest, kernel_records, lower, tape_digest
 from .derived_cache import derived_tape
 from .errors import InputError
 from .interpret import interpret
@@ -54,7 +54,8 @@ def _unlinked(tape: Tape, derived: Tape, k: Kernel) -> tuple:
     return (None if derived is tape else derived, k)
 
 
-def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = False) -> tuple[Tape, Kernel]:
+def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = False,
+           flat: bool = False) -> tuple[Tape, Kernel]:
     name = "tapead_" + kind
     if opt is None:
         tape.check()  # the compile boundary: native code only ever sees a validated tape
@@ -83,9 +84,9 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     args = (list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
     symbols = [name, name + "_batch", name + "_entry"] + [fast_batch_name(name, m) for m in masks]
     spec = "\n".join([f"tapead kernel {generator_digest()} {tape_digest(derived)}",
-                      repr((tape.input_sizes, out_groups, masks, args))] +
+                      repr((tape.input_sizes, out_groups, masks, args, flat))] +
                      [f"define i32 @{s}(" for s in symbols])  # the functions a cached object must define
-    ir = Source(lambda: lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks) +
+    ir = Source(lambda: lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks, flat_batches=flat) +
                 lower_entry(name + "_entry", name, *args), spec)
     prepare()
     k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), kernel_records(derived), opt=level,
@@ -93,7 +94,8 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
     k.n_ops = records(derived)
     tape._entries[ENTRY[kind]] = k.entry
-    if opt is None and k.opt == 0 and \
+    # the background O2 build: of an O0 kernel, and of a kernel with loops whose batches run faster unrolled
+    if opt is None and (k.opt == 0 or flat_batches_pay(derived)) and \
             os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":
         # not a daemon: interpreter shutdown waits for it (LLVM must not be torn down mid-compilation)
         threading.Thread(target=_upgrade, args=(tape, kind), daemon=False, name="tapead-O2").start()
@@ -103,7 +105,8 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
 def _upgrade(tape: Tape, kind: str) -> None:
     """Compile the O2 kernel of a large tape in another process (off this process's LLVM lock, on another core)
     and swap it in when ready."""
-    derived, k2 = _build(tape, kind, opt=2, elsewhere=True)
+    derived = tape if kind == "value" else tape._cache[("derived", kind)]
+    derived, k2 = _build(tape, kind, opt=2, elsewhere=True, flat=flat_batches_pay(derived))
     with _compile_lock:
         old = tape._cache.get(("kernel", kind))
         tape._cache.setdefault("retired", []).append(old)  # a caller may still be running the old code

@@ -311,7 +311,7 @@ def _row_pointers(lines: list, in_groups, out_groups, mask) -> list[str]:
     return args
 
 
-def _fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True) -> list[str]:
+def _fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True, callee: str | None = None) -> list[str]:
     """``i32 @name_batch_<mask>(i64 n, ptr X.., ptr P, i64 ps, ptr O..)``: only the output groups in ``mask``
     (each nonnull), no per-point statuses; returns the number of points whose guards failed. Nothing in its loop
     is conditional, so LLVM vectorises it across points (the general loop's NULL checks made it predicate every
@@ -322,7 +322,7 @@ def _fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True) 
              " nounwind {", "entry:\n  %empty = icmp sle i64 %n, 0\n  br i1 %empty, label %done, label %loop",
              "loop:", "  %i = phi i64 [0, %entry], [%next, %loop]", "  %bad = phi i32 [0, %entry], [%bad2, %loop]"]
     args = _row_pointers(lines, in_groups, out_groups, mask)
-    lines.append(f"  %st = call i32 @{name}({', '.join(args)})")
+    lines.append(f"  %st = call i32 @{callee or name}({', '.join(args)})")
     lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
     lid = _loop_id(name, mask)
     lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n")
@@ -340,9 +340,23 @@ def _loop_id(name: str, mask) -> int:
     return (zlib.crc32((name + "".join("1" if m else "0" for m in mask)).encode()) % 10_000_000) * 4
 
 
-def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(), chunk: int | None = None) -> str:
+def flat_batches_pay(tape: Tape) -> bool:
+    """Whether a tape with loops should also get an unrolled point function for its batch loops: when unrolled it
+    stays whole (below CUT_ABOVE) and a loop over points vectorises across points (``vectorise_points``). lj with
+    30 atoms: a batch of gradients runs ~2.5x faster through the unrolled function, 8 points per AVX-512 lane
+    set, while single points run faster through the loops, which also compile in a fraction of the time."""
+    if not tape.maps:
+        return False
+    flat = scalar(tape)
+    return kernel_records(flat) <= CUT_ABOVE and vectorise_points(flat)
+
+
+def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(), chunk: int | None = None,
+          flat_batches: bool = False) -> str:
     """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
-    mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``)."""
+    mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``). ``flat_batches``: the batch loops call
+    an unrolled copy of a tape with loops (``flat_batches_pay``); results are the same bits (the same operations
+    in the same order)."""
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
     size = kernel_records(tape)
     if tape.maps and (size > cut or sum(m.rows for m in tape.maps) > MAX_CELLS):
@@ -376,6 +390,11 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
         lines.append("entry:")
         lines.extend(_point_body(tape, in_groups, out_groups, name, tables))
     lines.append("}")
+    callee, batch_tape = name, tape
+    if flat_batches and flat_batches_pay(tape):
+        batch_tape, callee = scalar(tape), f"{name}.flat"
+        tables.extend([f"define internal i32 @{callee}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{",
+                       "entry:"] + _point_body(batch_tape, in_groups, out_groups, callee, tables) + ["}"])
     lines[:0] = tables + [MEMCPY]  # constant tables, pieces, and the memcpy/memset the stores may call
     # the batch loop: pointers advance one row per point; NULL outputs stay NULL
     bx = [f"ptr %X{k}" for k in range(len(in_groups))]
@@ -387,7 +406,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     lines.append("  %i = phi i64 [0, %entry], [%next, %cont]")
     lines.append("  %bad = phi i32 [0, %entry], [%bad2, %cont]")
     args = _row_pointers(lines, in_groups, out_groups, None)
-    lines.append(f"  %st = call i32 @{name}({', '.join(args)})")
+    lines.append(f"  %st = call i32 @{callee}({', '.join(args)})")
     lines.append("  %sn = icmp eq ptr %status, null\n  br i1 %sn, label %cont, label %keep")
     lines.append("keep:\n  %sp = getelementptr inbounds i32, ptr %status, i64 %i\n  store i32 %st, ptr %sp"
                  "\n  br label %cont")
@@ -395,9 +414,9 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
     lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n\n  br i1 %more, label %loop, label %done")
     lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %cont]\n  ret i32 %r\n}")
-    vectorise = vectorise_points(tape)
+    vectorise = vectorise_points(batch_tape)
     for mask in fast_masks:
-        lines.extend(_fast_batch(name, mask, in_groups, out_groups, vectorise))
+        lines.extend(_fast_batch(name, mask, in_groups, out_groups, vectorise, callee))
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,7 @@ class Program:
     steps: list = field(default_factory=list)  # (op, i, j): pool[i] op pool[j] (j unused by unary ops)
     reductions: list = field(default_factory=list)  # (pool index, kind, coefficient)
     tail: int | None = None  # a pool index whose first elements a scalar Python loop reads
+    branch: float | None = None  # a Python `if` on the result (a guard on a loop's sum): its threshold
 
     def __call__(self, P, stats=None):
         return run(self, P, stats)
@@ -100,6 +101,8 @@ def run(prog: Program, P, stats=None):
         a = pool[prog.tail]
         for k in range(min(prog.n, 3)):
             s = s * 0.5 + np.sin(a[k] if a.ndim == 1 else a[k, k % a.shape[1]])
+    if prog.branch is not None:
+        s = s * 1.5 if s > prog.branch else s - 0.5
     return s
 
 
@@ -138,6 +141,7 @@ def programs(draw, vectors=None):
                                 draw(st.sampled_from([-1.5, 0.5, 2.0]))))
     if draw(st.booleans()):
         prog.tail = draw(st.sampled_from(results))
+    prog.branch = 0.0 if draw(st.booleans()) else None  # its threshold is set below the value at P0
     seed = draw(st.integers(0, 2 ** 16))
     rng = np.random.default_rng(seed)
     P0 = rng.normal(size=(m, 3))
@@ -157,6 +161,12 @@ def test_structured_matches_scalar_tape_with_vectors(case):
 
 
 def check_program(prog: Program, P0: np.ndarray, P1: np.ndarray) -> None:
+    if prog.branch is not None:  # the branch taken at P0 and at P1 (the tapes' guards hold at both points)
+        prog.branch = None
+        with np.errstate(all="ignore"):
+            v0, v1 = prog(P0), prog(P1)
+        prog.branch = float(v0 - 0.5 * abs(v0) - 0.1)
+        assume(np.isfinite(v0) and np.isfinite(v1) and v1 > prog.branch)
     note(repr(prog))
     stats = {"margin": np.inf, "largest": 0.0}
     with np.errstate(all="ignore"):
@@ -165,6 +175,7 @@ def check_program(prog: Program, P0: np.ndarray, P1: np.ndarray) -> None:
     s = tapead.record(prog, P0, structured=True)
     u = tapead.record(prog, P0, structured=False)
     assert len(s.maps) >= 1 and u.maps == ()
+    assert len(s.guards) == len(u.guards) == (prog.branch is not None)
     value = u.value(P1)
     assert_close(value, want_value, 1e-10, atol=1e-12, scale=magnitude(want_value))
     for got in (s.value(P1), s.evaluate(P1)):
