@@ -191,3 +191,23 @@ def test_structured_gradient_out_does_not_allocate():
     g = np.empty_like(x)
     check_no_growth(lambda: t.gradient(x, out=g), 100, 5_000)
     assert np.array_equal(g, tapead.record(lj, lj_start(0)).gradient(x))
+
+
+def test_unrolled_batch_loops_give_the_bits_of_single_points(monkeypatch):
+    """The background O2 build of a tape with loops adds an unrolled point function for its batch loops (it
+    vectorises across points); a batch returns exactly the bits of its points one at a time (the loop kernel)."""
+    from tapead.calls import kernel, wait_for_upgrades
+    from tapead.codegen import flat_batches_pay
+    monkeypatch.setenv("TAPEAD_BACKGROUND_O2", "1")
+    x = lj_start(atoms=12)  # 66 pairs: one loop; unrolled, its gradient stays whole and vectorises
+    tape = tapead.record(lj, x)
+    assert len(tape.maps) == 1 and flat_batches_pay(kernel(tape, "value_and_gradient")[0])
+    X = x + np.random.default_rng(3).uniform(-0.02, 0.02, (37, x.size))
+    single = np.array([tape.gradient(p) for p in X])  # the loop kernel, before the upgrade lands
+    wait_for_upgrades(tape, timeout=900)
+    assert tape._cache.get("upgraded", 0) >= 1
+    values, grads = tape.value_and_gradient(X)
+    assert np.array_equal(tape.gradient(X), single) and np.array_equal(grads, single)
+    assert np.array_equal(values, np.array([tape.value(p) for p in X]))
+    assert_close(grads, np.array([tapead.record(lj, x, structured=False).gradient(p) for p in X]), RTOL,
+                 scale=magnitude(single))
