@@ -155,6 +155,7 @@ def test_structured_matches_scalar_tape(case):
     check_program(*case)
 
 
+@settings(deadline=None, max_examples=max(10, settings().max_examples // 5))
 @given(programs(vectors=True))
 def test_structured_matches_scalar_tape_with_vectors(case):
     check_program(*case)
