@@ -19,7 +19,8 @@ from .structure import records
 from . import ad, branches
 from .arrays import as_float_array, check_aliasing, check_out
 from .arrays import pointer as _pointer
-from .codegen import fast_batch_name, flat_batches_pay, generator_digest, kernel_records, lower, tape_digest
+from .batchloops import fast_batch_name
+from .codegen import flat_batches_pay, generator_digest, kernel_records, lower, tape_digest
 from .derived_cache import derived_tape
 from .errors import InputError
 from .interpret import interpret

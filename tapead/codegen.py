@@ -16,16 +16,16 @@ kernel the number of points whose guards failed (their statuses are 1).
 from __future__ import annotations
 
 import functools
-import math
 import re
 import struct
-import zlib
 
 import numpy as np
 
 from .ops import BY_CODE, OPS
 
+from .batchloops import _fast_batch, general_batch, vectorise_points
 from .chunking import STACK_CELLS, _pool, _with_pooled_work_array, lower_chunked
+from .stores import CONST_RUN, _stores
 from .loops import MAX_CELLS, MapNames, Plan, lower_map, pointers, used_outside
 from .structure import MAP_ROW, map_runs, op_codes, records, scalar
 from .tape import Tape
@@ -38,7 +38,6 @@ _BINARY_LIBM = {"pow", "atan2", "hypot"}
 CUT_ABOVE = 20000
 CHUNK = 2000
 INLINE_LIMIT = 4000  # records up to which the point function is inlined into the batch loops
-CONST_RUN = 8  # constant outputs in a row stored by one memcpy from a table
 MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)\ndeclare void @llvm.memset.p0.i64(ptr, i8, i64, i1)"
 
 
@@ -133,84 +132,6 @@ def lower_function(tape: Tape, fname: str) -> str:
                      + [f"  ret double {name[int(tape.outputs[0])]}", "}"])
 
 
-def _stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: list, globals_: list,
-            zero_runs: bool = False) -> None:
-    """Store output group ``k``. Runs of CONST_RUN or more constant outputs (a quadratic's Hessian, the zero
-    blocks of a Jacobian) are written by one memset (runs of +0.0) or one memcpy from a constant table instead of
-    one store each: LLVM's cost grows with the number of instructions and IR text, and n^2 constant stores took
-    it minutes at n = 400. Memsets only in the pieces of a cut kernel (``zero_runs``): inlined into a whole
-    kernel's batch loops at O2, many of them cost LLVM more than the tables do (n = 100: 1.7 s against 0.1 s)."""
-    lo, hi = tape.first_const, tape.first_result
-    consts = tape.consts
-    cells = getattr(name, "cells", None)  # map rows in the loops' work array: runs of them are one memcpy
-    j = 0
-    while j < len(outs):
-        if cells is not None and outs[j] in cells:
-            end = j + 1
-            while end < len(outs) and cells.get(outs[end]) == cells[outs[j]] + end - j:
-                end += 1
-            if end - j >= CONST_RUN:
-                body.append(f"  %q{k}.{j} = getelementptr inbounds double, ptr %o{k}, i64 {j}")
-                body.append(f"  %q{k}.{j}m = getelementptr inbounds double, ptr %mem, i64 {cells[outs[j]]}")
-                body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{j}, ptr %q{k}.{j}m, i64 {8 * (end - j)}, "
-                            "i1 false)")
-                j = end
-                continue
-        end = j
-        while end < len(outs) and lo <= outs[end] < hi:
-            end += 1
-        if end - j >= CONST_RUN:
-            zero = [zero_runs and consts[s - lo] == 0.0 and not math.copysign(1.0, consts[s - lo]) < 0
-                    for s in outs[j:end]]
-            for a, b, zeros in _segments(zero):
-                a, b = j + a, j + b
-                if zeros:
-                    body.append(f"  %q{k}.{a} = getelementptr inbounds double, ptr %o{k}, i64 {a}")
-                    body.append(f"  call void @llvm.memset.p0.i64(ptr %q{k}.{a}, i8 0, i64 {8 * (b - a)}, i1 false)")
-                elif b - a >= CONST_RUN:
-                    table = f"@{prefix}.c{k}.{a}"
-                    values = ", ".join(f"double {name[s]}" for s in outs[a:b])
-                    globals_.append(f"{table} = private unnamed_addr constant [{b - a} x double] [{values}], align 8")
-                    body.append(f"  %q{k}.{a} = getelementptr inbounds double, ptr %o{k}, i64 {a}")
-                    body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{a}, ptr {table}, i64 {8 * (b - a)}, "
-                                "i1 false)")
-                else:
-                    _each(name, outs, k, a, b, body)
-            j = end
-            continue
-        end = max(end, j + 1)
-        _each(name, outs, k, j, end, body)
-        j = end
-
-
-def _each(name: dict, outs: list, k: int, a: int, b: int, body: list) -> None:
-    for i in range(a, b):
-        body.append(f"  %q{k}.{i} = getelementptr inbounds double, ptr %o{k}, i64 {i}")
-        body.append(f"  store double {name[outs[i]]}, ptr %q{k}.{i}")
-
-
-def _segments(zero: list) -> list:
-    """``(start, end, all_zero)`` pieces of a run of constants: runs of CONST_RUN or more +0.0 apart (memset), the
-    rest between them."""
-    pieces, start, i, n = [], 0, 0, len(zero)
-    while i < n:
-        if zero[i]:
-            z = i
-            while z < n and zero[z]:
-                z += 1
-            if z - i >= CONST_RUN:
-                if i > start:
-                    pieces.append((start, i, False))
-                pieces.append((i, z, True))
-                start = z
-            i = z
-        else:
-            i += 1
-    if start < n:
-        pieces.append((start, n, False))
-    return pieces
-
-
 def kernel_records(tape: Tape) -> int:
     """Records a kernel emits: instructions (maps: their bodies), guards, and the outputs stored one by one
     (runs of map rows are one copy)."""
@@ -277,69 +198,6 @@ def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list, 
     return body
 
 
-def fast_batch_name(name: str, mask) -> str:
-    return f"{name}_batch_" + "".join("1" if m else "0" for m in mask)
-
-
-def vectorise_points(tape: Tape) -> bool:
-    """Whether the loop over points should be vectorised across points. Lanes gather every input and scatter
-    every output with a stride of one row, which pays only when there are few of them or much arithmetic per
-    value moved (measured: lj, 88 ops per input/output, runs 2x faster vectorised; rosenbrock, 2.7, 3x slower)."""
-    moved = tape.n_inputs + tape.n_params + tape.n_outputs
-    return moved <= 32 or len(tape) >= 20 * moved
-
-
-def _row_pointers(lines: list, in_groups, out_groups, mask) -> list[str]:
-    """Pointers to row ``%i`` of every batch array, as call arguments. ``mask`` None: an output may be NULL at
-    run time (and stays NULL); else only the masked outputs are passed, the others are NULL constants."""
-    args = []
-    for k, size in enumerate(in_groups):
-        lines.append(f"  %xo{k} = mul i64 %i, {size}\n  %xp{k} = getelementptr inbounds double, ptr %X{k}, i64 %xo{k}")
-        args.append(f"ptr %xp{k}")
-    lines.append("  %po = mul i64 %i, %ps\n  %pp = getelementptr inbounds double, ptr %P, i64 %po")
-    args.append("ptr %pp")
-    for k, size in enumerate(out_groups):
-        if mask is not None and not mask[k]:
-            args.append("ptr null")
-            continue
-        lines.append(f"  %oo{k} = mul i64 %i, {size}\n  %og{k} = getelementptr inbounds double, ptr %O{k}, i64 %oo{k}")
-        if mask is None:
-            lines.append(f"  %on{k} = icmp eq ptr %O{k}, null\n  %op{k} = select i1 %on{k}, ptr null, ptr %og{k}")
-            args.append(f"ptr %op{k}")
-        else:
-            args.append(f"ptr %og{k}")
-    return args
-
-
-def _fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True, callee: str | None = None) -> list[str]:
-    """``i32 @name_batch_<mask>(i64 n, ptr X.., ptr P, i64 ps, ptr O..)``: only the output groups in ``mask``
-    (each nonnull), no per-point statuses; returns the number of points whose guards failed. Nothing in its loop
-    is conditional, so LLVM vectorises it across points (the general loop's NULL checks made it predicate every
-    load and store)."""
-    bx = [f"ptr noalias %X{k}" for k in range(len(in_groups))]
-    bo = [f"ptr noalias nonnull %O{k}" for k, m in enumerate(mask) if m]
-    lines = [f"define i32 @{fast_batch_name(name, mask)}({', '.join(['i64 %n'] + bx + ['ptr %P', 'i64 %ps'] + bo)})"
-             " nounwind {", "entry:\n  %empty = icmp sle i64 %n, 0\n  br i1 %empty, label %done, label %loop",
-             "loop:", "  %i = phi i64 [0, %entry], [%next, %loop]", "  %bad = phi i32 [0, %entry], [%bad2, %loop]"]
-    args = _row_pointers(lines, in_groups, out_groups, mask)
-    lines.append(f"  %st = call i32 @{callee or name}({', '.join(args)})")
-    lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
-    lid = _loop_id(name, mask)
-    lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n")
-    lines.append("  br i1 %more, label %loop, label %done" + ("" if vectorise else f", !llvm.loop !{lid}"))
-    lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %loop]\n  ret i32 %r\n}")
-    if not vectorise:  # keep the loop scalar (see vectorise_points)
-        lines.append(f"!{lid} = distinct !{{!{lid}, !{lid + 1}, !{lid + 2}}}")
-        lines.append(f"!{lid + 1} = !{{!\"llvm.loop.vectorize.width\", i32 1}}")
-        lines.append(f"!{lid + 2} = !{{!\"llvm.loop.interleave.count\", i32 1}}")
-    return lines
-
-
-def _loop_id(name: str, mask) -> int:
-    """A metadata number unique to this loop (deterministic, so the IR text and its cache key are too)."""
-    return (zlib.crc32((name + "".join("1" if m else "0" for m in mask)).encode()) % 10_000_000) * 4
-
-
 def flat_batches_pay(tape: Tape) -> bool:
     """Whether a tape with loops should also get an unrolled point function for its batch loops: when unrolled it
     stays whole (below CUT_ABOVE) and a loop over points vectorises across points (``vectorise_points``). lj with
@@ -396,24 +254,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
         tables.extend([f"define internal i32 @{callee}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{",
                        "entry:"] + _point_body(batch_tape, in_groups, out_groups, callee, tables) + ["}"])
     lines[:0] = tables + [MEMCPY]  # constant tables, pieces, and the memcpy/memset the stores may call
-    # the batch loop: pointers advance one row per point; NULL outputs stay NULL
-    bx = [f"ptr %X{k}" for k in range(len(in_groups))]
-    bo = [f"ptr %O{k}" for k in range(len(out_groups))]
-    lines.append(f"define i32 @{name}_batch({', '.join(['i64 %n'] + bx + ['ptr %P', 'i64 %ps'] + bo)}, "
-                 "ptr %status) nounwind {")
-    lines.append("entry:\n  %empty = icmp sle i64 %n, 0\n  br i1 %empty, label %done, label %loop")
-    lines.append("loop:")
-    lines.append("  %i = phi i64 [0, %entry], [%next, %cont]")
-    lines.append("  %bad = phi i32 [0, %entry], [%bad2, %cont]")
-    args = _row_pointers(lines, in_groups, out_groups, None)
-    lines.append(f"  %st = call i32 @{callee}({', '.join(args)})")
-    lines.append("  %sn = icmp eq ptr %status, null\n  br i1 %sn, label %cont, label %keep")
-    lines.append("keep:\n  %sp = getelementptr inbounds i32, ptr %status, i64 %i\n  store i32 %st, ptr %sp"
-                 "\n  br label %cont")
-    lines.append("cont:")
-    lines.append("  %failed = icmp ne i32 %st, 0\n  %inc = zext i1 %failed to i32\n  %bad2 = add i32 %bad, %inc")
-    lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n\n  br i1 %more, label %loop, label %done")
-    lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %cont]\n  ret i32 %r\n}")
+    lines.extend(general_batch(name, callee, in_groups, out_groups))
     vectorise = vectorise_points(batch_tape)
     for mask in fast_masks:
         lines.extend(_fast_batch(name, mask, in_groups, out_groups, vectorise, callee))
@@ -431,7 +272,7 @@ def generator_digest() -> str:
         import hashlib
         from pathlib import Path
         h = hashlib.sha256()
-        for name in ("codegen", "chunking", "native", "loops"):
+        for name in ("codegen", "chunking", "native", "loops", "batchloops", "stores"):
             h.update((Path(__file__).parent / f"{name}.py").read_bytes())
         _generator = h.hexdigest()
     from . import chunking
