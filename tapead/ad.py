@@ -17,7 +17,8 @@ from .structure import map_runs, scalar
 from .maps_ad import replay_map, reverse_map
 import numpy as np
 
-_SELECT = OPS["select"].code
+# the NaN-masking class (a fact of the op table): a cotangent through such an op is zero on the branch not taken
+_CHOOSES = frozenset(row.code for row in OPS.values() if row.chooses)
 _UNSET = object()
 
 
@@ -91,7 +92,7 @@ def _mask_of(g) -> tuple | None:
     if not isinstance(g, Scalar):
         return None
     rec = g.rec
-    if rec.kinds[g.id] != _SELECT:
+    if rec.kinds[g.id] not in _CHOOSES:
         return None
     c, a, b = rec.args[g.id]
     if rec.const_value(b) == 0.0:

@@ -39,6 +39,17 @@ class Op:
     # (none where defined: abs, max, select), "bilinear" (a x b only: mul), "quotient" (a x b and b x b: div),
     # "general" (every pair of its arguments' dependencies)
     curvature: str = "general"
+    # identities exact in IEEE arithmetic (up to the sign of a zero result), which the recorder applies while
+    # recording: op(x, c) == x for c == right_identity (op(c, x) == x for left_identity); op(x, c) == -x for c ==
+    # right_negation (op(c, x) == -x for left_negation); op(x, c) == c for c == absorbing when every value is finite
+    # (record(..., assume_finite=True)); op(op(x)) == x (involution); chooses: op(c, a, b) is a or b by a condition
+    right_identity: float | None = None
+    left_identity: float | None = None
+    right_negation: float | None = None
+    left_negation: float | None = None
+    absorbing: float | None = None
+    involution: bool = False
+    chooses: bool = False  # (also the NaN-masking class: a cotangent through it is zero on the branch not taken)
 
 
 OPS: dict[str, Op] = {}
@@ -46,13 +57,14 @@ BY_CODE: list[Op] = []
 
 
 def op(name: str, arity: int, numpy: Callable, llvm: str, *, domain=(-INF, INF), libm=(), smooth=True,
-       note="", definition="", uses=(), commutative=False, curvature="general"):
-    """Declare an op; the decorated function is its derivative rule. Declaring a name again replaces its row."""
+       note="", definition="", uses=(), commutative=False, curvature="general", **identities):
+    """Declare an op; the decorated function is its derivative rule. Declaring a name again replaces its row.
+    ``identities``: the Op fields from ``right_identity`` on."""
 
     def register(rule: Callable) -> Callable:
         code = OPS[name].code if name in OPS else len(BY_CODE)
         row = Op(name, code, arity, numpy, llvm, rule, domain, tuple(libm), smooth, note, definition,
-                 tuple(uses), commutative, curvature)
+                 tuple(uses), commutative, curvature, **identities)
         OPS[name] = row
         if code == len(BY_CODE):
             BY_CODE.append(row)
@@ -126,23 +138,26 @@ def minimum(a, b): return call("min", a, b)
 
 
 # ---- the table ------------------------------------------------------------------------------------
-@op("add", 2, np.add, "{out} = fadd double {0}, {1}", commutative=True, curvature="linear")
+@op("add", 2, np.add, "{out} = fadd double {0}, {1}", commutative=True, curvature="linear", right_identity=0.0,
+    left_identity=0.0)
 def _(g, x, y, out): return g, g
 
 
-@op("sub", 2, np.subtract, "{out} = fsub double {0}, {1}", curvature="linear")
+@op("sub", 2, np.subtract, "{out} = fsub double {0}, {1}", curvature="linear", right_identity=0.0)
 def _(g, x, y, out): return g, -g
 
 
-@op("mul", 2, np.multiply, "{out} = fmul double {0}, {1}", commutative=True, curvature="bilinear")
+@op("mul", 2, np.multiply, "{out} = fmul double {0}, {1}", commutative=True, curvature="bilinear",
+    right_identity=1.0, left_identity=1.0, right_negation=-1.0, left_negation=-1.0, absorbing=0.0)
 def _(g, x, y, out): return g * y, g * x
 
 
-@op("div", 2, np.divide, "{out} = fdiv double {0}, {1}", curvature="quotient")
+@op("div", 2, np.divide, "{out} = fdiv double {0}, {1}", curvature="quotient", right_identity=1.0,
+    right_negation=-1.0)
 def _(g, x, y, out): return g / y, -(g * out) / y
 
 
-@op("neg", 1, np.negative, "{out} = fneg double {0}", curvature="linear")
+@op("neg", 1, np.negative, "{out} = fneg double {0}", curvature="linear", involution=True)
 def _(g, x, out): return (-g,)
 
 
@@ -172,7 +187,7 @@ def _(g, x, out): return (g * (1.0 - out * out),)
 
 @op("pow", 2, np.power, _libm("pow", 2), domain=(0.0, INF), libm=("pow",),
     note="d/dx = y * x**(y-1) (no log, so finite at x = 0 for y >= 1); d/dy = 0 where x == 0 (0**y is "
-         "constant in y on each side of y = 0)")
+         "constant in y on each side of y = 0)", right_identity=1.0)
 def _(g, x, y, out):
     # d/dy: x**y * log(x) is 0 * -inf at x = 0; the select masks that branch (also in higher derivatives)
     return g * (y * power(x, y - 1.0)), select(eq(x, 0.0), 0.0, g * (out * log(x)))
@@ -205,7 +220,8 @@ for _name, _fn, _pred in [("lt", np.less, "olt"), ("le", np.less_equal, "ole"), 
 
 @op("select", 3, _f(lambda c, a, b: np.where(c != 0, a, b)),
     "{out}.c = fcmp une double {0}, 0.0\n{out} = select i1 {out}.c, double {1}, double {2}", smooth=False,
-    curvature="piecewise", note="select(c, a, b) = a where c != 0 else b; the branch not taken gets an exact zero derivative")
+    curvature="piecewise", note="select(c, a, b) = a where c != 0 else b; the branch not taken gets an exact zero derivative",
+    chooses=True)
 def _(g, c, a, b, out): return None, select(c, g, 0.0), select(c, 0.0, g)
 
 

@@ -12,16 +12,19 @@ from itertools import compress
 import numpy as np
 
 from .errors import TracingError
-from .ops import COMPARISONS, OPS, Op
+from .ops import BY_CODE, COMPARISONS, OPS, Op
 from .tape import Tape
 
 _INPUT, _PARAM, _CONST, _MAPOUT = -1, -2, -3, -4  # node kinds that are not ops (_MAPOUT: a row of a map)
 _COMPARISON_CODES = frozenset(OPS[n].code for n in COMPARISONS)
 # op codes are fixed once declared (declaring a name again keeps its code), so the hot path compares codes
 _COMMUTATIVE_CODES = frozenset(row.code for row in OPS.values() if row.commutative)  # a fact of the op table
-_ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT = (OPS[n].code for n in ("add", "sub", "mul", "div", "neg", "pow",
-                                                                     "select"))
-_IDENTITY_CODES = frozenset((_ADD, _SUB, _MUL, _DIV, _NEG, _POW, _SELECT))  # the ops ``_identity`` knows
+_ADD, _SUB, _MUL, _NEG = (OPS[n].code for n in ("add", "sub", "mul", "neg"))
+_NEG_ROW = OPS["neg"]
+# the ops with identities in the op table (fixed once declared, as codes are)
+_IDENTITY_CODES = frozenset(row.code for row in OPS.values() if row.chooses or row.involution or any(
+    v is not None for v in (row.right_identity, row.left_identity, row.right_negation, row.left_negation,
+                            row.absorbing)))
 _pack = struct.Struct("<d").pack
 # ops whose Python float arithmetic is the same IEEE operation as numpy's and never raises (no division): the
 # concrete values of a recording fold without a numpy call
@@ -125,48 +128,31 @@ class Recorder:
         return nid
 
     def _identity(self, code: int, args: tuple[int, ...]) -> int | None:
-        """Identities exact in IEEE arithmetic, up to the sign of a zero result (x + 0 turns -0 into +0)."""
+        """The identities the op table declares for this op (exact in IEEE arithmetic, up to the sign of a zero
+        result: x + 0 turns -0 into +0), applied to constant arguments: a simpler node, or None."""
+        row = BY_CODE[code]
         cv = self._const_of.get  # the constant value of a node, None when not a constant
-        if code == _ADD:
-            if cv(args[1]) == 0.0:
-                return args[0]
-            if cv(args[0]) == 0.0:
-                return args[1]
-        elif code == _MUL:
-            c0, c1 = cv(args[0]), cv(args[1])
-            if c0 is None and c1 is None:
-                return None
-            if c1 == 1.0:
-                return args[0]
-            if c0 == 1.0:
-                return args[1]
-            if self.assume_finite and (c0 == 0.0 or c1 == 0.0):
-                return self.const(0.0)
-            if c1 == -1.0:
-                return self.emit(OPS["neg"], (args[0],))
-            if c0 == -1.0:
-                return self.emit(OPS["neg"], (args[1],))
-        elif code == _SUB:
-            if cv(args[1]) == 0.0:
-                return args[0]
-        elif code == _DIV:
-            c1 = cv(args[1])
-            if c1 == 1.0:
-                return args[0]
-            if c1 == -1.0:
-                return self.emit(OPS["neg"], (args[0],))
-        elif code == _NEG:
-            if self.kinds[args[0]] == _NEG:
-                return self.args[args[0]][0]
-        elif code == _POW:
-            if cv(args[1]) == 1.0:
-                return args[0]
-        elif code == _SELECT:
+        if row.chooses:
             c0 = cv(args[0])
             if c0 is not None:
                 return args[1] if c0 != 0.0 else args[2]
-            if args[1] == args[2]:
-                return args[1]
+            return args[1] if args[1] == args[2] else None
+        if row.involution:
+            return self.args[args[0]][0] if self.kinds[args[0]] == code else None
+        c0 = cv(args[0])
+        c1 = cv(args[1]) if len(args) > 1 else None
+        if c0 is None and c1 is None:
+            return None
+        if c1 is not None and c1 == row.right_identity:
+            return args[0]
+        if c0 is not None and c0 == row.left_identity:
+            return args[1]
+        if row.absorbing is not None and self.assume_finite and row.absorbing in (c0, c1):
+            return self.const(row.absorbing)
+        if c1 is not None and c1 == row.right_negation:
+            return self.emit(_NEG_ROW, (args[0],))
+        if c0 is not None and c0 == row.left_negation:
+            return self.emit(_NEG_ROW, (args[1],))
         return None
 
     def emit_map(self, m, values=None) -> int:
