@@ -172,12 +172,58 @@ class MapArray(TracedArray):
         self.materialise()[idx] = value
 
     def __array_function__(self, func, types, args, kwargs):
-        if (func is np.sum or func is np.mean) and args and args[0] is self and self._flat is None:
-            return reduce(func, *args, **kwargs)
+        if args and args[0] is self and self._flat is None:
+            if func is np.sum or func is np.mean:
+                return reduce(func, *args, **kwargs)
+            if func in ROWWISE:
+                done = rowwise(func, self, args[1:], kwargs)
+                if done is not None:
+                    return done
+        if func in (np.dot, np.matmul) and len(args) == 2 and not kwargs:
+            done = times_constant(args[0], args[1])
+            if done is not None:
+                return done
         return TracedArray.__array_function__(self, func, types, args, kwargs)
+
+    def __matmul__(self, o):
+        done = times_constant(self, o)
+        return done if done is not None else TracedArray.__matmul__(self, o)
+
+    def dot(self, o, out=None):
+        done = times_constant(self, o) if out is None else None
+        return done if done is not None else TracedArray.dot(self, o, out)
 
     def sum(self, *args, **kwargs): return np.sum(self, *args, **kwargs)
     def mean(self, *args, **kwargs): return np.mean(self, *args, **kwargs)
+
+
+# reductions that act on each row separately when their axes exclude the first: applied to one iteration's block
+ROWWISE = {np.prod, np.max, np.min, np.amax, np.amin, np.linalg.norm, np.var, np.std}
+
+
+def rowwise(func, a: MapArray, rest: tuple, kwargs: dict):
+    """``func(a, axis=...)`` over block axes only (the first axis untouched): inside the loop body; else None."""
+    if rest or set(kwargs) - {"axis", "keepdims"} or kwargs.get("axis") is None:
+        return None
+    axes = tuple(int(x) % a.ndim for x in np.atleast_1d(kwargs["axis"]))
+    if 0 in axes:
+        return None
+    b, block = a._live()
+    shifted = tuple(x - 1 for x in axes)
+    r = func(TracedArray(block), axis=shifted if len(shifted) > 1 else shifted[0],
+             **({"keepdims": True} if kwargs.get("keepdims") else {}))
+    return MapArray(b, r.cells if isinstance(r, TracedArray) else _cell(r))
+
+
+def times_constant(a, w):
+    """``a @ w`` / ``np.dot(a, w)`` of a loop array (2-D or more) and a constant matrix or vector: each row times
+    ``w``, inside the loop body; else None."""
+    if type(a) is not MapArray or a._flat is not None or a.ndim < 2 or isinstance(w, TracedArray) or \
+            not isinstance(w, np.ndarray) or w.dtype.kind not in "fiu" or w.ndim not in (1, 2):
+        return None
+    b, block = a._live()
+    r = np.dot(TracedArray(block), np.asarray(w, dtype=np.float64))
+    return MapArray(b, r.cells if isinstance(r, TracedArray) else _cell(r))
 
 
 def _scalars(rec: Recorder, ids: np.ndarray) -> list:
@@ -258,9 +304,13 @@ def _outer_ids(rec: Recorder, cells: np.ndarray) -> np.ndarray:
 
 def apply(fn, args: tuple, rec: Recorder, shape: tuple) -> MapArray:
     """``fn`` elementwise over ``args`` (result ``shape``, leading axis a loop) inside the open builder."""
-    b = rec.open_maps.get(shape[0])
+    # the builder of an operand that is a loop over the same axis (a continued copy is not in open_maps), else the
+    # open one for this length, else a new one
+    b = next((a.builder for a in args if type(a) is MapArray and a._flat is None and not a.builder.closed and
+              a.ndim == len(shape)), None) or rec.open_maps.get(shape[0])
     if b is None:
-        b = rec.open_maps[shape[0]] = Builder(rec, shape[0])
+        b = Builder(rec, shape[0])
+    rec.open_maps[shape[0]] = b
     blocks = [operand_block(a, b, shape) for a in args]
     if len(shape) == 1:
         return MapArray(b, _cell(fn(*(blk[()] for blk in blocks))))
