@@ -40,9 +40,10 @@ def seed(n: int, hot) -> list:
 def tangent_sweeps(tape: Tape, directions: list) -> tuple:
     """Replay ``tape`` on fresh tracers and sweep forward once per direction (a collection of input indices,
     all seeded with 1.0). Returns ``(recorder, slot values, T)`` with ``T[d][k]`` the tangent of output ``k``
-    along direction ``d`` (a tracer, a float or None for zero). Forward mode reads scalar instructions: a tape
-    with maps is swept unrolled."""
-    tape = scalar(tape)
+    along direction ``d`` (a tracer, a float or None for zero). Forward mode reads scalar instructions: pass a
+    tape without maps (``structure.scalar``), whose slots the returned values are indexed by."""
+    if tape.maps:
+        raise ValueError("tangent_sweeps needs a tape without maps: pass structure.scalar(tape)")
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
     _keep_guards(rec, tape, vals)
@@ -71,7 +72,7 @@ def _jacobian_matrix(tape: Tape, mode: str) -> tuple:
     """(recorder, J) with J[i][j] = d output i / d input j, as recorded values (tracers, floats or None)."""
     m, n = tape.n_outputs, tape.n_inputs
     if _resolve(tape, mode) == "forward":
-        rec, _, cols = tangent_sweeps(tape, [(j,) for j in range(n)])
+        rec, _, cols = tangent_sweeps(scalar(tape), [(j,) for j in range(n)])
         return rec, [[cols[j][i] for j in range(n)] for i in range(m)]
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
@@ -137,6 +138,7 @@ def _hessian_sweeps(tape: Tape, weights: bool) -> tuple:
     if not weights:
         _scalar(tape)
     g, row0 = (ad.vjp(tape), 0) if weights else (ad.value_and_grad(tape), 1)
+    g = scalar(g)  # forward sweeps read scalar instructions, and the slots read below are the sweeps' slots
     n = tape.n_inputs
     rec, vals, T = tangent_sweeps(g, [(j,) for j in range(n)])
     return rec, g, [vals[s] for s in g.outputs.tolist()], _symmetric(T, n, row0)
@@ -173,7 +175,7 @@ def hvp_tape(tape: Tape) -> Tape:
 
 def value_gradient_hessian_tape(tape: Tape) -> Tape:
     """One tape with outputs ``[value, gradient (n), Hessian (n * n, row-major)]`` of a scalar tape."""
-    sep = separable.hessian(tape, value_gradient_hessian_tape, True)
+    sep = separable.hessian(tape, hessian_tape, True)
     if sep is not None:
         return sep
     rec, g, first, H = _hessian_sweeps(tape, False)

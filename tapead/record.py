@@ -10,6 +10,7 @@ from .errors import TracingError
 from .recorder import Recorder
 from .tape import Tape
 from .tracer import Scalar, TracedArray, to_cells
+from .maparray import fuse
 
 
 def _traced(rec: Recorder, values: np.ndarray, make) -> Any:
@@ -88,4 +89,6 @@ def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_fi
         traced.append(_traced(rec, p, rec.param))
     result = f(*traced)
     ids, shape = output_ids(rec, result)
+    if len(rec.maps) > 1:
+        fuse(rec)
     return rec.finish(ids, shape, tuple(v.shape for v in values), param_shape, fn=f, on_branch=on_branch)

@@ -47,7 +47,7 @@ class Recorder:
         self._memo: dict[tuple, int] = {}  # (op code, *argument ids) -> node id: hash-consing
         self._const_ids: dict[bytes, int] = {}  # a constant's bit pattern (-0.0 and NaNs stay apart) -> node id
         self._const_of: dict[int, float] = {}  # node id -> value, for the constant nodes (what identities read)
-        self.maps: list[tuple] = []  # (first node, Map with *node ids* in its tables) per map emitted
+        self.maps: list = []  # (row nodes in row order, Map with *node ids* in its tables) per map; None once fused
         self.map_min: int | None = None  # structured recording: elementwise results this long become loops
         self.open_maps: dict = {}  # leading-axis length -> the open maparray.Builder
         self.aliases: dict[int, int] = {}  # node -> a later node computing the same value (a fused map's row)
@@ -164,8 +164,18 @@ class Recorder:
         self.kinds.extend([_MAPOUT] * rows)
         self.args.extend((index, off) for off in range(rows))
         self.values.extend([None] * rows if values is None else values)
-        self.maps.append((first, m))
+        self.maps.append((range(first, first + rows), m))
         return first
+
+    def refuse_maps(self, leader: int, absorbed: list, m, rows: list) -> None:
+        """Map ``leader`` becomes ``m`` (whose tables read only nodes older than the leader's rows), computing the
+        rows of the ``absorbed`` maps too: ``rows`` lists the row nodes of ``m`` in row order (old nodes, kept, so
+        everything that reads them is unchanged)."""
+        for off, nid in enumerate(rows):
+            self.args[nid] = (leader, off)
+        self.maps[leader] = (rows, m)
+        for index in absorbed:
+            self.maps[index] = None
 
     def guard(self, nid: int, where: str) -> bool:
         """Branching on node ``nid``: record a guard (when allowed) and return the outcome at this point."""
@@ -199,8 +209,9 @@ class Recorder:
                 if kinds[n] >= 0:
                     stack.extend(nargs[n])
                 elif kinds[n] == _MAPOUT:  # a map is kept whole: all its rows and everything its tables read
-                    first, m = self.maps[nargs[n][0]]
-                    live[first:first + m.rows] = b"\x01" * m.rows
+                    rows, m = self.maps[nargs[n][0]]
+                    for r in rows:
+                        live[r] = 1
                     stack.extend(np.unique(m.tables).tolist())
         # slots: inputs and params, then the live constants, then the live instructions, each in recording order
         slot = [-1] * len(kinds)
@@ -217,12 +228,13 @@ class Recorder:
         for nid in live_nodes:
             k = kinds[nid]
             if k == _MAPOUT:
-                index, off = nargs[nid]
-                if off == 0:
-                    maps.append(self.maps[index][1])
-                slot[nid] = s
-                s += 1
-                flat += (-1, len(maps) - 1, off, 0)
+                if slot[nid] < 0:  # a map's first row in recording order: all its rows here, in row order
+                    rows, m = self.maps[nargs[nid][0]]
+                    maps.append(m)
+                    for off, r in enumerate(rows):
+                        slot[r] = s
+                        s += 1
+                        flat += (-1, len(maps) - 1, off, 0)
             elif k >= 0:
                 slot[nid] = s
                 s += 1

@@ -1,15 +1,17 @@
 """Hessians of partially separable tapes: the body's small Hessian, scattered into place.
 
-A tape whose value is the ``sum`` output of one map reading only inputs is ``f(x) = sum_k f_B(x[T[k]])``
-(Griewank & Toint's partial separability; a pair potential, a finite-element energy). Its Hessian is
-``sum_k P_k^T H_B(x[T[k]]) P_k``: the dense Hessian of the small body (``n_in x n_in``, built once by the scalar
-algorithm) computed at every iteration and added into the ``(T[k, a], T[k, b])`` entries. As a tape: one map whose
-body is the body's Hessian tape and whose outputs scatter into the touched entries, so building it costs the body,
-not the length, and the kernel is one loop (what a hand-written pair loop adding 6x6 blocks does).
+A tape whose value is a linear combination of the ``sum`` outputs of one map reading only inputs (plus terms
+linear in the inputs) is ``f(x) = sum_k f_B(x[T[k]]) + linear``, with ``f_B`` that combination of the body's
+outputs (Griewank & Toint's partial separability: a pair potential with several terms, a finite-element
+energy). Its Hessian is ``sum_k P_k^T H_B(x[T[k]]) P_k``: the dense Hessian of the small body (``n_in x n_in``,
+built once by the scalar algorithm) at every iteration, added into the ``(T[k, a], T[k, b])`` entries. As a tape:
+one map whose body is the body's Hessian tape and whose outputs scatter into the touched entries, so building it
+costs the body, not the length, and the kernel is one loop (a hand-written pair loop adding 6x6 blocks).
 
 Exactly symmetric (the body Hessian is, and both triangles receive the same contributions in the same order);
-``hessian_tape`` and ``value_gradient_hessian_tape`` add the same body Hessians in the same order, so they agree
-bit for bit. Entries no iteration touches are +0.0, as in the scalar algorithm.
+``value_gradient_hessian_tape`` is the value-and-gradient tape and this Hessian in one tape, so its Hessian is
+bit for bit ``hessian_tape``'s and its value and gradient those of ``tape.value_and_gradient``. Entries no
+iteration touches are +0.0, as in the scalar algorithm.
 """
 from __future__ import annotations
 
@@ -17,31 +19,67 @@ from typing import Callable
 
 import numpy as np
 
+from . import ad
+from .ops import BY_CODE
 from .structure import MAP_ROW, Map, map_runs
 from .tape import Tape
 
+_LINEAR = {"add", "sub", "neg", "mul", "div"}
 
-def separable(tape: Tape) -> tuple[Map, int] | None:
-    """``(map, output index)`` when ``tape`` is partially separable in the sense above, else None."""
+
+def separable(tape: Tape) -> tuple[Map, dict[int, float]] | None:
+    """``(map, {sum output: weight})`` when ``tape`` is partially separable in the sense above, else None."""
     if tape.n_outputs != 1 or len(tape.guards) or len(tape.maps) != 1:
         return None
     (start, _, m), = map_runs(tape)
     if m.tables.size and int(m.tables.max()) >= tape.n_inputs:
         return None
-    out = int(tape.outputs[0]) - tape.first_result - start
-    for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
-        if kind == "sum" and off == out:
-            return m, j
-    return None
+    first = tape.first_result
+    sums = {first + start + off: j for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())) if kind == "sum"}
+    weights: dict[int, float] = {}
+    stack = [(int(tape.outputs[0]), 1.0)]
+    while stack:  # the output as a linear combination of the sums (terms linear in inputs or constant: no Hessian)
+        s, w = stack.pop()
+        if s in sums:
+            weights[sums[s]] = weights.get(sums[s], 0.0) + w
+            continue
+        if s < first:
+            continue  # an input, a param or a constant
+        code, a, b, _ = tape.code[s - first].tolist()
+        name = BY_CODE[code].name if code >= 0 else ""
+        if name not in _LINEAR:
+            return None
+        const = (lambda t: tape.first_const <= t < first)
+        if name in ("add", "sub"):
+            stack += [(a, w), (b, w if name == "add" else -w)]
+        elif name == "neg":
+            stack.append((a, -w))
+        elif name == "mul" and (const(a) or const(b)):
+            c, other = (a, b) if const(a) else (b, a)
+            stack.append((other, w * float(tape.consts[c - tape.first_const])))
+        elif name == "div" and const(b):
+            stack.append((a, w / float(tape.consts[b - tape.first_const])))
+        else:
+            return None
+    return (m, weights) if weights else None
 
 
 def _body(tape: Tape):
-    """(map, the body restricted to the summed output) of a partially separable tape, or None."""
+    """(map, the scalar body whose output is the combination) of a partially separable tape, or None."""
     found = separable(tape)
     if found is None:
         return None
-    m, j = found
-    return m, m.body.replace(outputs=m.body.outputs[j:j + 1], output_shape=())
+    m, weights = found
+    if list(weights.items()) == [(next(iter(weights)), 1.0)]:
+        j = next(iter(weights))
+        return m, m.body.replace(outputs=m.body.outputs[j:j + 1], output_shape=())
+    rec, xs, _ = ad.fresh(m.body)
+    vals = ad.replay(m.body, xs, [])
+    total = 0.0
+    for j, w in sorted(weights.items()):
+        v = vals[int(m.body.outputs[j])]
+        total = total + (v if w == 1.0 else w * v)
+    return m, rec.finish(ad._ids(rec, [total]), (), m.body.input_shapes, None)
 
 
 def pattern(tape: Tape, body_pattern: Callable) -> tuple[np.ndarray, np.ndarray] | None:
@@ -51,8 +89,7 @@ def pattern(tape: Tape, body_pattern: Callable) -> tuple[np.ndarray, np.ndarray]
     if found is None:
         return None
     m, body = found
-    keys = _keys(m, tape.n_inputs, *body_pattern(body))
-    flat = np.unique(keys)
+    flat = np.unique(_keys(m, tape.n_inputs, *body_pattern(body)))
     return flat // tape.n_inputs, flat % tape.n_inputs
 
 
@@ -72,47 +109,43 @@ def sparse(tape: Tape, body_pattern: Callable, body_hessian: Callable) -> Tape |
     keys = _keys(m, tape.n_inputs, rows, cols)
     flat, inverse = np.unique(keys, return_inverse=True)
     hb = body_hessian(body)
-    n_in = body.n_inputs
-    hb = hb.replace(outputs=hb.outputs[rows * n_in + cols], output_shape=(len(rows),))
+    hb = hb.replace(outputs=hb.outputs[rows * body.n_inputs + cols], output_shape=(len(rows),))
     return _scatter_tape(tape, Map(hb, m.tables, ("scatter",) * len(rows), inverse.reshape(keys.shape), len(flat)),
                          np.arange(len(flat)), len(flat), (len(flat),))
 
 
 def hessian(tape: Tape, body_hessian: Callable[[Tape], Tape], with_value_gradient: bool) -> Tape | None:
     """The Hessian tape (``(n, n)``), or ``[value, gradient, Hessian]`` (``(1 + n + n * n,)``) with
-    ``with_value_gradient``, of a partially separable tape; None when the tape is not one. ``body_hessian`` builds
-    the scalar algorithm's tape for the body (``higher.hessian_tape`` or ``higher.value_gradient_hessian_tape``)."""
+    ``with_value_gradient``, of a partially separable tape; None when the tape is not one. ``body_hessian`` is
+    the scalar algorithm (``higher.hessian_tape``) the body's Hessian is built with."""
     found = _body(tape)
     if found is None:
         return None
     m, body = found
-    hb = body_hessian(body)
     n, n_in, k = tape.n_inputs, body.n_inputs, m.n
     T = m.tables.astype(np.int64)
-    hess = (T[:, :, None] * n + T[:, None, :]).reshape(k, n_in * n_in)
-    if with_value_gradient:
-        kinds = ("sum",) + ("scatter",) * (n_in + n_in * n_in)
-        dst = np.concatenate([T, n + hess], axis=1)  # gradient entries, then Hessian entries after them
-        size = n + n * n
-    else:
-        kinds = ("scatter",) * (n_in * n_in)
-        dst, size = hess, n * n
+    dst = (T[:, :, None] * n + T[:, None, :]).reshape(k, n_in * n_in)
     touched, inverse = np.unique(dst, return_inverse=True)
-    fused = Map(hb, m.tables, kinds, inverse.reshape(dst.shape), len(touched))
-    shape = (1 + n + n * n,) if with_value_gradient else (n, n)
-    return _scatter_tape(tape, fused, touched, size, shape, with_value_gradient)
+    scatter = Map(body_hessian(body), m.tables, ("scatter",) * (n_in * n_in), inverse.reshape(dst.shape),
+                  len(touched))
+    H = _scatter_tape(tape, scatter, touched, n * n, (n, n))
+    if not with_value_gradient:
+        return H
+    vg = ad.value_and_grad(tape)  # the tape of tape.value_and_gradient, and this Hessian, in one recording
+    rec, xs, ps = ad.fresh(tape)
+    a, b = ad.replay(vg, xs, ps), ad.replay(H, xs, ps)
+    outs = [a[s] for s in vg.outputs.tolist()] + [b[s] for s in H.outputs.tolist()]
+    return rec.finish(ad._ids(rec, outs), (1 + n + n * n,), tape.input_shapes, tape.param_shape)
 
 
-def _scatter_tape(tape: Tape, fused: Map, touched: np.ndarray, size: int, shape: tuple,
-                  value_first: bool = False) -> Tape:
+def _scatter_tape(tape: Tape, fused: Map, touched: np.ndarray, size: int, shape: tuple) -> Tape:
     """The tape of one map whose scatter range holds the ``touched`` entries of ``size`` outputs (the others are
-    +0.0), after its sum output when ``value_first``."""
+    +0.0)."""
     first = tape.first_const + 1  # one constant: the +0.0 of untouched entries
     cell = np.full(size, tape.first_const, np.int64)
     cell[touched] = first + fused.rows - fused.scatter_size + np.arange(len(touched))
-    outputs = cell if not value_first else np.concatenate([[first], cell])
     code = np.zeros((fused.rows, 4), np.int64)
     code[:, 0] = MAP_ROW
     code[:, 2] = np.arange(fused.rows)
     return Tape(code=code, consts=np.array([0.0]), input_shapes=tape.input_shapes, param_shape=tape.param_shape,
-                outputs=outputs, output_shape=shape, maps=(fused,), assume_finite=tape.assume_finite)
+                outputs=cell, output_shape=shape, maps=(fused,), assume_finite=tape.assume_finite)

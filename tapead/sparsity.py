@@ -165,7 +165,7 @@ def sparse_jacobian_tape(tape: Tape) -> Tape:
     ``jacobian_sparsity(tape)``: one forward sweep per colour of ``color_columns``."""
     rows, cols = jacobian_sparsity(tape)
     colors = color_columns(rows, cols, tape.n_inputs)
-    rec, _, T = tangent_sweeps(tape, _groups(colors))
+    rec, _, T = tangent_sweeps(scalar(tape), _groups(colors))
     values = [T[colors[j]][i] for i, j in zip(rows.tolist(), cols.tolist())]
     return _finish(rec, tape, values, (len(values),))
 
@@ -181,7 +181,7 @@ def sparse_hessian_tape(tape: Tape, weights: bool = False) -> Tape:
     rows, cols = hessian_sparsity(tape)
     colors = color_columns(rows, cols, tape.n_inputs)
     g = _gradient_program(tape, weights)
-    rec, _, T = tangent_sweeps(g, _groups(colors))
+    rec, _, T = tangent_sweeps(scalar(g), _groups(colors))
     # every entry is recoverable from either triangle; reading only (min, max) lets the other half go dead
     values = [T[colors[max(i, j)]][min(i, j)] for i, j in zip(rows.tolist(), cols.tolist())]
     return _finish(rec, g, values, (len(values),))
