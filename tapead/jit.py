@@ -188,13 +188,27 @@ class Kernel:
                                          ctypes.c_int64, *([ptr] * sum(mask)))
             self.fast[tuple(mask)] = fast_type(
                 self.engine.get_function_address(f"{name}_batch_" + "".join("1" if m else "0" for m in mask)))
-        # a kernel whose work array is too big for the stack keeps a pool of them (tapead.chunking): freed here
+        # a kernel whose work array is too big for the stack keeps a pool of them (tapead.chunking): freed by
+        # running ``_release`` in the engine's code, so the engine must outlive this kernel's finalizer even when
+        # both become garbage together (the collector finalizes a cycle's objects in no particular order): a
+        # module-level reference keeps it until then
         self._release = self.engine.get_function_address(name + "_release") or None
+        if self._release:
+            _POOL_ENGINES[id(self)] = self.engine
         self.compile_seconds = time.perf_counter() - started
 
     def __del__(self):
-        if getattr(self, "_release", None):
-            ctypes.CFUNCTYPE(None)(self._release)()
+        release = getattr(self, "_release", None)
+        if release:
+            try:
+                engine = _POOL_ENGINES.pop(id(self), None)
+            except (AttributeError, TypeError):  # interpreter teardown: leave the buffers to the exit
+                return
+            if engine is not None and engine is getattr(self, "engine", None):
+                ctypes.CFUNCTYPE(None)(release)()
+
+
+_POOL_ENGINES: dict = {}  # id(kernel) -> its engine, for kernels that free a pool of work arrays when dropped
 
 
 def compile_kernel(ir, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
