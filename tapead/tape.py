@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import TapeFormatError
-from .ops import BY_CODE
+from .listing import listing, op_counts
 
 Shape = tuple[int, ...]
 FALLBACK = object()  # what a native entry point returns when the Python path must handle a call
@@ -164,36 +164,15 @@ class Tape:
         return f"%{s}"
 
     def __str__(self) -> str:
-        lines = [f"tape: {len(self)} ops, inputs {list(self.input_shapes)} -> slots %0..%{self.n_inputs - 1}"
-                 + (f", params {self.param_shape} -> %{self.n_inputs}..%{self.first_const - 1}"
-                    if self.n_params else "")]
-        for i, (code, *args) in enumerate(self.code.tolist()):
-            if code < 0:  # a map's row (see tapead.structure)
-                if args[1] == 0:
-                    mp = self.maps[args[0]]
-                    lines.append(f"  %{self.first_result + i}..%{self.first_result + i + mp.rows - 1} = map "
-                                 f"{args[0]}: {len(mp.body)} ops x {mp.n}, outputs {list(mp.kinds)}")
-                continue
-            row = BY_CODE[code]
-            lines.append(f"  %{self.first_result + i} = {row.name} "
-                         + " ".join(self.slot_name(a) for a in args[:row.arity]))
-        for slot, expected in self.guards.tolist():
-            lines.append(f"  guard %{slot} == {bool(expected)}")
-        lines.append(f"  return {self.output_shape}: " + " ".join(self.slot_name(s) for s in self.outputs))
-        return "\n".join(lines)
+        return listing(self)
 
     def __repr__(self) -> str:
         return (f"<Tape {len(self)} ops, inputs {list(self.input_shapes)}, params {self.param_shape}, "
                 f"output {self.output_shape}>")
 
     def op_counts(self) -> dict[str, int]:
-        """How many instructions of each op the tape holds."""
-        names = [BY_CODE[c].name for c in self.code[:, 0].tolist() if c >= 0]
-        counts = {n: names.count(n) for n in set(names)}
-        for mp in self.maps:  # a map's body runs n times
-            for name, count in mp.body.op_counts().items():
-                counts[name] = counts.get(name, 0) + count * mp.n
-        return dict(sorted(counts.items()))
+        """How many instructions of each op the tape holds (a map's body counts once per iteration)."""
+        return op_counts(self)
 
     def replace(self, **changes: Any) -> "Tape":
         """A new tape with some fields changed (and a fresh cache)."""
