@@ -79,8 +79,10 @@ class Tape:
     fn: Callable | None = field(default=None, repr=False)
     on_branch: str = field(default="retape", repr=False)  # what a call does when a guard fails
     assume_finite: bool = field(default=False, repr=False)  # transforms may fold 0 * x to 0
+    # native single-point entries: declared before the cache so that a dropped tape frees them before the
+    # kernels (and engines) whose code they point into
+    _entries: list = field(default_factory=lambda: [None, None], repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
-    _entries: list = field(default_factory=lambda: [None, None], repr=False)  # native single-point entries
 
     def __post_init__(self):
         try:
