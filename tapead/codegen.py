@@ -142,7 +142,8 @@ def kernel_records(tape: Tape) -> int:
     return records(tape) + stored + len(tape.guards)
 
 
-def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list, pooled: bool = False) -> list[str]:
+def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list, pooled: bool = False,
+                plan: Plan | None = None) -> list[str]:
     """Instructions of the point kernel after its entry label; the pointer arguments are %x<k>, %p, %o<k>.
     Constant tables the stores read are appended to ``globals_`` (module-level definitions)."""
     body = []
@@ -150,7 +151,7 @@ def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list, 
     slot = 0
     needed = None  # with maps, only the inputs scalar code or a copied source reads are loaded
     if tape.maps:
-        plan = Plan(tape, map_runs(tape), pointers(tape, in_groups))
+        plan = plan or Plan(tape, map_runs(tape), pointers(tape, in_groups))
         needed = used_outside(tape) | {s for copies in plan.copies.values() for s, _ in copies}
     for k, size in enumerate(in_groups):
         for j in range(size):
@@ -231,7 +232,8 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     inline = "alwaysinline" if size <= INLINE_LIMIT else "noinline"
     lines.append(f"define i32 @{name}({', '.join(xs + ['ptr %p'] + os_)}) {inline} nounwind {{")
     tables: list[str] = []
-    cells = Plan(tape, map_runs(tape), pointers(tape, in_groups)).cells if tape.maps else 0
+    plan = Plan(tape, map_runs(tape), pointers(tape, in_groups)) if tape.maps else None
+    cells = plan.cells if plan else 0
     if size > cut:
         pieces, point = lower_chunked(tape, name, in_groups, out_groups, chunk,
                                       functools.partial(_stores, zero_runs=True))
@@ -239,14 +241,14 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
         tables.extend(pieces)
     elif cells > STACK_CELLS:  # the loops' work array is large: taken from a per-kernel pool (chunking)
         inner = [f"define internal i32 @{name}.body({', '.join(xs + ['ptr %p', 'ptr %mem'] + os_)}) noinline "
-                 "nounwind {", "entry:"] + _point_body(tape, in_groups, out_groups, name, tables, pooled=True) + ["}"]
+                 "nounwind {", "entry:"] + _point_body(tape, in_groups, out_groups, name, tables, pooled=True, plan=plan) + ["}"]
         tables.extend(inner + _pool(name, 8 * cells))
         args = ", ".join([f"ptr %x{k}" for k in range(len(in_groups))] + ["ptr %p", "ptr %w"] +
                          [f"ptr %o{k}" for k in range(len(out_groups))])
         lines.extend(_with_pooled_work_array(name, 8 * cells, [f"  %st = call i32 @{name}.body({args})"], "%st"))
     else:
         lines.append("entry:")
-        lines.extend(_point_body(tape, in_groups, out_groups, name, tables))
+        lines.extend(_point_body(tape, in_groups, out_groups, name, tables, plan=plan))
     lines.append("}")
     callee, batch_tape = name, tape
     if flat_batches and flat_batches_pay(tape):

@@ -26,28 +26,16 @@ from .tracer import Scalar, TracedArray, _operand_id, to_cells, wrap
 MAP_MIN = 64  # leading-axis length from which recording keeps an elementwise operation a loop (record(structured=None))
 
 
-class Builder:
-    """An open map over ``n`` iterations of the outer recorder ``outer``."""
+class Columns:
+    """The inputs of a loop body being built (a map's, or a map's reverse): one body input per distinct table
+    column of outer nodes, in order."""
 
-    def __init__(self, outer: Recorder, n: int, body: Recorder | None = None, columns=None, index=None):
-        self.outer = outer
-        self.n = n
-        self.body = body or Recorder(on_branch=None, assume_finite=outer.assume_finite)
+    def __init__(self, outer: Recorder, body: Recorder, columns: list | None = None, index: dict | None = None):
+        self.outer, self.body = outer, body
         self.columns: list[np.ndarray] = columns or []  # per body input: outer node id per iteration
         self.index: dict[bytes, int] = index or {}  # a column's bytes -> its body input node
-        self.closed = False
-        self.successor: Builder | None = None
 
-    def live(self) -> "Builder":
-        """This builder, or (once emitted) the open copy its arrays continue in."""
-        b = self
-        while b.closed:
-            if b.successor is None:
-                b.successor = Builder(b.outer, b.n, b.body.copy(), list(b.columns), dict(b.index))
-            b = b.successor
-        return b
-
-    def column(self, ids: np.ndarray):
+    def value(self, ids: np.ndarray):
         """The body value reading outer nodes ``ids`` (one per iteration): a body input, or a constant when every
         iteration reads the same constant."""
         first = int(ids[0])
@@ -60,14 +48,41 @@ class Builder:
             self.columns.append(ids)
         return Scalar(self.body, nid)
 
+    def table(self, n: int) -> np.ndarray:
+        """The columns as a map's tables, ``(n, inputs)``."""
+        return np.stack(self.columns, axis=1) if self.columns else np.zeros((n, 0), np.int64)
+
+
+class Builder:
+    """An open map over ``n`` iterations of the outer recorder ``outer``."""
+
+    def __init__(self, outer: Recorder, n: int, inputs: Columns | None = None):
+        self.outer = outer
+        self.n = n
+        self.inputs = inputs or Columns(outer, Recorder(on_branch=None, assume_finite=outer.assume_finite))
+        self.body = self.inputs.body
+        self.column = self.inputs.value
+        self.closed = False
+        self.successor: Builder | None = None
+
+    def live(self) -> "Builder":
+        """This builder, or (once emitted) the open copy its arrays continue in."""
+        b = self
+        while b.closed:
+            if b.successor is None:
+                c = b.inputs
+                b.successor = Builder(b.outer, b.n, Columns(b.outer, b.body.copy(), list(c.columns), dict(c.index)))
+            b = b.successor
+        return b
+
     def emit(self, cells: list, kinds: list) -> list[int]:
         """Emit the map with one output per ``(cell, kind)``; close the builder; the outer node of each output
         (an ``each`` output's first row: iteration k is that plus k)."""
         from .interpret import map_rows
         body_rec, outer, n = self.body, self.outer, self.n
         ids = [_operand_id(body_rec, c) for c in cells]
-        body = body_rec.finish(ids, (len(ids),), ((len(self.columns),),), None)
-        tables = np.stack(self.columns, axis=1) if self.columns else np.zeros((n, 0), np.int64)
+        body = body_rec.finish(ids, (len(ids),), ((len(self.inputs.columns),),), None)
+        tables = self.inputs.table(n)
         m = Map(body, tables, tuple(kinds), np.zeros((n, 0), np.int32), 0)
         values = None
         vals = outer.values
@@ -140,7 +155,7 @@ class MapArray(TracedArray):
                 if not isinstance(c, Scalar):
                     cells[(slice(None),) + e] = c
                 elif c.rec.kinds[c.id] == _INPUT:  # a body input: its table column, no output needed
-                    col = b.columns[c.rec.inputs.index(c.id)]
+                    col = b.inputs.columns[c.rec.inputs.index(c.id)]
                     cells[(slice(None),) + e] = _scalars(outer, col)
                 else:
                     todo.append(c)

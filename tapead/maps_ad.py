@@ -8,7 +8,7 @@ back into the slots the tables read (the adjoint of a gather is a scatter-add). 
 one small body transform, whatever its length.
 
 NaN-safe selects across a map's boundary: a cotangent that entered through a select carries its mask (the
-condition and the branch); the reverse body receives the condition as two extra columns and re-applies the
+condition and the branch); the reverse body receives the condition as one more column and re-applies the
 select to its seed, so the body's own reverse sweep masks every contribution as ``ad.backward`` does.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 
 from .errors import TapeadError
 from .ops import OPS, select
-from .recorder import _CONST, Recorder
+from .maparray import Columns
+from .recorder import Recorder
 from .structure import Map
 from .tracer import Scalar
 
@@ -50,25 +51,7 @@ def replay_map(m: Map, vals: list) -> list:
     return [Scalar(rec, first + r) for r in range(m.rows)]
 
 
-class _Columns:
-    """The reverse body's inputs: one table column each (deduplicated)."""
-
-    def __init__(self, rec: Recorder, body: Recorder):
-        self.rec, self.body, self.cols, self.index = rec, body, [], {}
-
-    def value(self, ids: np.ndarray):
-        first = int(ids[0])
-        if self.rec.kinds[first] == _CONST and (ids == first).all():
-            return self.rec.args[first][0]
-        key = ids.tobytes()
-        nid = self.index.get(key)
-        if nid is None:
-            nid = self.index[key] = self.body.input()
-            self.cols.append(ids)
-        return Scalar(self.body, nid)
-
-
-def _seed(cols: _Columns, adjs: list, masks: list):
+def _seed(cols: Columns, adjs: list, masks: list):
     """The body's seed for one output from its per-iteration cotangents (None: no cotangent anywhere).
 
     Where an iteration has no cotangent, or its cotangent is masked (it came through a select), the seed is
@@ -77,7 +60,7 @@ def _seed(cols: _Columns, adjs: list, masks: list):
     the scalar sweep's symbolic zeros and masks keep it."""
     if all(a is None for a in adjs):
         return None
-    rec = cols.rec
+    rec = cols.outer
     s = cols.value(_ids(rec, adjs))
     if any(a is None for a in adjs) or any(mk is not None for mk in masks):
         one, zero = rec.const(1.0), rec.const(0.0)
@@ -110,7 +93,7 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
         raise TapeadError("the reverse of a map needs traced values")
     tables = _ids(rec, flat).reshape(m.tables.shape)
     body = Recorder(assume_finite=rec.assume_finite)
-    cols = _Columns(rec, body)
+    cols = Columns(rec, body)
     x = [cols.value(np.ascontiguousarray(tables[:, i])) for i in range(n_in)]
     seeds = []
     scatter_at = start + m.rows - m.scatter_size
@@ -141,9 +124,8 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     values = [bvals[m.body.outputs[j]] for j in again] + [Scalar(body, cmask[outs[c]][0]) for c in masked] + \
         [cot[i] for i in outs]
     out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in values]
-    n_cols = len(cols.cols)
-    reverse = body.finish(out_ids, (len(out_ids),), ((n_cols,),), None)
-    col_table = np.stack(cols.cols, axis=1) if cols.cols else np.zeros((n, 0), np.int64)
+    reverse = body.finish(out_ids, (len(out_ids),), ((len(cols.columns),),), None)
+    col_table = cols.table(n)
     fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + ("each",) * len(masked) +
                 ("scatter",) * len(outs), dst.reshape(n, len(outs)), len(targets))
     first = rec.emit_map(fused)
