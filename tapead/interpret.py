@@ -70,18 +70,14 @@ def map_rows(m, x: np.ndarray) -> np.ndarray:
     for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
         if kind == "each":
             rows[:, off:off + k] = out[:, :, j]
-        elif kind == "sum":
-            acc = np.full(N, -0.0)
-            for it in range(k):
-                acc = acc + out[:, it, j]
-            rows[:, off] = acc
+        elif kind == "sum":  # accumulate adds left to right, as a loop does
+            rows[:, off] = np.add.accumulate(np.concatenate([np.full((N, 1), -0.0), out[:, :, j]], axis=1),
+                                             axis=1)[:, -1]
         else:
             cols.append(j)
     if m.scatter_size:
-        scatter = np.full((N, m.scatter_size), -0.0)
-        for it in range(k):
-            for c, j in enumerate(cols):
-                t = int(m.dst[it, c])
-                scatter[:, t] = scatter[:, t] + out[:, it, j]
-        rows[:, m.rows - m.scatter_size:] = scatter
+        # add.at is unbuffered: repeated targets receive their contributions in (iteration, output) order
+        scatter = np.full((m.scatter_size, N), -0.0)
+        np.add.at(scatter, m.dst.reshape(-1), out[:, :, cols].reshape(N, k * len(cols)).T)
+        rows[:, m.rows - m.scatter_size:] = scatter.T
     return rows
