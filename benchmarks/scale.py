@@ -189,7 +189,7 @@ def hessian_case(atoms: int, repeats: int, target: float) -> dict:
     x = lj_start_grid(atoms)
     tape, record_s = _timed(lambda: tapead.record(fn.lj, x))
     H, first_s = _timed(lambda: tape.hessian(x))
-    from tapead.higher import dense_hessian
+    from tapead.derivatives import dense_hessian
     r = dict(case="hessian", atoms=atoms, n=x.size, **structure(tape), record_s=record_s, first_hessian_s=first_s,
              o2_s=steady(dense_hessian(tape), "value"), peak_rss_gb=_rss_gb(), hessian_trace=float(np.trace(H)))
     if _importable("numba"):

@@ -135,7 +135,7 @@ def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> 
         i -= 1
         if i in runs:  # a whole map at once: its reverse is a map scattering into the slots it read
             start, m = runs[i]
-            reverse_map(m, first + start, vals, adj, mask, act)
+            reverse_map(m, first + start, vals, adj, mask, act, replay, backward)
             i = start
             continue
         g = adj[first + i]

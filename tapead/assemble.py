@@ -17,7 +17,6 @@ from .arrays import as_float_array, check_aliasing, check_out
 from .calls import bind, gradient, value
 from .errors import InputError
 from .jit import build_engine
-from .tape import Tape
 
 BLOCK = 4096  # elements per block: bounds the workspace, amortises thread start-up
 MAX_BYTES = 1 << 40  # a global vector larger than this (or than the machine's memory) is refused
@@ -66,7 +65,7 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]  # (arr.ctypes would make a reference cycle per call)
 
 
-def _connectivity(tape: Tape, C, n: int, M) -> np.ndarray:
+def _connectivity(tape, C, n: int, M) -> np.ndarray:
     if len(tape.input_shapes) != 1 or tape.n_outputs != 1:
         raise InputError("assembly needs a scalar tape with one argument (the element's local inputs)")
     if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 0:
@@ -95,14 +94,14 @@ def _memory_limit() -> int:
         return MAX_BYTES
 
 
-def _elements(tape: Tape, X) -> np.ndarray:
+def _elements(tape, X) -> np.ndarray:
     x = as_float_array(X, "X")
     if x.ndim != len(tape.input_shapes[0]) + 1 or x.shape[1:] != tape.input_shapes[0]:
         raise InputError(f"X has shape {x.shape}; expected (N,) + {tape.input_shapes[0]} (one row per element)")
     return x
 
 
-def assemble_gradient(tape: Tape, X, C, M: int, params=None, out=None, threads: int | None = None) -> np.ndarray:
+def assemble_gradient(tape, X, C, M: int, params=None, out=None, threads: int | None = None) -> np.ndarray:
     """Global gradient ``g[C[e, j]] += grad_e[j]`` over elements e of ``X`` (N, n); returns ``g`` (M,).
 
     ``params`` is one row per element (N, ...) or shared; ``out`` (float64 (M,), C-contiguous) is overwritten.
@@ -131,7 +130,7 @@ def assemble_gradient(tape: Tape, X, C, M: int, params=None, out=None, threads: 
     return g
 
 
-def assemble_value(tape: Tape, X, params=None, threads: int | None = None) -> float:
+def assemble_value(tape, X, params=None, threads: int | None = None) -> float:
     """Sum of the element values ``f(X[e], params[e])`` over all elements."""
     x = _elements(tape, X)
     if tape.n_outputs != 1:
@@ -139,7 +138,7 @@ def assemble_value(tape: Tape, X, params=None, threads: int | None = None) -> fl
     return float(np.sum(value(tape, x, params=params, threads=threads)))
 
 
-def assemble_hessian(tape: Tape, X, C, M: int, params=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def assemble_hessian(tape, X, C, M: int, params=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Global sparse Hessian ``K[C[e, i], C[e, j]] += H_e[i, j]`` (the finite-element stiffness matrix).
 
     Returns COO ``(rows, cols, values)`` with duplicates summed, sorted row-major (``tapead.to_scipy`` makes a
@@ -154,12 +153,12 @@ def assemble_hessian(tape: Tape, X, C, M: int, params=None) -> tuple[np.ndarray,
     width = tape.n_inputs
     H = np.ascontiguousarray(tape.hessian(x, params=params)).reshape(n, width * width)
     digest = hashlib.sha1(c.tobytes()).hexdigest()
-    cached = tape._cache.get("assembly_pattern")
+    cached = tape.patterns.get("assembly")
     if cached is None or cached[0] != (digest, int(M), c.shape):
         flat = (np.repeat(c, width, axis=1) * int(M) + np.tile(c, (1, width))).ravel()
         keys, inverse = np.unique(flat, return_inverse=True)
         cached = ((digest, int(M), c.shape), keys // int(M), keys % int(M), inverse.ravel())
-        tape._cache["assembly_pattern"] = cached
+        tape.patterns["assembly"] = cached
     _, rows, cols, inverse = cached
     values = np.bincount(inverse, weights=H.ravel(), minlength=len(rows))
     return rows, cols, values

@@ -20,6 +20,9 @@ from .tape import Tape
 from .threads import check_threads
 
 
+FALLBACK = object()  # what a native entry point returns when this module's Python path must handle a call
+
+
 class Bound(NamedTuple):
     xs: list  # one C-contiguous float64 array per argument
     p: np.ndarray | None
@@ -79,8 +82,10 @@ def result(tape: Tape, b: Bound, value: np.ndarray):
     return float(value) if b.n is None and tape.output_shape == () else value
 
 
-def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
-    """The reference interpreter (numpy, no compilation): same arguments and results as ``tape.value``."""
+def evaluate(fun, *args, params=None) -> np.ndarray | float:
+    """The reference interpreter (numpy, no compilation) on a Function's tape: same arguments and results as
+    ``Function.value``, other paths included."""
+    tape = fun.tape
     b = bind(tape, args, params)
     if "checked" not in tape._cache:
         tape._cache["checked"] = tape.check() is tape  # a flag, not the tape: no reference cycle
@@ -89,7 +94,7 @@ def evaluate(tape: Tape, *args, params=None) -> np.ndarray | float:
     out, ok = interpret(tape, x, _param_rows(tape, b))
     v = out.reshape(lead(b) + tape.output_shape)
     if not ok.all():
-        branches.redo(tape, "value", b, [v if b.n is not None else v.reshape(-1)],
+        branches.redo(fun, "value", b, [v if b.n is not None else v.reshape(-1)],
                       0 if b.n is None else (~ok).astype(np.int32), _interpreted)
     return result(tape, b, v)
 
@@ -107,8 +112,9 @@ def _param_rows(tape: Tape, b: Bound):
     return b.p.reshape((b.n if b.p_stride else 1), tape.n_params)
 
 
-def _interpreted(tape: Tape, kind: str, b: Bound, outs: list):
+def _interpreted(fun, kind: str, b: Bound, outs: list):
     """The interpreter with ``_run``'s contract (used by ``evaluate`` for the other paths it needs)."""
+    tape = fun.tape
     n = 1 if b.n is None else b.n
     x = _rows(b.xs, n)
     out, ok = interpret(tape, x, _param_rows(tape, b))

@@ -18,6 +18,7 @@ from . import ad
 from .errors import BranchError
 from .interpret import interpret
 from .ops import BY_CODE
+from .derived_cache import derived_tape
 from .tape import Tape
 
 COMPILE_AFTER = 3  # points answered by a path before it gets compiled kernels
@@ -25,28 +26,35 @@ COMPILE_AFTER = 3  # points answered by a path before it gets compiled kernels
 
 @dataclass
 class Path:
-    tape: Tape
+    fun: object  # the Function recorded along this path
     hits: int = 0
     compiled: bool = False
 
 
 @dataclass
 class Paths:
-    """The other paths of one recorded function, and counters for ``tape.stats``."""
+    """The other paths of one recorded function, and counters for ``fun.stats``."""
 
     paths: list = field(default_factory=list)
     stats: dict = field(default_factory=lambda: {"records": 0, "compiles": 0, "native_points": 0,
                                                  "interpreted_points": 0})
-    lock: threading.RLock = field(default_factory=threading.RLock)  # one tape may serve several threads
+    lock: threading.RLock = field(default_factory=threading.RLock)  # one fun may serve several threads
 
 
-def paths_of(tape: Tape) -> Paths:
-    return tape._cache.setdefault("paths", Paths())  # (dict.setdefault is atomic under the GIL)
+_new_paths = threading.Lock()
 
 
-def stats(tape: Tape) -> dict:
+def paths_of(fun) -> Paths:
+    if fun.paths is None:
+        with _new_paths:
+            if fun.paths is None:
+                fun.paths = Paths()
+    return fun.paths
+
+
+def stats(fun) -> dict:
     """Re-records, compiles of other paths, points answered natively or interpreted by other paths."""
-    p = paths_of(tape)
+    p = paths_of(fun)
     return dict(p.stats, paths=1 + len(p.paths))
 
 
@@ -57,17 +65,18 @@ def _row(b, i):
     return [x[i] for x in b.xs], (b.p[i] if b.p_stride else b.p)
 
 
-def _flat(args, p, tape: Tape):
+def _flat(args, p, fun):
     x = np.concatenate([np.ravel(a) for a in args]).reshape(1, -1) if args else np.zeros((1, 0))
     return x, (None if p is None else np.reshape(p, (1, -1)))
 
 
-def failing_guard(tape: Tape, args, p) -> str:
+def failing_guard(fun, args, p) -> str:
     """Which guard fails at this point, as the comparison's listing and the source line that made it."""
+    tape = fun.tape
     probe = tape.replace(outputs=tape.guards[:, 0], output_shape=(len(tape.guards),), guards=np.zeros((0, 2)))
-    values, _ = interpret(probe, *_flat(args, p, tape))
-    sites = tape._cache.get("guard_sites") or [""] * len(tape.guards)
-    for (slot, expected), v, site in zip(tape.guards.tolist(), values[0], sites):
+    values, _ = interpret(probe, *_flat(args, p, fun))
+    sites = fun.guard_sites or [""] * len(tape.guards)
+    for (slot, expected), v, site in zip(fun.guards.tolist(), values[0], sites):
         if (v != 0.0) != bool(expected):
             code, *a = tape.code[slot - tape.first_result].tolist()
             row = BY_CODE[code]
@@ -77,26 +86,29 @@ def failing_guard(tape: Tape, args, p) -> str:
     return "a guard failed"
 
 
-def _raise(tape: Tape, b, i) -> None:
-    _raise_at(tape, *_row(b, i))
+def _raise(fun, b, i) -> None:
+    _raise_at(fun, *_row(b, i))
 
 
-def _derived(path_tape: Tape, kind: str) -> Tape:
+def program(fun, kind: str) -> Tape:
+    """The tape a kernel of ``kind`` compiles: the Function's own tape for 'value', its value-and-gradient tape
+    for 'value_and_gradient' (derived once, or read from the disk cache)."""
     if kind == "value":
-        return path_tape
-    key = ("derived", kind)
-    if key not in path_tape._cache:
-        path_tape._cache[key] = ad.value_and_grad(path_tape)
-    return path_tape._cache[key]
+        return fun.tape
+    derived = fun.programs.get(kind)
+    if derived is None:
+        derived = fun.programs.setdefault(kind, derived_tape(fun.tape, ("derived", kind),
+                                                             lambda: ad.value_and_grad(fun.tape)))
+    return derived
 
 
 def _interpret_into(path: Path, kind: str, args, p, outs: list, i) -> bool:
     """Evaluate one point on ``path`` with the interpreter; False if its guards do not hold there."""
-    values, ok = interpret(_derived(path.tape, kind), *_flat(args, p, path.tape))
+    values, ok = interpret(program(path.fun, kind), *_flat(args, p, path.fun))
     if not ok[0]:
         return False
     start = 0
-    sizes = [path.tape.n_outputs] if kind == "value" else [1] + list(path.tape.input_sizes)
+    sizes = [path.fun.n_outputs] if kind == "value" else [1] + list(path.fun.input_sizes)
     for o, size in zip(outs, sizes):
         if o is not None:
             target = o.reshape(-1) if i is None else o.reshape(o.shape[0], -1)[i]
@@ -105,17 +117,17 @@ def _interpret_into(path: Path, kind: str, args, p, outs: list, i) -> bool:
     return True
 
 
-def redo(tape: Tape, kind: str, b, outs: list, status, run) -> None:
+def redo(fun, kind: str, b, outs: list, status, run) -> None:
     """Answer the points whose guards failed (``status``: int for a point, per-point array for a batch)."""
     rows = [None] if b.n is None else np.flatnonzero(status.astype(bool))  # (bools: 8x faster to scan)
-    if tape.on_branch != "retape" or tape.fn is None:
-        _raise(tape, b, rows[0])
-    known = paths_of(tape)
+    if fun.on_branch != "retape" or fun.fn is None:
+        _raise(fun, b, rows[0])
+    known = paths_of(fun)
     with known.lock:
-        _redo(tape, known, kind, b, outs, rows, run)
+        _redo(fun, known, kind, b, outs, rows, run)
 
 
-def _redo(tape: Tape, known: Paths, kind: str, b, outs: list, rows, run) -> None:
+def _redo(fun, known: Paths, kind: str, b, outs: list, rows, run) -> None:
     """``rows``: [None] for a point, else an index array of the batch points still to answer."""
     rows = _native(known, kind, b, outs, rows, run)
     while len(rows):
@@ -125,7 +137,7 @@ def _redo(tape: Tape, known: Paths, kind: str, b, outs: list, rows, run) -> None
             if _interpret_into(path, kind, args, p, outs, i):
                 break
         else:
-            path = _record_path(tape, known, args, p)
+            path = _record_path(fun, known, args, p)
             if not _interpret_into(path, kind, args, p, outs, i):
                 raise BranchError("the function took different paths at the same input (is it random or "
                                   "stateful between calls?)")
@@ -145,7 +157,7 @@ def _native(known: Paths, kind: str, b, outs: list, rows, run):
         if not path.compiled or not len(rows):
             continue
         if b.n is None:
-            if run(path.tape, kind, b, outs) == 0:
+            if run(path.fun, kind, b, outs) == 0:
                 path.hits += 1
                 known.stats["native_points"] += 1
                 return []
@@ -154,7 +166,7 @@ def _native(known: Paths, kind: str, b, outs: list, rows, run):
         sub = b._replace(xs=[np.take(x, idx, axis=0) for x in b.xs], n=len(idx),
                          p=np.take(b.p, idx, axis=0) if b.p_stride else b.p)
         sub_outs = [None if o is None else np.empty((len(idx),) + o.shape[1:]) for o in outs]
-        st = run(path.tape, kind, sub, sub_outs)
+        st = run(path.fun, kind, sub, sub_outs)
         if isinstance(st, np.ndarray):
             ok = st == 0
             done, rows, sub_outs = idx[ok], idx[~ok], [None if so is None else so[ok] for so in sub_outs]
@@ -168,44 +180,43 @@ def _native(known: Paths, kind: str, b, outs: list, rows, run):
     return rows
 
 
-def path_at(tape: Tape, args, p) -> Tape:
-    """The tape of the path the function takes at one point: this tape, a known path, or a new recording."""
-    x, pp = _flat(args, p, tape)
-    if interpret(tape, x, pp)[1][0]:
-        return tape
-    if tape.on_branch != "retape" or tape.fn is None:
-        _raise_at(tape, args, p)
-    known = paths_of(tape)
+def path_at(fun, args, p) -> "Function":
+    """The fun of the path the function takes at one point: this fun, a known path, or a new recording."""
+    x, pp = _flat(args, p, fun)
+    if interpret(fun.tape, x, pp)[1][0]:
+        return fun
+    if fun.on_branch != "retape" or fun.fn is None:
+        _raise_at(fun, args, p)
+    known = paths_of(fun)
     with known.lock:
-        return _path_at(tape, known, x, pp, args, p)
+        return _path_at(fun, known, x, pp, args, p)
 
 
-def _path_at(tape: Tape, known: Paths, x, pp, args, p) -> Tape:
+def _path_at(fun, known: Paths, x, pp, args, p) -> "Function":
     for path in known.paths:
-        if interpret(path.tape, x, pp)[1][0]:
+        if interpret(path.fun.tape, x, pp)[1][0]:
             path.hits += 1
-            return path.tape
-    path = _record_path(tape, known, args, p)
+            return path.fun
+    path = _record_path(fun, known, args, p)
     path.hits += 1
-    return path.tape
+    return path.fun
 
 
-def _record_path(tape: Tape, known: Paths, args, p) -> Path:
+def _record_path(fun, known: Paths, args, p) -> Path:
     """Record the function along the path it takes at this point and add it to the known paths."""
-    from .record import record
-    path = Path(record(tape.fn, *args, params=p, on_branch=tape.on_branch))
+    path = Path(fun.recorded_at(args, p))
     known.stats["records"] += 1
-    if path.tape.output_shape != tape.output_shape:
-        raise BranchError(f"the function returns shape {path.tape.output_shape} on this path and "
-                          f"{tape.output_shape} on the recorded one; outputs must keep one shape")
+    if path.fun.output_shape != fun.output_shape:
+        raise BranchError(f"the function returns shape {path.fun.output_shape} on this path and "
+                          f"{fun.output_shape} on the recorded one; outputs must keep one shape")
     known.paths.append(path)
     return path
 
 
-def _raise_at(tape: Tape, args, p) -> None:
-    why = failing_guard(tape, args, p)
-    if tape.fn is None:
-        raise BranchError(f"{why}. This tape has no Python function to record the new path (it was loaded, "
+def _raise_at(fun, args, p) -> None:
+    why = failing_guard(fun, args, p)
+    if fun.fn is None:
+        raise BranchError(f"{why}. This fun has no Python function to record the new path (it was loaded, "
                           "unpickled or derived); record the function again at this input")
     raise BranchError(f"{why}: the function takes another path here. Record with on_branch='retape' to follow "
                       "it automatically, or write the choice branch-free with tapead.where")

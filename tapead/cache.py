@@ -269,28 +269,3 @@ def engine_from_object(data: bytes, tm):
 def complete(engine, ir: str) -> bool:
     """Whether the engine defines every function the IR defines (a last check before running cached code)."""
     return all(engine.get_function_address(name) for name in _DEFINE.findall(ir))
-
-
-def build_engine(ir, tm, opt: int) -> tuple[object, bool]:
-    """``(engine, hit)`` for IR (text or a ``jit.Source``): from the cache when possible, else optimised, emitted
-    once, stored and loaded.
-
-    Machine code is generated once either way (the object is emitted and loaded into the engine), so a miss
-    costs about what a plain JIT compile costs, and a hit skips LLVM's optimisation and code generation (and,
-    for a Source, generating the IR text).
-    ``tm`` belongs to the engine afterwards (MCJIT owns its target machine).
-    """
-    from .jit import Source, optimise, target_machine
-    src = Source.of(ir)
-    k = key(src.key_text, opt) if enabled() else None
-    data = get(k, src.key_text, opt) if k else None
-    if data is not None:
-        engine = engine_from_object(data, tm)
-        if complete(engine, src.key_text):
-            return engine, True
-        del engine  # held its target machine: the rebuild below needs a new one
-        tm = target_machine(opt)
-    data = tm.emit_object(optimise(src.text, tm, opt))
-    if k:
-        put(k, data, src.key_text, opt)
-    return engine_from_object(data, tm), False

@@ -21,54 +21,46 @@ from .arrays import as_float_array, check_aliasing, check_out
 from .arrays import pointer as _pointer
 from .batchloops import fast_batch_name
 from .codegen import flat_batches_pay, generator_digest, kernel_records, lower, tape_digest
-from .derived_cache import derived_tape
 from .errors import InputError
 from .interpret import interpret
 from .jit import ONE_LOOP_LIMIT, Kernel, Source, compile_kernel, first_level
 from .native import builtin, lower_entry, prepare
 from .binding import Bound, bind, evaluate, lead as _lead, named_inputs, result as _result  # noqa: F401
-from .tape import ENTRY, Tape
+from .tape import Tape
 from .threads import default_threads, run_batch
 
 _compile_lock = threading.Lock()
 OPS_PER_THREAD = 200000  # an explicit threads=k splits a batch only when each thread gets this many ops
 
 
-def kernel(tape: Tape, kind: str) -> tuple[Tape, Kernel]:
-    """The derived tape and compiled kernel for ``kind`` ('value' or 'value_and_gradient'), cached.
+ENTRY = {"value": 0, "value_and_gradient": 1}  # index of each kind's native entry point in Function._entries
 
-    The same module holds the native single-point entry point, stored in ``tape._entries[ENTRY[kind]]``.
-    """
-    key = ("kernel", kind)
-    hit = tape._cache.get(key)
+
+def kernel(fun, kind: str) -> tuple[Tape, Kernel]:
+    """The tape compiled and the compiled kernel for ``kind`` ('value' or 'value_and_gradient') of a Function,
+    cached in ``fun.kernels``. The same module holds the native single-point entry point, stored in
+    ``fun._entries[ENTRY[kind]]``."""
+    hit = fun.kernels.get(kind)
     if hit is None:
         with _compile_lock:
-            hit = tape._cache.get(key)
+            hit = fun.kernels.get(kind)
             if hit is None:
-                hit = tape._cache[key] = _unlinked(tape, *_build(tape, kind))
-    return hit if hit[0] is not None else (tape, hit[1])
+                hit = fun.kernels[kind] = _build(fun, kind)
+    return hit
 
 
-def _unlinked(tape: Tape, derived: Tape, k: Kernel) -> tuple:
-    """What the cache keeps: no reference from a tape's cache to the tape itself, so that dropping the last
-    reference frees the tape and its engines at once instead of at the next cyclic garbage collection."""
-    return (None if derived is tape else derived, k)
-
-
-def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = False,
+def _build(fun, kind: str, opt: int | None = None, elsewhere: bool = False,
            flat: bool = False) -> tuple[Tape, Kernel]:
     name = "tapead_" + kind
+    tape = fun.tape
     if opt is None:
         tape.check()  # the compile boundary: native code only ever sees a validated tape
+    derived = branches.program(fun, kind)
     if kind == "value":
-        derived, out_groups = tape, [tape.n_outputs]
+        out_groups = [tape.n_outputs]
         scalar = tape.output_shape == ()
         out_shapes = [] if scalar else [tape.output_shape]
     else:
-        derived = tape._cache.get(("derived", kind))
-        if derived is None:
-            derived = tape._cache[("derived", kind)] = derived_tape(tape, ("derived", kind),
-                                                                    lambda: ad.value_and_grad(tape))
         out_groups = [1] + list(tape.input_sizes)
         scalar, out_shapes = False, [()] + list(tape.input_shapes)
     # Specialised batch loops for the output patterns the Python calls use (value | gradient without value |
@@ -94,29 +86,27 @@ def _build(tape: Tape, kind: str, opt: int | None = None, elsewhere: bool = Fals
                        extra_symbols=(name + "_entry",), fast_masks=masks, elsewhere=elsewhere)
     k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
     k.n_ops = records(derived)
-    tape._entries[ENTRY[kind]] = k.entry
+    fun._entries[ENTRY[kind]] = k.entry
     # the background O2 build: of an O0 kernel, and of a kernel with loops whose batches run faster unrolled
     if opt is None and (k.opt == 0 or flat_batches_pay(derived)) and \
             os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":
         # not a daemon: interpreter shutdown waits for it (LLVM must not be torn down mid-compilation)
-        threading.Thread(target=_upgrade, args=(tape, kind), daemon=False, name="tapead-O2").start()
+        threading.Thread(target=_upgrade, args=(fun, kind), daemon=False, name="tapead-O2").start()
     return derived, k
 
 
-def _upgrade(tape: Tape, kind: str) -> None:
+def _upgrade(fun, kind: str) -> None:
     """Compile the O2 kernel of a large tape in another process (off this process's LLVM lock, on another core)
     and swap it in when ready."""
-    derived = tape if kind == "value" else tape._cache[("derived", kind)]
-    derived, k2 = _build(tape, kind, opt=2, elsewhere=True, flat=flat_batches_pay(derived))
+    hit = _build(fun, kind, opt=2, elsewhere=True, flat=flat_batches_pay(branches.program(fun, kind)))
     with _compile_lock:
-        old = tape._cache.get(("kernel", kind))
-        tape._cache.setdefault("retired", []).append(old)  # a caller may still be running the old code
-        tape._cache[("kernel", kind)] = _unlinked(tape, derived, k2)
-        tape._entries[ENTRY[kind]] = k2.entry
-        tape._cache["upgraded"] = tape._cache.get("upgraded", 0) + 1
+        fun.retired.append(fun.kernels.get(kind))  # a caller may still be running the old code
+        fun.kernels[kind] = hit
+        fun._entries[ENTRY[kind]] = hit[1].entry
+        fun.upgraded += 1
 
 
-def wait_for_upgrades(tape: Tape, timeout: float = 60.0) -> None:
+def wait_for_upgrades(fun, timeout: float = 60.0) -> None:
     """Block until background O2 compilations of this tape have finished (for benchmarks and tests)."""
     for t in threading.enumerate():
         if t.name == "tapead-O2":
@@ -130,14 +120,14 @@ def _thread_count(threads: int | None, n: int, n_ops: int, seconds_per_point: fl
     return max(1, min(threads, n * max(n_ops, 1) // OPS_PER_THREAD, n))
 
 
-def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None):
+def _run(fun, kind: str, b: Bound, outs: list, threads: int | None = None):
     """Call the kernel: one native call for a point, at most ``threads`` native calls for a batch.
 
     Returns 0 when every guard held, else the point's status or, for a batch, the per-point statuses. The loop
     without statuses vectorises best, so it runs first; after a batch with failed guards (points on other
-    paths), the next batches of this tape run the loop with statuses directly, until one has no failure.
+    paths), the next batches of this fun run the loop with statuses directly, until one has no failure.
     """
-    derived, k = kernel(tape, kind)
+    derived, k = kernel(fun, kind)
     ptrs = [_pointer(x) for x in b.xs]
     p = _pointer(b.p)
     if b.n is None:
@@ -146,8 +136,7 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
     if n == 0:
         return 0
     t = _thread_count(threads, n, k.n_ops, getattr(k, "point_seconds", None))
-    mixed = ("mixed", kind)
-    if mixed not in tape._cache:
+    if kind not in fun.mixed:
         started = time.perf_counter()
         failed = run_batch(k, b, ptrs, p, outs, t, None)
         if t == 1:  # one-thread timings drive the default thread count
@@ -156,48 +145,48 @@ def _run(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None
                 k.point_seconds = spent
         if not failed:
             return 0
-        tape._cache[mixed] = True
+        fun.mixed.add(kind)
     status = np.zeros(n, np.int32)
     if run_batch(k, b, ptrs, p, outs, t, status) == 0:
-        tape._cache.pop(mixed, None)
+        fun.mixed.discard(kind)
         return 0
     return status
 
 
-def _evaluate(tape: Tape, kind: str, b: Bound, outs: list, threads: int | None = None) -> None:
+def _evaluate(fun, kind: str, b: Bound, outs: list, threads: int | None = None) -> None:
     """Run the kernel, then answer any point whose guards failed from the path it really takes."""
-    status = _run(tape, kind, b, outs, threads)
+    status = _run(fun, kind, b, outs, threads)
     if isinstance(status, np.ndarray) or status != 0:
-        branches.redo(tape, kind, b, outs, status, functools.partial(_run, threads=threads))
+        branches.redo(fun, kind, b, outs, status, functools.partial(_run, threads=threads))
 
 
-def _value_out(tape: Tape, b: Bound, out, what="out"):
-    shape = _lead(b) + tape.output_shape
+def _value_out(fun, b: Bound, out, what="out"):
+    shape = _lead(b) + fun.output_shape
     return np.empty(shape) if out is None else check_out(out, shape, what)
 
 
-def value(tape: Tape, *args, params=None, out=None, threads: int | None = None):
+def value(fun, *args, params=None, out=None, threads: int | None = None):
     """f at one point (a float for scalar outputs, else an array) or at a batch of points (an array)."""
-    b = bind(tape, args, params, threads)
-    v = _value_out(tape, b, out)
+    b = bind(fun, args, params, threads)
+    v = _value_out(fun, b, out)
     if out is not None:
         check_aliasing([("out", v)], named_inputs(b))
-    _evaluate(tape, "value", b, [v], threads)
-    return _result(tape, b, v)
+    _evaluate(fun, "value", b, [v], threads)
+    return _result(fun, b, v)
 
 
 def _named_grads(gs: list, what: str) -> list:
     return [(what if len(gs) == 1 else f"{what}[{i}]", g) for i, g in enumerate(gs)]
 
 
-def _scalar(tape: Tape, what: str) -> None:
-    if tape.n_outputs != 1:
-        raise InputError(f"{what} needs a scalar-valued tape; this one has output shape {tape.output_shape} "
-                         "(use tape.jacobian or tape.vjp)")
+def _scalar(fun, what: str) -> None:
+    if fun.n_outputs != 1:
+        raise InputError(f"{what} needs a scalar-valued fun; this one has output shape {fun.output_shape} "
+                         "(use fun.jacobian or fun.vjp)")
 
 
-def _grad_outs(tape: Tape, b: Bound, out) -> list:
-    shapes = [_lead(b) + s for s in tape.input_shapes]
+def _grad_outs(fun, b: Bound, out) -> list:
+    shapes = [_lead(b) + s for s in fun.input_shapes]
     if out is None:
         return [np.empty(s) for s in shapes]
     if len(shapes) == 1:
@@ -207,66 +196,65 @@ def _grad_outs(tape: Tape, b: Bound, out) -> list:
     return [check_out(o, s, f"out[{i}]") for i, (o, s) in enumerate(zip(out, shapes))]
 
 
-def gradient(tape: Tape, *args, params=None, out=None, threads: int | None = None):
+def gradient(fun, *args, params=None, out=None, threads: int | None = None):
     """The gradient: for one argument an array shaped like it, for several a tuple of arrays."""
-    _scalar(tape, "gradient")
-    b = bind(tape, args, params, threads)
-    gs = _grad_outs(tape, b, out)
+    _scalar(fun, "gradient")
+    b = bind(fun, args, params, threads)
+    gs = _grad_outs(fun, b, out)
     if out is not None:
         check_aliasing(_named_grads(gs, "out"), named_inputs(b))
-    _evaluate(tape, "value_and_gradient", b, [None] + gs, threads)
+    _evaluate(fun, "value_and_gradient", b, [None] + gs, threads)
     return gs[0] if len(gs) == 1 else tuple(gs)
 
 
-def value_and_gradient(tape: Tape, *args, params=None, out=None, threads: int | None = None):
+def value_and_gradient(fun, *args, params=None, out=None, threads: int | None = None):
     """``(value, gradient)`` from one kernel; ``out`` (optional) is ``(value_out, gradient_out)``."""
-    _scalar(tape, "value_and_gradient")
-    b = bind(tape, args, params, threads)
+    _scalar(fun, "value_and_gradient")
+    b = bind(fun, args, params, threads)
     if out is not None and (not isinstance(out, (tuple, list)) or len(out) != 2):
         raise InputError("out: expected a pair (value_out, gradient_out) for value_and_gradient")
     v_out, g_out = (None, None) if out is None else out
-    v = _value_out(tape, b, v_out, "out[0]")
-    gs = _grad_outs(tape, b, g_out)
+    v = _value_out(fun, b, v_out, "out[0]")
+    gs = _grad_outs(fun, b, g_out)
     if out is not None:
         check_aliasing([("out[0]", v)] + _named_grads(gs, "out[1]"), named_inputs(b))
-    _evaluate(tape, "value_and_gradient", b, [v] + gs, threads)
-    return _result(tape, b, v), (gs[0] if len(gs) == 1 else tuple(gs))
+    _evaluate(fun, "value_and_gradient", b, [v] + gs, threads)
+    return _result(fun, b, v), (gs[0] if len(gs) == 1 else tuple(gs))
 
 
-def native(tape: Tape, kind: str = "gradient"):
+def native(fun, kind: str = "gradient"):
     """The compiled entry point as a Python callable with the kernel's own argument order (lowest call cost).
 
     ``kind="gradient"``: ``f(*inputs, params, value_out, *grad_outs)`` fills the outs (None skips one) and
     returns the last out. ``kind="value"``: ``f(*inputs, params)`` returns a float for scalar tapes, else
     ``f(*inputs, params, out)`` fills and returns ``out``. Positional arguments only; ``params`` is None for a
-    tape without params. Anything not exactly right (dtype, shape, layout, a batch, a flipped guard) is handled
+    fun without params. Anything not exactly right (dtype, shape, layout, a batch, a flipped guard) is handled
     by the ordinary Python path, with its conversions, branch dispatch and errors.
     """
     if kind not in ("gradient", "value"):
         raise InputError(f"kind must be 'gradient' or 'value', got {kind!r}")
-    key = ("native", kind)
-    if key not in tape._cache:
+    if kind not in fun.natives:
         internal = "value" if kind == "value" else "value_and_gradient"
         if kind == "gradient":
-            _scalar(tape, "native('gradient')")
-        kernel(tape, internal)
-        wait_for_upgrades(tape)  # bind the final (O2) kernel
-        _, k = kernel(tape, internal)
+            _scalar(fun, "native('gradient')")
+        kernel(fun, internal)
+        wait_for_upgrades(fun)  # bind the final (O2) kernel
+        _, k = kernel(fun, internal)
         name = "tapead_" + internal
-        fn, keep = builtin(k.addresses[name + "_entry"], name, _python_path(tape, kind))
-        tape._cache[key] = (fn, keep, k)  # the kernel's engine lives as long as the callable is cached
-    return tape._cache[key][0]
+        fn, keep = builtin(k.addresses[name + "_entry"], name, _python_path(fun, kind))
+        fun.natives[kind] = (fn, keep, k)  # the kernel's engine lives as long as the callable is cached
+    return fun.natives[kind][0]
 
 
-def _python_path(tape: Tape, kind: str):
-    n = len(tape.input_shapes)
+def _python_path(fun, kind: str):
+    n = len(fun.input_shapes)
 
     def path(*a):
         if kind == "value" and len(a) in (n + 1, n + 2):
             out = a[n + 1] if len(a) == n + 2 else None
-            return value(tape, *a[:n], params=a[n], out=out)
+            return value(fun, *a[:n], params=a[n], out=out)
         if kind == "gradient" and len(a) == n + 2 + n:
-            return _native_gradient(tape, a[:n], a[n], a[n + 1], a[n + 2:])
+            return _native_gradient(fun, a[:n], a[n], a[n + 1], a[n + 2:])
         expected = n + (2 + n if kind == "gradient" else 1)
         raise InputError(f"native {kind} function: expected {expected} positional arguments (inputs..., params"
                          + (", value_out, grad_outs...)" if kind == "gradient" else "[, out])") + f", got {len(a)}")
@@ -274,40 +262,38 @@ def _python_path(tape: Tape, kind: str):
     return path
 
 
-def _native_gradient(tape: Tape, args: tuple, params, value_out, grad_outs: tuple):
-    """The Python path of ``tape.native("gradient")``: the same checks as ``value_and_gradient`` (None skips an
+def _native_gradient(fun, args: tuple, params, value_out, grad_outs: tuple):
+    """The Python path of ``fun.native("gradient")``: the same checks as ``value_and_gradient`` (None skips an
     output), the results computed into fresh arrays and copied into the outputs given."""
-    b = bind(tape, args, params)
+    b = bind(fun, args, params)
     outs = [("value_out", None if value_out is None else check_out(value_out, _lead(b), "value_out"))]
     outs += [(f"grad_out[{i}]", None if o is None else check_out(o, _lead(b) + s, f"grad_out[{i}]"))
-             for i, (o, s) in enumerate(zip(grad_outs, tape.input_shapes))]
+             for i, (o, s) in enumerate(zip(grad_outs, fun.input_shapes))]
     check_aliasing(outs, named_inputs(b))
     v = np.empty(_lead(b))
-    gs = [np.empty(_lead(b) + s) for s in tape.input_shapes]
-    _evaluate(tape, "value_and_gradient", b, [v] + gs, None)
+    gs = [np.empty(_lead(b) + s) for s in fun.input_shapes]
+    _evaluate(fun, "value_and_gradient", b, [v] + gs, None)
     for (_, o), r in zip(outs, [v] + gs):
         if o is not None:
             o[...] = r
     return grad_outs[-1] if grad_outs else None
 
 
-def compile(tape: Tape) -> Tape:
+def compile(fun) -> "Function":
     """Compile the value kernel (and the gradient kernel for scalar tapes) now instead of on first use."""
-    kernel(tape, "value")
-    if tape.n_outputs == 1:
-        kernel(tape, "value_and_gradient")
-    return tape
+    kernel(fun, "value")
+    if fun.n_outputs == 1:
+        kernel(fun, "value_and_gradient")
+    return fun
 
 
-def kernel_levels(tape: Tape, prefix: str = "") -> dict:
-    """Every compiled kernel of a tape and of its derived tapes: optimisation level, op count, compile seconds."""
+def kernel_levels(fun, prefix: str = "") -> dict:
+    """Every compiled kernel of a Function and of its derived Functions: optimisation level, op count, compile
+    seconds."""
     kernels = {}
-    for key, hit in list(tape._cache.items()):
-        name = prefix + "/".join(str(p) for p in (key if isinstance(key, tuple) else (key,)))
-        if isinstance(hit, Tape) and hit is not tape:  # a derived tape (Hessian, ...) with kernels of its own
-            kernels.update(kernel_levels(hit, name + ":"))
-            continue
-        k = next((v for v in hit if isinstance(v, Kernel)), None) if isinstance(hit, tuple) else None
-        if k is not None:
-            kernels[name] = dict(opt=k.opt, ops=getattr(k, "n_ops", None), seconds=round(k.compile_seconds, 4))
+    for kind, (_, k) in list(fun.kernels.items()):
+        kernels[f"{prefix}kernel/{kind}"] = dict(opt=k.opt, ops=getattr(k, "n_ops", None),
+                                                  seconds=round(k.compile_seconds, 4))
+    for key, d in list(fun.derived.items()):  # derived tapes (Hessian, ...) with kernels of their own
+        kernels.update(kernel_levels(d, prefix + "/".join(str(p) for p in key) + ":"))
     return kernels

@@ -15,12 +15,8 @@ the one-function kernel, so results are bitwise identical.
 from __future__ import annotations
 
 from .ops import BY_CODE
+from .llvm_text import literal as _literal
 from .tape import Tape
-
-
-def _literal(v: float) -> str:
-    from .codegen import _literal as lit
-    return lit(v)
 
 
 def _pieces(n_items: int, size: int) -> list[tuple[int, int]]:

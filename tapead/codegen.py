@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import re
-import struct
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from .chunking import STACK_CELLS, _pool, _with_pooled_work_array, lower_chunked
 from .stores import CONST_RUN, _stores
 from .loops import MAX_CELLS, MapNames, Plan, lower_map, pointers, used_outside
 from .structure import MAP_ROW, map_runs, op_codes, records, scalar
+from .llvm_text import literal as _literal
 from .tape import Tape
 
 _BINARY_LIBM = {"pow", "atan2", "hypot"}
@@ -39,10 +39,6 @@ CUT_ABOVE = 20000
 CHUNK = 2000
 INLINE_LIMIT = 4000  # records up to which the point function is inlined into the batch loops
 MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)\ndeclare void @llvm.memset.p0.i64(ptr, i8, i64, i1)"
-
-
-def _literal(v: float) -> str:
-    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", v))[0]
 
 
 def _rows(tape: Tape) -> list:

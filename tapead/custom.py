@@ -44,7 +44,7 @@ class CustomOp:
 
     def _register(self) -> ops.Op:
         from .codegen import lower_function
-        from .record import record
+        from .record import trace
         if self.partials is None:
             raise TracingError(f"{self.name}: give its derivative with @{self.fn.__name__}.derivative first")
         owner = _REGISTERED.get(self.name)
@@ -52,7 +52,7 @@ class CustomOp:
             raise TracingError(f"another custom op is already named {self.name!r}; tapes refer to ops by name, so "
                              "give this one its own: @tapead.custom_op(name='...')")
         _REGISTERED[self.name] = self
-        body = record(lambda *a: self.fn(*a), *([0.5] * self.arity), on_branch="forbid", structured=False)
+        body, _ = trace(lambda *a: self.fn(*a), *([0.5] * self.arity), on_branch="forbid", structured=False)
         used = [ops.BY_CODE[c] for c in op_codes(body)]
         fname = "tapead_" + self.name.replace(".", "_")
         partials, arity = self.partials, self.arity

@@ -26,12 +26,12 @@ import numpy as np
 from dask.layers import ArrayBlockIdDep, ArraySliceDep
 
 from . import ad, higher, store, worker
+from .derivatives import derived
 from .calls import _scalar
 from .custom import _REGISTERED
 from .errors import InputError
 from .ops import BY_CODE
 from .structure import op_codes
-from .tape import Tape
 
 SPLIT_EVERY = 8  # partials summed per node of an assembly's reduction tree
 _THREADED = ("value", "gradient", "value_and_gradient", "assemble_gradient", "assemble_value")
@@ -45,30 +45,31 @@ def is_lazy(value) -> bool:
 
 
 # ---- what a method needs: its derived tape and the shapes of its outputs -------------------------------------
-def _derived(tape: Tape, method: str, kw: dict) -> tuple:
-    """(cache key, builder) of the derived tape ``method`` reads from ``tape._cache``, or (None, None)."""
+def _derived(tape, method: str, kw: dict) -> tuple:
+    """(cache key, builder) of the derived tape ``method`` reads from ``tape.derived`` (or, for the gradient,
+    ``tape.programs``), or (None, None)."""
     if method in ("gradient", "value_and_gradient", "assemble_gradient"):
         _scalar(tape, method)
-        return ("derived", "value_and_gradient"), lambda: ad.value_and_grad(tape)
+        return ("derived", "value_and_gradient"), lambda: ad.value_and_grad(tape.tape)
     if method == "jacobian":
         mode = kw.get("mode", "auto")
-        higher._resolve(tape, mode)
-        return ("jacobian_blocks_tape", mode), lambda: higher._jacobian_blocks_tape(tape, mode)
+        higher._resolve(tape.tape, mode)
+        return ("jacobian_blocks_tape", mode), lambda: higher._jacobian_blocks_tape(tape.tape, mode)
     if method in ("hessian", "assemble_hessian"):
         w = kw.get("weights") is not None
-        return ("hessian_tape", w), lambda: higher.hessian_tape(tape, w)
+        return ("hessian_tape", w), lambda: higher.hessian_tape(tape.tape, w)
     if method == "hvp":
-        return ("hvp_tape",), lambda: higher.hvp_tape(tape)
+        return ("hvp_tape",), lambda: higher.hvp_tape(tape.tape)
     if method == "jvp":
-        return ("jvp_tape",), lambda: ad.jvp(tape)
+        return ("jvp_tape",), lambda: ad.jvp(tape.tape)
     if method == "vjp":
-        return ("vjp_tape",), lambda: ad.vjp(tape)
+        return ("vjp_tape",), lambda: ad.vjp(tape.tape)
     if method == "assemble_value" and tape.n_outputs != 1:
         raise InputError("assemble_value needs a scalar tape")
     return None, None
 
 
-def _structure(tape: Tape, method: str):
+def _structure(tape, method: str):
     """Per-point shapes of the method's outputs: a tuple is one array's shape, a list a tuple of results."""
     s, out = list(tape.input_shapes), tape.output_shape
 
@@ -79,23 +80,28 @@ def _structure(tape: Tape, method: str):
             "hessian": s[0] + s[0] if len(s) == 1 else [[a + b for b in s] for a in s]}[method]
 
 
-def _used_custom_ops(*tapes: Tape) -> tuple:
+def _used_custom_ops(*tapes) -> tuple:
     names = sorted({BY_CODE[c].name for t in tapes for c in op_codes(t)})
     return tuple((n, _REGISTERED[n].fn.__module__) for n in names if n in _REGISTERED)
 
 
-def shipment(tape: Tape, method: str, kw: dict):
+def shipment(tape, method: str, kw: dict):
     """The graph key holding everything a worker needs for ``method``: made once per tape and method."""
     key, build = _derived(tape, method, kw)
-    d = None if key is None else higher.derived(tape, key, build)
-    cache_key = ("shipment", key)
-    hit = tape._cache.get(cache_key)
+    if key is None:
+        d = None
+    elif key[0] == "derived":  # the gradient kernel's tape
+        d = tape.programs.get(key[1]) or tape.programs.setdefault(key[1], build())
+    else:
+        d = derived(tape, key, build).tape
+    hit = tape.shipments.get(key)
     if hit is None:
-        data = store.to_bytes(tape)
+        data = store.to_bytes(tape.tape)
         extra = None if d is None else store.to_bytes(d)
-        s = worker.Shipment(data, key, extra, _used_custom_ops(tape, *([d] if d is not None else [])))
+        s = worker.Shipment(data, key, extra, _used_custom_ops(tape.tape, *([d] if d is not None else [])),
+                            type(tape))
         digest = hashlib.sha256(data + repr(key).encode() + (extra or b"")).hexdigest()[:32]
-        hit = tape._cache[cache_key] = dask.delayed(s, pure=True, traverse=False, name="tapead-tape-" + digest)
+        hit = tape.shipments[key] = dask.delayed(s, pure=True, traverse=False, name="tapead-tape-" + digest)
     return hit
 
 
@@ -150,7 +156,7 @@ class _Batch:
         return self.batched(a, shape, what), True
 
 
-def _arguments(tape: Tape, method: str, args: tuple, kw: dict) -> tuple:
+def _arguments(tape, method: str, args: tuple, kw: dict) -> tuple:
     """(batch, [(dask array, per point?, layout name)]) for the method's array arguments, checked."""
     assembly = method.startswith("assemble_")
     shapes = list(tape.input_shapes)
@@ -221,7 +227,7 @@ def _rebuild(structure, leaves: list):
     return leaves.pop(0)
 
 
-def call(tape: Tape, method: str, args: tuple, **kw):
+def call(tape, method: str, args: tuple, **kw):
     """``tape.<method>(*args, **kw)`` with Dask arrays: the same results, as dask arrays, computed lazily."""
     if kw.pop("out", None) is not None:
         raise InputError("out= cannot be filled by a lazy computation: call without out= and store the dask "
@@ -253,7 +259,7 @@ def call(tape: Tape, method: str, args: tuple, **kw):
     return _rebuild(_structure(tape, method), pieces)
 
 
-def _assemble(tape: Tape, method: str, args: tuple, kw: dict, options: dict):
+def _assemble(tape, method: str, args: tuple, kw: dict, options: dict):
     """Assemblies over chunked elements: per-chunk partials (one task each), summed in a fixed tree."""
     if method != "assemble_value":
         M = kw.get("M")

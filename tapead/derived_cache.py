@@ -20,7 +20,7 @@ from .ops import BY_CODE, OPS, call
 from .tape import Tape
 
 FORMAT = 1
-_TRANSFORMS = ("ad", "higher", "sparsity", "recorder", "tracer", "ops", "ops_extra", "store", "tape")
+_TRANSFORMS = ("ad", "higher", "sparsity", "recorder", "tracer", "ops", "ops_extra", "store", "tape", "record", "structure", "maparray", "maps_ad", "separable")
 _code_digest: str | None = None
 
 
@@ -43,7 +43,7 @@ def _user_ops(tape: Tape) -> str:
     and its derivative rule as the op table holds it, recorded on traced values (with which partials are None);
     followed through the ops the rules themselves call. Raises TracingError for a rule that branches."""
     from . import store
-    from .record import record
+    from .record import trace
     h = hashlib.sha256()
     todo = [BY_CODE[c].name for c in op_codes(tape)]
     seen: set = set()
@@ -60,7 +60,7 @@ def _user_ops(tape: Tape) -> str:
             zero[:] = [p is None for p in parts]
             return [0.0 if p is None else p for p in parts]
 
-        t = record(rule, *([0.5] * (1 + row.arity)), on_branch="forbid")
+        t, _ = trace(rule, *([0.5] * (1 + row.arity)), on_branch="forbid")
         h.update(f"{name} {row.arity} {zero} {row.definition}".encode() + store.to_bytes(t))
         todo += [BY_CODE[c].name for c in op_codes(t)]
     return h.hexdigest() if seen else ""

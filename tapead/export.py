@@ -18,7 +18,8 @@ from pathlib import Path
 
 from . import ad, codegen, jit
 from .errors import InputError
-from .higher import dense_hessian
+from .derived_cache import derived_tape
+from .higher import hessian_tape
 from .tape import Tape
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -80,7 +81,7 @@ def module_ir(tape: Tape, name: str, *, hessian: bool = False) -> str:
     if scalar:
         parts.append((ad.value_and_grad(tape), "gradient", [n], [1, n]))
     if hessian:
-        parts.append((dense_hessian(tape), "hessian", [n], [n * n]))
+        parts.append((derived_tape(tape, ("hessian_tape", False), lambda: hessian_tape(tape)), "hessian", [n], [n * n]))
     declarations, body, helpers = [], [], {}
     for derived, kind, in_groups, out_groups in parts:
         kernel = f"__tapead_{name}_{kind}"

@@ -16,6 +16,7 @@ import time
 import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
+from . import cache
 from .errors import CompileError
 
 _lock = threading.Lock()
@@ -121,7 +122,6 @@ def build_engine(ir, opt: int, elsewhere: bool = False):
     ``elsewhere`` the object file is made by a separate Python process: llvmlite serialises LLVM calls within a
     process, so a long optimising compile there would hold up every other compilation here.
     """
-    from . import cache
     src = Source.of(ir)
     tm = target_machine(opt)
     if elsewhere:
@@ -138,7 +138,7 @@ def build_engine(ir, opt: int, elsewhere: bool = False):
                 return engine
             del engine  # it owned the target machine
             tm = target_machine(opt)
-    engine, _ = cache.build_engine(src, tm, opt)
+    engine, _ = cached_engine(src, tm, opt)
     return engine
 
 
@@ -218,3 +218,27 @@ def compile_kernel(ir, name: str, n_in_groups: int, n_out_groups: int, n_ops: in
     if opt is None:
         opt = first_level(n_ops)
     return Kernel(ir, name, n_in_groups, n_out_groups, opt, extra_symbols, fast_masks, elsewhere)
+
+
+def cached_engine(ir, tm, opt: int) -> tuple[object, bool]:
+    """``(engine, hit)`` for IR (text or a ``jit.Source``): from the cache when possible, else optimised, emitted
+    once, stored and loaded.
+
+    Machine code is generated once either way (the object is emitted and loaded into the engine), so a miss
+    costs about what a plain JIT compile costs, and a hit skips LLVM's optimisation and code generation (and,
+    for a Source, generating the IR text).
+    ``tm`` belongs to the engine afterwards (MCJIT owns its target machine).
+    """
+    src = Source.of(ir)
+    k = cache.key(src.key_text, opt) if cache.enabled() else None
+    data = cache.get(k, src.key_text, opt) if k else None
+    if data is not None:
+        engine = cache.engine_from_object(data, tm)
+        if cache.complete(engine, src.key_text):
+            return engine, True
+        del engine  # held its target machine: the rebuild below needs a new one
+        tm = target_machine(opt)
+    data = tm.emit_object(optimise(src.text, tm, opt))
+    if k:
+        cache.put(k, data, src.key_text, opt)
+    return cache.engine_from_object(data, tm), False

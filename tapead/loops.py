@@ -16,14 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import BY_CODE
+from .llvm_text import literal as _literal
 from .structure import Map
 
 MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
-
-
-def _literal(v: float) -> str:
-    from .codegen import _literal as lit
-    return lit(v)
 
 
 class Plan:

@@ -76,10 +76,10 @@ def _seed(cols: Columns, adjs: list, masks: list):
     return s
 
 
-def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray) -> None:
+def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray, replay, backward) -> None:
     """Add the cotangents flowing back through map ``m`` (rows from slot ``start``) to ``adj`` of the slots its
-    tables read (see the module docstring)."""
-    from .ad import backward, replay
+    tables read (see the module docstring). ``replay`` and ``backward`` are ``tapead.ad``'s sweeps, which the
+    reverse body is recorded with (passed in: ``ad`` calls this module)."""
     rows = list(range(start, start + m.rows))
     if all(adj[s] is None for s in rows):
         return

@@ -18,7 +18,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from .jit import initialize
-from .tape import FALLBACK
+from .binding import FALLBACK
 
 _PYBUF_ANY = 0x0004 | 0x0008 | 0x0010 | 0x0020  # FORMAT | ND | STRIDES | C_CONTIGUOUS
 _PYBUF_WRITE = _PYBUF_ANY | 0x0001

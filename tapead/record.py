@@ -1,4 +1,6 @@
-"""record(): run the user's function once on traced values and return its static tape."""
+"""trace(): run the user's function once on traced values and return its static tape (the IR).
+
+``tapead.record`` wraps the result in a ``tapead.Function``; this module knows nothing of evaluation."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -42,34 +44,10 @@ def output_ids(rec: Recorder, result) -> tuple[list[int], tuple[int, ...]]:
     return ids, cells.shape
 
 
-def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_finite: bool = False,
-           structured: bool | None = None) -> Tape:
-    """Run ``f(*args)`` (or ``f(*args, params)``) once on traced values and return its tape.
-
-    Positional ``args`` are the differentiable inputs: float arrays or scalars whose shapes are fixed now.
-    ``params`` (one float array of any shape) is passed as the last positional argument; its values are read
-    by every call at run time and never differentiated, so per-element constants change without re-recording.
-    Integers that steer indexing are fixed at record time: keep them out of ``args`` and ``params``.
-
-    Inside ``f`` use numpy functions (``np.sin``, ``np.dot``, indexing, assignment into traced arrays, ...).
-    Python control flow on traced values (``if x > 0``, ``while``, ``and``/``or``, builtin ``min``/``max``)
-    records guards: the comparisons and their outcomes. A call where a guard flips is never answered from the
-    wrong path: with ``on_branch="retape"`` (default) ``f`` is recorded again along the new path (recurring
-    paths get compiled kernels); with ``"raise"`` a BranchError names the comparison and its source line;
-    with ``"forbid"`` branching on a traced value raises a TracingError while recording.
-
-    ``assume_finite=True`` lets recording and every transform fold ``0 * x`` to 0 (e.g. zero entries of
-    constant matrices, zero partials): shorter tapes, but an infinite or NaN ``x`` would no longer propagate.
-
-    ``structured`` decides whether vectorised numpy records as loops (``tapead.structure``): None (default) for
-    elementwise results whose leading axis has at least ``tapead.maparray.MAP_MIN`` elements, True for every
-    array result (leading axis >= 2), False never (one scalar instruction per element, the tape of older
-    versions). Either way the tape computes the same function; loops keep recording, the reverse-mode
-    transforms and compilation proportional to the program instead of its unrolled size.
-
-    Raises TracingError for what a tape cannot represent, e.g. ``float(x)``, ``math.sin(x)``, storing a traced
-    value into a float numpy array (build it with ``np.zeros_like(x)``), or indexing with a traced value.
-    """
+def trace(f: Callable, *args, params=None, on_branch: str = "retape", assume_finite: bool = False,
+          structured: bool | None = None) -> tuple[Tape, list | None]:
+    """The tape of ``f`` at ``args`` and the source line of each of its guards (None: no source lines); the
+    arguments are those of ``tapead.record``."""
     if not callable(f):
         raise TracingError(f"record() needs a callable, got {type(f).__name__}")
     if on_branch is None:
@@ -91,4 +69,5 @@ def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_fi
     ids, shape = output_ids(rec, result)
     if len(rec.maps) > 1:
         fuse(rec)
-    return rec.finish(ids, shape, tuple(v.shape for v in values), param_shape, fn=f, on_branch=on_branch)
+    tape = rec.finish(ids, shape, tuple(v.shape for v in values), param_shape)
+    return tape, rec.finished_sites

@@ -195,9 +195,11 @@ class Recorder:
         self.guard_sites.append(where)
         return bool(outcome)
 
-    def finish(self, outputs: list[int], output_shape, input_shapes, param_shape, fn=None,
-               on_branch: str = "retape", assume_finite: bool | None = None) -> Tape:
-        """Keep only what outputs and guards need, renumber into the tape's slot layout and build the Tape."""
+    def finish(self, outputs: list[int], output_shape, input_shapes, param_shape,
+               assume_finite: bool | None = None) -> Tape:
+        """Keep only what outputs and guards need, renumber into the tape's slot layout and build the Tape.
+
+        ``finished_sites`` then holds each of the tape's guards' source line (for branch errors)."""
         kinds, nargs = self.kinds, self.args
         outputs = [self.aliases.get(o, o) for o in outputs]  # read fused rows: the loop they came from may drop
         live = bytearray(len(kinds))
@@ -261,8 +263,7 @@ class Recorder:
                     consts=np.array([nargs[n][0] for n in consts], np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
-                    guards=np.array(guards, np.int32).reshape(-1, 2), fn=fn, on_branch=on_branch,
+                    guards=np.array(guards, np.int32).reshape(-1, 2),
                     assume_finite=self.assume_finite if assume_finite is None else assume_finite)
-        if any(sites):
-            tape._cache["guard_sites"] = sites
+        self.finished_sites = sites if any(sites) else None
         return tape

@@ -16,4 +16,4 @@ def simplify(tape: Tape) -> Tape:
     vals = replay(tape, xs, ps)
     _keep_guards(rec, tape, vals)
     outs = [vals[s] for s in tape.outputs.tolist()]
-    return rec.finish(_ids(rec, outs), tape.output_shape, tape.input_shapes, tape.param_shape, fn=tape.fn)
+    return rec.finish(_ids(rec, outs), tape.output_shape, tape.input_shapes, tape.param_shape)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .binding import bind
 from .errors import InputError
-from .higher import (_extra, _finish, _gradient_program, _lead, derived, follows_branches, hessian_tape,
-                     tangent_sweeps)
+from .higher import _finish, _gradient_program, hessian_tape, tangent_sweeps
 from .ops import BY_CODE, NO_DERIVATIVE
 from . import separable
 from .structure import scalar
@@ -187,36 +185,6 @@ def sparse_hessian_tape(tape: Tape, weights: bool = False) -> Tape:
     return _finish(rec, g, values, (len(values),))
 
 
-@follows_branches
-def sparse_jacobian(tape: Tape, *args, params=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The Jacobian in COO form ``(rows, cols, values)`` over flattened outputs and inputs; ``values`` is
-    ``(nnz,)`` at a point and ``(N, nnz)`` for a batch."""
-    b = bind(tape, args, params)
-    rows, cols = jacobian_sparsity(tape)
-    d = derived(tape, ("sparse_jacobian_tape",), lambda: sparse_jacobian_tape(tape))
-    values = np.empty(_lead(b) + (len(rows),))
-    d.value(*b.xs, params=b.p, out=values)
-    return rows, cols, values
-
-
-@follows_branches
-def sparse_hessian(tape: Tape, *args, params=None, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The Hessian (of ``weights . f`` for a vector-valued tape) in COO form ``(rows, cols, values)``, both
-    triangles; ``values`` is ``(nnz,)`` at a point and ``(N, nnz)`` for a batch."""
-    b = bind(tape, args, params)
-    xs = list(b.xs)
-    if weights is not None:
-        xs.append(_extra(weights, tape.output_shape, _lead(b), "weights"))
-    elif tape.n_outputs != 1:
-        _gradient_program(tape, False)  # raises the explanation
-    rows, cols = hessian_sparsity(tape)
-    w = weights is not None
-    d = derived(tape, ("sparse_hessian_tape", w), lambda: sparse_hessian_tape(tape, w))
-    values = np.empty(_lead(b) + (len(rows),))
-    d.value(*xs, params=b.p, out=values)  # an exact out= takes the native single-point path
-    return rows, cols, values
-
-
 def to_scipy(rows, cols, values, shape: tuple[int, int], format: str = "csr"):
     """A ``scipy.sparse`` matrix (``format`` 'coo', 'csr' or 'csc') from a point's COO triple (needs scipy)."""
     try:
@@ -232,4 +200,4 @@ def to_scipy(rows, cols, values, shape: tuple[int, int], format: str = "csr"):
 
 
 __all__ = ["jacobian_sparsity", "hessian_sparsity", "color_columns", "sparse_jacobian_tape", "sparse_hessian_tape",
-           "sparse_jacobian", "sparse_hessian", "to_scipy"]
+           "to_scipy"]

@@ -25,6 +25,7 @@ keys are ignored. A shape is a list of non-negative integers. Slots are numbered
 """
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import json
 import math
@@ -50,8 +51,8 @@ _DIGEST = 32
 
 def to_bytes(tape: Tape) -> bytes:
     """The tape in the tape file format (see the module docstring); deterministic for equal tapes. Maps are
-    stored unrolled (the file format holds scalar instructions)."""
-    tape = scalar(tape)
+    stored unrolled (the file format holds scalar instructions). A ``tapead.Function`` is stored as its tape."""
+    tape = scalar(getattr(tape, "tape", tape))
     used = sorted(set(tape.code[:, 0].tolist()))
     local = {code: i for i, code in enumerate(used)}
     code = np.array(tape.code, dtype=np.int32)
@@ -138,7 +139,7 @@ def _op_table(value) -> np.ndarray:
 
 
 def from_bytes(data: bytes) -> Tape:
-    """A tape from the tape file format: validated, checked, with ``fn=None``. Raises TapeFormatError."""
+    """A tape from the tape file format: validated and checked. Raises TapeFormatError."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TapeFormatError(f"expected the bytes of a tape file, got {type(data).__name__}")
     data = bytes(data)
@@ -175,7 +176,7 @@ def from_bytes(data: bytes) -> Tape:
         code[:, 0] = ops[op]
     tape = Tape(code=code, consts=arrays[1].astype(np.float64), input_shapes=input_shapes,
                 param_shape=param_shape, outputs=arrays[2].astype(np.int32), output_shape=output_shape,
-                guards=arrays[3].astype(np.int32).reshape(-1, 2), fn=None)
+                guards=arrays[3].astype(np.int32).reshape(-1, 2))
     return tape.check()
 
 
@@ -194,5 +195,9 @@ def load(path: str | os.PathLike) -> Tape:
 
 
 def tape_reduce(tape: Tape) -> tuple:
-    """What ``Tape.__reduce__`` returns: tapes pickle as tape-file bytes (``fn`` and caches are dropped)."""
+    """How a tape pickles: as tape-file bytes, which name ops (op codes are local to a process) and are
+    validated with resource bounds when loaded (caches are dropped)."""
     return from_bytes, (to_bytes(tape),)
+
+
+copyreg.pickle(Tape, tape_reduce)

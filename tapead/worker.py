@@ -20,11 +20,10 @@ import numpy as np
 from . import ops
 from .errors import BranchError, TapeFormatError
 from .store import from_bytes
-from .tape import Tape
 
 MEMO_LIMIT = 64  # tapes kept per process (oldest dropped first; a dropped tape is loaded again when needed)
 _lock = threading.RLock()
-_tapes: dict[bytes, Tape] = {}  # SHA-256 trailer of the tape file -> the loaded tape (with its kernels)
+_tapes: dict = {}  # SHA-256 trailer of the tape file -> the loaded tape (with its kernels)
 _counts = {"loads": 0, "tasks": 0, "load_seconds": 0.0}
 
 
@@ -32,9 +31,10 @@ class Shipment(NamedTuple):
     """Everything a worker needs to run one tape method: data only, no Python code."""
 
     tape: bytes  # the tape file of the recorded tape
-    key: tuple | None  # where the method looks up its derived tape in ``tape._cache`` (None: it needs none)
+    key: tuple | None  # where the method looks up its derived tape (None: it needs none)
     derived: bytes | None  # that derived tape's file, made on the client
     modules: tuple  # (custom op name, module defining it) pairs for the custom ops these tapes use
+    function: type  # tapead.Function, which evaluates a loaded tape (named here: this module cannot import it)
 
 
 def _define(modules: tuple) -> None:
@@ -57,11 +57,11 @@ def _define(modules: tuple) -> None:
                                   "every worker can import")
 
 
-def _load(data: bytes) -> Tape:
+def _load(data: bytes, function: type):
     tape = _tapes.get(data[-32:])
     if tape is None:
         start = time.perf_counter()
-        tape = _tapes[data[-32:]] = from_bytes(data)
+        tape = _tapes[data[-32:]] = function(from_bytes(data))
         while len(_tapes) > MEMO_LIMIT:
             del _tapes[next(iter(_tapes))]
         _counts["loads"] += 1
@@ -69,14 +69,19 @@ def _load(data: bytes) -> Tape:
     return tape
 
 
-def tape_of(s: Shipment) -> Tape:
+def tape_of(s: Shipment):
     """The tape a shipment describes, loaded once per process, with its derived tape installed where the
     method looks for it (so the worker never derives it again)."""
     with _lock:
         _define(s.modules)
-        tape = _load(s.tape)
-        if s.key is not None and s.key not in tape._cache:
-            tape._cache[s.key] = _load(s.derived)
+        tape = _load(s.tape, s.function)
+        if s.key is None:
+            return tape
+        if s.key[0] == "derived":  # the tape the gradient kernel compiles
+            if s.key[1] not in tape.programs:
+                tape.programs[s.key[1]] = _load(s.derived, s.function).tape
+        elif s.key not in tape.derived:
+            tape.derived[s.key] = _load(s.derived, s.function)
         return tape
 
 
@@ -84,7 +89,7 @@ def stats() -> dict:
     """This process's counters: tapes loaded, tasks run, kernels compiled (or read from the disk cache)."""
     with _lock:
         tapes = list(_tapes.values())
-        kernels = sum(1 for t in tapes for k in list(t._cache) if type(k) is tuple and k[0] == "kernel")
+        kernels = sum(len(t.kernels) for t in tapes)
         return dict(_counts, kernels=kernels)
 
 

@@ -7,16 +7,23 @@ from pathlib import Path
 import tapead
 
 PACKAGE = Path(tapead.__file__).parent
-BACKEND = {"jit", "native", "codegen", "chunking", "cache", "calls", "export", "assemble"}
-WITHOUT_BACKEND = ["tape", "ops", "recorder", "tracer", "record", "ad", "simplify", "interpret", "higher",
-                   "sparsity", "store", "binding"]
+BACKEND = {"jit", "native", "codegen", "chunking", "cache", "calls", "export", "assemble", "loops", "stores",
+           "batchloops", "llvm_text"}
+EVALUATION = {"function", "api", "calls", "branches", "binding", "derivatives", "assemble", "dask_array", "worker",
+              "derived_cache"}
+# the IR, recording and the transforms: they reach neither the backend nor evaluation, whatever runs
+PURE = ["tape", "validate", "listing", "structure", "ops", "ops_extra", "errors", "recorder", "tracer", "numpy_api",
+        "elementwise", "numpy_more", "linalg", "linalg_jacobi", "maparray", "record", "ad", "maps_ad", "simplify",
+        "higher", "separable", "sparsity", "interpret", "store"]
+WITHOUT_BACKEND = PURE + ["binding"]
 
 
-def module_imports(name: str) -> set[str]:
-    """tapead modules imported at module level by ``name`` (``from . import x``, ``from .x import y``)."""
+def module_imports(name: str, local: bool = False) -> set[str]:
+    """tapead modules imported by ``name`` (``from . import x``, ``from .x import y``): at module level, or
+    with ``local`` also inside functions (they run when that function runs)."""
     tree = ast.parse((PACKAGE / f"{name}.py").read_text())
     found = set()
-    for node in tree.body:  # module level only: function-local imports run when that function runs
+    for node in (ast.walk(tree) if local else tree.body):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
             if node.module:
                 found.add(node.module.split(".")[0])
@@ -25,19 +32,29 @@ def module_imports(name: str) -> set[str]:
     return {m for m in found if (PACKAGE / f"{m}.py").exists()}
 
 
-def reachable(start: str) -> set[str]:
+def reachable(start: str, local: bool = False) -> set[str]:
     seen, todo = set(), [start]
     while todo:
         m = todo.pop()
         if m not in seen:
             seen.add(m)
-            todo.extend(module_imports(m))
+            todo.extend(module_imports(m, local))
     return seen
+
+
+def modules() -> list[str]:
+    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 
 
 def test_transforms_and_ir_do_not_import_the_backend():
     for name in WITHOUT_BACKEND:
         assert not reachable(name) & BACKEND, (name, sorted(reachable(name) & BACKEND))
+
+
+def test_ir_recording_and_transforms_reach_neither_backend_nor_evaluation_even_inside_functions():
+    for name in PURE:
+        bad = reachable(name, local=True) & (BACKEND | EVALUATION)
+        assert not bad, (name, sorted(bad))
 
 
 def test_ir_transforms_and_interpreter_work_with_llvmlite_blocked():

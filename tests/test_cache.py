@@ -43,8 +43,8 @@ def test_cached_object_runs_bit_identically(monkeypatch):
     monkeypatch.setenv("TAPEAD_CACHE", "0")
     fresh = jit.Kernel(ir, "k", 1, 2, 2)  # the plain JIT path, no cache
     monkeypatch.delenv("TAPEAD_CACHE")
-    e1, hit1 = cache.build_engine(ir, jit.target_machine(2), 2)
-    e2, hit2 = cache.build_engine(ir, jit.target_machine(2), 2)
+    e1, hit1 = jit.cached_engine(ir, jit.target_machine(2), 2)
+    e2, hit2 = jit.cached_engine(ir, jit.target_machine(2), 2)
     assert (hit1, hit2) == (False, True) and cache.info()["entries"] == 1
     V0, G0 = _batch(fresh.engine, "k", 5)
     for e in (e1, e2):
@@ -65,7 +65,7 @@ t = tapead.record(lambda x: np.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1
 ir = codegen.lower(t, "k")
 tm = jit.target_machine(2)
 start = time.perf_counter()
-engine, hit = cache.build_engine(ir, tm, 2)
+engine, hit = jit.cached_engine(ir, tm, 2)
 seconds = time.perf_counter() - start
 import ctypes
 f = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
@@ -93,7 +93,7 @@ def test_second_process_reuses_the_entry(cache_dir):
 
 def test_damaged_entry_is_ignored_and_rebuilt(cache_dir):
     _, ir = _gradient_ir()
-    cache.build_engine(ir, jit.target_machine(2), 2)
+    jit.cached_engine(ir, jit.target_machine(2), 2)
     (entry,) = list(cache_dir.glob("*.tko"))
     good = entry.read_bytes()
     for damage in (good[:-1] + bytes([good[-1] ^ 1]), good[:len(good) // 2], b"", good + b"junk",
@@ -101,16 +101,16 @@ def test_damaged_entry_is_ignored_and_rebuilt(cache_dir):
         entry.write_bytes(damage)
         assert cache.get(entry.stem) is None and not entry.exists()
         entry.write_bytes(damage)
-        engine, hit = cache.build_engine(ir, jit.target_machine(2), 2)
+        engine, hit = jit.cached_engine(ir, jit.target_machine(2), 2)
         assert not hit and entry.read_bytes() == good
-        assert _batch(engine, "k", 5)[0].tolist() == _batch(cache.build_engine(ir, jit.target_machine(2), 2)[0],
+        assert _batch(engine, "k", 5)[0].tolist() == _batch(jit.cached_engine(ir, jit.target_machine(2), 2)[0],
                                                             "k", 5)[0].tolist()
 
 
 def test_disabled_by_environment(cache_dir, monkeypatch):
     monkeypatch.setenv("TAPEAD_CACHE", "0")
     _, ir = _gradient_ir()
-    hits = [cache.build_engine(ir, jit.target_machine(2), 2)[1] for _ in range(2)]
+    hits = [jit.cached_engine(ir, jit.target_machine(2), 2)[1] for _ in range(2)]
     assert hits == [False, False] and not cache_dir.exists()
     assert cache.info()["enabled"] is False and cache.get("0" * 64) is None
     assert _process({"TAPEAD_CACHE": "0"})["hit"] is False and not cache_dir.exists()

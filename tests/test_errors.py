@@ -342,13 +342,13 @@ def test_record_needs_a_callable():
 
 # ---- malformed tapes ----------------------------------------------------------------------------------------
 def _malformed():
-    from tapead import Tape
-    return [Tape(code=np.array([[0, 0, 99, -1]]), consts=np.zeros(0), input_shapes=[(2,)], param_shape=None,
-                 outputs=np.array([2]), output_shape=()),
-            Tape(code=np.array([[999, 0, 1, -1]]), consts=np.zeros(0), input_shapes=[(2,)], param_shape=None,
-                 outputs=np.array([2]), output_shape=()),
-            Tape(code=np.zeros((0, 4)), consts=np.zeros(0), input_shapes=[(2,)], param_shape=None,
-                 outputs=np.array([7]), output_shape=())]
+    from tapead import Function, Tape
+    return [Function(Tape(code=np.array([[0, 0, 99, -1]]), consts=np.zeros(0), input_shapes=[(2,)],
+                          param_shape=None, outputs=np.array([2]), output_shape=())),
+            Function(Tape(code=np.array([[999, 0, 1, -1]]), consts=np.zeros(0), input_shapes=[(2,)],
+                          param_shape=None, outputs=np.array([2]), output_shape=())),
+            Function(Tape(code=np.zeros((0, 4)), consts=np.zeros(0), input_shapes=[(2,)], param_shape=None,
+                          outputs=np.array([7]), output_shape=()))]
 
 
 @pytest.mark.parametrize("i", range(3))
@@ -380,8 +380,9 @@ CRASHERS = {
     "short_params": ("tp = tapead.record(lambda x, p: np.sum(x * p), np.ones(3), params=np.ones(3)); "
                      "tp.value(np.ones((100, 3)), params=np.ones((10, 3)))", "InputError"),
     "object_input": ("t.value(np.array([None, None, None]))", "InputError"),
-    "bad_tape": ("from tapead import Tape; Tape(code=np.array([[0, 0, 99, -1]]), consts=np.zeros(0), "
-                 "input_shapes=[(2,)], param_shape=None, outputs=np.array([2]), output_shape=()).value(np.ones(2))",
+    "bad_tape": ("from tapead import Function, Tape; Function(Tape(code=np.array([[0, 0, 99, -1]]), "
+                 "consts=np.zeros(0), input_shapes=[(2,)], param_shape=None, outputs=np.array([2]), "
+                 "output_shape=())).value(np.ones(2))",
                  r"TapeFormatError: instruction 0 \(\w+\): argument 1 is slot 99, not one of the 2 slots"),
 }
 

@@ -24,8 +24,9 @@ def test_dense_hessian_of_a_quadratic_is_exact_and_stored_from_a_table():
 def test_constant_runs_keep_every_bit_whole_or_cut(monkeypatch):
     """+0.0 runs become memsets in cut kernels, other constants (-0.0 included) come from tables: same bits."""
     pattern = [1] * 20 + [2] * 20 + [3] * 10 + [1] * 9 + [2] + [1] * 12
-    tape = tapead.Tape(code=np.zeros((0, 4), np.int32), consts=np.array([0.0, -0.0, 1.5]), input_shapes=((1,),),
-                       param_shape=None, outputs=np.array(pattern), output_shape=(len(pattern),))
+    tape = tapead.Function(tapead.Tape(code=np.zeros((0, 4), np.int32), consts=np.array([0.0, -0.0, 1.5]),
+                                       input_shapes=((1,),), param_shape=None, outputs=np.array(pattern),
+                                       output_shape=(len(pattern),)))
     expected = np.array([[0.0, -0.0, 1.5][p - 1] for p in pattern])
     for cut in (10**9, 10):
         monkeypatch.setattr(codegen, "CUT_ABOVE", cut)
@@ -181,8 +182,8 @@ kind = i % 3
 code[:, 0] = np.where(kind == 0, mul, np.where(kind == 1, add, sin))
 code[:, 1] = prev
 code[:, 2] = np.where(kind == 0, 2, np.where(kind == 1, 1, -1))
-tape = tapead.Tape(code=code, consts=np.array([0.999, 0.25]), input_shapes=((2,),), param_shape=None,
-                   outputs=np.array([first + n - 1]), output_shape=())
+tape = tapead.Function(tapead.Tape(code=code, consts=np.array([0.999, 0.25]), input_shapes=((2,),),
+                                   param_shape=None, outputs=np.array([first + n - 1]), output_shape=()))
 x = np.array([0.3, 0.01])
 v = tape.value(x)
 assert v == tape.evaluate(x), (v, tape.evaluate(x))

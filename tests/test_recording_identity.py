@@ -89,20 +89,21 @@ def _sources():
         yield f"random_{k}", tapead.record(prog, *args, params=params)
 
 
-def _derived(tape: tapead.Tape):
+def _derived(tape: tapead.Function):
     """(suffix, tape or error name) of every transform that applies."""
+    tape = tape.tape  # the transforms take the IR
     scalar = tape.n_outputs == 1
     if tape.n_inputs > 60:  # large: the gradient only (the small cases cover the other transforms)
         yield "vjp", ad.vjp(tape)
         return
-    transforms = [("jvp", ad.jvp), ("vjp", ad.vjp), ("jac", lambda t: higher.jacobian_tape(t)),
-                  ("sjac", sparsity.sparse_jacobian_tape), ("hessw", lambda t: higher.hessian_tape(t, True)),
-                  ("shessw", lambda t: sparsity.sparse_hessian_tape(t, True))]
+    transforms = [("jvp", ad.jvp), ("vjp", ad.vjp), ("jac", lambda t: tapead.jacobian_tape(t)),
+                  ("sjac", tapead.sparse_jacobian_tape), ("hessw", lambda t: tapead.hessian_tape(t, True)),
+                  ("shessw", lambda t: tapead.sparse_hessian_tape(t, True))]
     if scalar:
-        transforms += [("grad", ad.grad), ("vgrad", ad.value_and_grad), ("hess", higher.hessian_tape),
-                       ("shess", sparsity.sparse_hessian_tape), ("hvp", higher.hvp_tape),
-                       ("vgh", higher.value_gradient_hessian_tape),
-                       ("jacgrad", lambda t: higher.jacobian_tape(ad.grad(t)))]
+        transforms += [("grad", ad.grad), ("vgrad", ad.value_and_grad), ("hess", tapead.hessian_tape),
+                       ("shess", tapead.sparse_hessian_tape), ("hvp", tapead.hvp_tape),
+                       ("vgh", tapead.value_gradient_hessian_tape),
+                       ("jacgrad", lambda t: tapead.jacobian_tape(ad.grad(t)))]
     for suffix, fn in transforms:
         yield suffix, fn(tape)
 

@@ -274,12 +274,12 @@ def _full_sweep(tape, vals, tangents):
 
 def _derived_bytes(t):
     from tapead import ad, higher, sparsity, store
-    res = [ad.jvp(t), higher.jacobian_tape(t, "forward"), sparsity.sparse_jacobian_tape(t)]
+    res = [ad.jvp(t.tape), tapead.jacobian_tape(t, "forward"), tapead.sparse_jacobian_tape(t)]
     if t.n_outputs == 1:
-        res += [higher.hessian_tape(t), higher.hvp_tape(t), sparsity.sparse_hessian_tape(t),
-                higher.value_gradient_hessian_tape(t)]
+        res += [tapead.hessian_tape(t), tapead.hvp_tape(t), tapead.sparse_hessian_tape(t),
+                tapead.value_gradient_hessian_tape(t)]
     elif t.n_outputs:
-        res += [higher.hessian_tape(t, True), sparsity.sparse_hessian_tape(t, True)]
+        res += [tapead.hessian_tape(t, True), tapead.sparse_hessian_tape(t, True)]
     return [store.to_bytes(d) for d in res]
 
 

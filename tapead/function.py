@@ -1,0 +1,338 @@
+"""What ``tapead.record`` returns: a recorded function, evaluated through compiled kernels.
+
+A ``Function`` holds the IR (``.tape``, a frozen ``tapead.Tape``) and what evaluating it accumulates: the user's
+Python function and the other paths through its control flow (``tapead.branches``), the derived tapes its
+methods need (gradient, Jacobian, Hessian tapes: Functions of their own, with kernels of their own) and the
+compiled kernels, each in a cache of its own kind. Every method the README documents lives here; the work is
+done by the evaluation modules (``calls``, ``derivatives``, ``assemble``, ``dask_array``), imported when first
+called so that the IR, the transforms and the interpreter import without the backend (llvmlite).
+
+The IR's fields and sizes read through (``f.input_shapes``, ``len(f)``, ``str(f)``...), so a Function reads as
+the tape it evaluates; transforms take the IR: ``tapead.grad(f)`` gives the gradient's Function.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from . import sparsity, store
+from .binding import FALLBACK, evaluate
+from .record import trace
+from .tape import Tape
+
+# the IR's fields and sizes, read through from a Function
+IR_VIEW = ("code", "consts", "input_shapes", "param_shape", "outputs", "output_shape", "guards", "maps",
+           "assume_finite", "input_sizes", "n_inputs", "n_params", "n_outputs", "first_const", "first_result",
+           "n_slots", "hash")
+
+
+def _fast_ok(threads) -> bool:
+    """Whether a single-point native call may be tried: ``threads`` is one the Python path accepts (else that
+    path raises the error), so the fast path never accepts what the Python path refuses."""
+    return threads is None or (type(threads) is int and threads > 0)
+
+
+def _no_none(outs: tuple) -> bool:
+    for o in outs:  # (not ``None in outs``: that compares arrays with ==)
+        if o is None:
+            return False
+    return True
+
+
+def _lazy(*values) -> bool:
+    """Whether an argument is a Dask collection: then the method builds a lazy graph (``tapead.dask_array``)."""
+    return any(type(v) in (tuple, list) and _lazy(*v) or hasattr(v, "__dask_graph__") for v in values)
+
+
+def _on_dask(fun, method: str, args: tuple, **kw):
+    from .dask_array import call
+    return call(fun, method, args, **kw)
+
+
+class Function:
+    """A recorded function: evaluate it with methods, transform its ``tape`` with ``tapead.grad`` & co."""
+
+    def __init__(self, tape: Tape, fn: Callable | None = None, on_branch: str = "retape",
+                 guard_sites: list | None = None):
+        if not isinstance(tape, Tape):
+            raise TypeError(f"a Function evaluates a tapead.Tape, got {type(tape).__name__}")
+        # native single-point entries first: a dropped Function frees them before the kernels (and engines)
+        # whose code they point into (attributes are released in the order they were set)
+        self._entries: list = [None, None]
+        self.tape = tape
+        self.fn = fn  # the user's function (None: loaded, unpickled or derived; a new path cannot be recorded)
+        self.on_branch = on_branch  # what a call does where a guard fails: "retape", "raise" or "forbid"
+        self.guard_sites = guard_sites  # each guard's source line, for branch errors
+        self.kernels: dict[str, tuple] = {}  # kind -> (the tape compiled, or None for this one; Kernel)
+        self.programs: dict[str, Tape] = {}  # kind -> the derived tape a kernel of that kind compiles
+        self.derived: dict[tuple, Function] = {}  # what -> the Function of a derived tape (Jacobian, Hessian...)
+        self.natives: dict[str, tuple] = {}  # kind -> (callable, what keeps it alive, Kernel): ``native()``
+        self.paths = None  # tapead.branches.Paths: the other paths through the function, once one is needed
+        self.mixed: set[str] = set()  # kinds whose last batch had points on other paths
+        self.retired: list = []  # kernels replaced by background O2 builds (a caller may still run one)
+        self.upgraded = 0  # background O2 builds swapped in
+        self.patterns: dict[Any, Any] = {}  # what -> sparsity patterns of assembly
+        self.shipments: dict[Any, Any] = {}  # what -> the tapes as Dask ships them to workers
+
+    def derive(self, tape: Tape) -> "Function":
+        """The Function of a tape derived from this one (Jacobian, Hessian...), for the evaluation modules,
+        which do not import this one. It has no Python function of its own: where its guards flip, the
+        derivative is taken on the path this Function records there (``derivatives.follows_branches``)."""
+        return Function(tape)
+
+    def recorded_at(self, args, params) -> "Function":
+        """The Python function recorded again at another point: the Function of the path it takes there."""
+        tape, sites = trace(self.fn, *args, params=params, on_branch=self.on_branch,
+                            assume_finite=self.tape.assume_finite)
+        return Function(tape, fn=self.fn, on_branch=self.on_branch, guard_sites=sites)
+
+    def __len__(self) -> int:
+        """The op count: number of instructions."""
+        return len(self.tape)
+
+    def __str__(self) -> str:
+        return str(self.tape)
+
+    def __repr__(self) -> str:
+        return "<Function of " + repr(self.tape)[1:]
+
+    def check(self) -> "Function":
+        """Validate the tape (``Tape.check``); returns the Function."""
+        self.tape.check()
+        return self
+
+    def op_counts(self) -> dict[str, int]:
+        """How many instructions of each op the tape holds (a map's body counts once per iteration)."""
+        return self.tape.op_counts()
+
+    def slot_name(self, s: int) -> str:
+        return self.tape.slot_name(s)
+
+    def replace(self, **changes: Any) -> "Function":
+        """A Function of the tape with some IR fields changed (and ``fn``/``on_branch``), with fresh caches."""
+        fn = changes.pop("fn", self.fn)
+        on_branch = changes.pop("on_branch", self.on_branch)
+        return Function(self.tape.replace(**changes), fn=fn, on_branch=on_branch)
+
+    def __reduce__(self):
+        """A Function pickles as its tape, which pickles as tape-file bytes (``fn`` and kernels are dropped;
+        kernels are rebuilt or come from the kernel cache)."""
+        return Function, (self.tape,)
+
+    # ---- evaluation (the evaluation modules are imported at call time: they load the backend, llvmlite) ----
+    def __call__(self, *args, params=None, out=None, threads: int | None = None):
+        """Same as ``value``."""
+        return self.value(*args, params=params, out=out, threads=threads)
+
+    def value(self, *args, params=None, out=None, threads: int | None = None):
+        """f at one point (a float for scalar outputs, else an array) or at a batch of points.
+
+        A batch has one more leading axis on every argument (params: batched with it, or shared without it);
+        ``threads`` (None: automatic, never slower than one thread; or a positive int) splits long batches;
+        a point's result never depends on it.
+        """
+        entry = self._entries[0]
+        if entry is not None and (threads is None or _fast_ok(threads)):
+            if self.output_shape == ():
+                if out is None:
+                    r = entry(*args, params)
+                    if r is not FALLBACK:
+                        return r
+            elif out is not None:
+                if entry(*args, params, out) is not FALLBACK:
+                    return out
+        if _lazy(args, params):
+            return _on_dask(self, "value", args, params=params, out=out, threads=threads)
+        from .calls import value
+        return value(self, *args, params=params, out=out, threads=threads)
+
+    def gradient(self, *args, params=None, out=None, threads: int | None = None):
+        """Gradient of a scalar tape: an array shaped like the argument, or a tuple for several arguments.
+
+        ``out=`` (an array, or a tuple of arrays for several arguments) must be float64, C-contiguous,
+        writeable and exactly shaped; it is filled in place. Single points with exactly-right float64 arrays
+        take a native path that allocates nothing; anything else is converted (or refused) in Python.
+        """
+        entry = self._entries[1]
+        if entry is not None and (threads is None or _fast_ok(threads)):
+            if out is None and len(args) == 1:
+                g = np.empty(self.input_shapes[0])
+                if entry(args[0], params, None, g) is not FALLBACK:
+                    return g
+            elif type(out) is tuple:  # one array per argument (None is the native callable's "skip" only)
+                if len(args) > 1 and _no_none(out) and entry(*args, params, None, *out) is not FALLBACK:
+                    return out
+            elif out is not None:
+                if entry(*args, params, None, out) is not FALLBACK:
+                    return out
+        if _lazy(args, params):
+            return _on_dask(self, "gradient", args, params=params, out=out, threads=threads)
+        from .calls import gradient
+        return gradient(self, *args, params=params, out=out, threads=threads)
+
+    def native(self, kind: str = "gradient"):
+        """A compiled Python callable with the kernel's argument order, for the lowest per-call cost.
+
+        ``f = tape.native("gradient")``; ``f(x, None, None, g)`` fills ``g`` (arguments: inputs..., params,
+        value_out, grad_outs...; None skips an output). ``tape.native("value")(x, None)`` returns the value.
+        Arguments that are not exactly right take the ordinary Python path (conversions, branches, errors).
+        """
+        from .calls import native
+        return native(self, kind)
+
+    def value_and_gradient(self, *args, params=None, out=None, threads: int | None = None):
+        """``(value, gradient)`` computed by one kernel."""
+        if _lazy(args, params):
+            return _on_dask(self, "value_and_gradient", args, params=params, out=out, threads=threads)
+        from .calls import value_and_gradient
+        return value_and_gradient(self, *args, params=params, out=out, threads=threads)
+
+    # ---- derivatives beyond the gradient (tapead.higher, tapead.sparsity) ----------------------------
+    def jacobian(self, *args, params=None, out=None, mode: str = "auto"):
+        """Dense Jacobian, shaped ``output_shape + input_shape`` (a tuple of blocks for several arguments).
+
+        ``mode="auto"`` uses forward sweeps when there are no more inputs than outputs, else reverse sweeps;
+        ``"forward"``/``"reverse"`` force one.
+        """
+        if out is not None and len(args) == 1 and type(out) is np.ndarray and \
+                self._fast_derived(("jacobian_blocks_tape", mode), args[0], params, out,
+                                   self.output_shape + self.input_shapes[0]):
+            return out
+        if _lazy(args, params):
+            return _on_dask(self, "jacobian", args, params=params, out=out, mode=mode)
+        from .derivatives import jacobian
+        return jacobian(self, *args, params=params, out=out, mode=mode)
+
+    def hessian(self, *args, params=None, out=None, weights=None):
+        """Dense symmetric Hessian of a scalar tape (forward-over-reverse); ``weights=w``: Hessian of ``w . f``."""
+        if out is not None and weights is None and len(args) == 1 and type(out) is np.ndarray and \
+                self._fast_derived(("hessian_tape", False), args[0], params, out, self.input_shapes[0] * 2):
+            return out
+        if _lazy(args, params, weights):
+            return _on_dask(self, "hessian", args, params=params, out=out, weights=weights)
+        from .derivatives import hessian
+        return hessian(self, *args, params=params, out=out, weights=weights)
+
+    def _fast_derived(self, key, x, params, out: np.ndarray, shape) -> bool:
+        """Single point through a derived tape's native entry when ``out`` is exactly right (else False)."""
+        d = self.derived.get(key)
+        entry = None if d is None else d._entries[0]
+        if entry is None or out.shape != shape:
+            return False
+        if out.shape != d.output_shape:  # a reshaped view is the same memory only for C-contiguous arrays
+            if not out.flags.c_contiguous:
+                return False
+            out = out.reshape(d.output_shape)
+        return entry(x, params, out) is not FALLBACK
+
+    def hvp(self, *args, v, params=None):
+        """Hessian-vector product ``H(x) v`` (forward-over-reverse), without forming ``H``."""
+        if _lazy(args, params, v):
+            return _on_dask(self, "hvp", args, v=v, params=params)
+        from .derivatives import hvp
+        return hvp(self, *args, v=v, params=params)
+
+    def jvp(self, *args, v, params=None):
+        """Jacobian-vector product ``J(x) v`` (forward mode)."""
+        if _lazy(args, params, v):
+            return _on_dask(self, "jvp", args, v=v, params=params)
+        from .derivatives import jvp
+        return jvp(self, *args, v=v, params=params)
+
+    def vjp(self, *args, w, params=None):
+        """Vector-Jacobian product ``w^T J(x)`` (reverse mode)."""
+        if _lazy(args, params, w):
+            return _on_dask(self, "vjp", args, w=w, params=params)
+        from .derivatives import vjp
+        return vjp(self, *args, w=w, params=params)
+
+    def value_gradient_hessian(self, *args, params=None):
+        """``(value, gradient, hessian)`` from one kernel."""
+        from .derivatives import value_gradient_hessian
+        return value_gradient_hessian(self, *args, params=params)
+
+    def sparse_jacobian(self, *args, params=None):
+        """COO ``(rows, cols, values)`` of the Jacobian, by graph colouring (one sweep per colour)."""
+        from .derivatives import sparse_jacobian
+        return sparse_jacobian(self, *args, params=params)
+
+    def sparse_hessian(self, *args, params=None, weights=None):
+        """COO ``(rows, cols, values)`` of the Hessian, by colouring (paired Rosenbrock: 2 sweeps)."""
+        from .derivatives import sparse_hessian
+        return sparse_hessian(self, *args, params=params, weights=weights)
+
+    def jacobian_sparsity(self):
+        """``(rows, cols)`` of the structurally nonzero Jacobian entries (independent of any point)."""
+        return sparsity.jacobian_sparsity(self.tape)
+
+    def hessian_sparsity(self):
+        """``(rows, cols)`` of the structurally nonzero Hessian entries (independent of any point)."""
+        return sparsity.hessian_sparsity(self.tape)
+
+    def assemble_gradient(self, X, C, M: int, params=None, out=None, threads: int | None = None):
+        """Scatter-add every element's gradient into a global vector: ``g[C[e, j]] += grad f(X[e])[j]``.
+
+        ``X`` (N, n) element inputs, ``C`` (N, n) integer global indices (validated), ``M`` the global length,
+        ``params`` one row per element or shared. Bit-identical for any thread count.
+        """
+        if _lazy(X, C, params):
+            return _on_dask(self, "assemble_gradient", (X, C), M=M, params=params, out=out, threads=threads)
+        from .assemble import assemble_gradient
+        return assemble_gradient(self, X, C, M, params=params, out=out, threads=threads)
+
+    def assemble_hessian(self, X, C, M: int, params=None):
+        """Global sparse Hessian (stiffness matrix) as COO ``(rows, cols, values)``, duplicates summed; the
+        sparsity pattern is computed once per connectivity."""
+        if _lazy(X, C, params):
+            return _on_dask(self, "assemble_hessian", (X, C), M=M, params=params)
+        from .assemble import assemble_hessian
+        return assemble_hessian(self, X, C, M, params=params)
+
+    def assemble_value(self, X, params=None, threads: int | None = None) -> float:
+        """Sum of the element values over all elements."""
+        if _lazy(X, params):
+            return _on_dask(self, "assemble_value", (X,), params=params, threads=threads)
+        from .assemble import assemble_value
+        return assemble_value(self, X, params=params, threads=threads)
+
+    def save(self, path) -> "os.PathLike":
+        """Write the tape to ``path`` in tapead's versioned, non-executable format (see ``tapead.load``)."""
+        return store.save(self.tape, path)
+
+    def export(self, directory, name: str, *, cpu: str | None = None, hessian: bool = False) -> dict:
+        """Write ``name.o``, ``name.h``, ``name.ll`` (and ``name.so`` if a C compiler exists) to ``directory``.
+
+        The header documents the C ABI: ``name_value``, ``name_gradient``, ``name_*_batch`` (one contiguous row
+        per point), status 0 or the number of points whose guards failed. ``cpu`` (e.g. 'x86-64') targets
+        another CPU than the host's.
+        """
+        from .export import export
+        return export(self.tape, directory, name, cpu=cpu, hessian=hessian)
+
+    @property
+    def stats(self) -> dict:
+        """Branch statistics (paths known, re-records, compiles of other paths, points they answered) and, under
+        ``"kernels"``, each compiled kernel's optimisation level (0 until a background O2 build is swapped in),
+        its op count and compile seconds."""
+        from .branches import stats
+        from .calls import kernel_levels
+        return dict(stats(self), kernels=kernel_levels(self))
+
+    def evaluate(self, *args, params=None):
+        """The numpy reference interpreter (no compilation): the oracle the kernels are tested against."""
+        return evaluate(self, *args, params=params)
+
+    def compile(self) -> "Function":
+        """Compile the kernels now rather than on first use; returns the tape."""
+        from .calls import compile
+        return compile(self)
+
+
+def _read_through(name: str) -> property:
+    return property(lambda self: getattr(self.tape, name), doc=f"The tape's ``{name}``.")
+
+
+for _name in IR_VIEW:
+    setattr(Function, _name, _read_through(_name))
