@@ -16,6 +16,7 @@ import numpy as np
 from .arrays import as_float_array, check_aliasing, check_out
 from .calls import bind, gradient, value
 from .errors import InputError
+from .batchloops import scatter_add
 from .jit import build_engine
 
 BLOCK = 4096  # elements per block: bounds the workspace, amortises thread start-up
@@ -25,28 +26,6 @@ _lock = threading.Lock()
 _scatter = None
 _local = threading.local()
 
-_SCATTER_IR = """
-define void @tapead_scatter(i64 %n, ptr %vals, ptr %idx, ptr %out) nounwind {
-entry:
-  %empty = icmp sle i64 %n, 0
-  br i1 %empty, label %done, label %loop
-loop:
-  %i = phi i64 [0, %entry], [%next, %loop]
-  %vp = getelementptr inbounds double, ptr %vals, i64 %i
-  %v = load double, ptr %vp
-  %ip = getelementptr inbounds i64, ptr %idx, i64 %i
-  %j = load i64, ptr %ip
-  %op = getelementptr inbounds double, ptr %out, i64 %j
-  %o = load double, ptr %op
-  %s = fadd double %o, %v
-  store double %s, ptr %op
-  %next = add i64 %i, 1
-  %more = icmp slt i64 %next, %n
-  br i1 %more, label %loop, label %done
-done:
-  ret void
-}
-"""
 
 
 def _scatter_fn():
@@ -54,7 +33,7 @@ def _scatter_fn():
     global _scatter
     with _lock:
         if _scatter is None:
-            engine = build_engine(_SCATTER_IR, 2)
+            engine = build_engine(scatter_add(), 2)
             fn = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
                 engine.get_function_address("tapead_scatter"))
             _scatter = (engine, fn)

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import zlib
 
+from .kernelspec import fast_batch_name
 from .tape import Tape
-
-
-def fast_batch_name(name: str, mask) -> str:
-    return f"{name}_batch_" + "".join("1" if m else "0" for m in mask)
 
 
 def vectorise_points(tape: Tape) -> bool:
@@ -96,3 +93,30 @@ def general_batch(name: str, callee: str, in_groups, out_groups) -> list[str]:
     lines.append("  %next = add i64 %i, 1\n  %more = icmp slt i64 %next, %n\n  br i1 %more, label %loop, label %done")
     lines.append("done:\n  %r = phi i32 [0, %entry], [%bad2, %cont]\n  ret i32 %r\n}")
     return lines
+
+
+def scatter_add() -> str:
+    """``tapead_scatter(n, vals, idx, out)``: ``out[idx[i]] += vals[i]`` for i in order (assembly's scatter of
+    element gradients into the global vector, in element order so the bits never depend on threads)."""
+    return """
+define void @tapead_scatter(i64 %n, ptr %vals, ptr %idx, ptr %out) nounwind {
+entry:
+  %empty = icmp sle i64 %n, 0
+  br i1 %empty, label %done, label %loop
+loop:
+  %i = phi i64 [0, %entry], [%next, %loop]
+  %vp = getelementptr inbounds double, ptr %vals, i64 %i
+  %v = load double, ptr %vp
+  %ip = getelementptr inbounds i64, ptr %idx, i64 %i
+  %j = load i64, ptr %ip
+  %op = getelementptr inbounds double, ptr %out, i64 %j
+  %o = load double, ptr %op
+  %s = fadd double %o, %v
+  store double %s, ptr %op
+  %next = add i64 %i, 1
+  %more = icmp slt i64 %next, %n
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+"""

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ad
 from .errors import BranchError
 from .interpret import interpret
 from .ops import BY_CODE
 from .derived_cache import derived_tape
+from .kernelspec import KINDS
 from .tape import Tape
 
 COMPILE_AFTER = 3  # points answered by a path before it gets compiled kernels
@@ -91,14 +91,14 @@ def _raise(fun, b, i) -> None:
 
 
 def program(fun, kind: str) -> Tape:
-    """The tape a kernel of ``kind`` compiles: the Function's own tape for 'value', its value-and-gradient tape
-    for 'value_and_gradient' (derived once, or read from the disk cache)."""
+    """The tape a kernel of ``kind`` (``kernelspec.KINDS``) compiles for a Function: its own tape for 'value',
+    else the tape that kind derives from it (once, or read from the disk cache)."""
     if kind == "value":
         return fun.tape
     derived = fun.programs.get(kind)
     if derived is None:
-        derived = fun.programs.setdefault(kind, derived_tape(fun.tape, ("derived", kind),
-                                                             lambda: ad.value_and_grad(fun.tape)))
+        k = KINDS[kind]
+        derived = fun.programs.setdefault(kind, derived_tape(fun.tape, k.cache_key, lambda: k.derive(fun.tape)))
     return derived
 
 

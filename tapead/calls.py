@@ -19,11 +19,12 @@ from .structure import records
 from . import ad, branches
 from .arrays import as_float_array, check_aliasing, check_out
 from .arrays import pointer as _pointer
-from .batchloops import fast_batch_name
-from .codegen import flat_batches_pay, generator_digest, kernel_records, lower, tape_digest
+from . import kernelspec
+from .codegen import flat_batches_pay, kernel_key, kernel_records, lower_kernel
 from .errors import InputError
 from .interpret import interpret
-from .jit import ONE_LOOP_LIMIT, Kernel, Source, compile_kernel, first_level
+from .jit import Kernel, Source, compile_kernel
+from .kernelspec import first_level
 from .native import builtin, lower_entry, prepare
 from .binding import Bound, bind, evaluate, lead as _lead, named_inputs, result as _result  # noqa: F401
 from .tape import Tape
@@ -51,40 +52,16 @@ def kernel(fun, kind: str) -> tuple[Tape, Kernel]:
 
 def _build(fun, kind: str, opt: int | None = None, elsewhere: bool = False,
            flat: bool = False) -> tuple[Tape, Kernel]:
-    name = "tapead_" + kind
     tape = fun.tape
     if opt is None:
         tape.check()  # the compile boundary: native code only ever sees a validated tape
     derived = branches.program(fun, kind)
-    if kind == "value":
-        out_groups = [tape.n_outputs]
-        scalar = tape.output_shape == ()
-        out_shapes = [] if scalar else [tape.output_shape]
-    else:
-        out_groups = [1] + list(tape.input_sizes)
-        scalar, out_shapes = False, [()] + list(tape.input_shapes)
-    # Specialised batch loops for the output patterns the Python calls use (value | gradient without value |
-    # value and gradient), in O2 compiles only: each inlines the whole kernel, which O0 first compiles of big
-    # tapes cannot afford; big tapes get the gradient loop alone.
     level = opt if opt is not None else first_level(kernel_records(derived))
-    k_args = len(tape.input_sizes)
-    if level == 0:
-        masks = []
-    elif kind == "value":
-        masks = [(True,)]
-    else:
-        masks = [(False,) + (True,) * k_args] + ([(True,) * (1 + k_args)] if records(derived) <= ONE_LOOP_LIMIT else [])
-    args = (list(tape.input_shapes), tape.param_shape, out_shapes, scalar)
-    symbols = [name, name + "_batch", name + "_entry"] + [fast_batch_name(name, m) for m in masks]
-    spec = "\n".join([f"tapead kernel {generator_digest()} {tape_digest(derived)}",
-                      repr((tape.input_sizes, out_groups, masks, args, flat))] +
-                     [f"define i32 @{s}(" for s in symbols])  # the functions a cached object must define
-    ir = Source(lambda: lower(derived, name, tape.input_sizes, out_groups, fast_masks=masks, flat_batches=flat) +
-                lower_entry(name + "_entry", name, *args), spec)
+    spec = kernelspec.spec(tape, kind, derived, level, flat)
+    ir = Source(lambda: lower_kernel(derived, spec) + lower_entry(spec), kernel_key(derived, spec))
     prepare()
-    k = compile_kernel(ir, name, len(tape.input_sizes), len(out_groups), kernel_records(derived), opt=level,
-                       extra_symbols=(name + "_entry",), fast_masks=masks, elsewhere=elsewhere)
-    k.entry, k._keep = builtin(k.addresses[name + "_entry"], name)
+    k = compile_kernel(ir, spec, elsewhere=elsewhere)
+    k.entry, k._keep = builtin(k.addresses[spec.name + "_entry"], spec.name)
     k.n_ops = records(derived)
     fun._entries[ENTRY[kind]] = k.entry
     # the background O2 build: of an O0 kernel, and of a kernel with loops whose batches run faster unrolled

@@ -27,6 +27,7 @@ from .chunking import STACK_CELLS, _pool, _with_pooled_work_array, lower_chunked
 from .stores import CONST_RUN, _stores
 from .loops import MAX_CELLS, MapNames, Plan, lower_map, pointers, used_outside
 from .structure import MAP_ROW, map_runs, op_codes, records, scalar
+from .kernelspec import KINDS
 from .llvm_text import literal as _literal
 from .tape import Tape
 
@@ -259,6 +260,68 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     return "\n".join(lines) + "\n"
 
 
+def lower_kernel(tape: Tape, spec) -> str:
+    """LLVM IR text of the kernel a ``kernelspec.KernelSpec`` describes, for ``tape`` (the tape its kind
+    compiles); the native entry point, if the spec has one, is ``native.lower_entry``'s."""
+    return lower(tape, spec.name, spec.in_groups, spec.out_groups, fast_masks=spec.fast_masks,
+                 flat_batches=spec.flat_batches)
+
+
+def kernel_key(tape: Tape, spec) -> str:
+    """What decides a kernel's object code besides the target: the generator, the tape with its ops' lowerings,
+    the spec, and the functions a cached object must define (checked before cached code runs)."""
+    return "\n".join([f"tapead kernel {generator_digest()} {tape_digest(tape)}", spec.key_text()] +
+                     [f"define i32 @{s}(" for s in spec.symbols])
+
+
+def export_module(parts: list, name: str, n_params: int) -> str:
+    """LLVM IR text of an exported object: for each ``(tape, spec)`` the kernel with internal linkage and its
+    public C entry points ``NAME_<kind>`` (the point kernel as is) and ``NAME_<kind>_batch`` (params one row per
+    point); the helpers of user-defined ops are defined once."""
+    declarations: list = []
+    body: list = []
+    helpers: dict = {}
+    for tape, spec in parts:
+        text = lower_kernel(tape, spec)
+        for sym in (spec.name, spec.name + "_batch"):
+            head = f"define i32 @{sym}("
+            if text.count(head) != 1:
+                raise AssertionError(f"unexpected kernel text for {sym}")
+            text = text.replace(head, f"define internal i32 @{sym}(")
+        lines = text.splitlines()
+        declarations += [ln for ln in lines if ln.startswith("declare ") and ln not in declarations]
+        current = None
+        for ln in lines:
+            if ln.startswith("declare "):
+                continue
+            if current is None and ln.startswith("define internal double @tapead_custom_"):
+                current = [ln]
+            elif current is not None:
+                current.append(ln)
+                if ln == "}":
+                    helpers[current[0]] = "\n".join(current)
+                    current = None
+            else:
+                body.append(ln)
+        body += _public_wrappers(spec, name, n_params)
+    return "\n".join(declarations + list(helpers.values()) + body) + "\n"
+
+
+def _public_wrappers(spec, name: str, n_params: int) -> list[str]:
+    public = f"{name}_{KINDS[spec.kind].public}"
+    outs = [f"ptr %o{i}" for i in range(len(spec.out_groups))]
+    args = ", ".join(["ptr %x", "ptr %p"] + outs)
+    return [
+        f"define i32 @{public}({args}) nounwind {{",
+        f"  %r = call i32 @{spec.name}({args})",
+        "  ret i32 %r", "}",
+        f"define i32 @{public}_batch({', '.join(['i64 %n', 'ptr %X', 'ptr %P'] + outs)}) nounwind {{",
+        f"  %r = call i32 @{spec.name}_batch({', '.join(['i64 %n', 'ptr %X', 'ptr %P', f'i64 {n_params}'] + outs)}, "
+        "ptr null)",
+        "  ret i32 %r", "}",
+    ]
+
+
 _generator: str | None = None
 
 
@@ -270,7 +333,7 @@ def generator_digest() -> str:
         import hashlib
         from pathlib import Path
         h = hashlib.sha256()
-        for name in ("codegen", "chunking", "native", "loops", "batchloops", "stores"):
+        for name in ("codegen", "chunking", "native", "loops", "batchloops", "stores", "kernelspec", "llvm_text"):
             h.update((Path(__file__).parent / f"{name}.py").read_bytes())
         _generator = h.hexdigest()
     from . import chunking

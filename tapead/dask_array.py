@@ -26,6 +26,7 @@ import numpy as np
 from dask.layers import ArrayBlockIdDep, ArraySliceDep
 
 from . import ad, higher, store, worker
+from .branches import program
 from .derivatives import derived
 from .calls import _scalar
 from .custom import _REGISTERED
@@ -91,7 +92,7 @@ def shipment(tape, method: str, kw: dict):
     if key is None:
         d = None
     elif key[0] == "derived":  # the gradient kernel's tape
-        d = tape.programs.get(key[1]) or tape.programs.setdefault(key[1], build())
+        d = program(tape, key[1])
     else:
         d = derived(tape, key, build).tape
     hit = tape.shipments.get(key)

@@ -16,81 +16,32 @@ import subprocess
 import warnings
 from pathlib import Path
 
-from . import ad, codegen, jit
+from . import codegen, jit
 from .errors import InputError
 from .derived_cache import derived_tape
-from .higher import hessian_tape
+from .kernelspec import KINDS, export_spec
 from .tape import Tape
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def _internal(text: str, kernel: str) -> tuple[list[str], list[str]]:
-    """Split lower()'s text into declarations and definitions, giving the definitions internal linkage."""
-    for sym in (kernel, kernel + "_batch"):
-        head = f"define i32 @{sym}("
-        if text.count(head) != 1:
-            raise AssertionError(f"unexpected kernel text for {sym}")
-        text = text.replace(head, f"define internal i32 @{sym}(")
-    lines = text.splitlines()
-    return [ln for ln in lines if ln.startswith("declare ")], [ln for ln in lines if not ln.startswith("declare ")]
-
-
-def _split_helpers(defs: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Separate the helper functions of user-defined ops (shared between kernels) from the kernels."""
-    rest, helpers, current = [], {}, None
-    for ln in defs:
-        if current is None and ln.startswith("define internal double @tapead_custom_"):
-            current = [ln]
-        elif current is not None:
-            current.append(ln)
-            if ln == "}":
-                helpers[current[0]] = "\n".join(current)
-                current = None
-        else:
-            rest.append(ln)
-    return rest, helpers
-
-
-def _wrappers(name: str, kind: str, n_out: int, n_params: int) -> list[str]:
-    """Public entry points: the point kernel as is; the batch kernel with params one row per point."""
-    k = f"__tapead_{name}_{kind}"
-    outs = [f"ptr %o{i}" for i in range(n_out)]
-    args = ", ".join(["ptr %x", "ptr %p"] + outs)
-    return [
-        f"define i32 @{name}_{kind}({args}) nounwind {{",
-        f"  %r = call i32 @{k}({args})",
-        "  ret i32 %r", "}",
-        f"define i32 @{name}_{kind}_batch({', '.join(['i64 %n', 'ptr %X', 'ptr %P'] + outs)}) nounwind {{",
-        f"  %r = call i32 @{k}_batch({', '.join(['i64 %n', 'ptr %X', 'ptr %P', f'i64 {n_params}'] + outs)}, "
-        "ptr null)",
-        "  ret i32 %r", "}",
-    ]
-
-
-def module_ir(tape: Tape, name: str, *, hessian: bool = False) -> str:
-    """LLVM IR text of the exported module: the public entry points of ``export`` and their kernels."""
-    tape.check()
+def module_ir(tape: Tape, name: str, *, hessian: bool = False, cpu: str | None = None, opt: int = 2) -> str:
+    """LLVM IR text of the exported module: the public entry points of ``export`` and their kernels (of a Tape,
+    or of a Function's tape)."""
+    tape = getattr(tape, "tape", tape).check()
     if not _IDENT.match(name):
         raise InputError(f"export name {name!r} is not a C identifier; use letters, digits and underscores")
-    n, scalar = tape.n_inputs, tape.n_outputs == 1
+    scalar = tape.n_outputs == 1
     if hessian and not scalar:
         raise InputError(f"hessian=True needs a scalar-output tape; this one has output shape "
                          f"{tape.output_shape}")
-    parts = [(tape, "value", [n], [tape.n_outputs])]
-    if scalar:
-        parts.append((ad.value_and_grad(tape), "gradient", [n], [1, n]))
-    if hessian:
-        parts.append((derived_tape(tape, ("hessian_tape", False), lambda: hessian_tape(tape)), "hessian", [n], [n * n]))
-    declarations, body, helpers = [], [], {}
-    for derived, kind, in_groups, out_groups in parts:
-        kernel = f"__tapead_{name}_{kind}"
-        decl, defs = _internal(codegen.lower(derived, kernel, in_groups, out_groups), kernel)
-        declarations += [d for d in decl if d not in declarations]
-        defs, found = _split_helpers(defs)
-        helpers.update(found)
-        body += defs + _wrappers(name, kind, len(out_groups), tape.n_params)
-    return "\n".join(declarations + list(helpers.values()) + body) + "\n"
+    kinds = ["value"] + (["value_and_gradient"] if scalar else []) + (["hessian"] if hessian else [])
+    parts = []
+    for kind in kinds:
+        k = KINDS[kind]
+        derived = tape if kind == "value" else derived_tape(tape, k.cache_key, lambda k=k: k.derive(tape))
+        parts.append((derived, export_spec(tape, kind, name, cpu, opt)))
+    return codegen.export_module(parts, name, tape.n_params)
 
 
 def _doubles(k: int) -> str:
@@ -183,9 +134,10 @@ def export(tape: Tape, directory: str | os.PathLike, name: str, *, cpu: str | No
     ``hessian=True`` adds ``NAME_hessian`` and ``NAME_hessian_batch``. Returns the paths by kind: ``object``,
     ``ir``, ``header`` and, when built, ``shared``; without a compiler a warning says so and ``shared`` is absent.
     """
-    ir = module_ir(tape, name, hessian=hessian)
+    tape = getattr(tape, "tape", tape)
     if opt is None:
         opt = 2
+    ir = module_ir(tape, name, hessian=hessian, cpu=cpu, opt=opt)
     tm = jit.target_machine(opt, jit=False, cpu=cpu)
     module = jit.optimise(ir, tm, opt)
     out = Path(directory)

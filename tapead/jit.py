@@ -21,19 +21,6 @@ from .errors import CompileError
 
 _lock = threading.Lock()
 _ready = False
-# The compile policy, in one place. A first compile must be quick (O0: ~50 us per op, linear once kernels are
-# chunked, see codegen.CHUNK); O2 costs 10-50x more but runs up to a few times faster, so only small tapes get it
-# at once and larger ones get it from a background process (calls._upgrade), at every size.
-O2_LIMIT = 300  # ops compiled at O2 at once
-ONE_LOOP_LIMIT = 2000  # ops up to which an O2 build also gets the value-and-gradient batch loop (it inlines the
-# whole kernel once more)
-
-
-def first_level(n_ops: int) -> int:
-    """The optimisation level of a kernel's first compile."""
-    return 2 if n_ops <= O2_LIMIT else 0
-
-
 def initialize() -> None:
     """Set LLVM up once per process (the native target, its asm printer, and libm for the kernels)."""
     global _ready
@@ -211,13 +198,12 @@ class Kernel:
 _POOL_ENGINES: dict = {}  # id(kernel) -> its engine, for kernels that free a pool of work arrays when dropped
 
 
-def compile_kernel(ir, name: str, n_in_groups: int, n_out_groups: int, n_ops: int,
-                   opt: int | None = None, extra_symbols: tuple[str, ...] = (), fast_masks=(),
-                   elsewhere: bool = False) -> Kernel:
-    """Compile with the optimisation level the tape size calls for (O2 up to O2_LIMIT ops, else O0)."""
-    if opt is None:
-        opt = first_level(n_ops)
-    return Kernel(ir, name, n_in_groups, n_out_groups, opt, extra_symbols, fast_masks, elsewhere)
+def compile_kernel(ir, spec, elsewhere: bool = False) -> Kernel:
+    """Compile the IR of a ``kernelspec.KernelSpec`` at its level into a Kernel with its point, batch, fast-batch
+    and entry functions bound."""
+    extra = (spec.name + "_entry",) if spec.entry else ()
+    return Kernel(ir, spec.name, len(spec.in_groups), len(spec.out_groups), spec.opt, extra, spec.fast_masks,
+                  elsewhere)
 
 
 def cached_engine(ir, tm, opt: int) -> tuple[object, bool]:

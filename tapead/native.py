@@ -53,15 +53,18 @@ def _register_api() -> None:
         _registered = True
 
 
-def lower_entry(name: str, kernel_name: str, in_shapes: list, params_shape, out_shapes: list,
-                scalar_result: bool) -> str:
-    """IR for ``PyObject *name(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs)``.
+def lower_entry(spec) -> str:
+    """IR for ``PyObject *NAME_entry(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs)``, the native
+    entry point of the kernel a ``kernelspec.KernelSpec`` describes.
 
     ``args = (inputs..., params, outs...)``. ``params`` must be None for a tape without params and an array
     for one with them; an out may be None (the kernel skips it). Returns the last out array (new reference),
     or with ``scalar_result`` a float built from the kernel's single output; otherwise it returns
     ``fallback(*args)``, the Python path (which converts, dispatches branches or raises).
     """
+    name, kernel_name = spec.name + "_entry", spec.name
+    in_shapes, params_shape, out_shapes, scalar_result = spec.in_shapes, spec.param_shape, spec.out_shapes, \
+        spec.scalar_result
     specs = [(s, "in") for s in in_shapes] + [(params_shape, "params")] + [(s, "out") for s in out_shapes]
     k = len(specs)
     L = ["%buf = type { ptr, ptr, i64, i64, i32, i32, ptr, ptr, ptr, ptr, ptr }",
