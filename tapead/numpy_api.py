@@ -13,7 +13,7 @@ import numpy as np
 from . import elementwise as ew
 from . import ops
 from .errors import TracingError
-from .tracer import Scalar, TracedArray, _reduce, elementwise, power, to_cells, wrap
+from .tracer import Scalar, TracedArray, _reduce, elementwise, to_cells, wrap
 
 
 def _square(x): return x * x
@@ -21,19 +21,14 @@ def _reciprocal(x): return 1.0 / x
 from .tracer import logical_and as _logical_and, logical_not as _logical_not, logical_or as _logical_or  # noqa
 
 
-UFUNCS = {
-    "add": ops.add, "subtract": ops.sub, "multiply": ops.mul, "divide": ops.div, "true_divide": ops.div,
-    "negative": ops.neg, "positive": lambda x: x, "power": power, "float_power": power, "square": _square,
-    "reciprocal": _reciprocal, "sin": ops.sin, "cos": ops.cos, "tan": ops.tan, "exp": ops.exp, "log": ops.log,
-    "sqrt": ops.sqrt, "tanh": ops.tanh, "sinh": ops.sinh, "cosh": ops.cosh, "log1p": ops.log1p,
-    "expm1": ops.expm1, "arcsin": ops.arcsin, "arccos": ops.arccos, "arctan": ops.arctan,
-    "arctan2": ops.arctan2, "hypot": ops.hypot, "absolute": ops.absolute, "fabs": ops.absolute,
-    "sign": ops.sign, "maximum": ops.maximum, "minimum": ops.minimum, "less": ops.lt, "less_equal": ops.le,
-    "greater": ops.gt, "greater_equal": ops.ge, "equal": ops.eq, "not_equal": ops.ne,
+# the ufuncs that are rows of the op table, by the names the table gives (numpy dispatch finds a ufunc by name,
+# scipy.special's too), then the ufuncs written with rows
+UFUNCS = {name: row.surface or row for row in ops.BY_CODE for name in (row.spelling, *row.aliases) if name}
+UFUNCS.update({
+    "positive": lambda x: x, "square": _square, "reciprocal": _reciprocal, "conjugate": lambda x: x,
     "logical_and": _logical_and, "logical_or": _logical_or, "logical_not": _logical_not,
-    "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, "conjugate": lambda x: x,
-    **ew.UFUNCS,
-}
+    "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, **ew.UFUNCS,
+})
 _REDUCIBLE = {"add", "multiply", "maximum", "minimum", "fmax", "fmin", "logaddexp", "logaddexp2"}
 _UFUNC_KEYWORDS = {"__call__": {"out", "dtype", "casting"}, "reduce": {"out", "dtype", "axis", "keepdims"},
                    "accumulate": {"out", "dtype", "axis"}, "outer": {"out", "dtype", "casting"}}

@@ -15,7 +15,6 @@ import numpy as np
 
 from . import ops
 from .errors import TracingError
-from .ops import OPS
 from .recorder import _CONST, Recorder
 
 
@@ -112,18 +111,18 @@ class Scalar:
         raise TypeError("len() of a traced scalar")
 
     # ---- arithmetic --------------------------------------------------------------------------------
-    # a Scalar or number operand needs no broadcasting: straight to the op (as ops.call would)
-    def __add__(self, o): return self._emit(OPS["add"], (self, o)) if type(o) in _PLAIN else _binary(ops.add, self, o)
-    def __radd__(self, o): return self._emit(OPS["add"], (o, self)) if type(o) in _PLAIN else _binary(ops.add, o, self)
-    def __sub__(self, o): return self._emit(OPS["sub"], (self, o)) if type(o) in _PLAIN else _binary(ops.sub, self, o)
-    def __rsub__(self, o): return self._emit(OPS["sub"], (o, self)) if type(o) in _PLAIN else _binary(ops.sub, o, self)
-    def __mul__(self, o): return self._emit(OPS["mul"], (self, o)) if type(o) in _PLAIN else _binary(ops.mul, self, o)
-    def __rmul__(self, o): return self._emit(OPS["mul"], (o, self)) if type(o) in _PLAIN else _binary(ops.mul, o, self)
+    # a Scalar or number operand needs no broadcasting: straight to the op (as calling the row would)
+    def __add__(self, o): return self._emit(ops.add, (self, o)) if type(o) in _PLAIN else _binary(ops.add, self, o)
+    def __radd__(self, o): return self._emit(ops.add, (o, self)) if type(o) in _PLAIN else _binary(ops.add, o, self)
+    def __sub__(self, o): return self._emit(ops.sub, (self, o)) if type(o) in _PLAIN else _binary(ops.sub, self, o)
+    def __rsub__(self, o): return self._emit(ops.sub, (o, self)) if type(o) in _PLAIN else _binary(ops.sub, o, self)
+    def __mul__(self, o): return self._emit(ops.mul, (self, o)) if type(o) in _PLAIN else _binary(ops.mul, self, o)
+    def __rmul__(self, o): return self._emit(ops.mul, (o, self)) if type(o) in _PLAIN else _binary(ops.mul, o, self)
     def __truediv__(self, o):
-        return self._emit(OPS["div"], (self, o)) if type(o) in _PLAIN else _binary(ops.div, self, o)
+        return self._emit(ops.div, (self, o)) if type(o) in _PLAIN else _binary(ops.div, self, o)
 
     def __rtruediv__(self, o):
-        return self._emit(OPS["div"], (o, self)) if type(o) in _PLAIN else _binary(ops.div, o, self)
+        return self._emit(ops.div, (o, self)) if type(o) in _PLAIN else _binary(ops.div, o, self)
 
     def __pow__(self, o): return _binary(power, self, o)
     def __rpow__(self, o): return _binary(power, o, self)
@@ -194,25 +193,7 @@ def _binary(fn, a, b):
     return fn(a, b)
 
 
-def power(x, y):
-    """x ** y. Constant exponents 2..64 become multiplications (exact to an ulp, differentiable at 0 and inf),
-    x ** -1 is 1 / x; other constant exponents, negative integers among them, stay ``pow``: 1 / (x * x) would
-    give NaN derivatives at 0 and inf where y * x ** (y - 1) gives the right infinities and zeros, and
-    sqrt(x) would differ from pow(x, 0.5) at -0 and -inf."""
-    if not isinstance(y, Scalar):
-        y = as_float(y)
-        if y.is_integer() and 0 <= y <= 64:
-            n, result, base = int(y), None, x
-            while n:
-                if n & 1:
-                    result = base if result is None else result * base
-                n >>= 1
-                if n:
-                    base = base * base
-            return 1.0 if result is None else result
-        if y == -1.0:
-            return 1.0 / x
-    return ops.power(x, y)
+power = ops.power.surface  # x ** y: small integer powers become multiplications (the pow row says how)
 
 
 # ---- arrays -----------------------------------------------------------------------------------------
