@@ -117,7 +117,7 @@ def _pow_dy(g, x, y, out):
 @op("pow", 2, np.power, libm_call("pow", 2), domain=(0.0, INF), libm=("pow",),
     note="d/dx = y * x**(y-1) (no log, so finite at x = 0 for y >= 1); d/dy = 0 where x == 0 (0**y is "
          "constant in y on each side of y = 0)", right_identity=1.0, spelling="power", aliases=("float_power",),
-    surface=_power, tangent=lambda ts, x, y, out: plus(times(ts[0], y * power(x, y - 1.0)),
+    surface=_power, tangent=lambda ts, x, y, out: plus(None if ts[0] is None else ts[0] * (y * power(x, y - 1.0)),
                                                        None if ts[1] is None else _pow_dy(ts[1], x, y, out)))
 def _(g, x, y, out): return g * (y * power(x, y - 1.0)), _pow_dy(g, x, y, out)
 

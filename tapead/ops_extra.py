@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optable import BY_CODE, INF, OPS, choose, expose, libm_call as _libm, minus, op, plus, times
+from .optable import BY_CODE, INF, OPS, choose, expose, libm_call as _libm, minus, op, plus
 
 # the rows of ops.py these rules call (ops.py loads this module after declaring them: loaded first, this fails
 # here instead of giving the rows below other codes)
@@ -71,6 +71,11 @@ def _(g, x, out): return (g / (sqrt(x - 1.0) * sqrt(x + 1.0)),)
 def _(g, x, out): return (g / ((1.0 - x) * (1.0 + x)),)
 
 
+def _quotient_step_tangent(ts, x, y, out):
+    """fmod and mod: t0 - t1 * rint((x - out) / y), the integer quotient's term only for a nonzero t1."""
+    return minus(ts[0], None if ts[1] is None else ts[1] * rint((x - out) / y))
+
+
 def _no_tangent(ts, *args_out):
     return None
 
@@ -93,7 +98,7 @@ def _(g, x, out): return (g,)
 
 @op("fmod", 2, np.fmod, "{out} = frem double {0}, {1}", smooth=False,
     note="C fmod (sign of x); d/dx = 1, d/dy = -trunc(x / y); NaN for y = 0 or infinite x", spelling="fmod",
-    tangent=lambda ts, x, y, out: minus(ts[0], times(ts[1], rint((x - out) / y))))
+    tangent=_quotient_step_tangent)
 def _(g, x, y, out): return g, -(g * rint((x - out) / y))
 
 
@@ -108,7 +113,7 @@ _SIGNED_ZERO_OF_Y = ("{out}.yb = bitcast double {1} to i64\n{out}.yn = icmp slt 
     "{out}.r = select i1 {out}.adj, double {out}.a, double {out}.m\n" + _SIGNED_ZERO_OF_Y +
     "{out}.iz = fcmp oeq double {out}.m, 0.0\n{out} = select i1 {out}.iz, double {out}.z, double {out}.r",
     smooth=False, note="np.remainder / %: sign of y, a zero result takes y's sign (numpy); d/dx = 1, "
-    "d/dy = -floor(x / y)", spelling="remainder", tangent=lambda ts, x, y, out: minus(ts[0], times(ts[1], rint((x - out) / y))))
+    "d/dy = -floor(x / y)", spelling="remainder", tangent=_quotient_step_tangent)
 def _(g, x, y, out): return g, -(g * rint((x - out) / y))
 
 
@@ -211,7 +216,7 @@ for _name, _fn, _pred, _cmp in [("fmax", np.fmax, "oge", OPS["ge"]), ("fmin", np
     "{out}.xm = and i64 {out}.xb, 9223372036854775807\n{out}.ys = and i64 {out}.yb, -9223372036854775808\n"
     "{out}.r = or i64 {out}.xm, {out}.ys\n{out} = bitcast i64 {out}.r to double", smooth=False,
     note="|x| with the sign bit of y; d/dx = sign(x) * copysign(1, y) (0 at x = +-0, as |x|), d/dy = 0",
-    spelling="copysign", tangent=lambda ts, x, y, out: times(ts[0], sign(x) * copysign(1.0, y)))
+    spelling="copysign", tangent=lambda ts, x, y, out: None if ts[0] is None else ts[0] * (sign(x) * copysign(1.0, y)))
 def _(g, x, y, out): return g * (sign(x) * copysign(1.0, y)), None
 
 
