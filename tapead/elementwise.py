@@ -12,6 +12,7 @@ import numpy as np
 from . import ops
 from . import ops_extra as ox
 from .errors import TracingError
+from . import tracer
 from .tracer import elementwise, to_cells, wrap
 
 PI = float(np.pi)
@@ -97,6 +98,32 @@ UFUNCS = {  # the ufuncs written with rows (those that are rows are found throug
 }
 
 
+def where(condition, a=None, b=None):
+    """Branch-free choice, elementwise: ``a`` where ``condition`` is true, else ``b``.
+
+    Records a select: the value of the branch not taken is ignored and its derivative is exactly zero.
+    """
+    if a is None or b is None:
+        raise TracingError("np.where(condition) with one argument returns indices, which cannot depend on "
+                           "traced values; use np.where(condition, a, b)")
+    return elementwise(ops.select, condition, a, b)
+
+
+def reduce_along(fn, a, axis=None, keepdims=False):
+    """Reduce with a binary op over ``axis`` (None, an int or a tuple of ints), as numpy's reductions do."""
+    cells = np.asarray(to_cells(a), dtype=object)
+    if cells.size == 0:
+        raise TracingError("max/min of an empty traced array")
+    axes = tuple(range(cells.ndim)) if axis is None else tuple(int(x) % max(cells.ndim, 1)
+                                                              for x in np.atleast_1d(axis))
+    keep = [n for i, n in enumerate(cells.shape) if i not in axes]
+    flat = np.moveaxis(cells, axes, tuple(range(cells.ndim - len(axes), cells.ndim))).reshape(keep + [-1])
+    r = np.frompyfunc(fn, 2, 1).reduce(flat, axis=-1)
+    if keepdims:
+        r = np.reshape(r, [1 if i in axes else n for i, n in enumerate(cells.shape)])
+    return wrap(r)
+
+
 def divmod_(a, b):
     """np.divmod / divmod(): (floor_divide, remainder), numpy's conventions."""
     return elementwise(ox.floor_divide, a, b), elementwise(ox.remainder, a, b)
@@ -121,3 +148,6 @@ def astype(a, dtype):
     raise TracingError(f"astype({dt}) of a traced value: tapes compute in float64, and a {dt} cast cannot be "
                        "recorded. Use astype(float) / astype(np.float32) / astype(int) (truncation), or np.trunc, "
                        "np.floor, np.round, np.abs explicitly.")
+
+
+tracer.install(cast=astype)
