@@ -184,3 +184,18 @@ def test_ops_module_binds_every_row_by_name_and_spelling():
         for spelling in filter(None, (row.spelling, *row.aliases)):
             assert UFUNCS[spelling] is (row.surface or row), spelling
     assert ops_extra.floor_divide is OPS["floordiv"] and ops.absolute is OPS["abs"]
+
+
+@pytest.mark.parametrize("row", [r for r in BUILT_IN if r.no_derivative or r.passive], ids=lambda r: r.name)
+def test_no_derivative_and_passive_arguments_match_the_rules(row):
+    """What sparsity and activity analysis trust: a row marked ``no_derivative`` gives no contribution and no
+    tangent anywhere, and a ``passive`` argument (select's condition) never receives a contribution."""
+    rng = np.random.default_rng(3)
+    for args in _inside(row, 8, rng):
+        args = tuple(np.float64(a) for a in args)
+        out = np.float64(row(*args))
+        contributions = row.rule(np.float64(1.5), *args, out)
+        passive = range(row.arity) if row.no_derivative else row.passive
+        assert all(contributions[j] is None for j in passive), (row.name, contributions)
+        if row.no_derivative:
+            assert row.tangent((np.float64(1.5),) * row.arity, *args, out) is None
