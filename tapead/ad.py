@@ -1,15 +1,16 @@
 """Derivatives as tape transforms: Tape -> Tape. No numpy math and no LLVM here, only replays under a recorder.
 
 ``replay`` interprets a tape on tracers, which records a new tape (folding and sharing as it goes); the
-reverse and forward transforms replay the forward instructions and then apply each op's derivative rule,
-itself written in ops, so the derivative program is recorded too. Higher orders come from composing these.
+reverse and forward transforms replay the forward instructions and then apply each op's reverse rule (once per
+instruction, for all its arguments) or forward rule (once per instruction, from all its argument tangents),
+themselves written in ops, so the derivative program is recorded too. Higher orders come from composing these.
 """
 from __future__ import annotations
 
 import heapq
 
 from .errors import TapeadError
-from .ops import BY_CODE, NO_DERIVATIVE, OPS, call, select
+from .ops import BY_CODE, OPS, select
 from .recorder import Recorder
 from .tape import Tape
 from .tracer import Scalar
@@ -45,7 +46,7 @@ def replay(tape: Tape, xs: list, ps: list) -> list:
             continue
         op, a, b, c = code[i]
         row = BY_CODE[op]
-        vals.append(call(row.name, *(vals[a], vals[b], vals[c])[:row.arity]))
+        vals.append(row(*(vals[a], vals[b], vals[c])[:row.arity]))
         i += 1
     return vals
 
@@ -82,7 +83,7 @@ def _active(tape: Tape) -> bytearray:
             if args[1] == 0:
                 on = any(act[a] for a in np.unique(maps[args[0]].tables).tolist())
             act[first + i] = on
-        elif BY_CODE[code].name not in NO_DERIVATIVE:
+        elif not BY_CODE[code].no_derivative:
             act[first + i] = any(act[a] for a in args[:BY_CODE[code].arity])
     return act
 
@@ -200,44 +201,36 @@ def forward(tape: Tape, vals: list, tangents: list) -> list:
         i = heappop(todo)
         row, args = steps[i]
         out = first + i
-        rule = row.rule
-        # the contributions of the nonzero argument tangents, in argument order, and their shared mask (the
-        # mask of every nonzero argument tangent when all agree, else None); at least one tangent is nonzero
+        # the tangent of the result (the row's forward rule, given the nonzero argument tangents) and the
+        # arguments' shared mask: the mask of every nonzero argument tangent when all agree, else None; at least
+        # one argument tangent is nonzero
         if len(args) == 2:
             a0, a1 = args
             t0, t1 = tan[a0], tan[a1]
             if t0 is None:
                 shared = mask[a1]
-                total = rule(t1, vals[a0], vals[a1], vals[out])[1]
             elif t1 is None:
                 shared = mask[a0]
-                total = rule(t0, vals[a0], vals[a1], vals[out])[0]
             else:
                 m0 = mask[a0]
                 shared = m0 if m0 == mask[a1] else None
-                total = rule(t0, vals[a0], vals[a1], vals[out])[0]
-                c = rule(t1, vals[a0], vals[a1], vals[out])[1]
-                if c is not None:
-                    total = c if total is None else total + c
+            total = row.tangent((t0, t1), vals[a0], vals[a1], vals[out])
         elif len(args) == 1:
             a0 = args[0]
             shared = mask[a0]
-            total = rule(tan[a0], vals[a0], vals[out])[0]
+            total = row.tangent((tan[a0],), vals[a0], vals[out])
         else:
-            total, shared = None, unset
-            for j, a in enumerate(args):
-                t = tan[a]
+            ts = [tan[a] for a in args]
+            shared = unset
+            for a, t in zip(args, ts):
                 if t is not None:
-                    m = mask[a]
                     if shared is unset:
-                        shared = m
-                    elif shared != m:
+                        shared = mask[a]
+                    elif shared != mask[a]:
                         shared = None
-                    c = rule(t, *[vals[x] for x in args], vals[out])[j]
-                    if c is not None:
-                        total = c if total is None else total + c
             if shared is unset:
                 shared = None
+            total = row.tangent(ts, *[vals[a] for a in args], vals[out])
         if total is None:
             continue
         if shared is not None and isinstance(total, Scalar):

@@ -83,7 +83,7 @@ class CustomOp:
             out = self.fn(*(np.asarray(a, dtype=np.float64) for a in args))  # plain numbers: plain numpy
             return float(out) if np.ndim(out) == 0 else np.asarray(out, dtype=np.float64)
         row = self.row or self._register()
-        return elementwise(lambda *a: ops.call(row.name, *a), *args)
+        return elementwise(row, *args)
 
 
 def custom_op(fn: Callable | None = None, *, name: str | None = None):

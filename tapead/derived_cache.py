@@ -20,7 +20,7 @@ from .ops import BY_CODE, OPS, call
 from .tape import Tape
 
 FORMAT = 1
-_TRANSFORMS = ("ad", "higher", "sparsity", "recorder", "tracer", "ops", "ops_extra", "store", "tape", "record", "structure", "maparray", "maps_ad", "separable")
+_TRANSFORMS = ("ad", "higher", "sparsity", "recorder", "tracer", "optable", "ops", "ops_extra", "store", "tape", "record", "structure", "maparray", "mapfuse", "maps_ad", "separable")
 _code_digest: str | None = None
 
 

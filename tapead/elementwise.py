@@ -12,6 +12,7 @@ import numpy as np
 from . import ops
 from . import ops_extra as ox
 from .errors import TracingError
+from . import tracer
 from .tracer import elementwise, to_cells, wrap
 
 PI = float(np.pi)
@@ -87,18 +88,40 @@ _INVERSE = ("Write it as a tapead.custom_op whose body runs a fixed number of Ne
             "scipy.special.erf and whose derivative is sqrt(pi)/2 * exp(y**2)")
 _BESSEL = "Write it as a tapead.custom_op (a series or rational approximation) with its derivative rule"
 
-UFUNCS = {
-    "erf": ox.erf, "erfc": ox.erfc, "cbrt": ox.cbrt, "exp2": ox.exp2, "log2": ox.log2, "log10": ox.log10,
-    "arcsinh": ox.arcsinh, "arccosh": ox.arccosh, "arctanh": ox.arctanh, "fmod": ox.fmod,
-    "remainder": ox.remainder, "floor_divide": ox.floor_divide, "floor": ox.floor, "ceil": ox.ceil,
-    "trunc": ox.trunc, "rint": ox.rint, "logaddexp": ox.logaddexp, "logaddexp2": ox.logaddexp2,
-    "fmax": ox.fmax, "fmin": ox.fmin, "copysign": ox.copysign, "deg2rad": deg2rad, "radians": deg2rad,
+UFUNCS = {  # the ufuncs written with rows (those that are rows are found through the op table)
+    "deg2rad": deg2rad, "radians": deg2rad,
     "rad2deg": rad2deg, "degrees": rad2deg, "heaviside": heaviside, "isnan": isnan, "isinf": isinf,
     "isfinite": isfinite, "expit": expit, "logit": logit,
     "erfinv": _refuse_special("erfinv", _INVERSE), "erfcinv": _refuse_special("erfcinv", _INVERSE),
     "i0": _refuse_special("i0", _BESSEL), "i0e": _refuse_special("i0e", _BESSEL),
     "i1": _refuse_special("i1", _BESSEL), "i1e": _refuse_special("i1e", _BESSEL),
 }
+
+
+def where(condition, a=None, b=None):
+    """Branch-free choice, elementwise: ``a`` where ``condition`` is true, else ``b``.
+
+    Records a select: the value of the branch not taken is ignored and its derivative is exactly zero.
+    """
+    if a is None or b is None:
+        raise TracingError("np.where(condition) with one argument returns indices, which cannot depend on "
+                           "traced values; use np.where(condition, a, b)")
+    return elementwise(ops.select, condition, a, b)
+
+
+def reduce_along(fn, a, axis=None, keepdims=False):
+    """Reduce with a binary op over ``axis`` (None, an int or a tuple of ints), as numpy's reductions do."""
+    cells = np.asarray(to_cells(a), dtype=object)
+    if cells.size == 0:
+        raise TracingError("max/min of an empty traced array")
+    axes = tuple(range(cells.ndim)) if axis is None else tuple(int(x) % max(cells.ndim, 1)
+                                                              for x in np.atleast_1d(axis))
+    keep = [n for i, n in enumerate(cells.shape) if i not in axes]
+    flat = np.moveaxis(cells, axes, tuple(range(cells.ndim - len(axes), cells.ndim))).reshape(keep + [-1])
+    r = np.frompyfunc(fn, 2, 1).reduce(flat, axis=-1)
+    if keepdims:
+        r = np.reshape(r, [1 if i in axes else n for i, n in enumerate(cells.shape)])
+    return wrap(r)
 
 
 def divmod_(a, b):
@@ -117,7 +140,7 @@ def astype(a, dtype):
     if dt == np.float64:
         return wrap(np.array(to_cells(a), dtype=object, copy=True))
     if dt == np.float32:
-        return elementwise(ox.float32, a)
+        return elementwise(ox.f32, a)
     if dt.kind == "i":
         return elementwise(ox.trunc, a)
     if dt.kind == "b":
@@ -125,3 +148,6 @@ def astype(a, dtype):
     raise TracingError(f"astype({dt}) of a traced value: tapes compute in float64, and a {dt} cast cannot be "
                        "recorded. Use astype(float) / astype(np.float32) / astype(int) (truncation), or np.trunc, "
                        "np.floor, np.round, np.abs explicitly.")
+
+
+tracer.install(cast=astype)

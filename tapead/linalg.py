@@ -13,7 +13,8 @@ import numpy as np
 
 from . import ops
 from .errors import TracingError
-from .tracer import Scalar, to_cells, wrap
+from .elementwise import reduce_along as _reduce
+from .tracer import Scalar, elementwise, to_cells, wrap
 
 LinAlgError = np.linalg.LinAlgError
 SlogdetResult = type(np.linalg.slogdet(np.eye(1)))
@@ -278,6 +279,22 @@ def cholesky(a, /, *, upper: bool = False):
     m = square_stack(a, "cholesky")
     r = each(m, _cholesky_one, m.shape[-2:])
     return wrap(np.swapaxes(r, -1, -2) if upper else r)
+
+
+def norm(x, ord=None, axis=None, keepdims=False):
+    """2-norm of vectors, Frobenius norm of matrices (``ord=None``); 1- and inf-norms of vectors."""
+    cells = np.asarray(to_cells(x), dtype=object)
+    matrix = (axis is None and cells.ndim == 2) or (isinstance(axis, tuple) and len(axis) == 2)
+    if matrix and ord not in (None, "fro"):
+        raise TracingError(f"np.linalg.norm with ord={ord!r} over a matrix is not supported on traced values "
+                           "(only the Frobenius norm, ord=None or 'fro')")
+    if ord in (None, 2, "fro"):
+        return elementwise(ops.sqrt, wrap(np.sum(cells * cells, axis=axis, keepdims=keepdims)))
+    if ord == 1:
+        return wrap(np.sum(to_cells(elementwise(ops.absolute, cells)), axis=axis, keepdims=keepdims))
+    if ord == np.inf and cells.ndim == 1:
+        return _reduce(ops.maximum, elementwise(ops.absolute, cells))
+    raise TracingError(f"np.linalg.norm with ord={ord!r} on a {cells.ndim}-d traced array is not supported")
 
 
 CUSTOM = {np.linalg.det: det, np.linalg.slogdet: slogdet, np.linalg.inv: inv, np.linalg.solve: solve,

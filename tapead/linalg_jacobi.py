@@ -16,9 +16,10 @@ import numpy as np
 from . import ops
 from .errors import TracingError
 from .linalg import LinAlgError, cells, square_stack, value
-from .numpy_api import norm as _vector_norm
+from .linalg import norm as _vector_norm
 from .numpy_more import sort_order
-from .tracer import _reduce, wrap
+from .elementwise import reduce_along as _reduce
+from .tracer import wrap
 
 EighResult = type(np.linalg.eigh(np.eye(1)))
 SVDResult = type(np.linalg.svd(np.eye(1)))

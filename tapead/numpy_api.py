@@ -11,9 +11,13 @@ import inspect
 import numpy as np
 
 from . import elementwise as ew
+from . import linalg as _linalg, linalg_jacobi as _jacobi, maparray, numpy_more as _more  # noqa: F401
 from . import ops
+from . import tracer
+from .elementwise import where  # noqa: F401  (tapead.where)
 from .errors import TracingError
-from .tracer import Scalar, TracedArray, _reduce, elementwise, power, to_cells, wrap
+from .elementwise import reduce_along as _reduce
+from .tracer import Scalar, TracedArray, elementwise, to_cells, wrap
 
 
 def _square(x): return x * x
@@ -21,19 +25,14 @@ def _reciprocal(x): return 1.0 / x
 from .tracer import logical_and as _logical_and, logical_not as _logical_not, logical_or as _logical_or  # noqa
 
 
-UFUNCS = {
-    "add": ops.add, "subtract": ops.sub, "multiply": ops.mul, "divide": ops.div, "true_divide": ops.div,
-    "negative": ops.neg, "positive": lambda x: x, "power": power, "float_power": power, "square": _square,
-    "reciprocal": _reciprocal, "sin": ops.sin, "cos": ops.cos, "tan": ops.tan, "exp": ops.exp, "log": ops.log,
-    "sqrt": ops.sqrt, "tanh": ops.tanh, "sinh": ops.sinh, "cosh": ops.cosh, "log1p": ops.log1p,
-    "expm1": ops.expm1, "arcsin": ops.arcsin, "arccos": ops.arccos, "arctan": ops.arctan,
-    "arctan2": ops.arctan2, "hypot": ops.hypot, "absolute": ops.absolute, "fabs": ops.absolute,
-    "sign": ops.sign, "maximum": ops.maximum, "minimum": ops.minimum, "less": ops.lt, "less_equal": ops.le,
-    "greater": ops.gt, "greater_equal": ops.ge, "equal": ops.eq, "not_equal": ops.ne,
+# the ufuncs that are rows of the op table, by the names the table gives (numpy dispatch finds a ufunc by name,
+# scipy.special's too), then the ufuncs written with rows
+UFUNCS = {name: row.surface or row for row in ops.BY_CODE for name in (row.spelling, *row.aliases) if name}
+UFUNCS.update({
+    "positive": lambda x: x, "square": _square, "reciprocal": _reciprocal, "conjugate": lambda x: x,
     "logical_and": _logical_and, "logical_or": _logical_or, "logical_not": _logical_not,
-    "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, "conjugate": lambda x: x,
-    **ew.UFUNCS,
-}
+    "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, **ew.UFUNCS,
+})
 _REDUCIBLE = {"add", "multiply", "maximum", "minimum", "fmax", "fmin", "logaddexp", "logaddexp2"}
 _UFUNC_KEYWORDS = {"__call__": {"out", "dtype", "casting"}, "reduce": {"out", "dtype", "axis", "keepdims"},
                    "accumulate": {"out", "dtype", "axis"}, "outer": {"out", "dtype", "casting"}}
@@ -73,17 +72,6 @@ def array_ufunc(ufunc, method, inputs, kwargs):
     raise TracingError(f"np.{name}.{method} is not supported on traced values")
 
 
-def where(condition, a=None, b=None):
-    """Branch-free choice, elementwise: ``a`` where ``condition`` is true, else ``b``.
-
-    Records a select: the value of the branch not taken is ignored and its derivative is exactly zero.
-    """
-    if a is None or b is None:
-        raise TracingError("np.where(condition) with one argument returns indices, which cannot depend on "
-                           "traced values; use np.where(condition, a, b)")
-    return elementwise(ops.select, condition, a, b)
-
-
 def clip(a, a_min, a_max, out=None, **kwargs):
     """``minimum(maximum(a, a_min), a_max)``: ties send the derivative to ``a``."""
     if out is not None:
@@ -93,22 +81,6 @@ def clip(a, a_min, a_max, out=None, **kwargs):
     if a_max is not None:
         a = elementwise(ops.minimum, a, a_max)
     return a
-
-
-def norm(x, ord=None, axis=None, keepdims=False):
-    """2-norm of vectors, Frobenius norm of matrices (``ord=None``); 1- and inf-norms of vectors."""
-    cells = np.asarray(to_cells(x), dtype=object)
-    matrix = (axis is None and cells.ndim == 2) or (isinstance(axis, tuple) and len(axis) == 2)
-    if matrix and ord not in (None, "fro"):
-        raise TracingError(f"np.linalg.norm with ord={ord!r} over a matrix is not supported on traced values "
-                           "(only the Frobenius norm, ord=None or 'fro')")
-    if ord in (None, 2, "fro"):
-        return elementwise(ops.sqrt, wrap(np.sum(cells * cells, axis=axis, keepdims=keepdims)))
-    if ord == 1:
-        return wrap(np.sum(to_cells(elementwise(ops.absolute, cells)), axis=axis, keepdims=keepdims))
-    if ord == np.inf and cells.ndim == 1:
-        return _reduce(ops.maximum, elementwise(ops.absolute, cells))
-    raise TracingError(f"np.linalg.norm with ord={ord!r} on a {cells.ndim}-d traced array is not supported")
 
 
 def _like(fill):
@@ -157,7 +129,7 @@ def _truth_reduce(nonzero: bool):
 
 
 CUSTOM = {
-    np.where: where, np.clip: clip, np.linalg.norm: norm, np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
+    np.where: where, np.clip: clip, np.linalg.norm: _linalg.norm, np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
     np.full_like: _full_like,
     np.max: _extreme(ops.maximum, "max"), np.min: _extreme(ops.minimum, "min"),
     np.amax: _extreme(ops.maximum, "amax"), np.amin: _extreme(ops.minimum, "amin"),
@@ -204,8 +176,6 @@ def _float64_dtype_dropped(func, args, kwargs):
     return bound.args, bound.kwargs
 
 
-from . import linalg as _linalg, linalg_jacobi as _jacobi, numpy_more as _more  # noqa: E402  (they use this module)
-
 CUSTOM.update(_linalg.CUSTOM)
 CUSTOM.update(_jacobi.CUSTOM)
 CUSTOM.update(_more.CUSTOM)
@@ -226,3 +196,6 @@ def array_function(func, args, kwargs):
     raise TracingError(f"{name.replace('numpy.', 'np.')} is not supported on traced values. Supported: "
                        "elementwise ufuncs, " + ", ".join(sorted({f.__name__ for f in STRUCTURAL} |
                                                                  {f.__name__ for f in CUSTOM})))
+
+
+tracer.install(array_ufunc=array_ufunc, array_function=array_function)

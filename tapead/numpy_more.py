@@ -13,7 +13,7 @@ import numpy as np
 
 from . import ops
 from .errors import TracingError
-from .numpy_api import where
+from .elementwise import where
 from .tracer import elementwise, logical_and, logical_or, to_cells, wrap
 
 _NO = np._NoValue

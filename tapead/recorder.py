@@ -5,7 +5,6 @@ It deals in integer node ids; the tracer types of ``tracer.py`` wrap those ids f
 """
 from __future__ import annotations
 
-import operator
 import struct
 from itertools import compress
 
@@ -19,16 +18,15 @@ _INPUT, _PARAM, _CONST, _MAPOUT = -1, -2, -3, -4  # node kinds that are not ops 
 _COMPARISON_CODES = frozenset(OPS[n].code for n in COMPARISONS)
 # op codes are fixed once declared (declaring a name again keeps its code), so the hot path compares codes
 _COMMUTATIVE_CODES = frozenset(row.code for row in OPS.values() if row.commutative)  # a fact of the op table
-_ADD, _SUB, _MUL, _NEG = (OPS[n].code for n in ("add", "sub", "mul", "neg"))
-_NEG_ROW = OPS["neg"]
+_NEG_ROW = OPS["neg"]  # what the negation identities record
 # the ops with identities in the op table (fixed once declared, as codes are)
 _IDENTITY_CODES = frozenset(row.code for row in OPS.values() if row.chooses or row.involution or any(
     v is not None for v in (row.right_identity, row.left_identity, row.right_negation, row.left_negation,
                             row.absorbing)))
 _pack = struct.Struct("<d").pack
-# ops whose Python float arithmetic is the same IEEE operation as numpy's and never raises (no division): the
-# concrete values of a recording fold without a numpy call
-_PYTHON_FOLD = {_ADD: operator.add, _SUB: operator.sub, _MUL: operator.mul, _NEG: operator.neg}
+# ops whose Python float arithmetic is the same IEEE operation as numpy's and never raises (a fact of the op
+# table): the concrete values of a recording fold without a numpy call
+_PYTHON_FOLD = {row.code: row.python for row in OPS.values() if row.python is not None}
 
 
 class Recorder:

@@ -15,7 +15,6 @@ import numpy as np
 
 from . import ops
 from .errors import TracingError
-from .ops import OPS
 from .recorder import _CONST, Recorder
 
 
@@ -112,18 +111,18 @@ class Scalar:
         raise TypeError("len() of a traced scalar")
 
     # ---- arithmetic --------------------------------------------------------------------------------
-    # a Scalar or number operand needs no broadcasting: straight to the op (as ops.call would)
-    def __add__(self, o): return self._emit(OPS["add"], (self, o)) if type(o) in _PLAIN else _binary(ops.add, self, o)
-    def __radd__(self, o): return self._emit(OPS["add"], (o, self)) if type(o) in _PLAIN else _binary(ops.add, o, self)
-    def __sub__(self, o): return self._emit(OPS["sub"], (self, o)) if type(o) in _PLAIN else _binary(ops.sub, self, o)
-    def __rsub__(self, o): return self._emit(OPS["sub"], (o, self)) if type(o) in _PLAIN else _binary(ops.sub, o, self)
-    def __mul__(self, o): return self._emit(OPS["mul"], (self, o)) if type(o) in _PLAIN else _binary(ops.mul, self, o)
-    def __rmul__(self, o): return self._emit(OPS["mul"], (o, self)) if type(o) in _PLAIN else _binary(ops.mul, o, self)
+    # a Scalar or number operand needs no broadcasting: straight to the op (as calling the row would)
+    def __add__(self, o): return self._emit(ops.add, (self, o)) if type(o) in _PLAIN else _binary(ops.add, self, o)
+    def __radd__(self, o): return self._emit(ops.add, (o, self)) if type(o) in _PLAIN else _binary(ops.add, o, self)
+    def __sub__(self, o): return self._emit(ops.sub, (self, o)) if type(o) in _PLAIN else _binary(ops.sub, self, o)
+    def __rsub__(self, o): return self._emit(ops.sub, (o, self)) if type(o) in _PLAIN else _binary(ops.sub, o, self)
+    def __mul__(self, o): return self._emit(ops.mul, (self, o)) if type(o) in _PLAIN else _binary(ops.mul, self, o)
+    def __rmul__(self, o): return self._emit(ops.mul, (o, self)) if type(o) in _PLAIN else _binary(ops.mul, o, self)
     def __truediv__(self, o):
-        return self._emit(OPS["div"], (self, o)) if type(o) in _PLAIN else _binary(ops.div, self, o)
+        return self._emit(ops.div, (self, o)) if type(o) in _PLAIN else _binary(ops.div, self, o)
 
     def __rtruediv__(self, o):
-        return self._emit(OPS["div"], (o, self)) if type(o) in _PLAIN else _binary(ops.div, o, self)
+        return self._emit(ops.div, (o, self)) if type(o) in _PLAIN else _binary(ops.div, o, self)
 
     def __pow__(self, o): return _binary(power, self, o)
     def __rpow__(self, o): return _binary(power, o, self)
@@ -148,7 +147,7 @@ class Scalar:
     def __rmod__(self, o): return _binary(ops.remainder, o, self)
     def __divmod__(self, o): return self // o, self % o
     def __rdivmod__(self, o): return o // self, o % self
-    def astype(self, dtype, *args, **kwargs): return _astype(self, dtype)
+    def astype(self, dtype, *args, **kwargs): return cast(self, dtype)
 
     # numpy applies these by name when a ufunc runs over an object array holding Scalars
     def sin(self): return ops.sin(self)
@@ -194,25 +193,7 @@ def _binary(fn, a, b):
     return fn(a, b)
 
 
-def power(x, y):
-    """x ** y. Constant exponents 2..64 become multiplications (exact to an ulp, differentiable at 0 and inf),
-    x ** -1 is 1 / x; other constant exponents, negative integers among them, stay ``pow``: 1 / (x * x) would
-    give NaN derivatives at 0 and inf where y * x ** (y - 1) gives the right infinities and zeros, and
-    sqrt(x) would differ from pow(x, 0.5) at -0 and -inf."""
-    if not isinstance(y, Scalar):
-        y = as_float(y)
-        if y.is_integer() and 0 <= y <= 64:
-            n, result, base = int(y), None, x
-            while n:
-                if n & 1:
-                    result = base if result is None else result * base
-                n >>= 1
-                if n:
-                    base = base * base
-            return 1.0 if result is None else result
-        if y == -1.0:
-            return 1.0 / x
-    return ops.power(x, y)
+power = ops.power.surface  # x ** y: small integer powers become multiplications (the pow row says how)
 
 
 # ---- arrays -----------------------------------------------------------------------------------------
@@ -352,7 +333,7 @@ class TracedArray:
     def swapaxes(self, a, b): return TracedArray(self.cells.swapaxes(a, b))
     def copy(self, order="C"): return TracedArray(self.cells.copy(order))
     def squeeze(self, axis=None): return TracedArray(self.cells.squeeze(axis))
-    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True): return _astype(self, dtype)
+    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True): return cast(self, dtype)
     def sum(self, *args, **kwargs): return np.sum(self, *args, **kwargs)
     def prod(self, *args, **kwargs): return np.prod(self, *args, **kwargs)
     def mean(self, *args, **kwargs): return np.mean(self, *args, **kwargs)
@@ -388,22 +369,18 @@ def _index(idx):
     return idx
 
 
-def _reduce(fn, a, axis=None, keepdims=False):
-    """Reduce with a binary op over ``axis`` (None, an int or a tuple of ints), as numpy's reductions do."""
-    cells = np.asarray(to_cells(a), dtype=object)
-    if cells.size == 0:
-        raise TracingError("max/min of an empty traced array")
-    axes = tuple(range(cells.ndim)) if axis is None else tuple(int(x) % max(cells.ndim, 1)
-                                                              for x in np.atleast_1d(axis))
-    keep = [n for i, n in enumerate(cells.shape) if i not in axes]
-    flat = np.moveaxis(cells, axes, tuple(range(cells.ndim - len(axes), cells.ndim))).reshape(keep + [-1])
-    r = np.frompyfunc(fn, 2, 1).reduce(flat, axis=-1)
-    if keepdims:
-        r = np.reshape(r, [1 if i in axes else n for i, n in enumerate(cells.shape)])
-    return wrap(r)
+# ---- the numpy surface, installed by the modules that implement it ---------------------------------------
+def _not_installed(*args, **kwargs):
+    raise TracingError("tapead's numpy surface is not loaded: import tapead (not tapead.tracer alone)")
 
 
-# imported late: the numpy dispatch tables refer to the classes above
-from .numpy_api import array_function, array_ufunc  # noqa: E402
-from .elementwise import astype as _astype  # noqa: E402
-from .maparray import apply as apply_map, map_recorder  # noqa: E402
+array_ufunc = array_function = cast = apply_map = map_recorder = _not_installed
+_HOOKS = frozenset({"array_ufunc", "array_function", "cast", "apply_map", "map_recorder"})
+
+
+def install(**hooks) -> None:
+    """Fill in the numpy surface traced values dispatch to: numpy_api (ufuncs and numpy functions), elementwise
+    (astype) and maparray (loops) import this module and install their entry points here when they load, so this
+    module imports none of them (``import tapead`` loads them all)."""
+    assert set(hooks) <= _HOOKS, set(hooks) - _HOOKS
+    globals().update(hooks)

@@ -255,13 +255,9 @@ def _full_sweep(tape, vals, tangents):
     for i, (op, *args) in enumerate(tape.code.tolist()):
         row = rows[op]
         args = args[:row.arity]
-        total, masks = None, set()
-        for j, a in enumerate(args):
-            if tan[a] is not None:
-                masks.add(mask[a])
-                c = row.rule(tan[a], *(vals[x] for x in args), vals[first + i])[j]
-                if c is not None:
-                    total = c if total is None else total + c
+        ts = [tan[a] for a in args]
+        masks = {mask[a] for a, t in zip(args, ts) if t is not None}
+        total = row.tangent(ts, *(vals[x] for x in args), vals[first + i]) if any(t is not None for t in ts) else None
         shared = masks.pop() if len(masks) == 1 else None
         if shared is not None and isinstance(total, Scalar):
             total = _masked(total, shared, total.rec)
