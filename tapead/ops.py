@@ -51,18 +51,21 @@ def _power(x, y):
 # argument order with the reverse rule's expressions, so forward mode computes what summing the reverse rule's
 # contributions did, bitwise (a - b is a + (-b) exactly), without recording the terms of zero tangents.
 @op("add", 2, np.add, "{out} = fadd double {0}, {1}", commutative=True, curvature="linear", right_identity=0.0,
-    left_identity=0.0, spelling="add", python=operator.add, tangent=lambda ts, x, y, out: plus(*ts))
+    left_identity=0.0, spelling="add", python=operator.add, tangent=lambda ts, x, y, out: plus(*ts),
+    weights=lambda w, x, y: (w, w))
 def _(g, x, y, out): return g, g
 
 
 @op("sub", 2, np.subtract, "{out} = fsub double {0}, {1}", curvature="linear", right_identity=0.0,
-    spelling="subtract", python=operator.sub, tangent=lambda ts, x, y, out: minus(*ts))
+    spelling="subtract", python=operator.sub, tangent=lambda ts, x, y, out: minus(*ts),
+    weights=lambda w, x, y: (w, -w))
 def _(g, x, y, out): return g, -g
 
 
 @op("mul", 2, np.multiply, "{out} = fmul double {0}, {1}", commutative=True, curvature="bilinear",
     right_identity=1.0, left_identity=1.0, right_negation=-1.0, left_negation=-1.0, absorbing=0.0,
-    spelling="multiply", python=operator.mul, tangent=lambda ts, x, y, out: plus(times(ts[0], y), times(ts[1], x)))
+    spelling="multiply", python=operator.mul, tangent=lambda ts, x, y, out: plus(times(ts[0], y), times(ts[1], x)),
+    weights=lambda w, x, y: (None, w * x) if x is not None else (w * y, None) if y is not None else None)
 def _(g, x, y, out): return g * y, g * x
 
 
@@ -72,12 +75,13 @@ def _div_tangent(ts, x, y, out):
 
 
 @op("div", 2, np.divide, "{out} = fdiv double {0}, {1}", curvature="quotient", right_identity=1.0,
-    right_negation=-1.0, spelling="divide", aliases=("true_divide",), tangent=_div_tangent)
+    right_negation=-1.0, spelling="divide", aliases=("true_divide",), tangent=_div_tangent,
+    weights=lambda w, x, y: (w / y, None) if y is not None else None)
 def _(g, x, y, out): return g / y, -(g * out) / y
 
 
 @op("neg", 1, np.negative, "{out} = fneg double {0}", curvature="linear", involution=True, spelling="negative",
-    python=operator.neg, tangent=lambda ts, x, out: -ts[0])
+    python=operator.neg, tangent=lambda ts, x, out: -ts[0], weights=lambda w, x: (-w,))
 def _(g, x, out): return (-g,)
 
 

@@ -66,6 +66,10 @@ class Op:
     no_derivative: bool = False  # the output carries no derivative at all (comparisons, sign, steps)
     predicate: bool = False  # the result is 1.0 (true) or 0.0 (false): a guard branches on it as it is
     passive: tuple[int, ...] = ()  # arguments no derivative flows into, anywhere (select's condition)
+    # linearity, for recognising a linear combination (partially separable Hessians): weights(w, *consts) gives
+    # each argument's weight when the output has weight w, ``consts`` holding the constant arguments' values
+    # (None for the others); a constant's weight is ignored (may be None); None when not linear given those
+    weights: Callable | None = None
     python: Callable | None = None  # Python float arithmetic that is this IEEE operation and never raises
 
     def __post_init__(self):

@@ -24,7 +24,6 @@ from .ops import BY_CODE
 from .structure import MAP_ROW, Map, map_runs
 from .tape import Tape
 
-_LINEAR = {"add", "sub", "neg", "mul", "div"}
 
 
 def separable(tape: Tape) -> tuple[Map, dict[int, float]] | None:
@@ -45,22 +44,16 @@ def separable(tape: Tape) -> tuple[Map, dict[int, float]] | None:
             continue
         if s < first:
             continue  # an input, a param or a constant
-        code, a, b, _ = tape.code[s - first].tolist()
-        name = BY_CODE[code].name if code >= 0 else ""
-        if name not in _LINEAR:
+        code, *args = tape.code[s - first].tolist()
+        row = BY_CODE[code] if code >= 0 else None  # (a map's row is no linear op)
+        if row is None or row.weights is None:
             return None
-        const = (lambda t: tape.first_const <= t < first)
-        if name in ("add", "sub"):
-            stack += [(a, w), (b, w if name == "add" else -w)]
-        elif name == "neg":
-            stack.append((a, -w))
-        elif name == "mul" and (const(a) or const(b)):
-            c, other = (a, b) if const(a) else (b, a)
-            stack.append((other, w * float(tape.consts[c - tape.first_const])))
-        elif name == "div" and const(b):
-            stack.append((a, w / float(tape.consts[b - tape.first_const])))
-        else:
+        args = args[:row.arity]
+        found = row.weights(w, *(float(tape.consts[a - tape.first_const]) if tape.first_const <= a < first
+                                 else None for a in args))
+        if found is None:
             return None
+        stack += [(a, wa) for a, wa in zip(args, found) if wa is not None]
     return (m, weights) if weights else None
 
 

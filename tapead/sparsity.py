@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InputError
 from .higher import _finish, _gradient_program, hessian_tape, tangent_sweeps
-from .ops import BY_CODE, NO_DERIVATIVE
+from .ops import BY_CODE
 from . import separable
 from .structure import scalar
 from .tape import Tape
@@ -30,10 +30,10 @@ def _bits(mask: int):
         mask ^= low
 
 
-def _differentiable_args(name: str, args: list) -> list:
-    if name in NO_DERIVATIVE:
+def _differentiable_args(row, args: list) -> list:
+    if row.no_derivative:
         return []
-    return args[1:] if name == "select" else args
+    return [a for i, a in enumerate(args) if i not in row.passive] if row.passive else args
 
 
 def _dependencies(tape: Tape) -> list[int]:
@@ -43,7 +43,7 @@ def _dependencies(tape: Tape) -> list[int]:
     for k, (code, *args) in enumerate(tape.code.tolist()):
         row = BY_CODE[code]
         m = 0
-        for a in _differentiable_args(row.name, args[:row.arity]):
+        for a in _differentiable_args(row, args[:row.arity]):
             m |= deps[a]
         deps[first + k] = m
     return deps
@@ -79,7 +79,7 @@ def _reaches_outputs(tape: Tape) -> bytearray:
     for k in range(len(code) - 1, -1, -1):
         if need[first + k]:
             row = BY_CODE[code[k][0]]
-            for a in _differentiable_args(row.name, code[k][1:1 + row.arity]):
+            for a in _differentiable_args(row, code[k][1:1 + row.arity]):
                 need[a] = 1
     return need
 
@@ -115,7 +115,7 @@ def hessian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
         row = BY_CODE[code]
         # the op table says how each op couples its arguments (second derivatives of linear and piecewise-linear
         # ops vanish where defined)
-        if not need[first + k] or row.curvature in ("linear", "piecewise") or row.name in NO_DERIVATIVE:
+        if not need[first + k] or row.curvature in ("linear", "piecewise") or row.no_derivative:
             continue
         d = [deps[a] for a in args[:row.arity]]
         if row.curvature == "bilinear":

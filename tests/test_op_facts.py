@@ -9,7 +9,7 @@ import pytest
 
 import tapead
 
-from tapead.ops import OPS
+from tapead.ops import BY_CODE, OPS
 from tapead.recorder import _CONST, Recorder
 
 SAMPLES = [1.5, -2.25, 3.0, 1e300, -1e-300, 5e-324, np.inf, -np.inf]  # (x + 0 turns -0 into +0: documented)
@@ -199,3 +199,31 @@ def test_no_derivative_and_passive_arguments_match_the_rules(row):
         assert all(contributions[j] is None for j in passive), (row.name, contributions)
         if row.no_derivative:
             assert row.tangent((np.float64(1.5),) * row.arity, *args, out) is None
+
+
+def test_linear_weights_are_the_rows_constant_partials():
+    """``weights`` (what partially separable Hessians read) gives each non-constant argument the row's own partial
+    times the output's weight, the same at every point (so the op is linear there); constants' weights are
+    ignored (constants carry no Hessian)."""
+    rng = np.random.default_rng(7)
+    checked = set()
+    for row in BY_CODE:
+        if row.weights is None:
+            continue
+        for const in itertools.product([False, True], repeat=row.arity):
+            if all(const):
+                continue  # an op on constants alone is folded while recording, never a tape's instruction
+            fixed = rng.uniform(0.5, 2.0, row.arity)
+            w = float(rng.uniform(-2.0, 2.0))
+            got = row.weights(w, *(float(v) if c else None for v, c in zip(fixed, const)))
+            if got is None:
+                assert row.curvature != "linear", row.name  # a linear row is linear whatever is constant
+                continue
+            for _ in range(3):  # free arguments anywhere: the partials must not move
+                vals = [float(v) if c else float(rng.uniform(-3.0, 3.0)) for v, c in zip(fixed, const)]
+                out = float(row.numpy(*(np.float64(v) for v in vals)))
+                partials = row.rule(w, *vals, out)
+                for c, g, p in zip(const, got, partials):
+                    assert c or g == p, (row.name, const, got, partials)
+            checked.add(row.name)
+    assert checked == {"add", "sub", "neg", "mul", "div"}
