@@ -15,7 +15,7 @@ from .recorder import Recorder
 from .tape import Tape
 from .tracer import Scalar
 from .structure import map_runs, scalar
-from .maps_ad import replay_map, reverse_map
+from .maps_ad import Unstructured, forward_map, replay_map, reverse_map
 import numpy as np
 
 # the NaN-masking class (a fact of the op table): a cotangent through such an op is zero on the branch not taken
@@ -168,9 +168,19 @@ def _forward_plan(tape: Tape) -> tuple[list, list]:
     Hessian runs one forward sweep per input over the same gradient tape)."""
     plan = tape._cache.get("forward_plan")
     if plan is None:
-        steps = []
+        steps: list = []
         users: list = [[] for _ in range(tape.n_slots)]
+        runs = {start: (end, m) for start, end, m in map_runs(tape)}
         for i, (code, *args) in enumerate(tape.code.tolist()):
+            if i in runs:  # a map is one step at its first row (its other rows: None), read by what its tables read
+                end, m = runs[i]
+                steps.append((m, None))
+                for a in np.unique(m.tables).tolist():
+                    users[a].append(i)
+                continue
+            if code < 0:
+                steps.append(None)
+                continue
             row = BY_CODE[code]
             args = args[:row.arity]
             steps.append((row, args))
@@ -180,7 +190,7 @@ def _forward_plan(tape: Tape) -> tuple[list, list]:
     return plan
 
 
-def forward(tape: Tape, vals: list, tangents: list) -> list:
+def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -> list:
     """Tangent of every slot given tangents of the inputs (None = zero): the forward sweep.
 
     Only instructions reached from a nonzero tangent are visited (in tape order, from a heap), so a sweep along
@@ -188,7 +198,11 @@ def forward(tape: Tape, vals: list, tangents: list) -> list:
     Hessian's nonzeros, not n times the gradient tape.
 
     NaN-safe selects, as in ``backward``: a tangent that left a select is zero where its branch was not taken,
-    and whatever is computed only from such tangents is masked the same way (0 * inf stays 0).
+    and whatever is computed only from such tangents is masked the same way (0 * inf stays 0); ``masks``, if
+    given, receives every slot's mask.
+
+    A map's rows get their tangents from one loop (``maps_ad.forward_map``), or ``Unstructured`` is raised when a
+    loop cannot carry them exactly (the caller sweeps the unrolled tape).
     """
     steps, users = _forward_plan(tape)
     tan: list = list(tangents) + [None] * (tape.n_slots - tape.n_inputs)
@@ -201,6 +215,15 @@ def forward(tape: Tape, vals: list, tangents: list) -> list:
         i = heappop(todo)
         row, args = steps[i]
         out = first + i
+        if args is None:  # a map
+            for r, t in enumerate(forward_map(row, vals, tan, mask, replay, forward)):
+                if t is not None:
+                    tan[out + r] = t
+                    for u in users[out + r]:
+                        if u not in queued:
+                            queued.add(u)
+                            heappush(todo, u)
+            continue
         # the tangent of the result (the row's forward rule, given the nonzero argument tangents) and the
         # arguments' shared mask: the mask of every nonzero argument tangent when all agree, else None; at least
         # one argument tangent is nonzero
@@ -243,6 +266,8 @@ def forward(tape: Tape, vals: list, tangents: list) -> list:
             if u not in queued:
                 queued.add(u)
                 heappush(todo, u)
+    if masks is not None:
+        masks[:] = mask
     return tan
 
 
@@ -279,8 +304,15 @@ def grad(tape: Tape) -> Tape:
 
 
 def jvp(tape: Tape) -> Tape:
-    """Forward mode: a tape of inputs ``(x..., v...)`` whose output is ``J(x) v`` (shaped like the output)."""
-    tape = scalar(tape)  # forward mode reads scalar instructions
+    """Forward mode: a tape of inputs ``(x..., v...)`` whose output is ``J(x) v`` (shaped like the output). Loops
+    stay loops where they carry the tangents exactly (``maps_ad.forward_map``), else the unrolled tape is swept."""
+    try:
+        return _jvp(tape)
+    except Unstructured:
+        return _jvp(scalar(tape))
+
+
+def _jvp(tape: Tape) -> Tape:
     rec, xs, ps = fresh(tape, tape.n_inputs)
     x, v = xs[:tape.n_inputs], xs[tape.n_inputs:]
     vals = replay(tape, x, ps)

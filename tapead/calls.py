@@ -24,7 +24,7 @@ from .codegen import flat_batches_pay, kernel_key, kernel_records, lower_kernel
 from .errors import InputError
 from .interpret import interpret
 from .jit import Kernel, Source, compile_kernel
-from .kernelspec import first_level
+from .kernelspec import ENTRY, first_level
 from .native import builtin, lower_entry, prepare
 from .binding import Bound, bind, evaluate, lead as _lead, named_inputs, result as _result  # noqa: F401
 from .tape import Tape
@@ -34,7 +34,6 @@ _compile_lock = threading.Lock()
 OPS_PER_THREAD = 200000  # an explicit threads=k splits a batch only when each thread gets this many ops
 
 
-ENTRY = {"value": 0, "value_and_gradient": 1}  # index of each kind's native entry point in Function._entries
 
 
 def kernel(fun, kind: str) -> tuple[Tape, Kernel]:

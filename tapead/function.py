@@ -19,6 +19,7 @@ import numpy as np
 
 from . import sparsity, store
 from .binding import FALLBACK, evaluate
+from .kernelspec import ENTRY
 from .record import trace
 from .tape import Tape
 
@@ -60,7 +61,7 @@ class Function:
             raise TypeError(f"a Function evaluates a tapead.Tape, got {type(tape).__name__}")
         # native single-point entries first: a dropped Function frees them before the kernels (and engines)
         # whose code they point into (attributes are released in the order they were set)
-        self._entries: list = [None, None]
+        self._entries: list = [None] * len(ENTRY)  # by kernelspec.ENTRY: value first, value_and_gradient next
         self.tape = tape
         self.fn = fn  # the user's function (None: loaded, unpickled or derived; a new path cannot be recorded)
         self.on_branch = on_branch  # what a call does where a guard fails: "retape", "raise" or "forbid"

@@ -61,6 +61,9 @@ KINDS: dict[str, Kind] = {
 }
 
 
+ENTRY = {kind: i for i, kind in enumerate(KINDS)}  # index of each kind's native entry point in Function._entries
+
+
 @dataclass(frozen=True)
 class KernelSpec:
     """One kernel: ``@name`` (a point), ``@name_batch`` (a loop over points), ``@name_batch_<mask>`` per fast

@@ -160,3 +160,67 @@ def _pass_masks(dst: np.ndarray, size: int, conds: dict, taken: list) -> dict:
         for k in np.flatnonzero(counts[dst[:, c]] == 1).tolist():
             out[int(dst[k, c])] = (first + k, taken[c])
     return out
+
+
+class Unstructured(TapeadError):
+    """A loop cannot carry the tangents a forward sweep brings to it exactly: sweep the unrolled tape instead."""
+
+
+def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> list:
+    """The tangents of map ``m``'s rows: a map whose body is the body's forward sweep
+    (recomputing the body, as the reverse map does), or ``Unstructured`` when that would not be the unrolled
+    sweep exactly: iterations that differ in which columns carry a tangent (the scalar sweep's symbolic zeros),
+    or a tangent crossing the loop's boundary that came through a select (its mask). ``replay`` and ``forward``
+    are ``tapead.ad``'s sweeps."""
+    n, n_in = m.n, m.body.n_inputs
+    active = []
+    for i in range(n_in):
+        col = m.tables[:, i].tolist()
+        has = [tan[s] is not None for s in col]
+        if not any(has):
+            continue
+        if not all(has) or any(mask[s] is not None for s in col):
+            raise Unstructured("iterations differ in their tangents")
+        active.append(i)
+    if not active:
+        return [None] * m.rows
+    flat = [vals[s] for s in m.tables.ravel().tolist()]
+    rec = _recorder(flat + [tan[s] for i in active for s in m.tables[:, i].tolist()])
+    if rec is None:
+        raise Unstructured("a loop's forward sweep needs traced values")
+    tables = _ids(rec, flat).reshape(m.tables.shape)
+    body = Recorder(assume_finite=rec.assume_finite)
+    cols = Columns(rec, body)
+    x = [cols.value(np.ascontiguousarray(tables[:, i])) for i in range(n_in)]
+    seeds: list = [None] * n_in
+    for i in active:
+        seeds[i] = cols.value(_ids(rec, [tan[s] for s in m.tables[:, i].tolist()]))
+    bvals = replay(m.body, x, [])
+    bmask: list = []
+    btan = forward(m.body, bvals, seeds, bmask)
+    outputs = m.body.outputs.tolist()
+    if any(btan[s] is not None and bmask[s] is not None for s in outputs):
+        raise Unstructured("a tangent leaves the loop through a select")
+    kept = [j for j, s in enumerate(outputs) if btan[s] is not None]
+    if not kept:
+        return [None] * m.rows
+    out_ids = [btan[outputs[j]].id if isinstance(btan[outputs[j]], Scalar) and btan[outputs[j]].rec is body
+               else body.const(float(btan[outputs[j]])) for j in kept]
+    tangent_body = body.finish(out_ids, (len(out_ids),), ((len(cols.columns),),), None)
+    scatter_col = {j: c for c, j in enumerate(j for j, kind in enumerate(m.kinds) if kind == "scatter")}
+    dst_cols = [scatter_col[j] for j in kept if j in scatter_col]
+    dst = m.dst[:, dst_cols] if dst_cols else np.zeros((n, 0), m.dst.dtype)
+    tangents = Map(tangent_body, cols.table(n), tuple(m.kinds[j] for j in kept), dst, m.scatter_size)
+    first = rec.emit_map(tangents)
+    rows: list = [None] * m.rows
+    old, new = m.offsets(), tangents.offsets()
+    for new_off, j in zip(new, kept):
+        if m.kinds[j] != "scatter":
+            for k in range(n if m.kinds[j] == "each" else 1):
+                rows[old[j] + k] = Scalar(rec, first + new_off + k)
+    # a scatter slot no kept output adds into has no tangent (the unrolled sweep's symbolic zero), not -0.0
+    hit = np.unique(dst).tolist() if dst.size else []
+    at_old, at_new = m.rows - m.scatter_size, tangents.rows - tangents.scatter_size
+    for t in hit:
+        rows[at_old + t] = Scalar(rec, first + at_new + t)
+    return rows
