@@ -51,6 +51,19 @@ def replay_map(m: Map, vals: list) -> list:
     return [Scalar(rec, first + r) for r in range(m.rows)]
 
 
+def _new_body(m: Map, vals: list, extra: list):
+    """``(outer recorder, body recorder, its Columns, the body's values of m's inputs)`` for a loop body built
+    from map ``m``'s inputs (and the outer values in ``extra``), or None when no value is traced."""
+    flat = [vals[s] for s in m.tables.ravel().tolist()]
+    rec = _recorder(flat + extra)
+    if rec is None:
+        return None
+    tables = _ids(rec, flat).reshape(m.tables.shape)
+    body = Recorder(assume_finite=rec.assume_finite)
+    cols = Columns(rec, body)
+    return rec, body, cols, [cols.value(np.ascontiguousarray(tables[:, i])) for i in range(m.body.n_inputs)]
+
+
 def _seed(cols: Columns, adjs: list, masks: list):
     """The body's seed for one output from its per-iteration cotangents (None: no cotangent anywhere).
 
@@ -87,14 +100,10 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     active_cols = [i for i in range(n_in) if any(act[s] for s in np.unique(m.tables[:, i]).tolist())]
     if not active_cols:
         return
-    flat = [vals[s] for s in m.tables.ravel().tolist()]
-    rec = _recorder(flat + [adj[s] for s in rows])
-    if rec is None:
+    found = _new_body(m, vals, [adj[s] for s in rows])
+    if found is None:
         raise TapeadError("the reverse of a map needs traced values")
-    tables = _ids(rec, flat).reshape(m.tables.shape)
-    body = Recorder(assume_finite=rec.assume_finite)
-    cols = Columns(rec, body)
-    x = [cols.value(np.ascontiguousarray(tables[:, i])) for i in range(n_in)]
+    rec, body, cols, x = found
     seeds = []
     scatter_at = start + m.rows - m.scatter_size
     c = 0
@@ -184,14 +193,10 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
         active.append(i)
     if not active:
         return [None] * m.rows
-    flat = [vals[s] for s in m.tables.ravel().tolist()]
-    rec = _recorder(flat + [tan[s] for i in active for s in m.tables[:, i].tolist()])
-    if rec is None:
+    found = _new_body(m, vals, [tan[s] for i in active for s in m.tables[:, i].tolist()])
+    if found is None:
         raise Unstructured("a loop's forward sweep needs traced values")
-    tables = _ids(rec, flat).reshape(m.tables.shape)
-    body = Recorder(assume_finite=rec.assume_finite)
-    cols = Columns(rec, body)
-    x = [cols.value(np.ascontiguousarray(tables[:, i])) for i in range(n_in)]
+    rec, body, cols, x = found
     seeds: list = [None] * n_in
     for i in active:
         seeds[i] = cols.value(_ids(rec, [tan[s] for s in m.tables[:, i].tolist()]))
