@@ -23,10 +23,11 @@ from .kernelspec import ENTRY
 from .record import trace
 from .tape import Tape
 
-# the IR's fields and sizes, read through from a Function
-IR_VIEW = ("code", "consts", "input_shapes", "param_shape", "outputs", "output_shape", "guards", "maps",
-           "assume_finite", "input_sizes", "n_inputs", "n_params", "n_outputs", "first_const", "first_result",
-           "n_slots", "hash")
+# the IR's fields, copied onto a Function (plain attributes: the single-point paths read shapes on every call,
+# and the tape is frozen, so the copies never go stale), and its sizes, read through
+IR_FIELDS = ("code", "consts", "input_shapes", "param_shape", "outputs", "output_shape", "guards", "maps",
+             "assume_finite")
+IR_VIEW = ("input_sizes", "n_inputs", "n_params", "n_outputs", "first_const", "first_result", "n_slots", "hash")
 
 
 def _fast_ok(threads) -> bool:
@@ -63,6 +64,8 @@ class Function:
         # whose code they point into (attributes are released in the order they were set)
         self._entries: list = [None] * len(ENTRY)  # by kernelspec.ENTRY: value first, value_and_gradient next
         self.tape = tape
+        for name in IR_FIELDS:
+            setattr(self, name, getattr(tape, name))
         self.fn = fn  # the user's function (None: loaded, unpickled or derived; a new path cannot be recorded)
         self.on_branch = on_branch  # what a call does where a guard fails: "retape", "raise" or "forbid"
         self.guard_sites = guard_sites  # each guard's source line, for branch errors
