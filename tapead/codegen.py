@@ -31,7 +31,6 @@ from .kernelspec import KINDS
 from .llvm_text import literal as _literal
 from .tape import Tape
 
-_BINARY_LIBM = {"pow", "atan2", "hypot"}
 # A point kernel of more than CUT_ABOVE records (instructions + guards + outputs) is cut into pieces of CHUNK
 # records: compile time becomes linear and O2 affordable, but the loop over points of a batch can no longer be
 # vectorised across points (it calls the pieces), so mid-size kernels stay whole (lj with 30 atoms: 16k-op
@@ -75,8 +74,9 @@ def callee_declarations(rows) -> list[str]:
             n = args.count(",") + 1 if args.strip() else 0
             if arity.setdefault(callee, n) != n:
                 raise ValueError(f"@{callee} is called with {arity[callee]} and with {n} arguments")
-    for f in libm - set(arity):  # listed by a row without a call site in its text: one double, as before
-        arity[f] = 2 if f in _BINARY_LIBM else 1
+    unused = libm - set(arity)
+    if unused:  # the signature comes from the call sites: a libm function no lowering calls has none
+        raise ValueError(f"libm functions {sorted(unused)} are listed by a row whose lowering never calls them")
     lines = []
     for callee in sorted(set(arity) - defined):
         args = ", ".join(["double"] * arity[callee])

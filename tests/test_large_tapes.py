@@ -1,5 +1,6 @@
 """Many-output tapes: constant output runs are stored from tables, and kernels stay exact."""
 import numpy as np
+import pytest
 
 import tapead
 from tapead import codegen
@@ -212,3 +213,11 @@ def test_callees_are_declared_with_the_arguments_of_their_call_sites():
                   lambda g, x, out: (None,), libm=("pow",))
     assert codegen.callee_declarations([libm_row]) == [
         "declare double @pow(double, double) nounwind willreturn memory(none)"]
+
+
+def test_a_row_listing_a_libm_function_it_never_calls_is_refused():
+    from tapead.ops import Op
+    row = Op("lists_unused_libm", 10**6 + 2, 1, np.sqrt, "{out} = call double @llvm.sqrt.f64(double {0})",
+             lambda g, x, out: (None,), libm=("atan2",))
+    with pytest.raises(ValueError, match="never calls"):
+        codegen.callee_declarations([row])
