@@ -76,8 +76,8 @@ def _key(tape: Tape, what: tuple) -> str:
 def derived_tape(tape: Tape, what: tuple, build: Callable[[], Tape]) -> Tape:
     """``build()``, or the tape a process stored for the same source and ``what`` (kernel cache enabled)."""
     from . import cache, store
-    if not cache.enabled() or tape.maps:  # the file format holds scalar instructions: a tape with maps (cheap to
-        return build()                     # transform) is derived again rather than stored unrolled
+    if not cache.enabled():
+        return build()
     try:
         k = _key(tape, what)
     except (TapeadError, ValueError):  # e.g. a tape the file format cannot hold: derive, do not store

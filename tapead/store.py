@@ -7,7 +7,7 @@ anything wrong raises ``TapeFormatError``. Layout, version 1 (all integers littl
 
     offset  size  field
     0       7     magic b"TAPEAD\\0"
-    7       4     format version, uint32 (1)
+    7       4     format version, uint32 (1, or 2 for a tape with loops)
     11      4     header length H in bytes, uint32 (at most 1 MiB)
     15      H     header: a UTF-8 JSON object (below)
     15+H    16*C  code: C instruction records of 4 int32s (op, arg0, arg1, arg2); unused arguments -1
@@ -22,6 +22,12 @@ O, G) and ``ops``: a list of ``[name, arity]`` pairs. The op column of the code 
 to tapead's internal op numbering: on load each name is looked up in the current op table (an unknown name
 or a different arity is rejected), so files stay readable when ops are added or reordered. Other header
 keys are ignored. A shape is a list of non-negative integers. Slots are numbered as in ``tapead.tape``.
+
+Version 2 is written for a tape with loops (maps, ``tapead.structure``), which stay loops. Its code column holds
+-1 for a map's rows; its header also has ``maps``: one ``{"n", "n_in", "kinds", "scatter_size", "body_bytes"}``
+object per map, in order; after the guards each map appends its tables (n x n_in int32), its scatter targets
+(n x number of scatter kinds, int32) and its body: a complete version-1 tape file of ``body_bytes`` bytes.
+Everything a file declares must add up to its length, so nothing is allocated beyond what the file holds.
 """
 from __future__ import annotations
 
@@ -37,12 +43,14 @@ import numpy as np
 
 from .errors import TapeFormatError
 from .ops import BY_CODE, OPS
-from .structure import scalar
+from .structure import KINDS, MAP_ROW, Map
 from .tape import Tape
 from .validate import MAX_CONSTS, MAX_OPS, MAX_OUTPUTS, MAX_SLOTS, check_loaded
 
 MAGIC = b"TAPEAD\0"
-VERSION = 1
+VERSION = 1  # of a tape without loops; a tape with loops is written as version 2
+VERSION_MAPS = 2
+MAX_MAPS = 4096
 MAX_HEADER = 1 << 20
 MAX_DIMS = 32
 _PREFIX = struct.Struct("<7sII")
@@ -50,11 +58,12 @@ _DIGEST = 32
 
 
 def to_bytes(tape: Tape) -> bytes:
-    """The tape in the tape file format (see the module docstring); deterministic for equal tapes. Maps are
-    stored unrolled (the file format holds scalar instructions). A ``tapead.Function`` is stored as its tape."""
-    tape = scalar(getattr(tape, "tape", tape))
-    used = sorted(set(tape.code[:, 0].tolist()))
+    """The tape in the tape file format (see the module docstring); deterministic for equal tapes. A tape with
+    loops keeps them (version 2). A ``tapead.Function`` is stored as its tape."""
+    tape = getattr(tape, "tape", tape)
+    used = sorted(set(tape.code[:, 0].tolist()) - {MAP_ROW})
     local = {code: i for i, code in enumerate(used)}
+    local[MAP_ROW] = MAP_ROW
     code = np.array(tape.code, dtype=np.int32)
     if len(code):
         code[:, 0] = [local[c] for c in code[:, 0].tolist()]
@@ -66,12 +75,18 @@ def to_bytes(tape: Tape) -> bytes:
         "n_outputs": len(tape.outputs), "n_guards": len(tape.guards),
         "ops": [[BY_CODE[c].name, BY_CODE[c].arity] for c in used],
     }
+    loops = []
+    for m in tape.maps:
+        body_file = to_bytes(m.body)
+        header.setdefault("maps", []).append({"n": m.n, "n_in": m.body.n_inputs, "kinds": list(m.kinds),
+                                              "scatter_size": m.scatter_size, "body_bytes": len(body_file)})
+        loops += [m.tables.astype("<i4").tobytes(), m.dst.astype("<i4").tobytes(), body_file]
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     body = b"".join([
-        _PREFIX.pack(MAGIC, VERSION, len(text)), text,
+        _PREFIX.pack(MAGIC, VERSION_MAPS if tape.maps else VERSION, len(text)), text,
         code.astype("<i4").tobytes(), np.asarray(tape.consts).astype("<f8").tobytes(),
         np.asarray(tape.outputs).astype("<i4").tobytes(), np.asarray(tape.guards).astype("<i4").tobytes(),
-    ])
+    ] + loops)
     return body + hashlib.sha256(body).digest()
 
 
@@ -93,17 +108,19 @@ def _count(header: dict, key: str, cap: int) -> int:
     return n
 
 
-def _header(data: bytes) -> tuple[dict, int]:
-    """Check magic, version, checksum and the JSON header; returns the header and where the arrays start."""
+def _header(data: bytes) -> tuple[dict, int, int]:
+    """Check magic, version, checksum and the JSON header; returns the header, where the arrays start and the
+    version."""
     if len(data) < _PREFIX.size + _DIGEST:
         raise TapeFormatError(f"not a tape file: only {len(data)} bytes")
     magic, version, size = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise TapeFormatError("not a tape file: it does not start with b'TAPEAD\\0' (save tapes with "
                               "tapead.store.save)")
-    if version != VERSION:
+    if version not in (VERSION, VERSION_MAPS):
         raise TapeFormatError(f"tape file format version {version} is not supported (this tapead reads "
-                              f"version {VERSION}); save the tape again with this version of tapead")
+                              f"versions {VERSION} and {VERSION_MAPS}); save the tape again with this version of "
+                              "tapead")
     if hashlib.sha256(data[:-_DIGEST]).digest() != data[-_DIGEST:]:
         raise TapeFormatError("tape file is damaged: its SHA-256 checksum does not match (truncated, "
                               "modified or has bytes appended)")
@@ -115,7 +132,24 @@ def _header(data: bytes) -> tuple[dict, int]:
         raise TapeFormatError(f"tape file header is not valid UTF-8 JSON: {e}") from None
     if not isinstance(header, dict):
         raise TapeFormatError("tape file header must be a JSON object")
-    return header, _PREFIX.size + size
+    return header, _PREFIX.size + size, version
+
+
+def _loops(value) -> list[tuple]:
+    """The header's ``maps``: ``(n, n_in, kinds, scatter_size, body_bytes)`` per map, every count bounded."""
+    if not isinstance(value, list) or len(value) > MAX_MAPS:
+        raise TapeFormatError(f"header: maps must be a list of at most {MAX_MAPS} map records")
+    out = []
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise TapeFormatError(f"header: maps[{i}] is not an object")
+        n, n_in, size, nbytes = (_count(entry, k, cap) for k, cap in (
+            ("n", MAX_OPS), ("n_in", MAX_OPS), ("scatter_size", MAX_SLOTS), ("body_bytes", MAX_SLOTS)))
+        kinds = entry.get("kinds")
+        if not isinstance(kinds, list) or len(kinds) > MAX_OPS or not all(k in KINDS for k in kinds):
+            raise TapeFormatError(f"header: maps[{i}] kinds must be a list of {', '.join(KINDS)}")
+        out.append((n, n_in, tuple(kinds), size, nbytes))
+    return out
 
 
 def _op_table(value) -> np.ndarray:
@@ -143,7 +177,13 @@ def from_bytes(data: bytes) -> Tape:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TapeFormatError(f"expected the bytes of a tape file, got {type(data).__name__}")
     data = bytes(data)
-    header, start = _header(data)
+    return _from_bytes(data, loops_allowed=True)
+
+
+def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
+    header, start, version = _header(data)
+    if version == VERSION_MAPS and not loops_allowed:
+        raise TapeFormatError("a loop's body holds a loop: bodies are version-1 tape files")
     shapes = header.get("input_shapes")
     if not isinstance(shapes, list) or len(shapes) > 4096:
         raise TapeFormatError("header: input_shapes must be a list of shapes")
@@ -154,7 +194,10 @@ def from_bytes(data: bytes) -> Tape:
     n_code, n_consts, n_outputs, n_guards = (_count(header, k, cap) for k, cap in (
         ("n_code", MAX_OPS), ("n_consts", MAX_CONSTS), ("n_outputs", MAX_OUTPUTS), ("n_guards", MAX_OPS)))
     ops = _op_table(header.get("ops"))
+    loops = _loops(header.get("maps")) if version == VERSION_MAPS else []
     sizes = [16 * n_code, 8 * n_consts, 4 * n_outputs, 8 * n_guards]
+    for n, n_in, kinds, _, nbytes in loops:
+        sizes += [4 * n * n_in, 4 * n * kinds.count("scatter"), nbytes]
     if start + sum(sizes) != len(data) - _DIGEST:
         raise TapeFormatError(f"tape file holds {len(data) - _DIGEST - start} bytes of arrays; its header "
                               f"announces {sum(sizes)}")
@@ -162,21 +205,34 @@ def from_bytes(data: bytes) -> Tape:
     if declared + n_consts + n_code > MAX_SLOTS or math.prod(output_shape) != n_outputs:
         raise TapeFormatError("tape file shapes and counts are inconsistent (too many slots, or the output "
                               "shape does not match the number of outputs)")
-    check_loaded(declared, n_code, n_outputs)  # before any array is built or anything compiled
+    # before any array is built or anything compiled; a loop's table cells are reads like instructions' arguments
+    check_loaded(declared, n_code + sum(n * n_in for n, n_in, *_ in loops), n_outputs)
     arrays = []
     for dtype, size in zip(("<i4", "<f8", "<i4", "<i4"), sizes):
         arrays.append(np.frombuffer(data, dtype=dtype, count=size // int(dtype[2]), offset=start))
         start += size
+    maps = []
+    for n, n_in, kinds, scatter_size, nbytes in loops:
+        tables = np.frombuffer(data, dtype="<i4", count=n * n_in, offset=start).reshape(n, n_in)
+        start += 4 * n * n_in
+        n_scatter = kinds.count("scatter")
+        dst = np.frombuffer(data, dtype="<i4", count=n * n_scatter, offset=start).reshape(n, n_scatter)
+        start += 4 * n * n_scatter
+        body = _from_bytes(data[start:start + nbytes], loops_allowed=False)
+        start += nbytes
+        maps.append(Map(body, tables, kinds, dst, scatter_size))
     code = arrays[0].astype(np.int32).reshape(-1, 4)
     if len(code):
         op = code[:, 0]
-        if op.min() < 0 or op.max() >= len(ops):
-            raise TapeFormatError(f"an instruction names op {int(op.min() if op.min() < 0 else op.max())}; the "
-                                  f"file's op table has {len(ops)} entries")
-        code[:, 0] = ops[op]
+        loop_row = (op == MAP_ROW) if maps else np.zeros(len(op), bool)
+        bad = ~loop_row & ((op < 0) | (op >= len(ops)))
+        if bad.any():
+            raise TapeFormatError(f"an instruction names op {int(op[bad][0])}; the file's op table has {len(ops)} "
+                                  "entries")
+        code[:, 0] = np.where(loop_row, MAP_ROW, ops[np.where(loop_row, 0, op)] if len(ops) else MAP_ROW)
     tape = Tape(code=code, consts=arrays[1].astype(np.float64), input_shapes=input_shapes,
                 param_shape=param_shape, outputs=arrays[2].astype(np.int32), output_shape=output_shape,
-                guards=arrays[3].astype(np.int32).reshape(-1, 2))
+                guards=arrays[3].astype(np.int32).reshape(-1, 2), maps=tuple(maps))
     return tape.check()
 
 

@@ -125,7 +125,7 @@ def _edit(**changes):
 @pytest.mark.parametrize("data, message", [
     (b"", "only 0 bytes"),
     (b"PICKLE\0" + bytes(60), "does not start with"),
-    (_seal({}, b"", version=2), "version 2 is not supported"),
+    (_seal({}, b"", version=3), "version 3 is not supported"),
     (store.to_bytes(tapes()["no_ops"])[:-1] + b"\0", "checksum"),
     (store.to_bytes(tapes()["no_ops"]) + b"\0", "checksum"),
     (_seal(b"{not json", b""), "not valid UTF-8 JSON"),
