@@ -12,10 +12,10 @@ import pytest
 
 import tapead
 from tapead import store, structure
-from tapead.errors import BranchError, TapeFormatError
+from tapead.errors import TapeFormatError
 from tapead.structure import Map
 from tapead.tape import Tape
-from test_hostile_files import FUZZ_CHECK, _run
+from test_hostile_files import FUZZ_CHECK, _run, fuzz
 from test_maps import CASES, _moved
 
 
@@ -135,25 +135,8 @@ def _mutate(rng, data: bytes) -> bytes:
 
 
 def test_fuzzed_loop_files_are_refused_or_run_correctly(tmp_path):
-    rng = np.random.default_rng(7)
     sources = [store.to_bytes(TAPES[name][0]) for name in ("lj", "lj.grad", "params.hvp", "softplus.grad")]
-    refused, survivors = 0, []
-    for i in range(1200):
-        mutant = _mutate(rng, sources[i % len(sources)])
-        try:
-            t = tapead.Function(store.from_bytes(mutant))
-        except TapeFormatError:
-            refused += 1
-            continue
-        xs = [rng.uniform(0.1, 2.0, size=(2,) + s) for s in t.input_shapes]
-        p = None if t.param_shape is None else rng.normal(size=t.param_shape)
-        try:
-            with np.errstate(all="ignore"):
-                t.evaluate(*xs, params=p)
-        except BranchError:
-            pass
-        if mutant not in sources and len(survivors) < 25:
-            survivors.append(store.save(t, tmp_path / f"m{i}.tape"))
+    refused, survivors = fuzz(np.random.default_rng(7), sources, _mutate, 1200, tmp_path, keep=25)
     assert refused >= 600 and len(survivors) >= 10, (refused, len(survivors))
     out = _run(FUZZ_CHECK, tmp_path / "cache", *survivors)  # compiled in a child: a crash fails, not aborts
     assert out.strip() == f"ran {len(survivors)}"
