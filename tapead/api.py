@@ -50,7 +50,8 @@ def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_fi
 
     tape, sites = trace(f, *args, params=params, on_branch=on_branch, assume_finite=assume_finite,
                         structured=structured)
-    return Function(tape, fn=f, on_branch="forbid" if on_branch is None else on_branch, guard_sites=sites)
+    return Function(tape, fn=f, on_branch="forbid" if on_branch is None else on_branch, guard_sites=sites,
+                    structured=structured)
 
 
 def load(path: str | os.PathLike) -> Function:
@@ -74,7 +75,7 @@ def on_functions(transform: Callable[..., Tape], keep_function: bool = False) ->
             return transform(tape, *args, **kwargs)
         derived = transform(tape.tape, *args, **kwargs)
         if keep_function:
-            return Function(derived, fn=tape.fn, on_branch=tape.on_branch)
+            return Function(derived, fn=tape.fn, on_branch=tape.on_branch, structured=tape.structured)
         return Function(derived)
 
     return public

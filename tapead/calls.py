@@ -218,7 +218,9 @@ def native(fun, kind: str = "gradient"):
         _, k = kernel(fun, internal)
         name = "tapead_" + internal
         fn, keep = builtin(k.addresses[name + "_entry"], name, _python_path(fun, kind))
-        fun.natives[kind] = (fn, keep, k)  # the kernel's engine lives as long as the callable is cached
+        # the kernel's engine lives as long as the callable is cached; where two threads built one, every caller
+        # gets the first cached (the other's method record is dropped with its callable, never handed out)
+        fun.natives.setdefault(kind, (fn, keep, k))
     return fun.natives[kind][0]
 
 

@@ -57,7 +57,7 @@ class Function:
     """A recorded function: evaluate it with methods, transform its ``tape`` with ``tapead.grad`` & co."""
 
     def __init__(self, tape: Tape, fn: Callable | None = None, on_branch: str = "retape",
-                 guard_sites: list | None = None):
+                 guard_sites: list | None = None, structured: bool | None = None):
         if not isinstance(tape, Tape):
             raise TypeError(f"a Function evaluates a tapead.Tape, got {type(tape).__name__}")
         # native single-point entries first: a dropped Function frees them before the kernels (and engines)
@@ -69,6 +69,7 @@ class Function:
         self.fn = fn  # the user's function (None: loaded, unpickled or derived; a new path cannot be recorded)
         self.on_branch = on_branch  # what a call does where a guard fails: "retape", "raise" or "forbid"
         self.guard_sites = guard_sites  # each guard's source line, for branch errors
+        self.structured = structured  # record's choice of loops, which the other paths are recorded with too
         self.kernels: dict[str, tuple] = {}  # kind -> (the tape compiled, or None for this one; Kernel)
         self.programs: dict[str, Tape] = {}  # kind -> the derived tape a kernel of that kind compiles
         self.derived: dict[tuple, Function] = {}  # what -> the Function of a derived tape (Jacobian, Hessian...)
@@ -89,8 +90,8 @@ class Function:
     def recorded_at(self, args, params) -> "Function":
         """The Python function recorded again at another point: the Function of the path it takes there."""
         tape, sites = trace(self.fn, *args, params=params, on_branch=self.on_branch,
-                            assume_finite=self.tape.assume_finite)
-        return Function(tape, fn=self.fn, on_branch=self.on_branch, guard_sites=sites)
+                            assume_finite=self.tape.assume_finite, structured=self.structured)
+        return Function(tape, fn=self.fn, on_branch=self.on_branch, guard_sites=sites, structured=self.structured)
 
     def __len__(self) -> int:
         """The op count: number of instructions."""
@@ -118,7 +119,7 @@ class Function:
         """A Function of the tape with some IR fields changed (and ``fn``/``on_branch``), with fresh caches."""
         fn = changes.pop("fn", self.fn)
         on_branch = changes.pop("on_branch", self.on_branch)
-        return Function(self.tape.replace(**changes), fn=fn, on_branch=on_branch)
+        return Function(self.tape.replace(**changes), fn=fn, on_branch=on_branch, structured=self.structured)
 
     def __reduce__(self):
         """A Function pickles as its tape, which pickles as tape-file bytes (``fn`` and kernels are dropped;
