@@ -10,6 +10,8 @@ The table gives the tape rows (a map is one row per slot it writes), the maps, a
   hand-written numba gradient, JAX ``jit(grad)`` (first call and replay), and the peak RSS of tapead's work.
 - ``hessian``: the dense Lennard-Jones Hessian at 30 and 100 atoms, against numba's ``lj_hessian`` and JAX
   ``jit(hessian)``.
+- ``hvp``: Lennard-Jones Hessian-vector products at 30, 100 and 300 atoms (forward over the reverse loop), against
+  JAX ``jit(jvp(grad))``; checked against the numba Hessian times ``v`` (or central differences of ``lj_grad``).
 - many outputs: the Jacobian and the weighted Hessian of ``np.dot(A, B)`` (A 10x11, B 11x10) and the weighted
   Hessian of ``np.sum(x, axis=(1, 2))`` on a 10x11x7 input: first-result seconds.
 
@@ -209,6 +211,48 @@ def hessian_case(atoms: int, repeats: int, target: float) -> dict:
     return r
 
 
+def hvp_case(atoms: int, repeats: int, target: float) -> dict:
+    """Lennard-Jones Hessian-vector products at ``atoms`` atoms."""
+    import tapead
+    from .harness import Candidate
+    fn = _functions()
+    x = lj_start_grid(atoms)
+    v = np.cos(np.arange(x.size, dtype=float))
+    tape, record_s = _timed(lambda: tapead.record(fn.lj, x))
+    hv, first_s = _timed(lambda: tape.hvp(x, v=v))
+    d = tape.derived[("hvp_tape",)]
+    r = dict(case="hvp", atoms=atoms, n=x.size, **structure(d), record_s=record_s, first_hvp_s=first_s,
+             peak_rss_gb=_rss_gb())
+    if _importable("numba"):
+        from .limits import lj_hessian
+        H = np.empty((x.size, x.size))
+        lj_hessian(x, H)
+        ref, rtol, r["reference"] = H @ v, 1e-8, "numba lj_hessian @ v"
+    else:
+        h = 1e-6
+        ref, rtol, r["reference"] = (fn.lj_grad(x + h * v) - fn.lj_grad(x - h * v)) / (2 * h), 1e-5, "differences"
+    r.update(check(hv, ref, rtol))
+    r["replay_ok"] = check(tape.hvp(x, v=v), ref, rtol)["ok"]
+    found = [Candidate("tapead", lambda: tape.hvp(x, v=v))]
+    from . import peers
+    missing = peers.available("jax")
+    if missing:
+        r["jax"] = missing
+    else:
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        jax.jit(lambda w: w * 2.0)(np.ones(2)).block_until_ready()  # backend start-up is not the function's
+        f = peers.rebind(fn.lj, jax.numpy)
+        hvp = jax.jit(lambda y, w: jax.jvp(jax.grad(f), (y,), (w,))[1])
+        xj, vj = jax.device_put(x), jax.device_put(v)
+        first, r["jax_first_s"] = _timed(lambda: hvp(xj, vj).block_until_ready())
+        r["jax_ok"] = check(np.asarray(first), ref, rtol)["ok"]
+        found.append(Candidate("jax", lambda: hvp(xj, vj).block_until_ready()))
+    _time(found, r, repeats, target, 1e-6, "us")
+    r["peak_rss_all_gb"] = _rss_gb()
+    return r
+
+
 def many_case(name: str) -> dict:
     """Many outputs: the Jacobian / weighted Hessian of ``np.dot(A, B)``, the weighted Hessian of a 2-axis sum.
 
@@ -246,6 +290,8 @@ def child(kind: str, size: str, repeats: int, target: float) -> None:
         r = gradient_case(int(size), repeats, target)
     elif kind == "hessian":
         r = hessian_case(int(size), repeats, target)
+    elif kind == "hvp":
+        r = hvp_case(int(size), repeats, target)
     else:
         r = many_case(kind)
     print(json.dumps(r), flush=True)
@@ -258,7 +304,7 @@ def run_case(kind: str, size, timeout: float, repeats: int = 7, target: float = 
     """Run one case in a fresh process with an empty kernel cache; a timeout or a crash is a result too."""
     code = ("import sys; from benchmarks.scale import child; "
             "child(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))")
-    head = dict(case=kind, **({"atoms": int(size)} if kind in ("gradient", "hessian") else {}))
+    head = dict(case=kind, **({"atoms": int(size)} if kind in ("gradient", "hessian", "hvp") else {}))
     with tempfile.TemporaryDirectory(prefix="tapead-scale-") as cache:
         env = dict(os.environ, TAPEAD_CACHE="0", TAPEAD_CACHE_DIR=cache, TAPEAD_BACKGROUND_O2="0")
         try:
@@ -313,10 +359,14 @@ COLUMNS = {  # (header, JSON key, format) after the first column (atoms or case)
                 ("first Hessian s", "first_hessian_s", ".3f"), ("then O2 s", "o2_s", ".2f"), ("JAX first s", "jax_first_s", ".3f"),
                 ("replay ms", "replay_ms", "t"), ("hand-written ms", "handwritten_ms", "t"), ("JAX ms", "jax_ms", "t"),
                 *_PEERS],
+    "hvp": [("n", "n", "d"), *_SIZE, ("record s", "record_s", ".3f"), ("first HVP s", "first_hvp_s", ".3f"),
+            ("JAX first s", "jax_first_s", ".3f"), ("replay µs", "replay_us", "t"), ("JAX µs", "jax_us", "t"),
+            ("ratio vs JAX", "ratio_jax", ".3g"), _RSS],
     "many": [("inputs", "inputs", "d"), ("outputs", "outputs", "d"), *_SIZE, ("record s", "record_s", ".3f"),
              ("first result s", "first_s", ".3f"), _RSS],
 }
 TITLES = {"gradient": "Lennard-Jones gradient (tests/functions.py::lj)", "hessian": "Lennard-Jones dense Hessian",
+          "hvp": "Lennard-Jones Hessian-vector products (the HVP tape's size)",
           "many": "Many outputs (first result)"}
 
 
@@ -350,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--atoms", default="10,30,100,300", help="gradient sizes (300 atoms: a tape of about 670k "
                     "ops, minutes, and it may hit the timeout)")
     ap.add_argument("--hessian-atoms", default="30,100", help="dense Hessian sizes")
+    ap.add_argument("--hvp-atoms", default="30,100,300", help="Hessian-vector product sizes")
     ap.add_argument("--many", default=",".join(MANY), help=f"many-output cases (of {', '.join(MANY)}; '' none)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per case (default 600)")
     ap.add_argument("--repeats", type=int, default=7, help="alternating timing rounds; medians (default 7)")
@@ -361,11 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown --many case(s) {', '.join(bad)}; choose from {', '.join(MANY)}")
     jobs = ([("gradient", a) for a in _sizes(args.atoms)] + [("hessian", a) for a in _sizes(args.hessian_atoms)]
-            + [(m, 0) for m in many])
-    result: dict = {"gradient": [], "hessian": [], "many": []}
+            + [("hvp", a) for a in _sizes(args.hvp_atoms)] + [(m, 0) for m in many])
+    result: dict = {"gradient": [], "hessian": [], "hvp": [], "many": []}
     for kind, size in jobs:
         r = run_case(kind, size, args.timeout, args.repeats, args.target)
-        result[kind if kind in ("gradient", "hessian") else "many"].append(r)
+        result[kind if kind in ("gradient", "hessian", "hvp") else "many"].append(r)
         print(json.dumps(r), flush=True)
     print()
     print(format_tables(result))

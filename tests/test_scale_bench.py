@@ -26,12 +26,13 @@ def test_small_run_reports_checked_derivatives_and_tables(tmp_path):
     path = tmp_path / "scale.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--atoms", "4,40", "--hessian-atoms", "4",
+                           "--hvp-atoms", "40",
                            "--repeats", "1", "--target", "0.001", "--timeout", "300", "--json", str(path)],
                           capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     result = json.loads(path.read_text())
     lines = [json.loads(s) for s in done.stdout.splitlines() if s.startswith("{")]
-    assert lines == result["gradient"] + result["hessian"] + result["many"]
+    assert lines == result["gradient"] + result["hessian"] + result["hvp"] + result["many"]
 
     assert [r["atoms"] for r in result["gradient"]] == [4, 40]
     for r in result["gradient"]:
@@ -58,6 +59,15 @@ def test_small_run_reports_checked_derivatives_and_tables(tmp_path):
     ref = _fd_hessian(x)
     assert abs(h["hessian_trace"] - np.trace(ref)) <= 1e-6 * np.max(np.abs(ref)) * x.size
 
+    (v,) = result["hvp"]
+    assert (v["atoms"], v["n"], v["ok"], v["replay_ok"]) == (40, 120, True, True) and v["error"] <= 1e-5
+    assert v["maps"] and v["ops"] < v["ops_unrolled"]  # the HVP tape keeps its loop
+    for peer in ("jax",):
+        if f"{peer}_ok" in v:
+            assert v[f"{peer}_ok"] is True
+        else:
+            assert isinstance(v[peer], str)
+
     many = {r["case"]: r for r in result["many"]}
     assert set(many) == set(scale.MANY)
     assert (many["jacobian_dot"]["inputs"], many["jacobian_dot"]["outputs"]) == (220, 100)
@@ -65,7 +75,7 @@ def test_small_run_reports_checked_derivatives_and_tables(tmp_path):
     assert all(r["ok"] is True and r["error"] <= 1e-12 for r in many.values()), many
 
     out = done.stdout
-    for kind, rows in (("gradient", ["4", "40"]), ("hessian", ["4"]), ("many", list(scale.MANY))):
+    for kind, rows in (("gradient", ["4", "40"]), ("hessian", ["4"]), ("hvp", ["40"]), ("many", list(scale.MANY))):
         head = out.index(scale.TITLES[kind])
         table = out[head:].split("\n\n")[1].splitlines()
         width = len(scale.COLUMNS[kind]) + 2
