@@ -12,7 +12,7 @@ import numpy as np
 
 from . import elementwise as ew
 from . import linalg as _linalg, linalg_jacobi as _jacobi, maparray, numpy_more as _more  # noqa: F401
-from . import ops
+from . import ops, ops_extra  # noqa: F401  (every row registered before the tables below read them)
 from . import tracer
 from .elementwise import where  # noqa: F401  (tapead.where)
 from .errors import TracingError
@@ -33,7 +33,7 @@ UFUNCS.update({
     "logical_and": _logical_and, "logical_or": _logical_or, "logical_not": _logical_not,
     "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, **ew.UFUNCS,
 })
-_REDUCIBLE = {"add", "multiply", "maximum", "minimum", "fmax", "fmin", "logaddexp", "logaddexp2"}
+_REDUCIBLE = {row.spelling for row in ops.OPS.values() if row.associative}  # the ufuncs whose reduce records
 _UFUNC_KEYWORDS = {"__call__": {"out", "dtype", "casting"}, "reduce": {"out", "dtype", "axis", "keepdims"},
                    "accumulate": {"out", "dtype", "axis"}, "outer": {"out", "dtype", "casting"}}
 

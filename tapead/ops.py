@@ -52,7 +52,7 @@ def _power(x, y):
 # contributions did, bitwise (a - b is a + (-b) exactly), without recording the terms of zero tangents.
 @op("add", 2, np.add, "{out} = fadd double {0}, {1}", commutative=True, curvature="linear", right_identity=0.0,
     left_identity=0.0, spelling="add", python=operator.add, tangent=lambda ts, x, y, out: plus(*ts),
-    weights=lambda w, x, y: (w, w))
+    weights=lambda w, x, y: (w, w), associative=True)
 def _(g, x, y, out): return g, g
 
 
@@ -65,7 +65,8 @@ def _(g, x, y, out): return g, -g
 @op("mul", 2, np.multiply, "{out} = fmul double {0}, {1}", commutative=True, curvature="bilinear",
     right_identity=1.0, left_identity=1.0, right_negation=-1.0, left_negation=-1.0, absorbing=0.0,
     spelling="multiply", python=operator.mul, tangent=lambda ts, x, y, out: plus(times(ts[0], y), times(ts[1], x)),
-    weights=lambda w, x, y: (None, w * x) if x is not None else (w * y, None) if y is not None else None)
+    weights=lambda w, x, y: (None, w * x) if x is not None else (w * y, None) if y is not None else None,
+    associative=True)
 def _(g, x, y, out): return g * y, g * x
 
 
@@ -175,7 +176,7 @@ def _first_wins(pick, x, y):
 @op("max", 2, np.maximum,
     "{out}.g = fcmp ogt double {0}, {1}\n{out}.u = fcmp uno double {0}, {0}\n"
     "{out}.k = or i1 {out}.g, {out}.u\n{out} = select i1 {out}.k, double {0}, double {1}",
-    smooth=False, curvature="piecewise", note="value as numpy: x if x > y or x is NaN, else y (so a NaN propagates and "
+    smooth=False, associative=True, curvature="piecewise", note="value as numpy: x if x > y or x is NaN, else y (so a NaN propagates and "
     "max(0.0, -0.0) = -0.0); the derivative goes to the argument whose NaN propagates, and on a tie x == y to x",
     spelling="maximum", tangent=lambda ts, x, y, out: choose(_first_wins(ge, x, y), *ts))
 def _(g, x, y, out):
@@ -186,7 +187,7 @@ def _(g, x, y, out):
 @op("min", 2, np.minimum,
     "{out}.g = fcmp olt double {0}, {1}\n{out}.u = fcmp uno double {0}, {0}\n"
     "{out}.k = or i1 {out}.g, {out}.u\n{out} = select i1 {out}.k, double {0}, double {1}",
-    smooth=False, curvature="piecewise", note="value as numpy: x if x < y or x is NaN, else y (min(0.0, -0.0) = -0.0); the "
+    smooth=False, associative=True, curvature="piecewise", note="value as numpy: x if x < y or x is NaN, else y (min(0.0, -0.0) = -0.0); the "
     "derivative goes to the argument whose NaN propagates, and on a tie x == y to x",
     spelling="minimum", tangent=lambda ts, x, y, out: choose(_first_wins(le, x, y), *ts))
 def _(g, x, y, out):

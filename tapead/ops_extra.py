@@ -170,7 +170,7 @@ def _weighted_tangent(expf):
 
 @op("logaddexp", 2, np.logaddexp, _logaddexp_ir("exp", _hex(LN2), None), libm=("exp", "log1p"),
     note="log(exp(x) + exp(y)) without overflow; derivatives 1/(1 + exp(y - x)) (1/2 each on a tie, also "
-         "of two infinities)", spelling="logaddexp", tangent=_weighted_tangent(exp))
+         "of two infinities)", spelling="logaddexp", tangent=_weighted_tangent(exp), associative=True)
 def _(g, x, y, out):
     wx, wy = _weights(x, y, exp)
     return g * wx, g * wy
@@ -178,7 +178,7 @@ def _(g, x, y, out):
 
 @op("logaddexp2", 2, np.logaddexp2, _logaddexp_ir("exp2", "1.0", _hex(LOG2E)), libm=("exp2", "log1p"),
     note="log2(2**x + 2**y); derivatives 1/(1 + 2**(y - x)) (1/2 each on a tie)", spelling="logaddexp2",
-    tangent=_weighted_tangent(lambda v: exp2(v)))
+    tangent=_weighted_tangent(lambda v: exp2(v)), associative=True)
 def _(g, x, y, out):
     wx, wy = _weights(x, y, exp2)
     return g * wx, g * wy
@@ -208,7 +208,8 @@ _FNOTE = ("NaN ignored (the other argument, and its derivative); on a tie the de
           "zero result on a (0, -0) tie is unspecified (numpy's own differs between scalars and arrays)")
 for _name, _fn, _pred, _cmp in [("fmax", np.fmax, "oge", OPS["ge"]), ("fmin", np.fmin, "ole", OPS["le"])]:
     _rule, _tangent = _fminmax(_cmp)
-    op(_name, 2, _fn, _fminmax_ir(_pred), smooth=False, note=_FNOTE, spelling=_name, tangent=_tangent)(_rule)
+    op(_name, 2, _fn, _fminmax_ir(_pred), smooth=False, note=_FNOTE, spelling=_name, tangent=_tangent,
+       associative=True)(_rule)
 
 
 @op("copysign", 2, np.copysign,

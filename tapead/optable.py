@@ -70,6 +70,7 @@ class Op:
     # each argument's weight when the output has weight w, ``consts`` holding the constant arguments' values
     # (None for the others); a constant's weight is ignored (may be None); None when not linear given those
     weights: Callable | None = None
+    associative: bool = False  # op(op(a, b), c) == op(a, op(b, c)) in exact arithmetic: ufunc.reduce records it
     python: Callable | None = None  # Python float arithmetic that is this IEEE operation and never raises
 
     def __post_init__(self):

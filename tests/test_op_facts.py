@@ -227,3 +227,22 @@ def test_linear_weights_are_the_rows_constant_partials():
                     assert c or g == p, (row.name, const, got, partials)
             checked.add(row.name)
     assert checked == {"add", "sub", "neg", "mul", "div"}
+
+
+def test_associative_rows_reduce_and_others_say_what_to_write():
+    """``associative`` (an op fact) decides which ufuncs' ``reduce`` records: each such row groups either way in
+    exact arithmetic (checked numerically), its reduce matches numpy's, and a non-associative ufunc's reduce is
+    refused with an error, not recorded as a fold numpy would group differently."""
+    rng = np.random.default_rng(3)
+    rows = [row for row in BY_CODE if row.associative]
+    assert {row.spelling for row in rows} == {"add", "multiply", "maximum", "minimum", "fmax", "fmin", "logaddexp",
+                                              "logaddexp2"}
+    x = rng.uniform(0.5, 2.0, (3, 5))
+    for row in rows:
+        a, b, c = (rng.uniform(0.5, 2.0, 50) for _ in range(3))
+        np.testing.assert_allclose(row.numpy(row.numpy(a, b), c), row.numpy(a, row.numpy(b, c)), rtol=1e-14)
+        ufunc = getattr(np, row.spelling)
+        t = tapead.record(lambda v: ufunc.reduce(v, axis=1), x)
+        np.testing.assert_allclose(t.value(x), ufunc.reduce(x, axis=1), rtol=1e-14)
+    with pytest.raises(tapead.TracingError, match="not supported"):
+        tapead.record(lambda v: np.subtract.reduce(v, axis=1), x)
