@@ -17,8 +17,7 @@ import numpy as np
 from .errors import BranchError
 from .interpret import interpret
 from .ops import BY_CODE
-from .derived_cache import derived_tape
-from .kernelspec import KINDS
+from .derived_cache import kind_tape
 from .tape import Tape
 
 COMPILE_AFTER = 3  # points answered by a path before it gets compiled kernels
@@ -97,8 +96,7 @@ def program(fun, kind: str) -> Tape:
         return fun.tape
     derived = fun.programs.get(kind)
     if derived is None:
-        k = KINDS[kind]
-        derived = fun.programs.setdefault(kind, derived_tape(fun.tape, k.cache_key, lambda: k.derive(fun.tape)))
+        derived = fun.programs.setdefault(kind, kind_tape(fun.tape, kind))
     return derived
 
 

@@ -47,11 +47,11 @@ def is_lazy(value) -> bool:
 
 # ---- what a method needs: its derived tape and the shapes of its outputs -------------------------------------
 def _derived(tape, method: str, kw: dict) -> tuple:
-    """(cache key, builder) of the derived tape ``method`` reads from ``tape.derived`` (or, for the gradient,
-    ``tape.programs``), or (None, None)."""
+    """(cache key, builder) of the derived tape ``method`` reads from ``tape.derived``, or for the gradient the
+    kernel kind whose tape it compiles (``("derived", kind)``, no builder: ``branches.program``), or (None, None)."""
     if method in ("gradient", "value_and_gradient", "assemble_gradient"):
         _scalar(tape, method)
-        return ("derived", "value_and_gradient"), lambda: ad.value_and_grad(tape.tape)
+        return ("derived", "value_and_gradient"), None
     if method == "jacobian":
         mode = kw.get("mode", "auto")
         higher._resolve(tape.tape, mode)
@@ -89,14 +89,14 @@ def _used_custom_ops(*tapes) -> tuple:
 def shipment(tape, method: str, kw: dict):
     """The graph key holding everything a worker needs for ``method``: made once per tape and method."""
     key, build = _derived(tape, method, kw)
-    if key is None:
-        d = None
-    elif key[0] == "derived":  # the gradient kernel's tape
-        d = program(tape, key[1])
-    else:
-        d = derived(tape, key, build).tape
     hit = tape.shipments.get(key)
     if hit is None:
+        if key is None:
+            d = None
+        elif key[0] == "derived":  # the gradient kernel's tape
+            d = program(tape, key[1])
+        else:
+            d = derived(tape, key, build).tape
         data = store.to_bytes(tape.tape)
         extra = None if d is None else store.to_bytes(d)
         s = worker.Shipment(data, key, extra, _used_custom_ops(tape.tape, *([d] if d is not None else [])),

@@ -17,6 +17,7 @@ from typing import Callable
 
 from .errors import TapeadError, TapeFormatError
 from .ops import BY_CODE, OPS, call
+from .kernelspec import KINDS
 from .tape import Tape
 
 FORMAT = 1
@@ -100,3 +101,12 @@ def _fits(tape: Tape, stored: Tape) -> bool:
     """A derived tape takes its source's arguments first (then any directions or weights) and its params."""
     n = len(tape.input_shapes)
     return stored.input_shapes[:n] == tape.input_shapes and stored.param_shape == tape.param_shape
+
+
+def kind_tape(tape: Tape, kind: str) -> Tape:
+    """The tape a kernel of ``kind`` (``kernelspec.KINDS``) compiles: ``tape`` itself for 'value', else the tape
+    that kind derives from it (or the one a process stored for it)."""
+    if kind == "value":
+        return tape
+    k = KINDS[kind]
+    return derived_tape(tape, k.cache_key, lambda: k.derive(tape))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from . import codegen, jit
 from .errors import InputError
-from .derived_cache import derived_tape
-from .kernelspec import KINDS, export_spec
+from .derived_cache import kind_tape
+from .kernelspec import export_spec
 from .tape import Tape
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -36,11 +36,7 @@ def module_ir(tape: Tape, name: str, *, hessian: bool = False, cpu: str | None =
         raise InputError(f"hessian=True needs a scalar-output tape; this one has output shape "
                          f"{tape.output_shape}")
     kinds = ["value"] + (["value_and_gradient"] if scalar else []) + (["hessian"] if hessian else [])
-    parts = []
-    for kind in kinds:
-        k = KINDS[kind]
-        derived = tape if kind == "value" else derived_tape(tape, k.cache_key, lambda k=k: k.derive(tape))
-        parts.append((derived, export_spec(tape, kind, name, cpu, opt)))
+    parts = [(kind_tape(tape, kind), export_spec(tape, kind, name, cpu, opt)) for kind in kinds]
     return codegen.export_module(parts, name, tape.n_params)
 
 

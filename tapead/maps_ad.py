@@ -182,9 +182,9 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     or a tangent crossing the loop's boundary that came through a select (its mask). ``replay`` and ``forward``
     are ``tapead.ad``'s sweeps."""
     n, n_in = m.n, m.body.n_inputs
+    columns = m.tables.T.tolist()
     active = []
-    for i in range(n_in):
-        col = m.tables[:, i].tolist()
+    for i, col in enumerate(columns):
         has = [tan[s] is not None for s in col]
         if not any(has):
             continue
@@ -193,13 +193,13 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
         active.append(i)
     if not active:
         return [None] * m.rows
-    found = _new_body(m, vals, [tan[s] for i in active for s in m.tables[:, i].tolist()])
+    found = _new_body(m, vals, [tan[s] for i in active for s in columns[i]])
     if found is None:
         raise Unstructured("a loop's forward sweep needs traced values")
     rec, body, cols, x = found
     seeds: list = [None] * n_in
     for i in active:
-        seeds[i] = cols.value(_ids(rec, [tan[s] for s in m.tables[:, i].tolist()]))
+        seeds[i] = cols.value(_ids(rec, [tan[s] for s in columns[i]]))
     bvals = replay(m.body, x, [])
     bmask: list = []
     btan = forward(m.body, bvals, seeds, bmask)
