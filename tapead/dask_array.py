@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from importlib import metadata
 
 import dask
 import dask.array as da
@@ -33,6 +34,31 @@ from .custom import _REGISTERED
 from .errors import InputError
 from .ops import BY_CODE
 from .structure import op_codes
+
+INSTALL_PAIR = "pip install -U 'dask[array,distributed]>=2024.8.0'"
+
+
+def dask_pair_error() -> str | None:
+    """Why the installed dask and distributed cannot work together, or None when they match.
+
+    distributed pins dask to its own release; a resolver given the two names separately can still pair a new dask
+    with a years-old distributed, which then fails deep inside an import. Checked from the package metadata, so
+    asking costs no import of distributed.
+    """
+    try:
+        dist = metadata.version("distributed")
+    except metadata.PackageNotFoundError:
+        return None                      # local schedulers work without distributed
+    core = metadata.version("dask")
+    if dist.split("+")[0] != core.split("+")[0]:
+        return (f"dask {core} is installed with distributed {dist}: distributed must be the same release as dask; "
+                f"install the matching pair with: {INSTALL_PAIR}")
+    return None
+
+
+_PAIR = dask_pair_error()
+if _PAIR is not None:
+    raise ImportError(_PAIR)
 
 SPLIT_EVERY = 8  # partials summed per node of an assembly's reduction tree
 _THREADED = ("value", "gradient", "value_and_gradient", "assemble_gradient", "assemble_value")

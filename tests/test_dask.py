@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
+import dask.array as da  # noqa: E402  (a test dependency: an import error fails, never skips)
+import distributed  # noqa: E402
 import dask  # noqa: E402
 
 import tapead  # noqa: E402
