@@ -190,8 +190,13 @@ def run_groups(dst: np.ndarray) -> list[list[int]]:
     by pattern (equal up to a constant). Such a column accumulates in a register and touches memory only when its
     target changes: a chain of additions through one memory cell is bound by store-to-load latency, a register
     chain by the addition's. The register holds the cell's value (loaded when a run starts), so additions happen
-    in the same order as one at a time. Only when safe: no other column targets a cell of the run's at the same
-    iteration (it would miss the register), and the group's columns target distinct cells."""
+    in the same order as one at a time.
+
+    Only when safe: during iteration ``k`` column ``c``'s register stands for cell ``dst[k-1, c]`` (until its
+    flush) and then ``dst[k, c]``, so no other column, in the group or not, may target either cell at iteration
+    ``k`` (it would add to memory the register later overwrites, or load a cell whose register is not yet
+    stored). With that, each cell a register holds sees only that column's additions while held, in iteration
+    order, exactly as one addition at a time gives."""
     n, cols = dst.shape
     if n < 4:
         return []
@@ -202,13 +207,17 @@ def run_groups(dst: np.ndarray) -> list[list[int]]:
             groups.setdefault(rel.tobytes(), []).append(c)
     out = []
     for group in groups.values():
-        if len({int(dst[0, c]) for c in group}) != len(group):
-            continue
-        others = [o for o in range(cols) if o not in group]
-        if any(np.any(dst[:, o] == dst[:, c]) for o in others for c in group):
-            continue
-        out.append(group)
+        if all(_held_alone(dst, c) for c in group):
+            out.append(group)
     return out
+
+
+def _held_alone(dst: np.ndarray, c: int) -> bool:
+    """No column but ``c`` targets, at iteration ``k``, a cell ``c``'s register holds during ``k``."""
+    held_now = dst[:, c]
+    held_before = np.concatenate([dst[:1, c], dst[:-1, c]])
+    others = np.delete(dst, c, axis=1)
+    return not (np.any(others == held_now[:, None]) or np.any(others == held_before[:, None]))
 
 
 def _run_accumulate(pre: str, g: int, group: list, dst: np.ndarray, values: list, plan: Plan, globals_: list,

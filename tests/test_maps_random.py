@@ -106,12 +106,22 @@ def run(prog: Program, P, stats=None):
     return s
 
 
+def _runs(n: int, m: int, length: int, start: int, shuffled: bool) -> np.ndarray:
+    """``n`` indices in runs of ``length`` equal ones (``np.repeat``), counting up from ``start`` modulo ``m``."""
+    idx = (start + np.arange(n) // length) % m
+    return np.random.default_rng(n * 31 + length).permutation(idx) if shuffled else idx
+
+
 @st.composite
 def programs(draw, vectors=None):
     n = draw(st.integers(2, 80))
     m = draw(st.integers(2, 12))
     vectors = draw(st.booleans()) if vectors is None else vectors
-    index = st.lists(st.integers(0, m - 1), min_size=n, max_size=n).map(np.array)
+    index = st.one_of(  # random, sorted, runs of one index, shuffled runs: the patterns of real gathers
+        st.lists(st.integers(0, m - 1), min_size=n, max_size=n).map(np.array),
+        st.lists(st.integers(0, m - 1), min_size=n, max_size=n).map(np.sort),
+        st.tuples(st.integers(1, 5), st.integers(0, m - 1), st.booleans()).map(
+            lambda r: _runs(n, m, *r)))
     sources = [("gather3", draw(index))]
     for _ in range(draw(st.integers(0, 2))):
         kind = draw(st.sampled_from(["gather3", "gather1", "const"]))
