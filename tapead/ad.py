@@ -109,6 +109,43 @@ def _masked(q, mask, rec):
     return select(c, q, 0.0) if mask[1] else select(c, 0.0, q)
 
 
+def _condition(mask, rec) -> Scalar:
+    """A 0/1 value that is 1 exactly where ``mask`` says its value may be nonzero."""
+    c = Scalar(rec, mask[0])
+    return c if mask[1] else select(c, 0.0, 1.0)
+
+
+def _as_mask(c, mask):
+    """The mask of the condition value ``c`` (a fold to a constant leaves the region unchanged: ``mask``)."""
+    return (c.id, True) if isinstance(c, Scalar) else mask
+
+
+def _rec_of(*values):
+    """The recorder of the first traced value, or None (numbers need no mask)."""
+    return next((v.rec for v in values if isinstance(v, Scalar)), None)
+
+
+def either(m1, m2, rec):
+    """The mask of a sum of two masked values: nonzero only where one of them may be (None: anywhere).
+
+    Two selects on one value (``where(x > 0, sqrt(x), 0) + where(x > 1, sqrt(x), 0)``) or a value read twice by
+    a max chain add masked cotangents with different conditions; the sum is still zero where neither branch
+    was taken, so what is computed from it is masked with their union, never left unmasked."""
+    if m1 is None or m2 is None or rec is None:
+        return None if m1 != m2 else m1
+    if m1 == m2:
+        return m1
+    return _as_mask(select(_condition(m1, rec), 1.0, _condition(m2, rec)), m1)
+
+
+def both(outer, inner, rec):
+    """The mask of a value masked twice (a select's branch under a select, a branch under a max): nonzero only
+    where both conditions hold. ``outer`` is known not None; ``inner`` may be."""
+    if inner is None or inner == outer:
+        return outer
+    return _as_mask(select(_condition(outer, rec), _condition(inner, rec), 0.0), outer)
+
+
 def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> list:
     """Cotangents of the inputs given one cotangent per output (None = zero): the reverse sweep.
 
@@ -126,8 +163,8 @@ def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> 
             if adj[s] is None:
                 adj[s], mask[s] = g, _mask_of(g)
             else:
+                mask[s] = either(mask[s], _mask_of(g), adj[s].rec) if isinstance(adj[s], Scalar) else None
                 adj[s] = adj[s] + g
-                mask[s] = None
     first = tape.first_result
     code = tape.code.tolist()
     runs = {end - 1: (start, m) for start, end, m in map_runs(tape)}
@@ -151,13 +188,16 @@ def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> 
             if c is None or not act[a]:
                 continue
             if m is not None and isinstance(c, Scalar):
-                c = _masked(c, m, c.rec)
-            cm = _mask_of(c)
+                cm = both(m, _mask_of(c), c.rec)
+                c = _masked(c, cm, c.rec)
+            else:
+                cm = _mask_of(c)
             if adj[a] is None:
                 adj[a], mask[a] = c, cm
             else:
+                rec = c.rec if isinstance(c, Scalar) else getattr(adj[a], "rec", None)
+                mask[a] = either(mask[a], cm, rec) if rec is not None else None
                 adj[a] = adj[a] + c
-                mask[a] = mask[a] if mask[a] == cm else None
     if masks is not None:
         masks[:] = mask[:tape.n_inputs]
     return adj[:tape.n_inputs]
@@ -235,8 +275,7 @@ def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -
             elif t1 is None:
                 shared = mask[a0]
             else:
-                m0 = mask[a0]
-                shared = m0 if m0 == mask[a1] else None
+                shared = either(mask[a0], mask[a1], _rec_of(t0, t1))
             total = row.tangent((t0, t1), vals[a0], vals[a1], vals[out])
         elif len(args) == 1:
             a0 = args[0]
@@ -249,14 +288,15 @@ def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -
                 if t is not None:
                     if shared is unset:
                         shared = mask[a]
-                    elif shared != mask[a]:
-                        shared = None
+                    else:
+                        shared = either(shared, mask[a], _rec_of(*ts))
             if shared is unset:
                 shared = None
             total = row.tangent(ts, *[vals[a] for a in args], vals[out])
         if total is None:
             continue
         if shared is not None and isinstance(total, Scalar):
+            shared = both(shared, _mask_of(total), total.rec)
             total = _masked(total, shared, total.rec)
             mask[out] = shared
         else:

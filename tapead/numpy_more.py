@@ -126,6 +126,8 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=_NO, *, where=_NO, 
     c = _cells(a)
     axes = tuple(range(c.ndim)) if axis is None else tuple(int(i) % max(c.ndim, 1) for i in np.atleast_1d(axis))
     n = int(np.prod([c.shape[i] for i in axes]))
+    if n == 1 and ddof < 1:  # one value per group: the spread is identically 0 (derivatives 0, never 0 * inf)
+        return wrap(np.sum(c * 0.0, axis=axes, keepdims=keepdims is True))
     m = np.sum(c, axis=axes, keepdims=True) / float(n)
     d = c - m
     r = np.sum(d * d, axis=axes, keepdims=keepdims is True) / float(max(n - ddof, 0))
@@ -133,9 +135,11 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=_NO, *, where=_NO, 
 
 
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=_NO, *, where=_NO, mean=_NO, correction=_NO):
-    """sqrt of var (its derivative is infinite where every value is equal, as in numpy's formula)."""
-    return elementwise(ops.sqrt, var(a, axis, dtype, out, ddof, keepdims, where=where, mean=mean,
-                                     correction=correction))
+    """sqrt of var. Where every value of a group is equal (zero spread) std is not differentiable (two values:
+    ``|x1 - x2| / 2``); its derivative there is 0, as ``abs'(0) = 0``, to every order, through a NaN-safe select
+    (not ``0 * inf``)."""
+    v = var(a, axis, dtype, out, ddof, keepdims, where=where, mean=mean, correction=correction)
+    return np.where(v > 0.0, elementwise(ops.sqrt, v), v * 0.0)  # v * 0: a NaN spread stays NaN
 
 
 def average(a, axis=None, weights=None, returned=False, *, keepdims=_NO):
