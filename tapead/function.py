@@ -21,6 +21,7 @@ from . import sparsity, store
 from .binding import FALLBACK, evaluate
 from .kernelspec import ENTRY
 from .record import trace
+from .errors import TapeFormatError
 from .tape import Tape
 
 # the IR's fields, copied onto a Function (plain attributes: the single-point paths read shapes on every call,
@@ -125,6 +126,13 @@ class Function:
         """A Function pickles as its tape, which pickles as tape-file bytes (``fn`` and kernels are dropped;
         kernels are rebuilt or come from the kernel cache)."""
         return Function, (self.tape,)
+
+    def __setstate__(self, state):
+        """Refused: a Function unpickles only as ``Function(tape)``, which derives every field (shapes, sizes,
+        caches) from the validated tape; a pickle that sets fields itself could make the kernels read and write
+        past the caller's buffers."""
+        raise TapeFormatError("a Function unpickles only from its tape (Function(tape)); this pickle sets a "
+                              "Function's fields directly, bypassing validation")
 
     # ---- evaluation (the evaluation modules are imported at call time: they load the backend, llvmlite) ----
     def __call__(self, *args, params=None, out=None, threads: int | None = None):

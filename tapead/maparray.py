@@ -271,10 +271,11 @@ def reduce(func, a: MapArray, axis=None, dtype=None, out=None, keepdims=False, *
         result = result / count
     if keepdims:
         shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
-        if isinstance(result, MapArray):
+        if 0 not in axes:  # still a loop over the leading axis: only the block gains its unit axes
             return MapArray(result.builder, np.asarray(result.block, dtype=object).reshape(shape[1:]))
-        return np.reshape(to_cells(result), shape) if not isinstance(result, TracedArray) else \
-            np.reshape(result, shape)
+        # reduced over the loop: whatever the sum is now (a number, scalars, or a loop of another length)
+        return np.reshape(result, shape) if isinstance(result, TracedArray) else wrap(
+            np.reshape(to_cells(result), shape))
     return result
 
 
@@ -292,7 +293,7 @@ def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
     if cells.dtype != object:
         cells = cells.astype(np.float64)
     if cells.ndim < len(shape) or cells.shape[0] == 1:  # the same for every iteration
-        row = cells if cells.ndim < len(shape) else cells[0]
+        row = cells if cells.ndim < len(shape) else cells.reshape(cells.shape[1:])
         out = np.empty(row.shape, object)
         for e in np.ndindex(row.shape):
             c = row[e]

@@ -204,8 +204,10 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     bmask: list = []
     btan = forward(m.body, bvals, seeds, bmask)
     outputs = m.body.outputs.tolist()
-    if any(btan[s] is not None and bmask[s] is not None for s in outputs):
+    if any(btan[s] is not None and bmask[s] is not None and kind == "each" for s, kind in zip(outputs, m.kinds)):
         raise Unstructured("a tangent leaves the loop through a select")
+    # a sum or scatter adds masked tangents of many iterations: the union of their conditions, which the loop does
+    # not carry out (as reverse_map passes a mask only to a slot with one contribution): it leaves unmasked
     kept = [j for j, s in enumerate(outputs) if btan[s] is not None]
     if not kept:
         return [None] * m.rows

@@ -51,6 +51,8 @@ MAGIC = b"TAPEAD\0"
 VERSION = 1  # of a tape without loops; a tape with loops is written as version 2
 VERSION_MAPS = 2
 MAX_MAPS = 4096
+MAX_FREE_ITERATIONS = 4096  # iterations of a loaded loop whose body reads no column (no table bytes pay for them)
+MAX_LOOP_WORK = 1_000_000_000  # body instructions per point over all loops of a loaded tape (LJ 3,000 atoms: 1.5e8)
 MAX_HEADER = 1 << 20
 MAX_DIMS = 32
 _PREFIX = struct.Struct("<7sII")
@@ -152,6 +154,19 @@ def _loops(value) -> list[tuple]:
     return out
 
 
+def _bounded_loop(index: int, n: int, n_in: int, work: int) -> None:
+    """The work a loaded file may demand, not only its bytes: a loop's iterations are paid for by its table
+    (a few hundred bytes must not declare 10^7 iterations of a body that reads no column), and all loops
+    together run at most ``MAX_LOOP_WORK`` body instructions per point."""
+    if n_in == 0 and n > MAX_FREE_ITERATIONS:
+        raise TapeFormatError(f"maps[{index}] declares {n:,} iterations of a body that reads no table column; a "
+                              f"loaded loop without columns may run at most {MAX_FREE_ITERATIONS:,} (recorded "
+                              "loops read at least one column per iteration)")
+    if work > MAX_LOOP_WORK:
+        raise TapeFormatError(f"the tape's loops run {work:,} body instructions per point; a loaded tape may run at "
+                              f"most {MAX_LOOP_WORK:,} (record the function again to work with it)")
+
+
 def _op_table(value) -> np.ndarray:
     """Map the file's op numbering onto the current op table."""
     if not isinstance(value, list) or len(value) > 4096:
@@ -212,6 +227,7 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
         arrays.append(np.frombuffer(data, dtype=dtype, count=size // int(dtype[2]), offset=start))
         start += size
     maps = []
+    work = 0  # instructions the loops run per point: what the file demands of a kernel or an unrolled tape
     for n, n_in, kinds, scatter_size, nbytes in loops:
         tables = np.frombuffer(data, dtype="<i4", count=n * n_in, offset=start).reshape(n, n_in)
         start += 4 * n * n_in
@@ -220,6 +236,8 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
         start += 4 * n * n_scatter
         body = _from_bytes(data[start:start + nbytes], loops_allowed=False)
         start += nbytes
+        work += n * max(len(body), 1)
+        _bounded_loop(len(maps), n, n_in, work)
         maps.append(Map(body, tables, kinds, dst, scatter_size))
     code = arrays[0].astype(np.int32).reshape(-1, 4)
     if len(code):

@@ -469,3 +469,22 @@ def test_fuzzed_tape_files_are_refused_or_run_correctly(tmp_path):
     assert refused >= 1500 and len(survivors) >= 20, (refused, len(survivors))
     out = _run(FUZZ_CHECK, tmp_path / "cache", *survivors)  # compiled in a child: a crash fails, not aborts
     assert out.strip() == f"ran {len(survivors)}"
+
+
+def test_a_pickle_setting_a_functions_fields_is_refused():
+    """A Function rebuilds every field from its validated tape: a BUILD state that shrinks its input shapes (so
+    the kernel would read 24 doubles from a 3-double buffer) is refused, not accepted."""
+    t = tapead.record(lambda x: np.sum(np.sin(x) * x), np.ones(24))
+    good = pickle.dumps(t)
+    assert pickle.loads(good).gradient(np.ones(24)).shape == (24,)
+    # the pickle of t, with a BUILD of {"input_shapes": ((3,),)} appended before its STOP
+    state = pickle.dumps({"input_shapes": ((3,),), "tape": t.tape}, protocol=2)[2:-1]
+    crafted = good[:-1] + state + b"b."
+    with pytest.raises(TapeFormatError, match="unpickles only from its tape"):
+        pickle.loads(crafted)
+    fields = pickle.dumps({"input_shapes": ((3,),)}, protocol=2)
+    newobj = b"\x80\x02ctapead.function\nFunction\n)\x81" + fields[2:-1] + b"b."  # Function.__new__, then BUILD
+    with pytest.raises(TapeFormatError, match="unpickles only from its tape"):
+        pickle.loads(newobj)
+    for clone in (copy.copy(t), copy.deepcopy(t)):
+        assert np.array_equal(clone.gradient(np.ones(24)), t.gradient(np.ones(24)))

@@ -140,3 +140,37 @@ def test_fuzzed_loop_files_are_refused_or_run_correctly(tmp_path):
     assert refused >= 600 and len(survivors) >= 10, (refused, len(survivors))
     out = _run(FUZZ_CHECK, tmp_path / "cache", *survivors)  # compiled in a child: a crash fails, not aborts
     assert out.strip() == f"ran {len(survivors)}"
+
+
+def _columnless_loop(n: int) -> Tape:
+    """A tape of one loop of ``n`` iterations whose body reads no column (it adds two constants): a few hundred
+    bytes on disk whatever ``n`` is."""
+    add = tapead.ops.OPS["add"].code
+    body = Tape(code=[[add, 0, 0, -1]], consts=[1.5], input_shapes=((0,),), param_shape=None, outputs=[1],
+                output_shape=(1,))
+    loop = Map(body, np.zeros((n, 0), np.int32), ("sum",), np.zeros((n, 0), np.int32), 0)
+    return Tape(code=[[structure.MAP_ROW, 0, 0, 0]], consts=[], input_shapes=((1,),), param_shape=None,
+                outputs=[1], output_shape=(), maps=(loop,))
+
+
+def test_a_tiny_file_cannot_declare_ten_million_iterations():
+    """The work a loaded file can demand is bounded, not only its bytes."""
+    small = store.from_bytes(store.to_bytes(_columnless_loop(100)))
+    assert tapead.Function(small).value(np.ones(1)) == 300.0  # (1.5 + 1.5) x 100
+    data = store.to_bytes(_columnless_loop(10**7))
+    assert len(data) < 2000
+    with pytest.raises(TapeFormatError, match="reads no table column"):
+        store.from_bytes(data)
+    with pytest.raises(TapeFormatError, match="reads no table column"):
+        pickle.loads(pickle.dumps(_columnless_loop(10**7)))
+
+
+def test_the_loops_of_a_loaded_tape_run_a_bounded_number_of_instructions(monkeypatch):
+    t = TAPES["lj.grad"][0].tape
+    data = store.to_bytes(t)
+    work = sum(m.n * len(m.body) for m in t.maps)
+    monkeypatch.setattr(store, "MAX_LOOP_WORK", work - 1)
+    with pytest.raises(TapeFormatError, match="body instructions per point"):
+        store.from_bytes(data)
+    monkeypatch.setattr(store, "MAX_LOOP_WORK", work)
+    assert store.from_bytes(data).hash == t.hash
