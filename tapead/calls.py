@@ -23,7 +23,7 @@ from . import kernelspec
 from .codegen import flat_batches_pay, kernel_key, kernel_records, lower_kernel
 from .errors import InputError
 from .interpret import interpret
-from .jit import Kernel, Source, compile_kernel
+from .jit import Abandoned, Kernel, Source, compile_kernel, stop_background_builds, stopping
 from .kernelspec import ENTRY, first_level
 from .native import builtin, lower_entry, prepare
 from .binding import Bound, bind, evaluate, lead as _lead, named_inputs, result as _result  # noqa: F401
@@ -71,10 +71,19 @@ def _build(fun, kind: str, opt: int | None = None, elsewhere: bool = False,
     return derived, k
 
 
+# when the main thread returns, before the interpreter joins the (non-daemon) build threads
+getattr(threading, "_register_atexit", lambda f: None)(stop_background_builds)
+
+
 def _upgrade(fun, kind: str) -> None:
     """Compile the O2 kernel of a large tape in another process (off this process's LLVM lock, on another core)
     and swap it in when ready."""
-    hit = _build(fun, kind, opt=2, elsewhere=True, flat=flat_batches_pay(branches.program(fun, kind)))
+    if stopping():
+        return
+    try:
+        hit = _build(fun, kind, opt=2, elsewhere=True, flat=flat_batches_pay(branches.program(fun, kind)))
+    except Abandoned:  # the interpreter is exiting: the O0 kernel served every call there was
+        return
     with _compile_lock:
         fun.retired.append(fun.kernels.get(kind))  # a caller may still be running the old code
         fun.kernels[kind] = hit

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import threading
 import time
 
@@ -21,6 +22,39 @@ from .errors import CompileError
 
 _lock = threading.Lock()
 _ready = False
+
+
+def _llvm_lock():
+    """llvmlite's own lock around every LLVM C call (a reentrant lock), or None if this llvmlite has none."""
+    return getattr(getattr(getattr(ffi, "lib", None), "_lock", None), "_lock", None)
+
+
+def _before_fork() -> None:
+    """Fork only between LLVM calls: a background build holding llvmlite's lock (or LLVM's own state half
+    updated) at the moment of a fork would leave the child's first compilation waiting forever on a lock whose
+    owner does not exist there. Taken in the order compilations take them (this module's, then llvmlite's)."""
+    _lock.acquire()
+    lock = _llvm_lock()
+    if lock is not None:
+        lock.acquire()
+
+
+def _after_fork() -> None:
+    lock = _llvm_lock()
+    if lock is not None:
+        lock.release()
+    _lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """The child has none of the parent's build threads: it may run as many compiling processes as it likes."""
+    global _builders
+    _after_fork()
+    _builders = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork_in_child)
 def initialize() -> None:
     """Set LLVM up once per process (the native target, its asm printer, and libm for the kernels)."""
     global _ready
@@ -135,21 +169,57 @@ def compile_object(ir: str, opt: int) -> bytes:
     return tm.emit_object(optimise(ir, tm, opt))
 
 
+class Abandoned(Exception):
+    """A background build given up because the interpreter is exiting."""
+
+
+_stopping = threading.Event()
+_builders = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))  # compiling subprocesses at a time
+
+
+def stop_background_builds() -> None:
+    """Called when the main thread returns: pending background builds are abandoned (their subprocesses
+    killed), so exit waits at most for an LLVM call in flight, never for a queue of optimising compiles."""
+    _stopping.set()
+
+
+def stopping() -> bool:
+    return _stopping.is_set()
+
+
 def _object_from_subprocess(ir: str, opt: int) -> bytes | None:
-    """Compile in a fresh Python process; None if that is not possible here (the caller compiles in-process)."""
-    import os
+    """Compile in a fresh Python process; None if that is not possible here (the caller compiles in-process).
+    At most one such process per core; raises Abandoned once the interpreter is exiting."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     script = ("import sys; from tapead.jit import compile_object; "
               f"sys.stdout.buffer.write(compile_object(sys.stdin.read(), {int(opt)}))")
+    while not _builders.acquire(timeout=0.1):
+        if _stopping.is_set():
+            raise Abandoned
     try:
-        r = subprocess.run([sys.executable, "-c", script], input=ir.encode(), capture_output=True, env=env,
-                           timeout=600, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout or None
+        if _stopping.is_set():
+            raise Abandoned
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, env=env)
+        except OSError:
+            return None
+        result: list = []
+        talk = threading.Thread(target=lambda: result.append(proc.communicate(ir.encode())[0]), daemon=True)
+        talk.start()  # writes the IR and drains the object file (a pipe holds 64 KB: both ends must move)
+        started = time.monotonic()
+        while talk.is_alive():
+            if _stopping.is_set() or time.monotonic() - started > 600:
+                proc.kill()
+                talk.join()
+                raise Abandoned
+            talk.join(0.05)
+        return (result[0] if result and proc.returncode == 0 else b"") or None
+    finally:
+        _builders.release()
 
 
 class Kernel:

@@ -48,6 +48,17 @@ def cores() -> int:
     return n
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child has none of the parent's pool threads: it starts its own pool when it needs one (handing
+    work to the inherited one would wait forever)."""
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
