@@ -294,6 +294,14 @@ def norm(x, ord=None, axis=None, keepdims=False):
         return wrap(np.sum(to_cells(elementwise(ops.absolute, cells)), axis=axis, keepdims=keepdims))
     if ord == np.inf and cells.ndim == 1:
         return _reduce(ops.maximum, elementwise(ops.absolute, cells))
+    if ord == -np.inf and cells.ndim == 1:
+        return _reduce(ops.minimum, elementwise(ops.absolute, cells))
+    if isinstance(ord, (int, float, np.integer, np.floating)) and not matrix and np.isfinite(ord):
+        if ord == 0:  # the count of nonzeros: piecewise constant
+            return wrap(np.sum(to_cells(elementwise(ops.ne, cells, 0.0)), axis=axis, keepdims=keepdims))
+        p = float(ord)  # numpy's order of operations: |x| ** p, summed, ** (1 / p)
+        total = np.sum(to_cells(elementwise(ops.absolute, cells) ** p), axis=axis, keepdims=keepdims)
+        return wrap(total) ** (1.0 / p)
     raise TracingError(f"np.linalg.norm with ord={ord!r} on a {cells.ndim}-d traced array is not supported")
 
 

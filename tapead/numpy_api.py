@@ -12,6 +12,7 @@ import numpy as np
 
 from . import elementwise as ew
 from . import linalg as _linalg, linalg_jacobi as _jacobi, maparray, numpy_more as _more  # noqa: F401
+from . import numpy_stats as _stats
 from . import ops, ops_extra  # noqa: F401  (every row registered before the tables below read them)
 from . import tracer
 from .elementwise import where  # noqa: F401  (tapead.where)
@@ -53,6 +54,8 @@ def array_ufunc(ufunc, method, inputs, kwargs):
                            "values")
     if name == "matmul" and method == "__call__":
         return wrap(np.matmul(*(to_cells(a) for a in inputs)))
+    if name == "add" and method == "at":
+        return _stats.add_at(*inputs)
     if name == "divmod" and method == "__call__":
         return ew.divmod_(*inputs)
     fn = UFUNCS.get(name)
@@ -179,6 +182,7 @@ def _float64_dtype_dropped(func, args, kwargs):
 CUSTOM.update(_linalg.CUSTOM)
 CUSTOM.update(_jacobi.CUSTOM)
 CUSTOM.update(_more.CUSTOM)
+CUSTOM.update(_stats.CUSTOM)
 
 
 def array_function(func, args, kwargs):

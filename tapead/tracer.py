@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from .dtypes import ScalarDtype
 from . import ops
 from .errors import TracingError
 from .recorder import _CONST, Recorder
@@ -53,7 +54,7 @@ class Scalar:
     shape = ()
     ndim = 0
     size = 1
-    dtype = np.dtype(np.float64)
+    dtype = ScalarDtype()  # float64, except that dtype.type(v) keeps a traced v traced
 
     def __init__(self, rec: Recorder, nid: int):
         self.rec = rec

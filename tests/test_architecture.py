@@ -13,7 +13,7 @@ EVALUATION = {"function", "api", "calls", "branches", "binding", "derivatives", 
               "derived_cache"}
 # the IR, recording and the transforms: they reach neither the backend nor evaluation, whatever runs
 PURE = ["tape", "validate", "listing", "structure", "optable", "ops", "ops_extra", "errors", "recorder", "tracer",
-        "numpy_api", "elementwise", "numpy_more", "linalg", "linalg_jacobi", "maparray", "mapfuse", "record", "ad",
+        "numpy_api", "elementwise", "numpy_more", "numpy_stats", "dtypes", "linalg", "linalg_jacobi", "maparray", "mapfuse", "record", "ad",
         "maps_ad", "simplify", "higher", "separable", "sparsity", "interpret", "store", "kernelspec"]
 WITHOUT_BACKEND = PURE + ["binding"]
 

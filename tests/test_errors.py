@@ -318,13 +318,13 @@ def test_indexing_with_traced_value(fn):
 
 
 @pytest.mark.parametrize("fn, name", [(np.fft.fft, "np.fft.fft"), (np.spacing, "np.spacing"),
-                                      (np.median, "np.median"), (np.signbit, "np.signbit")])
+                                      (np.nanmedian, "np.nanmedian"), (np.signbit, "np.signbit")])
 def test_unsupported_numpy_function_is_named(fn, name):
     with pytest.raises(TracingError, match=name.replace(".", r"\.")):
         tapead.record(fn, np.ones(3))
 
 
-@pytest.mark.parametrize("fn", [np.lexsort, lambda x: np.searchsorted(x, 0.5), lambda x: np.sort(x, order="f")])
+@pytest.mark.parametrize("fn", [np.lexsort, lambda x: np.sort(x, order="f")])
 def test_sorting_refused(fn):
     with pytest.raises(TracingError, match="sort"):
         tapead.record(fn, np.ones(3))
