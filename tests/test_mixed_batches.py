@@ -97,3 +97,30 @@ def shared_tape():
     t = tapead.record(three_paths, np.array([0.5, 0.5]))
     t.gradient(mixed(200, 5))  # compile the three paths first: later points all run natively
     return t
+
+
+ULPS = 8  # the interpreter (numpy's vectorised libm) against the kernels (the C library's): a few ulps
+
+
+def test_rows_on_a_path_not_yet_compiled_are_within_a_few_ulps_then_bitwise():
+    """The first points a path answers (``branches.COMPILE_AFTER``) run through the interpreter, whose
+    transcendental functions are numpy's; once the path is compiled every row is the bits of its point alone."""
+    rng = np.random.default_rng(5)
+
+    def f(u):
+        s = np.sum(np.abs(u) ** 1.5)
+        if s > 95.0:
+            return np.log(s) * np.sum(np.abs(u) ** 1.5 * np.tanh(u))
+        return np.sqrt(s) + np.sum(np.exp(u * 0.1) ** 2.5)
+
+    X = rng.normal(size=(12, 63)) * 1.5
+    paths = [bool(np.sum(np.abs(x) ** 1.5) > 95.0) for x in X]
+    assert 0 < sum(paths) < 12
+    for kind in ("value", "gradient"):
+        t = tapead.record(f, X[0])
+        cold = getattr(t, kind)(X)
+        alone = np.array([getattr(t, kind)(x) for x in X])
+        scale = np.max(np.abs(alone), axis=tuple(range(1, alone.ndim)), keepdims=True) if alone.ndim > 1 else \
+            np.abs(alone)
+        assert np.all(np.abs(cold - alone) <= ULPS * np.spacing(scale))
+        assert np.array_equal(getattr(t, kind)(X), alone)  # the paths are compiled now: bitwise
