@@ -246,20 +246,25 @@ def test_a_corrected_custom_rule_is_not_served_the_old_derived_tape(tmp_path):
 # ---- forward sweeps: the visit of what a nonzero tangent reaches records what a full sweep records ---------------
 def _full_sweep(tape, vals, tangents):
     """The forward sweep over every instruction in tape order (the reference)."""
-    from tapead.ad import _mask_of, _masked
+    from tapead.ad import _mask_of, _masked, _rec_of, both, either
     from tapead.ops import BY_CODE as rows
     from tapead.tracer import Scalar
     tan = list(tangents) + [None] * (tape.n_slots - tape.n_inputs)
     mask = [None] * tape.n_slots
     first = tape.first_result
+    unset = object()
     for i, (op, *args) in enumerate(tape.code.tolist()):
         row = rows[op]
         args = args[:row.arity]
         ts = [tan[a] for a in args]
-        masks = {mask[a] for a, t in zip(args, ts) if t is not None}
+        shared = unset  # the union of the masks of the nonzero argument tangents, in argument order, then the tangent
+        for a, t in zip(args, ts):
+            if t is not None:
+                shared = mask[a] if shared is unset else either(shared, mask[a], _rec_of(*ts))
+        shared = None if shared is unset else shared
         total = row.tangent(ts, *(vals[x] for x in args), vals[first + i]) if any(t is not None for t in ts) else None
-        shared = masks.pop() if len(masks) == 1 else None
         if shared is not None and isinstance(total, Scalar):
+            shared = both(shared, _mask_of(total), total.rec)
             total = _masked(total, shared, total.rec)
             mask[first + i] = shared
         else:
