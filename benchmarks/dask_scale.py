@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 import tapead
-from tapead import worker
+from tapead.distributed import worker
 
 from . import cases
 
@@ -53,12 +53,12 @@ def run(sizes=SIZES, chunk: int = CHUNK, workers: int = 2, quick: bool = False, 
     ``repeats``: runs of each configuration, alternating; the medians are reported."""
     import dask
     import distributed
-    from tapead.dask_array import shipment
+    from tapead.distributed.dask_array import shipment
 
     case = cases.load(["lj"])[0]
     x0 = case.x0
     tape = tapead.record(case.f, x0)
-    from tapead.structure import records
+    from tapead.ir.structure import records
     result: dict = {"function": "lj30", "ops": records(tape.tape), "chunk": chunk, "workers": workers, "rows": []}
     progress("compiling (cold, as a fresh machine would)")
     t0 = time.perf_counter()

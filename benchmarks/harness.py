@@ -89,7 +89,7 @@ def out_shape(case, task: str, n: int) -> tuple[int, ...]:
 def wait_for_background_compiles(tape) -> None:
     """Let tapead finish compiling optimised kernels in the background (they would steal CPU from timing)."""
     try:
-        from tapead.calls import wait_for_upgrades
+        from tapead.runtime.calls import wait_for_upgrades
     except ImportError:
         return
     wait_for_upgrades(tape)

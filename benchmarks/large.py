@@ -23,7 +23,7 @@ _RECURRENCE = r"""
 import json, resource, sys, time
 import numpy as np
 import tapead
-from tapead.calls import kernel, _build
+from tapead.runtime.calls import kernel, _build
 
 steps = int(sys.argv[1])
 

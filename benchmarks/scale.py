@@ -94,7 +94,7 @@ def structure(tape) -> dict:
 def steady(tape, kind: str) -> float:
     """Seconds to bring the kernel of ``kind`` to O2 when its first compile was O0 (background builds are off in
     these processes, so replay would otherwise time the O0 kernel a user has for a second or two only)."""
-    from tapead.calls import _upgrade, kernel
+    from tapead.runtime.calls import _upgrade, kernel
     if kernel(tape, kind)[1].opt != 0:
         return 0.0
     return _timed(lambda: _upgrade(tape, kind))[1]
@@ -191,7 +191,7 @@ def hessian_case(atoms: int, repeats: int, target: float) -> dict:
     x = lj_start_grid(atoms)
     tape, record_s = _timed(lambda: tapead.record(fn.lj, x))
     H, first_s = _timed(lambda: tape.hessian(x))
-    from tapead.derivatives import dense_hessian
+    from tapead.runtime.derivatives import dense_hessian
     r = dict(case="hessian", atoms=atoms, n=x.size, **structure(tape), record_s=record_s, first_hessian_s=first_s,
              o2_s=steady(dense_hessian(tape), "value"), peak_rss_gb=_rss_gb(), hessian_trace=float(np.trace(H)))
     if _importable("numba"):

@@ -96,7 +96,7 @@ def _jax_first_calls(names, tapes: dict, repeats: int, say) -> None:
 def _tapead_threads(tape, threads: int, n: int) -> int | None:
     """How many threads tapead splits this batch gradient over (None if this tapead does not say)."""
     try:
-        from tapead.calls import _thread_count, kernel
+        from tapead.runtime.calls import _thread_count, kernel
         return _thread_count(threads, n, kernel(tape, "value_and_gradient")[1].n_ops)
     except (ImportError, AttributeError, TypeError):
         return None

@@ -104,7 +104,7 @@ def run(quick: bool = False, repeats: int = 7, load: int = 0) -> list[dict]:
 def _threads_used(call) -> int | None:
     """The largest number of threads the default split one batch kernel call of ``call(None)`` into."""
     try:
-        from tapead import calls
+        from tapead.runtime import calls
     except ImportError:
         return None
     seen, count = [], getattr(calls, "_thread_count", None)

@@ -5,23 +5,26 @@
 from .api import (evaluate, grad, hessian_tape, hvp_tape, jacobian_tape, jvp, load, record, save, simplify,
                   sparse_hessian_tape, sparse_jacobian_tape, value_and_grad, value_gradient_hessian_tape, vjp)
 from .errors import BranchError, CompileError, InputError, TapeadError, TapeFormatError, TracingError
-from .custom import custom_op
+from .backend.custom import custom_op
 from .function import Function
-from .numpy_api import where
-from .ops import OPS
-from .tape import Tape
-from .sparsity import color_columns, to_scipy
+from .tracing.numpy_api import where
+from .table.ops import OPS
+from .ir.tape import Tape
+from .transforms.sparsity import color_columns, to_scipy
 
-__version__ = "0.1.0"
+from .version import __version__
+from . import legacy
 
 
 def __getattr__(name: str):
     """The backend (llvmlite) loads on first use, so the IR, the transforms and the interpreter import without
-    it: ``tapead.cache`` is resolved here."""
-    if name == "cache":
-        import importlib
-        return importlib.import_module(".cache", __name__)
-    raise AttributeError(f"module 'tapead' has no attribute {name!r}")
+    it: ``tapead.cache`` is resolved here, and so are the module names of releases before the layer packages
+    (``tapead.calls`` is ``tapead.runtime.calls``)."""
+    moved = legacy.module(name)
+    if moved is None:
+        raise AttributeError(f"module 'tapead' has no attribute {name!r}")
+    return moved
+
 
 __all__ = ["record", "Function", "Tape", "custom_op", "load", "save", "cache", "jacobian_tape", "hessian_tape",
            "hvp_tape", "value_gradient_hessian_tape", "sparse_jacobian_tape", "sparse_hessian_tape", "color_columns",

@@ -10,10 +10,11 @@ import functools
 import os
 from typing import Callable, TypeVar
 
-from . import ad, higher, simplify as _simplify, sparsity, store
+from .transforms import ad, higher, simplify as _simplify, sparsity
+from .ir import store
 from .function import Function
-from .record import trace
-from .tape import Tape
+from .tracing.record import trace
+from .ir.tape import Tape
 
 T = TypeVar("T", Tape, Function)
 

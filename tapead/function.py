@@ -17,12 +17,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import sparsity, store
-from .binding import FALLBACK, evaluate
-from .kernelspec import ENTRY
-from .record import trace
+from .transforms import sparsity
+from .ir import store
+from .runtime.binding import FALLBACK, evaluate
+from .transforms.kernelspec import ENTRY
+from .tracing.record import trace
 from .errors import TapeFormatError
-from .tape import Tape
+from .ir.tape import Tape
 
 # the IR's fields, copied onto a Function (plain attributes: the single-point paths read shapes on every call,
 # and the tape is frozen, so the copies never go stale), and its sizes, read through
@@ -50,7 +51,7 @@ def _lazy(*values) -> bool:
 
 
 def _on_dask(fun, method: str, args: tuple, **kw):
-    from .dask_array import call
+    from .distributed.dask_array import call
     return call(fun, method, args, **kw)
 
 
@@ -158,7 +159,7 @@ class Function:
                     return out
         if _lazy(args, params):
             return _on_dask(self, "value", args, params=params, out=out, threads=threads)
-        from .calls import value
+        from .runtime.calls import value
         return value(self, *args, params=params, out=out, threads=threads)
 
     def gradient(self, *args, params=None, out=None, threads: int | None = None):
@@ -182,7 +183,7 @@ class Function:
                     return out
         if _lazy(args, params):
             return _on_dask(self, "gradient", args, params=params, out=out, threads=threads)
-        from .calls import gradient
+        from .runtime.calls import gradient
         return gradient(self, *args, params=params, out=out, threads=threads)
 
     def native(self, kind: str = "gradient"):
@@ -192,14 +193,14 @@ class Function:
         value_out, grad_outs...; None skips an output). ``tape.native("value")(x, None)`` returns the value.
         Arguments that are not exactly right take the ordinary Python path (conversions, branches, errors).
         """
-        from .calls import native
+        from .runtime.calls import native
         return native(self, kind)
 
     def value_and_gradient(self, *args, params=None, out=None, threads: int | None = None):
         """``(value, gradient)`` computed by one kernel."""
         if _lazy(args, params):
             return _on_dask(self, "value_and_gradient", args, params=params, out=out, threads=threads)
-        from .calls import value_and_gradient
+        from .runtime.calls import value_and_gradient
         return value_and_gradient(self, *args, params=params, out=out, threads=threads)
 
     # ---- derivatives beyond the gradient (tapead.higher, tapead.sparsity) ----------------------------
@@ -215,7 +216,7 @@ class Function:
             return out
         if _lazy(args, params):
             return _on_dask(self, "jacobian", args, params=params, out=out, mode=mode)
-        from .derivatives import jacobian
+        from .runtime.derivatives import jacobian
         return jacobian(self, *args, params=params, out=out, mode=mode)
 
     def hessian(self, *args, params=None, out=None, weights=None):
@@ -225,7 +226,7 @@ class Function:
             return out
         if _lazy(args, params, weights):
             return _on_dask(self, "hessian", args, params=params, out=out, weights=weights)
-        from .derivatives import hessian
+        from .runtime.derivatives import hessian
         return hessian(self, *args, params=params, out=out, weights=weights)
 
     def _fast_derived(self, key, x, params, out: np.ndarray, shape) -> bool:
@@ -244,36 +245,36 @@ class Function:
         """Hessian-vector product ``H(x) v`` (forward-over-reverse), without forming ``H``."""
         if _lazy(args, params, v):
             return _on_dask(self, "hvp", args, v=v, params=params)
-        from .derivatives import hvp
+        from .runtime.derivatives import hvp
         return hvp(self, *args, v=v, params=params)
 
     def jvp(self, *args, v, params=None):
         """Jacobian-vector product ``J(x) v`` (forward mode)."""
         if _lazy(args, params, v):
             return _on_dask(self, "jvp", args, v=v, params=params)
-        from .derivatives import jvp
+        from .runtime.derivatives import jvp
         return jvp(self, *args, v=v, params=params)
 
     def vjp(self, *args, w, params=None):
         """Vector-Jacobian product ``w^T J(x)`` (reverse mode)."""
         if _lazy(args, params, w):
             return _on_dask(self, "vjp", args, w=w, params=params)
-        from .derivatives import vjp
+        from .runtime.derivatives import vjp
         return vjp(self, *args, w=w, params=params)
 
     def value_gradient_hessian(self, *args, params=None):
         """``(value, gradient, hessian)`` from one kernel."""
-        from .derivatives import value_gradient_hessian
+        from .runtime.derivatives import value_gradient_hessian
         return value_gradient_hessian(self, *args, params=params)
 
     def sparse_jacobian(self, *args, params=None):
         """COO ``(rows, cols, values)`` of the Jacobian, by graph colouring (one sweep per colour)."""
-        from .derivatives import sparse_jacobian
+        from .runtime.derivatives import sparse_jacobian
         return sparse_jacobian(self, *args, params=params)
 
     def sparse_hessian(self, *args, params=None, weights=None):
         """COO ``(rows, cols, values)`` of the Hessian, by colouring (paired Rosenbrock: 2 sweeps)."""
-        from .derivatives import sparse_hessian
+        from .runtime.derivatives import sparse_hessian
         return sparse_hessian(self, *args, params=params, weights=weights)
 
     def jacobian_sparsity(self):
@@ -292,7 +293,7 @@ class Function:
         """
         if _lazy(X, C, params):
             return _on_dask(self, "assemble_gradient", (X, C), M=M, params=params, out=out, threads=threads)
-        from .assemble import assemble_gradient
+        from .runtime.assemble import assemble_gradient
         return assemble_gradient(self, X, C, M, params=params, out=out, threads=threads)
 
     def assemble_hessian(self, X, C, M: int, params=None):
@@ -300,14 +301,14 @@ class Function:
         sparsity pattern is computed once per connectivity."""
         if _lazy(X, C, params):
             return _on_dask(self, "assemble_hessian", (X, C), M=M, params=params)
-        from .assemble import assemble_hessian
+        from .runtime.assemble import assemble_hessian
         return assemble_hessian(self, X, C, M, params=params)
 
     def assemble_value(self, X, params=None, threads: int | None = None) -> float:
         """Sum of the element values over all elements."""
         if _lazy(X, params):
             return _on_dask(self, "assemble_value", (X,), params=params, threads=threads)
-        from .assemble import assemble_value
+        from .runtime.assemble import assemble_value
         return assemble_value(self, X, params=params, threads=threads)
 
     def save(self, path) -> "os.PathLike":
@@ -321,7 +322,7 @@ class Function:
         per point), status 0 or the number of points whose guards failed. ``cpu`` (e.g. 'x86-64') targets
         another CPU than the host's.
         """
-        from .export import export
+        from .runtime.export import export
         return export(self.tape, directory, name, cpu=cpu, hessian=hessian)
 
     @property
@@ -329,8 +330,8 @@ class Function:
         """Branch statistics (paths known, re-records, compiles of other paths, points they answered) and, under
         ``"kernels"``, each compiled kernel's optimisation level (0 until a background O2 build is swapped in),
         its op count and compile seconds."""
-        from .branches import stats
-        from .calls import kernel_levels
+        from .runtime.branches import stats
+        from .runtime.calls import kernel_levels
         return dict(stats(self), kernels=kernel_levels(self))
 
     def evaluate(self, *args, params=None):
@@ -339,7 +340,7 @@ class Function:
 
     def compile(self) -> "Function":
         """Compile the kernels now rather than on first use; returns the tape."""
-        from .calls import compile
+        from .runtime.calls import compile
         return compile(self)
 
 

@@ -3,7 +3,7 @@ import tempfile
 
 # the suite never writes to the user's kernel cache
 os.environ.setdefault("TAPEAD_CACHE_DIR", tempfile.mkdtemp(prefix="tapead-test-cache-"))
-# background O2 recompilation is tested on its own (tests/test_compile_policy.py); elsewhere it would only
+# background O2 recompilation is tested on its own (tests/backend/test_compile_policy.py); elsewhere it would only
 # compete with the tests for the two cores
 os.environ.setdefault("TAPEAD_BACKGROUND_O2", "0")
 

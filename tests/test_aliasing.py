@@ -174,7 +174,7 @@ def test_partial_overlap_in_threaded_batches(shift, threads, monkeypatch_ops):
 @pytest.fixture(scope="module")
 def monkeypatch_ops():
     mp = pytest.MonkeyPatch()
-    mp.setattr("tapead.calls.OPS_PER_THREAD", 1)  # really split across threads
+    mp.setattr("tapead.runtime.calls.OPS_PER_THREAD", 1)  # really split across threads
     yield fresh(guarded, np.array([0.5, 1.0, 1.5])).compile(), 3
     mp.undo()
 

@@ -1,0 +1,291 @@
+"""Lowering maps: each map becomes one loop in the point kernel, so code size follows the program.
+
+Memory: a map's rows (each outputs, sums, the scatter range) live in one work array of doubles on the kernel's
+stack (``%mem``), at a fixed offset per map, because a loop cannot index SSA registers. Scalar code that reads a
+map's row loads it after the loop. A table column becomes a base pointer and one int32 offset per iteration:
+columns of input or params slots read the caller's arrays directly, columns of earlier map rows read ``%mem``,
+anything else (scalar results, constants) is copied into ``%mem`` once before the loop. Offsets that are an
+affine function of the iteration are computed, not loaded (contiguous loads LLVM can vectorise), others come
+from a constant table.
+
+The body's instructions are the same text as in a scalar kernel, so an unrolled tape and its loop compute the
+same values; sums and scatters add in iteration order from -0.0, as ``unroll`` and the interpreter do.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..table.ops import BY_CODE
+from .llvm_text import literal as _literal
+from ..ir.structure import Map
+
+MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
+
+
+class Plan:
+    """Where each map's rows and copied sources live in ``%mem``, and where each table column reads."""
+
+    def __init__(self, tape, runs: list, groups: list, data: str | None = None):
+        first = tape.first_result
+        # data, not code: a column reading only constants (a data set, a connectivity table held in a closure)
+        # reads them from one array of the tape's constants, never one store per element
+        self.data = data if data is not None and len(tape.consts) else None
+        self.data_values = tape.consts
+        self.data_read = False
+        if self.data is not None:
+            groups = list(groups) + [(self.data, tape.first_const, tape.first_const + len(tape.consts))]
+        self.base: dict[int, int] = {}  # map index -> mem offset of its rows
+        self.cell: dict[int, int] = {}  # slot written by a map -> its mem offset
+        self.copies: dict[int, list] = {}  # map index -> [(slot, mem offset)] copied before its loop
+        self.columns: dict[int, list] = {}  # map index -> [(base pointer, offsets)] per body input
+        at = 0
+        for index, (start, end, m) in enumerate(runs):
+            self.base[index] = at
+            for r in range(m.rows):
+                self.cell[first + start + r] = at + r
+            at += m.rows
+        for index, (start, end, m) in enumerate(runs):
+            copied: dict[int, int] = {}
+            columns = []
+            for i in range(m.body.n_inputs):
+                col = m.tables[:, i].astype(np.int64)
+                lo, hi = int(col.min()), int(col.max())
+                group = next(((ptr, a) for ptr, a, b in groups if a <= lo and hi < b), None)
+                if group is not None:  # inputs or params of one argument, or constants: read in place
+                    columns.append((group[0], col - group[1]))
+                    self.data_read |= group[0] == self.data
+                    continue
+                for s in np.unique(col).tolist():
+                    if s not in self.cell and s not in copied:
+                        copied[s] = at
+                        at += 1
+                columns.append(("%mem", np.array([self.cell.get(s, copied.get(s)) for s in col.tolist()],
+                                                 np.int64)))
+            self.copies[index] = list(copied.items())
+            self.columns[index] = columns
+        self.cells = at
+        self.tables: dict[bytes, str] = {}  # offsets relative to their first -> the constant table holding them
+
+
+def data_global(plan: Plan) -> list[str]:
+    """The definition of the constants array the loops read (empty when no column reads constants).
+
+    Its bytes are one string (LLVM parses a string far faster than n constants), and it is an ordinary external
+    global, not a constant: LLVM must not fold its values into a fully unrolled loop (a 100 x 20 data set compiled
+    into 2,000 literals took 7 s of optimisation), so compile time does not depend on the data's size."""
+    if not plan.data_read:
+        return []
+    raw = np.ascontiguousarray(plan.data_values, dtype="<f8").tobytes()
+    text = "\\" + raw.hex("\\") if raw else ""
+    return [f"{plan.data} = global [{len(raw)} x i8] c\"{text}\", align 16"]
+
+
+def pointers(tape, in_groups) -> list[tuple[str, int, int]]:
+    """``(pointer, first slot, end slot)`` of every argument group and of the params."""
+    out, at = [], 0
+    for k, size in enumerate(in_groups):
+        out.append((f"%x{k}", at, at + size))
+        at += size
+    out.append(("%p", at, at + tape.n_params))
+    return out
+
+
+def _offset(p: str, offs: np.ndarray, prefix: str, plan: Plan, globals_: list, lines: list) -> str:
+    """An i64 IR value for the offset at iteration ``%{prefix}k``: affine arithmetic, or a load from a constant
+    table plus a constant. Tables equal up to a constant are one table (the x, y, z columns of a gather, a
+    gather and its scatter), written as a byte string (LLVM parses one string far faster than n constants)."""
+    n = len(offs)
+    a = int(offs[0])
+    b = int(offs[1] - offs[0]) if n > 1 else 0
+    if n == 1 or np.array_equal(offs, a + b * np.arange(n)):
+        lines.append(f"  {p}m = mul i64 %{prefix}k, {b}\n  {p}o = add i64 {p}m, {a}")
+        return f"{p}o"
+    rel = (offs - a).astype("<i4")
+    key = rel.tobytes()
+    table = plan.tables.get(key)
+    if table is None:
+        table = plan.tables[key] = f"@{prefix}.t{len(plan.tables)}"
+        text = "\\" + key.hex("\\") if key else ""
+        globals_.append(f"{table} = private unnamed_addr constant [{len(key)} x i8] c\"{text}\", align 4")
+    lines.append(f"  {p}t = getelementptr inbounds i32, ptr {table}, i64 %{prefix}k")
+    lines.append(f"  {p}l = load i32, ptr {p}t\n  {p}s = sext i32 {p}l to i64\n  {p}o = add i64 {p}s, {a}")
+    return f"{p}o"
+
+
+def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: list, prefix: str,
+              lines: list) -> None:
+    """Append the loop of map ``index`` (its rows start at slot ``start``); its sums get SSA names, its other rows
+    are loaded where they are used (``MapNames``)."""
+    pre = f"{prefix}m{index}"
+    base = plan.base[index]
+    for s, off in plan.copies[index]:  # sources the loop reads from %mem
+        lines.append(f"  %{pre}c{off} = getelementptr inbounds double, ptr %mem, i64 {off}")
+        lines.append(f"  store double {name[s]}, ptr %{pre}c{off}")
+    scatter_at = base + m.rows - m.scatter_size
+    if m.scatter_size:  # the scatter range starts at -0.0: a loop of stores
+        lines.append(f"  br label %{pre}.z0\n{pre}.z0:\n  br label %{pre}.z\n{pre}.z:")
+        lines.append(f"  %{pre}zk = phi i64 [{scatter_at}, %{pre}.z0], [%{pre}zk1, %{pre}.z]")
+        lines.append(f"  %{pre}zp = getelementptr inbounds double, ptr %mem, i64 %{pre}zk")
+        lines.append(f"  store double -0.0, ptr %{pre}zp\n  %{pre}zk1 = add i64 %{pre}zk, 1")
+        lines.append(f"  %{pre}zm = icmp slt i64 %{pre}zk1, {scatter_at + m.scatter_size}")
+        lines.append(f"  br i1 %{pre}zm, label %{pre}.z, label %{pre}.pre")
+    sums = [j for j, k in enumerate(m.kinds) if k == "sum"]
+    if not m.scatter_size:
+        lines.append(f"  br label %{pre}.pre")
+    dst = m.dst.astype(np.int64) + scatter_at
+    runs = run_groups(dst)
+    in_run = {c for group in runs for c in group}
+    lines.append(f"{pre}.pre:")
+    for g, group in enumerate(runs):  # each run group's registers start with the first target's cells
+        for c in group:
+            lines.append(f"  %{pre}r{c}p0 = getelementptr inbounds double, ptr %mem, i64 {int(dst[0, c])}")
+            lines.append(f"  %{pre}r{c}a0 = load double, ptr %{pre}r{c}p0")
+    lines.append(f"  br label %{pre}.loop\n{pre}.loop:")
+    lines.append(f"  %{pre}k = phi i64 [0, %{pre}.pre], [%{pre}k1, %{pre}.latch]")
+    for j in sums:
+        lines.append(f"  %{pre}s{j} = phi double [-0.0, %{pre}.pre], [%{pre}s{j}n, %{pre}.latch]")
+    for g, group in enumerate(runs):
+        c0 = group[0]
+        lines.append(f"  %{pre}g{g}cur = phi i64 [{int(dst[0, c0])}, %{pre}.pre], [%{pre}d{c0}o, %{pre}.latch]")
+        for c in group:
+            lines.append(f"  %{pre}r{c}a = phi double [%{pre}r{c}a0, %{pre}.pre], [%{pre}r{c}n, %{pre}.latch]")
+    body = m.body
+    bname: dict[int, str] = {}
+    for i in range(body.n_inputs):
+        ptr, offs = plan.columns[index][i]
+        o = _offset(f"%{pre}i{i}", offs, pre, plan, globals_, lines)
+        lines.append(f"  %{pre}i{i}p = getelementptr inbounds double, ptr {ptr}, i64 {o}")
+        lines.append(f"  %{pre}i{i}v = load double, ptr %{pre}i{i}p")
+        bname[i] = f"%{pre}i{i}v"
+    slot = body.first_const
+    for v in body.consts.tolist():
+        bname[slot] = _literal(v)
+        slot += 1
+    for code, *args in body.code.tolist():
+        row = BY_CODE[code]
+        text = row.llvm.format(*(bname[a] for a in args[:row.arity]), out=f"%{pre}b{slot}")
+        lines.extend("  " + line for line in text.split("\n"))
+        bname[slot] = f"%{pre}b{slot}"
+        slot += 1
+    outs = body.outputs.tolist()
+    scatter_values = [bname[outs[j]] for j, kind in enumerate(m.kinds) if kind == "scatter"]
+    for g, group in enumerate(runs):
+        _run_accumulate(pre, g, group, dst, scatter_values, plan, globals_, lines)
+    c = 0
+    for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
+        v = bname[outs[j]]
+        if kind == "each":
+            lines.append(f"  %{pre}e{j}o = add i64 %{pre}k, {base + off}")
+            lines.append(f"  %{pre}e{j}p = getelementptr inbounds double, ptr %mem, i64 %{pre}e{j}o")
+            lines.append(f"  store double {v}, ptr %{pre}e{j}p")
+        elif kind == "sum":
+            lines.append(f"  %{pre}s{j}n = fadd double %{pre}s{j}, {v}")
+        elif c in in_run:
+            c += 1
+        else:
+            o = _offset(f"%{pre}d{c}", dst[:, c], pre, plan, globals_, lines)
+            lines.append(f"  %{pre}d{c}p = getelementptr inbounds double, ptr %mem, i64 {o}")
+            lines.append(f"  %{pre}d{c}v = load double, ptr %{pre}d{c}p")
+            lines.append(f"  %{pre}d{c}a = fadd double %{pre}d{c}v, {v}")
+            lines.append(f"  store double %{pre}d{c}a, ptr %{pre}d{c}p")
+            c += 1
+    lines.append(f"  br label %{pre}.latch\n{pre}.latch:")
+    lines.append(f"  %{pre}k1 = add i64 %{pre}k, 1\n  %{pre}more = icmp slt i64 %{pre}k1, {m.n}")
+    lines.append(f"  br i1 %{pre}more, label %{pre}.loop, label %{pre}.done\n{pre}.done:")
+    for g, group in enumerate(runs):  # the last run's registers go back to their cells
+        c0 = group[0]
+        for c in group:
+            lines.append(f"  %{pre}r{c}o = add i64 %{pre}d{c0}o, {int(dst[0, c] - dst[0, c0])}")
+            lines.append(f"  %{pre}r{c}q = getelementptr inbounds double, ptr %mem, i64 %{pre}r{c}o")
+            lines.append(f"  store double %{pre}r{c}n, ptr %{pre}r{c}q")
+    offsets = m.offsets()
+    for j in sums:  # a sum is an SSA value, and a cell later maps may read
+        slot_j = start + offsets[j]
+        lines.append(f"  %{pre}sp{j} = getelementptr inbounds double, ptr %mem, i64 {base + offsets[j]}")
+        lines.append(f"  store double %{pre}s{j}n, ptr %{pre}sp{j}")
+        name[slot_j] = f"%{pre}s{j}n"
+
+
+def run_groups(dst: np.ndarray) -> list[list[int]]:
+    """Scatter columns whose target stays the same over runs of iterations (the ``i`` of pairs ``i < j``), grouped
+    by pattern (equal up to a constant). Such a column accumulates in a register and touches memory only when its
+    target changes: a chain of additions through one memory cell is bound by store-to-load latency, a register
+    chain by the addition's. The register holds the cell's value (loaded when a run starts), so additions happen
+    in the same order as one at a time.
+
+    Only when safe: during iteration ``k`` column ``c``'s register stands for cell ``dst[k-1, c]`` (until its
+    flush) and then ``dst[k, c]``, so no other column, in the group or not, may target either cell at iteration
+    ``k`` (it would add to memory the register later overwrites, or load a cell whose register is not yet
+    stored). With that, each cell a register holds sees only that column's additions while held, in iteration
+    order, exactly as one addition at a time gives."""
+    n, cols = dst.shape
+    if n < 4:
+        return []
+    groups: dict[bytes, list[int]] = {}
+    for c in range(cols):
+        rel = dst[:, c] - dst[0, c]
+        if np.count_nonzero(rel[1:] == rel[:-1]) * 2 >= n:
+            groups.setdefault(rel.tobytes(), []).append(c)
+    out = []
+    for group in groups.values():
+        if all(_held_alone(dst, c) for c in group):
+            out.append(group)
+    return out
+
+
+def _held_alone(dst: np.ndarray, c: int) -> bool:
+    """No column but ``c`` targets, at iteration ``k``, a cell ``c``'s register holds during ``k``."""
+    held_now = dst[:, c]
+    held_before = np.concatenate([dst[:1, c], dst[:-1, c]])
+    others = np.delete(dst, c, axis=1)
+    return not (np.any(others == held_now[:, None]) or np.any(others == held_before[:, None]))
+
+
+def _run_accumulate(pre: str, g: int, group: list, dst: np.ndarray, values: list, plan: Plan, globals_: list,
+                    lines: list) -> None:
+    """One iteration of a run group (see ``run_groups``): when the target changed, store the registers to the old
+    cells and load the new cells; add this iteration's values."""
+    c0 = group[0]
+    o = _offset(f"%{pre}d{c0}", dst[:, c0], pre, plan, globals_, lines)
+    lines.append(f"  %{pre}g{g}same = icmp eq i64 {o}, %{pre}g{g}cur")
+    lines.append(f"  br i1 %{pre}g{g}same, label %{pre}g{g}.keep, label %{pre}g{g}.flush\n{pre}g{g}.flush:")
+    for c in group:
+        shift = int(dst[0, c] - dst[0, c0])
+        lines.append(f"  %{pre}r{c}fo = add i64 %{pre}g{g}cur, {shift}")
+        lines.append(f"  %{pre}r{c}fp = getelementptr inbounds double, ptr %mem, i64 %{pre}r{c}fo")
+        lines.append(f"  store double %{pre}r{c}a, ptr %{pre}r{c}fp")
+        lines.append(f"  %{pre}r{c}no = add i64 {o}, {shift}")
+        lines.append(f"  %{pre}r{c}np = getelementptr inbounds double, ptr %mem, i64 %{pre}r{c}no")
+        lines.append(f"  %{pre}r{c}nv = load double, ptr %{pre}r{c}np")
+    lines.append(f"  br label %{pre}g{g}.join\n{pre}g{g}.keep:\n  br label %{pre}g{g}.join\n{pre}g{g}.join:")
+    for c in group:
+        lines.append(f"  %{pre}r{c}b = phi double [%{pre}r{c}a, %{pre}g{g}.keep], [%{pre}r{c}nv, %{pre}g{g}.flush]")
+    for c in group:
+        lines.append(f"  %{pre}r{c}n = fadd double %{pre}r{c}b, {values[c]}")
+
+
+class MapNames(dict):
+    """Slot -> IR value, where a map's row is loaded from the work array where it is used (a fresh load at each
+    use: a use inside one output group's conditional block must not serve another block)."""
+
+    def __init__(self, lines: list, cells: dict):
+        super().__init__()
+        self.lines, self.cells, self.loads = lines, cells, 0
+
+    def __missing__(self, slot: int) -> str:
+        if slot not in self.cells:
+            raise KeyError(slot)
+        self.loads += 1
+        v = f"%ld{self.loads}"
+        self.lines.append(f"  {v}p = getelementptr inbounds double, ptr %mem, i64 {self.cells[slot]}")
+        self.lines.append(f"  {v} = load double, ptr {v}p")
+        return v
+
+
+def used_outside(tape) -> set:
+    """Slots read by scalar instructions, guards and outputs (the map rows that need an SSA value)."""
+    code = tape.code
+    scalar_rows = code[code[:, 0] >= 0]
+    used = set(scalar_rows[:, 1:].ravel().tolist())
+    used |= set(tape.outputs.tolist()) | set(tape.guards[:, 0].tolist())
+    return used

@@ -1,0 +1,195 @@
+"""Native Python entry points: single-point calls that read numpy arrays through the buffer protocol.
+
+Reading an array's pointer from Python (``arr.ctypes.data``) costs more than a small kernel. Instead, an entry
+point compiled with llvmlite against the CPython API is wrapped as a builtin function (METH_FASTCALL): it takes
+the arrays themselves, checks format "d", C-contiguity, writability (outputs) and the exact shape of every
+buffer, that every output is a plain ``numpy.ndarray`` and that no output's bytes overlap another buffer's, calls
+the kernel and returns. Anything not exactly right (another dtype, a list, a strided view, an array subclass or
+memoryview as an output, aliased outputs, a failed guard) is handed, with the same arguments, to the function's
+fallback (its bound Python object): the Python path, which converts, follows branches or raises a precise
+InputError; the Tape methods bind a fallback that returns the FALLBACK sentinel and continue in Python. So the
+fast path never changes results or errors, only their cost, and accepts exactly what the Python path accepts.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import llvmlite.binding as llvm
+import numpy as np
+
+from .jit import initialize
+from ..transforms.kernelspec import FALLBACK
+
+_PYBUF_ANY = 0x0004 | 0x0008 | 0x0010 | 0x0020  # FORMAT | ND | STRIDES | C_CONTIGUOUS
+_PYBUF_WRITE = _PYBUF_ANY | 0x0001
+_API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDouble", "PyObject_Vectorcall")
+_NONE_SYMBOL = "tapead_py_none"  # resolved at load time: None's address differs between processes
+_NDARRAY_SYMBOL = "tapead_ndarray_type"  # numpy.ndarray's type object: outputs must be exactly this type
+# PyObject's ob_type is the last pointer of the object header (after the reference count, and after the extra
+# fields of debug or free-threaded builds): its offset is the header size minus one pointer.
+_OB_TYPE = object.__basicsize__ - ctypes.sizeof(ctypes.c_void_p)
+_registered = False
+
+
+class _MethodDef(ctypes.Structure):
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p), ("ml_flags", ctypes.c_int),
+                ("ml_doc", ctypes.c_char_p)]
+
+
+_new_function = ctypes.pythonapi.PyCFunction_NewEx
+_new_function.restype = ctypes.py_object
+_new_function.argtypes = [ctypes.POINTER(_MethodDef), ctypes.py_object, ctypes.py_object]
+METH_FASTCALL = 0x0080
+
+
+def _register_api() -> None:
+    global _registered
+    if not _registered:
+        initialize()
+        for name in _API:
+            llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value)
+        llvm.add_symbol(_NONE_SYMBOL, id(None))
+        llvm.add_symbol(_NDARRAY_SYMBOL, id(np.ndarray))
+        _registered = True
+
+
+def lower_entry(spec) -> str:
+    """IR for ``PyObject *NAME_entry(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs)``, the native
+    entry point of the kernel a ``kernelspec.KernelSpec`` describes.
+
+    ``args = (inputs..., params, outs...)``. ``params`` must be None for a tape without params and an array
+    for one with them; an out may be None (the kernel skips it). Returns the last out array (new reference),
+    or with ``scalar_result`` a float built from the kernel's single output; otherwise it returns
+    ``fallback(*args)``, the Python path (which converts, dispatches branches or raises).
+    """
+    name, kernel_name = spec.name + "_entry", spec.name
+    in_shapes, params_shape, out_shapes, scalar_result = spec.in_shapes, spec.param_shape, spec.out_shapes, \
+        spec.scalar_result
+    specs = [(s, "in") for s in in_shapes] + [(params_shape, "params")] + [(s, "out") for s in out_shapes]
+    k = len(specs)
+    L = ["%buf = type { ptr, ptr, i64, i64, i32, i32, ptr, ptr, ptr, ptr, ptr }",
+         "declare i32 @PyObject_GetBuffer(ptr, ptr, i32)", "declare void @PyBuffer_Release(ptr)",
+         "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)",
+         "declare ptr @PyObject_Vectorcall(ptr, ptr, i64, ptr)", f"@{_NONE_SYMBOL} = external global i8",
+         f"@{_NDARRAY_SYMBOL} = external global i8"]
+    # release every acquired buffer (flags in %acq)
+    L += [f"define internal void @{name}_release(ptr %bufs, ptr %acq) {{", "r0:"]
+    for j in range(k):
+        L += [f"  %fp{j} = getelementptr i8, ptr %acq, i64 {j}", f"  %f{j} = load i8, ptr %fp{j}",
+              f"  %t{j} = icmp ne i8 %f{j}, 0", f"  br i1 %t{j}, label %do{j}, label %r{j + 1}", f"do{j}:",
+              f"  %b{j} = getelementptr [{k} x %buf], ptr %bufs, i64 0, i64 {j}",
+              f"  call void @PyBuffer_Release(ptr %b{j})", f"  br label %r{j + 1}", f"r{j + 1}:"]
+    L += ["  ret void", "}"]
+    L += [f"define ptr @{name}(ptr %self, ptr %args, i64 %nargs) {{", "entry:",
+          f"  %bufs = alloca [{k} x %buf]", f"  %acq = alloca [{k} x i8]", f"  %ptrs = alloca [{k} x ptr]",
+          f"  %lens = alloca [{k} x i64]", "  %result = alloca double"]
+    for j in range(k):
+        L += [f"  %acq{j} = getelementptr i8, ptr %acq, i64 {j}", f"  store i8 0, ptr %acq{j}",
+              f"  %pt{j} = getelementptr ptr, ptr %ptrs, i64 {j}", f"  store ptr null, ptr %pt{j}",
+              f"  %ln{j} = getelementptr i64, ptr %lens, i64 {j}", f"  store i64 0, ptr %ln{j}"]
+    L += [f"  %nok = icmp eq i64 %nargs, {k}", "  br i1 %nok, label %a0, label %fail"]
+    for j, (shape, kind) in enumerate(specs):
+        L += [f"a{j}:", f"  %ap{j} = getelementptr ptr, ptr %args, i64 {j}", f"  %o{j} = load ptr, ptr %ap{j}",
+              f"  %none{j} = icmp eq ptr %o{j}, @{_NONE_SYMBOL}"]
+        if shape is None:  # a tape without params accepts only None
+            L += [f"  br i1 %none{j}, label %a{j + 1}, label %fail"]
+            continue
+        absent = f"%a{j + 1}" if kind == "out" else "%fail"
+        flags = _PYBUF_WRITE if kind == "out" else _PYBUF_ANY
+        if kind == "out":  # exactly numpy.ndarray (no subclass, no memoryview), as the Python path requires
+            L += [f"  br i1 %none{j}, label {absent}, label %t{j}", f"t{j}:",
+                  f"  %tp{j} = getelementptr i8, ptr %o{j}, i64 {_OB_TYPE}", f"  %ty{j} = load ptr, ptr %tp{j}",
+                  f"  %isnd{j} = icmp eq ptr %ty{j}, @{_NDARRAY_SYMBOL}",
+                  f"  br i1 %isnd{j}, label %g{j}, label %fail"]
+        else:
+            L += [f"  br i1 %none{j}, label {absent}, label %g{j}"]
+        L += [f"g{j}:",
+              f"  %b{j} = getelementptr [{k} x %buf], ptr %bufs, i64 0, i64 {j}",
+              f"  %r{j} = call i32 @PyObject_GetBuffer(ptr %o{j}, ptr %b{j}, i32 {flags})",
+              f"  %bad{j} = icmp ne i32 %r{j}, 0", f"  br i1 %bad{j}, label %fail, label %c{j}", f"c{j}:",
+              f"  store i8 1, ptr %acq{j}",
+              f"  %fmp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 6", f"  %fm{j} = load ptr, ptr %fmp{j}",
+              f"  %fc{j} = load i16, ptr %fm{j}", f"  %ok{j} = icmp eq i16 %fc{j}, 100",  # "d\0"
+              f"  %ndp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 5", f"  %nd{j} = load i32, ptr %ndp{j}",
+              f"  %oknd{j} = icmp eq i32 %nd{j}, {len(shape)}", f"  %okb{j} = and i1 %ok{j}, %oknd{j}",
+              f"  br i1 %okb{j}, label %d{j}, label %fail", f"d{j}:",
+              f"  %shp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 7", f"  %sh{j} = load ptr, ptr %shp{j}"]
+        ok = "true"
+        for d, size in enumerate(shape):
+            L += [f"  %dp{j}.{d} = getelementptr i64, ptr %sh{j}, i64 {d}",
+                  f"  %dv{j}.{d} = load i64, ptr %dp{j}.{d}", f"  %de{j}.{d} = icmp eq i64 %dv{j}.{d}, {size}",
+                  f"  %dk{j}.{d} = and i1 {ok}, %de{j}.{d}"]
+            ok = f"%dk{j}.{d}"
+        L += [f"  br i1 {ok}, label %s{j}, label %fail", f"s{j}:",
+              f"  %pp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 0", f"  %p{j} = load ptr, ptr %pp{j}",
+              f"  store ptr %p{j}, ptr %pt{j}",
+              f"  %blp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 2", f"  %bl{j} = load i64, ptr %blp{j}",
+              f"  store i64 %bl{j}, ptr %ln{j}", f"  br label %a{j + 1}"]
+    L += [f"a{k}:"]
+    L += _overlap_check(specs, k)
+    n_kernel = len(in_shapes) + 1
+    args = []
+    for j in range(k):
+        L += [f"  %kp{j} = load ptr, ptr %pt{j}"]
+        args.append(f"ptr %kp{j}")
+    if scalar_result:
+        args = args[:n_kernel] + ["ptr %result"]
+    L += [f"  %st = call i32 @{kernel_name}({', '.join(args)})",
+          f"  call void @{name}_release(ptr %bufs, ptr %acq)",
+          "  %stbad = icmp ne i32 %st, 0", "  br i1 %stbad, label %fallback, label %success", "success:"]
+    if scalar_result:
+        L += ["  %v = load double, ptr %result", "  %fl = call ptr @PyFloat_FromDouble(double %v)",
+              "  ret ptr %fl"]
+    else:
+        L += [f"  %rc = load i64, ptr %o{k - 1}", "  %rc1 = add i64 %rc, 1", f"  store i64 %rc1, ptr %o{k - 1}",
+              f"  ret ptr %o{k - 1}"]
+    # anything not exactly right: the Python path (the function's bound object) answers with the same arguments
+    L += ["fail:", f"  call void @{name}_release(ptr %bufs, ptr %acq)", "  call void @PyErr_Clear()",
+          "  br label %fallback", "fallback:",
+          "  %fb = call ptr @PyObject_Vectorcall(ptr %self, ptr %args, i64 %nargs, ptr null)", "  ret ptr %fb", "}"]
+    return "\n".join(L) + "\n"
+
+
+
+
+def _overlap_check(specs: list, k: int) -> list[str]:
+    """IR refusing (branch to %fail) any output whose byte range meets another output's or an input's.
+
+    Ranges ``[p, p + len)`` of two non-empty buffers overlap iff each starts before the other ends: a few integer
+    compares per pair, no call. Absent buffers (None outputs) have length 0 and never overlap.
+    """
+    outs = [j for j, (shape, kind) in enumerate(specs) if kind == "out"]
+    pairs = [(j, i) for j in outs for i in range(k) if i != j and (specs[i][1] != "out" or i > j)
+             and specs[i][0] is not None]
+    L = []
+    for j in range(k):
+        if specs[j][0] is not None:
+            L += [f"  %va{j} = load ptr, ptr %pt{j}", f"  %vi{j} = ptrtoint ptr %va{j} to i64",
+                  f"  %vl{j} = load i64, ptr %ln{j}", f"  %ve{j} = add i64 %vi{j}, %vl{j}",
+                  f"  %vn{j} = icmp ne i64 %vl{j}, 0"]
+    hit = "false"
+    for n, (j, i) in enumerate(pairs):
+        L += [f"  %ov{n}.a = icmp ult i64 %vi{j}, %ve{i}", f"  %ov{n}.b = icmp ult i64 %vi{i}, %ve{j}",
+              f"  %ov{n}.c = and i1 %ov{n}.a, %ov{n}.b", f"  %ov{n}.d = and i1 %vn{j}, %vn{i}",
+              f"  %ov{n}.e = and i1 %ov{n}.c, %ov{n}.d", f"  %ov{n} = or i1 {hit}, %ov{n}.e"]
+        hit = f"%ov{n}"
+    return L + [f"  br i1 {hit}, label %fail, label %call", "call:"]
+
+
+def builtin(address: int, name: str, fallback=None):
+    """Wrap a compiled entry point as a Python builtin function; returns ``(function, keep_alive)``.
+
+    ``fallback`` (default: a function returning FALLBACK) answers every call the native path cannot.
+    """
+    _register_api()
+    method = _MethodDef(name.encode(), address, METH_FASTCALL, None)
+    return _new_function(ctypes.byref(method), fallback or _sentinel, None), method
+
+
+def _sentinel(*args):
+    return FALLBACK
+
+
+def prepare() -> None:
+    """Make the CPython API symbols visible to the JIT (before compiling a module with an entry point)."""
+    _register_api()

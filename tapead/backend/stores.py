@@ -1,0 +1,86 @@
+"""Output stores of a point kernel: one store per output, or one copy per run (constants, a loop's rows)."""
+from __future__ import annotations
+
+import math
+
+from ..ir.tape import Tape
+
+CONST_RUN = 8  # constant outputs in a row stored by one memcpy from a table
+
+
+def _stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: list, globals_: list,
+            zero_runs: bool = False) -> None:
+    """Store output group ``k``. Runs of CONST_RUN or more constant outputs (a quadratic's Hessian, the zero
+    blocks of a Jacobian) are written by one memset (runs of +0.0) or one memcpy from a constant table instead of
+    one store each: LLVM's cost grows with the number of instructions and IR text, and n^2 constant stores took
+    it minutes at n = 400. Memsets only in the pieces of a cut kernel (``zero_runs``): inlined into a whole
+    kernel's batch loops at O2, many of them cost LLVM more than the tables do (n = 100: 1.7 s against 0.1 s)."""
+    lo, hi = tape.first_const, tape.first_result
+    consts = tape.consts
+    cells = getattr(name, "cells", None)  # map rows in the loops' work array: runs of them are one memcpy
+    j = 0
+    while j < len(outs):
+        if cells is not None and outs[j] in cells:
+            end = j + 1
+            while end < len(outs) and cells.get(outs[end]) == cells[outs[j]] + end - j:
+                end += 1
+            if end - j >= CONST_RUN:
+                body.append(f"  %q{k}.{j} = getelementptr inbounds double, ptr %o{k}, i64 {j}")
+                body.append(f"  %q{k}.{j}m = getelementptr inbounds double, ptr %mem, i64 {cells[outs[j]]}")
+                body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{j}, ptr %q{k}.{j}m, i64 {8 * (end - j)}, "
+                            "i1 false)")
+                j = end
+                continue
+        end = j
+        while end < len(outs) and lo <= outs[end] < hi:
+            end += 1
+        if end - j >= CONST_RUN:
+            zero = [zero_runs and consts[s - lo] == 0.0 and not math.copysign(1.0, consts[s - lo]) < 0
+                    for s in outs[j:end]]
+            for a, b, zeros in _segments(zero):
+                a, b = j + a, j + b
+                if zeros:
+                    body.append(f"  %q{k}.{a} = getelementptr inbounds double, ptr %o{k}, i64 {a}")
+                    body.append(f"  call void @llvm.memset.p0.i64(ptr %q{k}.{a}, i8 0, i64 {8 * (b - a)}, i1 false)")
+                elif b - a >= CONST_RUN:
+                    table = f"@{prefix}.c{k}.{a}"
+                    values = ", ".join(f"double {name[s]}" for s in outs[a:b])
+                    globals_.append(f"{table} = private unnamed_addr constant [{b - a} x double] [{values}], align 8")
+                    body.append(f"  %q{k}.{a} = getelementptr inbounds double, ptr %o{k}, i64 {a}")
+                    body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{a}, ptr {table}, i64 {8 * (b - a)}, "
+                                "i1 false)")
+                else:
+                    _each(name, outs, k, a, b, body)
+            j = end
+            continue
+        end = max(end, j + 1)
+        _each(name, outs, k, j, end, body)
+        j = end
+
+
+def _each(name: dict, outs: list, k: int, a: int, b: int, body: list) -> None:
+    for i in range(a, b):
+        body.append(f"  %q{k}.{i} = getelementptr inbounds double, ptr %o{k}, i64 {i}")
+        body.append(f"  store double {name[outs[i]]}, ptr %q{k}.{i}")
+
+
+def _segments(zero: list) -> list:
+    """``(start, end, all_zero)`` pieces of a run of constants: runs of CONST_RUN or more +0.0 apart (memset), the
+    rest between them."""
+    pieces, start, i, n = [], 0, 0, len(zero)
+    while i < n:
+        if zero[i]:
+            z = i
+            while z < n and zero[z]:
+                z += 1
+            if z - i >= CONST_RUN:
+                if i > start:
+                    pieces.append((start, i, False))
+                pieces.append((i, z, True))
+                start = z
+            i = z
+        else:
+            i += 1
+    if start < n:
+        pieces.append((start, n, False))
+    return pieces

@@ -1,0 +1,83 @@
+"""The reference interpreter: replays a tape in numpy, vectorised over a batch of points. The oracle."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..table.ops import BY_CODE
+from .structure import map_runs
+from .tape import Tape
+
+
+def interpret(tape: Tape, x: np.ndarray, p: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate ``tape`` at the rows of ``x`` (N, n_inputs) with params ``p`` ((N or 1, n_params) or None).
+
+    Returns ``(outputs (N, n_outputs), guard_ok (N,) bool)``: a row whose guards do not hold took another
+    path through the recorded function, and its outputs do not describe that function.
+    """
+    n = x.shape[0]
+    slots: list = [None] * tape.n_slots
+    for i in range(tape.n_inputs):
+        slots[i] = x[:, i]
+    for i in range(tape.n_params):
+        slots[tape.n_inputs + i] = np.broadcast_to(p[:, i], (n,))
+    for i, c in enumerate(tape.consts.tolist()):
+        slots[tape.first_const + i] = np.full(n, c)
+    first = tape.first_result
+    runs = {start: (end, m) for start, end, m in map_runs(tape)}
+    with np.errstate(all="ignore"):
+        code = tape.code.tolist()
+        i = 0
+        while i < len(code):
+            if i in runs:
+                end, m = runs[i]
+                _run_map(m, slots, first + i, n)
+                i = end
+                continue
+            op, a, b, c = code[i]
+            row = BY_CODE[op]
+            args = (slots[a], slots[b], slots[c])[:row.arity]
+            slots[first + i] = np.asarray(row.numpy(*args), dtype=np.float64)
+            i += 1
+    out = np.empty((n, tape.n_outputs))
+    for j, s in enumerate(tape.outputs.tolist()):
+        out[:, j] = slots[s]
+    ok = np.ones(n, bool)
+    for s, expected in tape.guards.tolist():
+        ok &= (slots[s] != 0.0) == bool(expected)
+    return out, ok
+
+
+def _run_map(m, slots: list, start: int, n: int) -> None:
+    """Run map ``m`` (rows from slot ``start``) over the batch of ``n`` points."""
+    x = np.empty((n, m.n, m.body.n_inputs))
+    for i, column in enumerate(m.tables.T.tolist()):
+        for k, s in enumerate(column):
+            x[:, k, i] = slots[s]
+    rows = map_rows(m, x)
+    for r in range(m.rows):
+        slots[start + r] = rows[:, r]
+
+
+def map_rows(m, x: np.ndarray) -> np.ndarray:
+    """The values of map ``m``'s rows, (N, rows), given its gathered inputs ``x`` (N, n, n_in): the body runs once,
+    vectorised over points and iterations; sums and scatters add in iteration order (then output order) from
+    -0.0, as every evaluator does (see tapead.structure)."""
+    N, k = x.shape[0], m.n
+    out, _ = interpret(m.body, x.reshape(N * k, m.body.n_inputs))
+    out = out.reshape(N, k, m.body.n_outputs)
+    rows = np.empty((N, m.rows))
+    cols = []
+    for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
+        if kind == "each":
+            rows[:, off:off + k] = out[:, :, j]
+        elif kind == "sum":  # accumulate adds left to right, as a loop does
+            rows[:, off] = np.add.accumulate(np.concatenate([np.full((N, 1), -0.0), out[:, :, j]], axis=1),
+                                             axis=1)[:, -1]
+        else:
+            cols.append(j)
+    if m.scatter_size:
+        # add.at is unbuffered: repeated targets receive their contributions in (iteration, output) order
+        scatter = np.full((m.scatter_size, N), -0.0)
+        np.add.at(scatter, m.dst.reshape(-1), out[:, :, cols].reshape(N, k * len(cols)).T)
+        rows[:, m.rows - m.scatter_size:] = scatter.T
+    return rows

@@ -1,0 +1,386 @@
+"""Recording vectorised numpy as maps: arrays whose leading axis stays a loop.
+
+While structured recording is on (``record(..., structured=...)``), an elementwise operation whose result has a
+leading axis of at least ``map_min`` elements does not record one instruction per element. It opens (or extends)
+a *builder*: a small body recorder that sees one iteration, i.e. one block ``a[k]`` of every operand. A
+``MapArray`` is an array of shape ``(n, *block)`` held as the body's traced block; arithmetic, ufuncs,
+``np.where``, reductions over the block axes and ``[:, ...]`` indexing stay inside the body, so a chain of numpy
+statements over the same ``n`` fuses into one body. Operands that vary along the leading axis (traced arrays,
+e.g. the gathered ``p[i]``, and constant arrays) become body inputs with one table column each; operands that do
+not vary are read by every iteration.
+
+The builder is emitted as one ``structure.Map`` when the outer program needs numbers from it: a sum over the
+leading axis (``np.sum``, ``np.mean``) becomes a ``sum`` output, anything else (indexing along the leading axis,
+reshape, matmul, a Python truth value, returning the array) *materialises* the array: ``each`` outputs, one
+outer slot per element, and from there on the scalar path handles it exactly as before. Emission closes the
+builder; later use of its arrays recomputes them in a fresh copy of the body (cheap, and never wrong).
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from .recorder import _CONST, _INPUT, Recorder
+from ..ir.structure import Map, distinct
+from . import tracer
+from .tracer import Scalar, TracedArray, _operand_id, to_cells, wrap
+
+MAP_MIN = 64  # leading-axis length from which recording keeps an elementwise operation a loop (record(structured=None))
+
+
+class Columns:
+    """The inputs of a loop body being built (a map's, or a map's reverse): one body input per distinct table
+    column of outer nodes, in order."""
+
+    def __init__(self, outer: Recorder, body: Recorder, columns: list | None = None, index: dict | None = None):
+        self.outer, self.body = outer, body
+        self.columns: list[np.ndarray] = columns or []  # per body input: outer node id per iteration
+        self.index: dict[bytes, int] = index or {}  # a column's bytes -> its body input node
+
+    def value(self, ids: np.ndarray):
+        """The body value reading outer nodes ``ids`` (one per iteration): a body input, or a constant when every
+        iteration reads the same constant."""
+        first = int(ids[0])
+        if self.outer.kinds[first] == _CONST and (ids == first).all():
+            return self.outer.args[first][0]
+        key = ids.tobytes()
+        nid = self.index.get(key)
+        if nid is None:
+            nid = self.index[key] = self.body.input()
+            self.columns.append(ids)
+        return Scalar(self.body, nid)
+
+    def table(self, n: int) -> np.ndarray:
+        """The columns as a map's tables, ``(n, inputs)``."""
+        return np.stack(self.columns, axis=1) if self.columns else np.zeros((n, 0), np.int64)
+
+
+class Builder:
+    """An open map over ``n`` iterations of the outer recorder ``outer``."""
+
+    def __init__(self, outer: Recorder, n: int, inputs: Columns | None = None):
+        self.outer = outer
+        self.n = n
+        self.inputs = inputs or Columns(outer, Recorder(on_branch=None, assume_finite=outer.assume_finite))
+        self.body = self.inputs.body
+        self.column = self.inputs.value
+        self.closed = False
+        self.successor: Builder | None = None
+
+    def live(self) -> "Builder":
+        """This builder, or (once emitted) the open copy its arrays continue in."""
+        b = self
+        while b.closed:
+            if b.successor is None:
+                c = b.inputs
+                b.successor = Builder(b.outer, b.n, Columns(b.outer, b.body.copy(), list(c.columns), dict(c.index)))
+            b = b.successor
+        return b
+
+    def emit(self, cells: list, kinds: list) -> list[int]:
+        """Emit the map with one output per ``(cell, kind)``; close the builder; the outer node of each output
+        (an ``each`` output's first row: iteration k is that plus k)."""
+        from ..ir.interpret import map_rows
+        body_rec, outer, n = self.body, self.outer, self.n
+        ids = [_operand_id(body_rec, c) for c in cells]
+        body = body_rec.finish(ids, (len(ids),), ((len(self.inputs.columns),),), None)
+        tables = self.inputs.table(n)
+        m = Map(body, tables, tuple(kinds), np.zeros((n, 0), np.int32), 0)
+        values = None
+        vals = outer.values
+        slots, where = distinct(tables)  # each slot read once, however many iterations read it
+        read = [vals[i] for i in slots.tolist()]
+        if all(v is not None for v in read):
+            x = np.array(read, np.float64)[where] if read else np.zeros(tables.shape)
+            values = map_rows(m, x.reshape(1, n, -1))[0].tolist()
+        first = outer.emit_map(m, values)
+        self.closed = True
+        if outer.open_maps.get(n) is self:
+            del outer.open_maps[n]
+        return [first + off for off in m.offsets()]
+
+
+class MapArray(TracedArray):
+    """A traced array of shape ``(n, *block)`` recorded as a loop over its leading axis (see the module doc).
+
+    A TracedArray whose ``cells`` (what every structural numpy function and method reads) materialise it;
+    elementwise operations, ``np.sum``/``np.mean`` and ``[:, ...]`` indexing stay in the loop body. Assignment
+    into it materialises it for good: from then on it is an ordinary TracedArray (numpy's in-place semantics)."""
+
+    __slots__ = ("builder", "block", "_flat")
+    __array_priority__ = 1001
+
+    def __init__(self, builder: Builder, block: np.ndarray):
+        self.builder = builder
+        self.block = block  # object array of body Scalars and floats
+        self._flat = None
+
+    @property
+    def cells(self) -> np.ndarray:
+        return self.materialise().cells
+
+    @property
+    def structured(self) -> bool:
+        """Still a loop (not materialised by an assignment or a scalar-path operation)."""
+        return self._flat is None
+
+    shape = property(lambda self: (self.builder.n,) + self.block.shape)
+    ndim = property(lambda self: 1 + self.block.ndim)
+    size = property(lambda self: self.builder.n * self.block.size)
+
+    def __repr__(self):
+        return f"<traced array shape={self.shape} (a loop over its first axis)>"
+
+    def __len__(self):
+        return self.builder.n
+
+    def _live(self) -> tuple[Builder, np.ndarray]:
+        """The builder holding this array's body values: its own while open, else a copy that recomputes it."""
+        b = self.builder
+        if not b.closed:
+            return b, self.block
+        live = b.live()
+        block = np.empty(self.block.shape, object)
+        for e in np.ndindex(block.shape):  # the same body nodes, in the copy's recorder
+            c = self.block[e]
+            block[e] = Scalar(live.body, c.id) if isinstance(c, Scalar) else c
+        self.builder, self.block = live, block
+        return live, block
+
+    def materialise(self) -> TracedArray:
+        """The array as outer traced scalars (``each`` outputs): what the scalar path works with."""
+        if self._flat is None:
+            b, block = self._live()
+            outer = b.outer
+            cells = np.empty(self.shape, object)
+            todo, where = [], []
+            for e in np.ndindex(block.shape):
+                c = block[e]
+                if not isinstance(c, Scalar):
+                    cells[(slice(None),) + e] = c
+                elif c.rec.kinds[c.id] == _INPUT:  # a body input: its table column, no output needed
+                    col = b.inputs.columns[c.rec.inputs.index(c.id)]
+                    cells[(slice(None),) + e] = _scalars(outer, col)
+                else:
+                    todo.append(c)
+                    where.append(e)
+            if todo:
+                for e, f in zip(where, b.emit(todo, ["each"] * len(todo))):
+                    cells[(slice(None),) + e] = _scalars(outer, np.arange(f, f + b.n))
+            self._flat = TracedArray(cells)
+        return self._flat
+
+    def sum_leading(self):
+        """The sum over the leading axis, per block element: ``sum`` outputs."""
+        b, block = self._live()
+        out = np.empty(block.shape, object)
+        where = list(np.ndindex(block.shape))
+        for e, f in zip(where, b.emit([block[e] for e in where], ["sum"] * len(where))):
+            out[e] = Scalar(b.outer, f)
+        return wrap(out)
+
+    def __getitem__(self, idx):
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        if self._flat is None and parts and isinstance(parts[0], slice) and parts[0] == slice(None) and \
+                all(p is None or isinstance(p, (int, slice)) for p in parts[1:]):
+            b, block = self._live()
+            return MapArray(b, np.asarray(block[tuple(parts[1:])], dtype=object))
+        return self.materialise()[idx]
+
+    def __setitem__(self, idx, value):
+        self.materialise()[idx] = value
+
+    def __array_function__(self, func, types, args, kwargs):
+        if args and args[0] is self and self._flat is None:
+            if func is np.sum or func is np.mean:
+                return reduce(func, *args, **kwargs)
+            if func in ROWWISE:
+                done = rowwise(func, self, args[1:], kwargs)
+                if done is not None:
+                    return done
+        done = IN_BODY[func](*args, **kwargs) if func in IN_BODY else None
+        return done if done is not None else TracedArray.__array_function__(self, func, types, args, kwargs)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        done = _product(*inputs) if ufunc is np.matmul and method == "__call__" and len(inputs) == 2 else None
+        return done if done is not None else TracedArray.__array_ufunc__(self, ufunc, method, *inputs, **kwargs)
+
+    def __matmul__(self, o):
+        done = _product(self, o)
+        return done if done is not None else TracedArray.__matmul__(self, o)
+
+    def __rmatmul__(self, o):
+        done = _product(o, self)
+        return done if done is not None else TracedArray.__rmatmul__(self, o)
+
+    def dot(self, o, out=None):
+        done = _product(self, o) if out is None and np.ndim(o) <= 2 else None
+        return done if done is not None else TracedArray.dot(self, o, out)
+
+    def sum(self, *args, **kwargs): return np.sum(self, *args, **kwargs)
+    def mean(self, *args, **kwargs): return np.mean(self, *args, **kwargs)
+
+
+IN_BODY: dict = {}  # numpy functions on one iteration's block, filled by mapstack (None: materialise instead)
+
+# reductions that act on each row separately when their axes exclude the first: applied to one iteration's block
+ROWWISE = {np.prod, np.max, np.min, np.amax, np.amin, np.linalg.norm, np.var, np.std}
+
+
+def rowwise(func, a: MapArray, rest: tuple, kwargs: dict):
+    """``func(a, axis=...)`` over block axes only (the first axis untouched): inside the loop body; else None."""
+    if rest or set(kwargs) - {"axis", "keepdims"} or kwargs.get("axis") is None:
+        return None
+    axes = tuple(int(x) % a.ndim for x in np.atleast_1d(kwargs["axis"]))
+    if 0 in axes:
+        return None
+    b, block = a._live()
+    shifted = tuple(x - 1 for x in axes)
+    r = func(TracedArray(block), axis=shifted if len(shifted) > 1 else shifted[0],
+             **({"keepdims": True} if kwargs.get("keepdims") else {}))
+    return MapArray(b, r.cells if isinstance(r, TracedArray) else _cell(r))
+
+
+def _product(x, y):
+    """``x @ y`` inside the loop body (``mapstack.matmul``), or None."""
+    return IN_BODY[np.matmul](x, y) if np.matmul in IN_BODY else None
+
+
+def _scalars(rec: Recorder, ids: np.ndarray) -> list:
+    return [Scalar(rec, i) for i in ids.tolist()]
+
+
+def _cell(c) -> np.ndarray:
+    a = np.empty((), object)
+    a[()] = c
+    return a
+
+
+def reduce(func, a: MapArray, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+    """np.sum / np.mean of a MapArray: block axes inside the body, the leading axis as ``sum`` outputs."""
+    if out is not None or kwargs or (dtype is not None and np.dtype(dtype) != np.float64):
+        return func(a.materialise(), axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kwargs)
+    ndim = a.ndim
+    axes = tuple(range(ndim)) if axis is None else tuple(sorted({int(x) % ndim for x in np.atleast_1d(axis)}))
+    count = float(np.prod([a.shape[i] for i in axes]))
+    b, block = a._live()
+    inner = tuple(i - 1 for i in axes if i > 0)
+    if inner:
+        summed = np.sum(TracedArray(block), axis=inner)
+        block = summed.cells if isinstance(summed, TracedArray) else _cell(summed)
+    result = MapArray(b, np.asarray(block, dtype=object))
+    if 0 in axes:
+        result = result.sum_leading()
+    if func is np.mean:
+        result = result / count
+    if keepdims:
+        shape = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
+        if 0 not in axes:  # still a loop over the leading axis: only the block gains its unit axes
+            return MapArray(result.builder, np.asarray(result.block, dtype=object).reshape(shape[1:]))
+        # reduced over the loop: whatever the sum is now (a number, scalars, or a loop of another length)
+        return np.reshape(result, shape) if isinstance(result, TracedArray) else wrap(
+            np.reshape(to_cells(result), shape))
+    return result
+
+
+def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
+    """Operand ``a`` of an elementwise operation with result ``shape`` (leading axis b.n), as one iteration's
+    block of body values, broadcast to ``shape[1:]``."""
+    block_shape = shape[1:]
+    if isinstance(a, MapArray) and a._flat is None and a.builder is b and a.ndim == len(shape):
+        return np.broadcast_to(a.block, block_shape)
+    if isinstance(a, Scalar):
+        return np.broadcast_to(_cell(b.column(np.full(b.n, _operand_id(b.outer, a)))), block_shape)
+    if isinstance(a, (int, float, np.integer, np.floating)):
+        return np.broadcast_to(_cell(float(a)), block_shape)
+    cells = np.asarray(to_cells(a))
+    if cells.dtype != object:
+        cells = cells.astype(np.float64)
+    if cells.ndim < len(shape) or cells.shape[0] == 1:  # the same for every iteration
+        row = cells if cells.ndim < len(shape) else cells.reshape(cells.shape[1:])
+        out = np.empty(row.shape, object)
+        for e in np.ndindex(row.shape):
+            c = row[e]
+            out[e] = b.column(np.full(b.n, _operand_id(b.outer, c))) if isinstance(c, Scalar) else float(c)
+        return np.broadcast_to(out, block_shape)
+    ids = _outer_ids(b.outer, cells)
+    out = np.empty(cells.shape[1:], object)
+    for e in np.ndindex(out.shape):
+        out[e] = b.column(np.ascontiguousarray(ids[(slice(None),) + e]))
+    return np.broadcast_to(out, block_shape)
+
+
+def _outer_ids(rec: Recorder, cells: np.ndarray) -> np.ndarray:
+    """The outer node id of every element (constants enter the constant pool)."""
+    out = np.empty(cells.shape, np.int64)
+    flat = out.reshape(-1)
+    if cells.dtype != object:
+        for i, v in enumerate(cells.ravel().tolist()):
+            flat[i] = rec.const(v)
+        return out
+    cells = cells.ravel()
+    try:  # the common case, every cell a tracer of this recorder: two C-level passes, no Python per cell
+        if set(map(_REC, cells)) == {rec}:
+            flat[:] = np.fromiter(map(_ID, cells), np.int64, cells.size)
+            return out
+    except AttributeError:  # a float or a foreign value among the cells
+        pass
+    for i, c in enumerate(cells):
+        flat[i] = c.id if type(c) is Scalar and c.rec is rec else _operand_id(rec, c)
+    return out
+
+
+_REC, _ID = operator.attrgetter("rec"), operator.attrgetter("id")
+
+
+def apply(fn, args: tuple, rec: Recorder, shape: tuple) -> MapArray:
+    """``fn`` elementwise over ``args`` (result ``shape``, leading axis a loop) inside the open builder."""
+    # the builder of an operand that is a loop over the same axis (a continued copy is not in open_maps), else the
+    # open one for this length, else a new one; a loop whose builder was emitted (a sum over it closed it)
+    # continues in the copy that recomputes it, rather than materialising
+    for a in args:
+        if type(a) is MapArray and a._flat is None and a.builder.closed and a.ndim == len(shape):
+            a._live()
+    b = next((a.builder for a in args if type(a) is MapArray and a._flat is None and not a.builder.closed and
+              a.ndim == len(shape)), None) or rec.open_maps.get(shape[0])
+    if b is None:
+        b = Builder(rec, shape[0])
+    rec.open_maps[shape[0]] = b
+    blocks = [operand_block(a, b, shape) for a in args]
+    if len(shape) == 1:
+        return MapArray(b, _cell(fn(*(blk[()] for blk in blocks))))
+    return MapArray(b, np.asarray(np.frompyfunc(fn, len(blocks), 1)(*blocks), dtype=object).reshape(shape[1:]))
+
+
+def map_recorder(args: tuple):
+    """``(recorder, result shape)`` when an elementwise operation over ``args`` records as a loop, else None: an
+    operand is a loop already, or structured recording is on and the result's leading axis is long enough."""
+    rec = None
+    for a in args:
+        if type(a) is MapArray and a._flat is None:
+            rec = a.builder.outer
+            break
+    if rec is None:
+        for a in args:  # (a MapArray materialised by an assignment is an ordinary traced array now)
+            if isinstance(a, TracedArray) and (type(a) is TracedArray or a._flat is not None) and a.cells.ndim:
+                for c in a.cells.flat:
+                    if type(c) is Scalar:
+                        rec = c.rec
+                        break
+                if rec is not None:
+                    break
+        if rec is None or rec.map_min is None:
+            return None
+    shapes = [a.shape if isinstance(a, (TracedArray, np.ndarray)) else np.shape(to_cells(a))
+              if isinstance(a, (list, tuple)) else () for a in args]
+    shape = np.broadcast_shapes(*shapes)
+    if not shape or (rec.map_min is not None and shape[0] < rec.map_min and
+                     not any(type(a) is MapArray and a._flat is None for a in args)):
+        return None
+    return rec, shape
+
+
+from .mapfuse import fuse  # noqa: E402,F401  (recording's last step; kept here for its callers)
+
+tracer.install(apply_map=apply, map_recorder=map_recorder)

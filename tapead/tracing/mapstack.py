@@ -1,0 +1,140 @@
+"""Stacking and small linear algebra of loop arrays, inside the loop body.
+
+Finite-element code builds per-element matrices from loop arrays and works on them: ``Ds = np.stack([xb - xa,
+xc - xa], -1)``, ``F = Ds @ Dinv`` (``Dinv`` a stacked constant, one matrix per element), ``np.linalg.det(F)``.
+Each of these acts on one iteration's block at a time, so it records once, in the body: ``np.stack`` and
+``np.concatenate`` along a block axis stack the blocks; a stacked ``@`` multiplies the blocks (a per-iteration
+constant operand becomes body inputs reading the tape's constants, which the kernel reads as data); ``det`` and
+``inv`` of blocks up to 3x3 are their closed forms (they choose nothing, so the body holds no guard). Anything
+else returns None and the caller materialises, as before.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import maparray
+from .maparray import MapArray, operand_block
+from .tracer import TracedArray, to_cells
+
+
+def _loop(arrays):
+    """The open builder the structured loop arrays among ``arrays`` share (continuing emitted ones), or None."""
+    loops = [a for a in arrays if type(a) is MapArray and a.structured]
+    if not loops:
+        return None
+    for a in loops:
+        a._live()
+    b = loops[0].builder
+    if any(a.builder is not b for a in loops):
+        return None
+    return b
+
+
+def _shape(a) -> tuple:
+    return a.shape if isinstance(a, (TracedArray, np.ndarray)) else np.shape(to_cells(a))
+
+
+def _blocks(arrays, b):
+    """One iteration's block of each operand (an operand must run along the loop: first axis ``b.n``)."""
+    out = []
+    for a in arrays:
+        shape = _shape(a)
+        if not shape or shape[0] != b.n:
+            return None
+        out.append(np.asarray(operand_block(a, b, shape), dtype=object))
+    return out
+
+
+def _result(b, r) -> MapArray:
+    cells = r.cells if isinstance(r, TracedArray) else np.asarray(to_cells(r), dtype=object)
+    return MapArray(b, np.asarray(cells, dtype=object))
+
+
+def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    arrays = list(arrays)
+    if out is not None or dtype is not None or not arrays:
+        return None
+    b = _loop(arrays)
+    if b is None or len({_shape(a) for a in arrays}) != 1:
+        return None
+    axis = int(axis) % (len(_shape(arrays[0])) + 1)
+    if axis == 0:  # along the loop axis: a new array of loops, not one loop
+        return None
+    blocks = _blocks(arrays, b)
+    return None if blocks is None else MapArray(b, np.stack(blocks, axis=axis - 1))
+
+
+def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    arrays = list(arrays)
+    if out is not None or dtype is not None or not arrays or axis is None:
+        return None
+    b = _loop(arrays)
+    if b is None:
+        return None
+    ndim = len(_shape(arrays[0]))
+    axis = int(axis) % max(ndim, 1)
+    if axis == 0 or any(len(_shape(a)) != ndim for a in arrays):
+        return None
+    blocks = _blocks(arrays, b)
+    return None if blocks is None else MapArray(b, np.concatenate(blocks, axis=axis - 1))
+
+
+def matmul(x, y):
+    """``x @ y`` with a loop among the operands: times one shared constant matrix or vector (each row times it),
+    or a stacked product where both operands run along the loop (``(n, k, m) @ (n, m, p)``, a loop times a
+    per-iteration constant)."""
+    done = times_constant(x, y)
+    if done is not None:
+        return done
+    if len(_shape(x)) < 3 or len(_shape(x)) != len(_shape(y)):  # the loop axis must be a batch axis of both
+        return None
+    b = _loop((x, y))
+    if b is None:
+        return None
+    blocks = _blocks((x, y), b)
+    if blocks is None:
+        return None
+    return _result(b, np.matmul(TracedArray(blocks[0]), TracedArray(blocks[1])))
+
+
+def times_constant(a, w):
+    """``a @ w`` / ``np.dot(a, w)`` of a loop array (2-D or more) and a constant matrix or vector: each row times
+    ``w``, inside the loop body; else None."""
+    if type(a) is not MapArray or a._flat is not None or a.ndim < 2 or isinstance(w, TracedArray) or \
+            not isinstance(w, np.ndarray) or w.dtype.kind not in "fiu" or w.ndim not in (1, 2):
+        return None
+    b, block = a._live()
+    r = np.dot(TracedArray(block), np.asarray(w, dtype=np.float64))
+    return MapArray(b, r.cells if isinstance(r, TracedArray) else np.asarray(to_cells(r), dtype=object))
+
+
+def _small_square(a) -> bool:
+    s = _shape(a)
+    return len(s) == 3 and s[1] == s[2] and 1 <= s[1] <= 3
+
+
+def det(a):
+    """Determinants of (n, k, k) loops, k <= 3: the closed form in the body."""
+    b = _loop((a,)) if _small_square(a) else None
+    if b is None:
+        return None
+    blocks = _blocks((a,), b)
+    return None if blocks is None else _result(b, np.linalg.det(TracedArray(blocks[0])))
+
+
+def inv(a):
+    """Inverses of (n, k, k) loops, k <= 3: the closed form in the body."""
+    b = _loop((a,)) if _small_square(a) else None
+    if b is None:
+        return None
+    blocks = _blocks((a,), b)
+    return None if blocks is None else _result(b, np.linalg.inv(TracedArray(blocks[0])))
+
+
+def dot(a, b, out=None):
+    """``np.dot`` of a loop and one shared constant matrix or vector (np.dot of stacks is not a stacked product)."""
+    return times_constant(a, b) if out is None else None
+
+
+maparray.IN_BODY.update({np.stack: stack, np.concatenate: concatenate, np.matmul: matmul, np.dot: dot,
+                         np.linalg.det: det, np.linalg.inv: inv})

@@ -1,0 +1,267 @@
+"""The recorder: appends instructions while a function runs, folding constants, applying IEEE-safe identities,
+sharing repeated subexpressions (hash-consing = CSE), and finishing into a dead-code-free Tape.
+
+It deals in integer node ids; the tracer types of ``tracer.py`` wrap those ids for user code.
+"""
+from __future__ import annotations
+
+import struct
+from itertools import compress
+
+import numpy as np
+
+from ..errors import TracingError
+from ..table.ops import BY_CODE, COMPARISONS, OPS, Op
+from ..ir.tape import Tape
+
+_INPUT, _PARAM, _CONST, _MAPOUT = -1, -2, -3, -4  # node kinds that are not ops (_MAPOUT: a row of a map)
+_COMPARISON_CODES = frozenset(OPS[n].code for n in COMPARISONS)
+# op codes are fixed once declared (declaring a name again keeps its code), so the hot path compares codes
+_COMMUTATIVE_CODES = frozenset(row.code for row in OPS.values() if row.commutative)  # a fact of the op table
+_NEG_ROW = OPS["neg"]  # what the negation identities record
+# the ops with identities in the op table (fixed once declared, as codes are)
+_IDENTITY_CODES = frozenset(row.code for row in OPS.values() if row.chooses or row.involution or any(
+    v is not None for v in (row.right_identity, row.left_identity, row.right_negation, row.left_negation,
+                            row.absorbing)))
+_pack = struct.Struct("<d").pack
+# ops whose Python float arithmetic is the same IEEE operation as numpy's and never raises (a fact of the op
+# table): the concrete values of a recording fold without a numpy call
+_PYTHON_FOLD = {row.code: row.python for row in OPS.values() if row.python is not None}
+
+
+class Recorder:
+    """Collects the instructions of one tape. Nodes are ``(kind, args)``: kind an op code, or input/param/const."""
+
+    def __init__(self, on_branch: str | None = None, assume_finite: bool = False):
+        self.kinds: list[int] = []
+        self.args: list[tuple] = []
+        self.values: list[float | None] = []  # concrete values at the recording point, when known
+        self.inputs: list[int] = []
+        self.params: list[int] = []
+        self.guards: list[tuple[int, int]] = []
+        self.guard_sites: list[str] = []  # the user's source line of each guard
+        self.on_branch = on_branch  # None: branching on a traced value raises; else guards are recorded
+        self.assume_finite = assume_finite  # also fold 0 * x = 0 (wrong only if x is inf or NaN)
+        self._memo: dict[tuple, int] = {}  # (op code, *argument ids) -> node id: hash-consing
+        self._const_ids: dict[bytes, int] = {}  # a constant's bit pattern (-0.0 and NaNs stay apart) -> node id
+        self._const_of: dict[int, float] = {}  # node id -> value, for the constant nodes (what identities read)
+        self.maps: list = []  # (row nodes in row order, Map with *node ids* in its tables) per map; None once fused
+        self.map_min: int | None = None  # structured recording: elementwise results this long become loops
+        self.open_maps: dict = {}  # leading-axis length -> the open maparray.Builder
+        self.aliases: dict[int, int] = {}  # node -> a later node computing the same value (a fused map's row)
+
+    def copy(self) -> "Recorder":
+        """An independent recorder with the same nodes (a map body continued after it was emitted)."""
+        other = Recorder(self.on_branch, self.assume_finite)
+        for name in ("kinds", "args", "values", "inputs", "params", "guards", "guard_sites"):
+            setattr(other, name, list(getattr(self, name)))
+        for name in ("_memo", "_const_ids", "_const_of"):
+            setattr(other, name, dict(getattr(self, name)))
+        return other
+
+    def _node(self, kind: int, args: tuple, value) -> int:
+        self.kinds.append(kind)
+        self.args.append(args)
+        self.values.append(value)
+        return len(self.kinds) - 1
+
+    def input(self, value: float | None = None) -> int:
+        nid = self._node(_INPUT, (), value)
+        self.inputs.append(nid)
+        return nid
+
+    def param(self, value: float | None = None) -> int:
+        nid = self._node(_PARAM, (), value)
+        self.params.append(nid)
+        return nid
+
+    def const(self, value: float) -> int:
+        bits = _pack(value)
+        nid = self._const_ids.get(bits)
+        if nid is None:
+            value = float(value)
+            nid = self._const_ids[bits] = len(self.kinds)
+            self.kinds.append(_CONST)
+            self.args.append((value,))
+            self.values.append(value)
+            self._const_of[nid] = value
+        return nid
+
+    def const_value(self, nid: int) -> float | None:
+        return self._const_of.get(nid)
+
+    def emit(self, op: Op, args: tuple[int, ...]) -> int:
+        """Append ``op(*args)`` (args are node ids) unless an identity or an identical instruction answers it."""
+        code = op.code
+        if code in _IDENTITY_CODES:
+            simpler = self._identity(code, args)
+            if simpler is not None:
+                return simpler
+        # the memo key: (code, *args), arguments of a commutative op in increasing order
+        values = self.values
+        if len(args) == 2:
+            a0, a1 = args
+            key = (code, a1, a0) if a0 > a1 and code in _COMMUTATIVE_CODES else (code, a0, a1)
+            known = values[a0] is not None and values[a1] is not None
+        else:
+            key = (code, *args)
+            known = all(values[a] is not None for a in args)
+        memo = self._memo
+        nid = memo.get(key)
+        if nid is None:
+            value = None
+            if known:  # the concrete value at the recording point
+                vals = [values[a] for a in args]
+                fold = _PYTHON_FOLD.get(code)
+                if fold is not None and all(type(v) is float for v in vals):
+                    value = fold(*vals)
+                else:
+                    with np.errstate(all="ignore"):
+                        value = float(op.numpy(*map(np.float64, vals)))
+            kinds = self.kinds
+            nid = memo[key] = len(kinds)
+            kinds.append(code)
+            self.args.append(args)
+            values.append(value)
+        return nid
+
+    def _identity(self, code: int, args: tuple[int, ...]) -> int | None:
+        """The identities the op table declares for this op (exact in IEEE arithmetic, up to the sign of a zero
+        result: x + 0 turns -0 into +0), applied to constant arguments: a simpler node, or None."""
+        row = BY_CODE[code]
+        cv = self._const_of.get  # the constant value of a node, None when not a constant
+        if row.chooses:
+            c0 = cv(args[0])
+            if c0 is not None:
+                return args[1] if c0 != 0.0 else args[2]
+            return args[1] if args[1] == args[2] else None
+        if row.involution:
+            return self.args[args[0]][0] if self.kinds[args[0]] == code else None
+        c0 = cv(args[0])
+        c1 = cv(args[1]) if len(args) > 1 else None
+        if c0 is None and c1 is None:
+            return None
+        if c1 is not None and c1 == row.right_identity:
+            return args[0]
+        if c0 is not None and c0 == row.left_identity:
+            return args[1]
+        if row.absorbing is not None and self.assume_finite and row.absorbing in (c0, c1):
+            return self.const(row.absorbing)
+        if c1 is not None and c1 == row.right_negation:
+            return self.emit(_NEG_ROW, (args[0],))
+        if c0 is not None and c0 == row.left_negation:
+            return self.emit(_NEG_ROW, (args[1],))
+        return None
+
+    def emit_map(self, m, values=None) -> int:
+        """Append map ``m`` (a ``structure.Map`` whose tables hold node ids of this recorder); its rows become
+        consecutive nodes; returns the first. ``values`` (one per row) are the concrete values when known."""
+        first = len(self.kinds)
+        index = len(self.maps)
+        rows = m.rows
+        self.kinds.extend([_MAPOUT] * rows)
+        self.args.extend((index, off) for off in range(rows))
+        self.values.extend([None] * rows if values is None else values)
+        self.maps.append((range(first, first + rows), m))
+        return first
+
+    def refuse_maps(self, leader: int, absorbed: list, m, rows: list) -> None:
+        """Map ``leader`` becomes ``m`` (whose tables read only nodes older than the leader's rows), computing the
+        rows of the ``absorbed`` maps too: ``rows`` lists the row nodes of ``m`` in row order (old nodes, kept, so
+        everything that reads them is unchanged)."""
+        for off, nid in enumerate(rows):
+            self.args[nid] = (leader, off)
+        self.maps[leader] = (rows, m)
+        for index in absorbed:
+            self.maps[index] = None
+
+    def guard(self, nid: int, where: str) -> bool:
+        """Branching on node ``nid``: record a guard (when allowed) and return the outcome at this point."""
+        value = self.values[nid]
+        if self.on_branch is None or value is None:
+            raise TracingError(
+                f"a traced value was used as a Python truth value ({where}). This tape records one path through "
+                "the function, so `if`, `while`, `and`/`or`, builtin min()/max() and sorting cannot depend on "
+                "traced values here. Write the choice branch-free with tapead.where(cond, a, b), np.where, "
+                "np.maximum/np.minimum or np.clip instead, or record with on_branch='retape' (the default of "
+                "tapead.record) so the tape guards the path it took.")
+        if self.kinds[nid] not in _COMPARISON_CODES:  # `if x:` means `if x != 0:`
+            nid = self.emit(OPS["ne"], (nid, self.const(0.0)))
+            value = self.values[nid]
+        outcome = int(value != 0.0)
+        self.guards.append((nid, outcome))
+        self.guard_sites.append(where)
+        return bool(outcome)
+
+    def finish(self, outputs: list[int], output_shape, input_shapes, param_shape,
+               assume_finite: bool | None = None) -> Tape:
+        """Keep only what outputs and guards need, renumber into the tape's slot layout and build the Tape.
+
+        ``finished_sites`` then holds each of the tape's guards' source line (for branch errors)."""
+        kinds, nargs = self.kinds, self.args
+        outputs = [self.aliases.get(o, o) for o in outputs]  # read fused rows: the loop they came from may drop
+        live = bytearray(len(kinds))
+        stack = list(outputs) + [g for g, _ in self.guards]
+        while stack:
+            n = stack.pop()
+            if not live[n]:
+                live[n] = 1
+                if kinds[n] >= 0:
+                    stack.extend(nargs[n])
+                elif kinds[n] == _MAPOUT:  # a map is kept whole: all its rows and everything its tables read
+                    rows, m = self.maps[nargs[n][0]]
+                    for r in rows:
+                        live[r] = 1
+                    stack.extend(np.unique(m.tables).tolist())
+        # slots: inputs and params, then the live constants, then the live instructions, each in recording order
+        slot = [-1] * len(kinds)
+        for s, nid in enumerate(self.inputs + self.params):
+            slot[nid] = s
+        s = len(self.inputs) + len(self.params)
+        live_nodes = list(compress(range(len(kinds)), live))
+        consts = [nid for nid in live_nodes if kinds[nid] == _CONST]
+        for nid in consts:
+            slot[nid] = s
+            s += 1
+        flat: list[int] = []  # the code table, row after row
+        maps: list = []
+        for nid in live_nodes:
+            k = kinds[nid]
+            if k == _MAPOUT:
+                if slot[nid] < 0:  # a map's first row in recording order: all its rows here, in row order
+                    rows, m = self.maps[nargs[nid][0]]
+                    maps.append(m)
+                    for off, r in enumerate(rows):
+                        slot[r] = s
+                        s += 1
+                        flat += (-1, len(maps) - 1, off, 0)
+            elif k >= 0:
+                slot[nid] = s
+                s += 1
+                a = nargs[nid]
+                if len(a) == 2:
+                    flat += (k, slot[a[0]], slot[a[1]], -1)
+                elif len(a) == 1:
+                    flat += (k, slot[a[0]], -1, -1)
+                else:
+                    flat += (k, *[slot[x] for x in a], *(-1,) * (3 - len(a)))
+        code = np.array(flat, np.int32).reshape(-1, 4)
+        # guards on the same comparison and outcome are one guard
+        seen, guards, sites = set(), [], []
+        for (g, e), site in zip(self.guards, self.guard_sites or [""] * len(self.guards)):
+            if (slot[g], e) not in seen:
+                seen.add((slot[g], e))
+                guards.append((slot[g], e))
+                sites.append(site)
+        if maps:
+            slots = np.array(slot, np.int64)
+            maps = [m.__class__(m.body, slots[m.tables.astype(np.int64)].reshape(m.tables.shape), m.kinds, m.dst,
+                                m.scatter_size) for m in maps]
+        tape = Tape(code=code, maps=tuple(maps),
+                    consts=np.array([nargs[n][0] for n in consts], np.float64),
+                    input_shapes=input_shapes, param_shape=param_shape,
+                    outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
+                    guards=np.array(guards, np.int32).reshape(-1, 2),
+                    assume_finite=self.assume_finite if assume_finite is None else assume_finite)
+        self.finished_sites = sites if any(sites) else None
+        return tape

@@ -1,0 +1,373 @@
+"""Derivatives as tape transforms: Tape -> Tape. No numpy math and no LLVM here, only replays under a recorder.
+
+``replay`` interprets a tape on tracers, which records a new tape (folding and sharing as it goes); the
+reverse and forward transforms replay the forward instructions and then apply each op's reverse rule (once per
+instruction, for all its arguments) or forward rule (once per instruction, from all its argument tangents),
+themselves written in ops, so the derivative program is recorded too. Higher orders come from composing these.
+"""
+from __future__ import annotations
+
+import heapq
+
+from ..errors import TapeadError
+from ..table.ops import BY_CODE, OPS, select
+from ..tracing.recorder import Recorder
+from ..ir.tape import Tape
+from ..tracing.tracer import Scalar
+from ..ir.structure import map_runs, scalar
+from .maps_ad import Unstructured, forward_map, replay_map, reverse_map
+import numpy as np
+
+# the NaN-masking class (a fact of the op table): a cotangent through such an op is zero on the branch not taken
+_CHOOSES = frozenset(row.code for row in OPS.values() if row.chooses)
+_UNSET = object()
+
+
+def fresh(tape: Tape, n_extra_inputs: int = 0):
+    """A recorder with the tape's inputs (plus extra inputs) and params as tracers."""
+    rec = Recorder(assume_finite=tape.assume_finite)
+    xs = [Scalar(rec, rec.input()) for _ in range(tape.n_inputs + n_extra_inputs)]
+    ps = [Scalar(rec, rec.param()) for _ in range(tape.n_params)]
+    return rec, xs, ps
+
+
+def replay(tape: Tape, xs: list, ps: list) -> list:
+    """Run ``tape`` on the given values (tracers or floats); returns the value of every slot. A map is emitted
+    whole into the tracers' recorder (its tables renamed), never unrolled."""
+    vals = list(xs) + list(ps) + tape.consts.tolist()
+    runs = {start: (end, m) for start, end, m in map_runs(tape)}
+    code = tape.code.tolist()
+    i = 0
+    while i < len(code):
+        if i in runs:
+            end, m = runs[i]
+            vals.extend(replay_map(m, vals))
+            i = end
+            continue
+        op, a, b, c = code[i]
+        row = BY_CODE[op]
+        vals.append(row(*(vals[a], vals[b], vals[c])[:row.arity]))
+        i += 1
+    return vals
+
+
+def _keep_guards(rec: Recorder, tape: Tape, vals: list) -> None:
+    for slot, expected in tape.guards.tolist():
+        v = vals[slot]
+        if isinstance(v, Scalar):
+            rec.guards.append((v.id, expected))
+
+
+def _ids(rec: Recorder, values) -> list[int]:
+    const, ids, last, last_id = rec.const, [], _UNSET, -1
+    for v in values:
+        if isinstance(v, Scalar):
+            ids.append(v.id)
+        elif v is last:  # runs of the same zero (a sparse result) look up its constant once
+            ids.append(last_id)
+        else:
+            last, last_id = v, const(float(v))
+            ids.append(last_id)
+    return ids
+
+
+def _active(tape: Tape) -> bytearray:
+    """Slots that depend on an input (only these carry derivatives: activity analysis). A map's rows are active
+    when anything its tables read is."""
+    act = bytearray(tape.n_slots)
+    act[:tape.n_inputs] = b"\x01" * tape.n_inputs
+    first = tape.first_result
+    maps = tape.maps
+    for i, (code, *args) in enumerate(tape.code.tolist()):
+        if code < 0:
+            if args[1] == 0:
+                on = any(act[a] for a in np.unique(maps[args[0]].tables).tolist())
+            act[first + i] = on
+        elif not BY_CODE[code].no_derivative:
+            act[first + i] = any(act[a] for a in args[:BY_CODE[code].arity])
+    return act
+
+
+def _mask_of(g) -> tuple | None:
+    """If cotangent ``g`` is ``select(c, h, 0)`` or ``select(c, 0, h)``: ``(c, taken_when_true)``."""
+    if not isinstance(g, Scalar):
+        return None
+    rec = g.rec
+    if rec.kinds[g.id] not in _CHOOSES:
+        return None
+    c, a, b = rec.args[g.id]
+    if rec.const_value(b) == 0.0:
+        return (c, True)
+    if rec.const_value(a) == 0.0:
+        return (c, False)
+    return None
+
+
+def _masked(q, mask, rec):
+    """Contribution ``q`` restricted to where the branch it flows through was taken (exact 0 elsewhere)."""
+    c = Scalar(rec, mask[0])
+    return select(c, q, 0.0) if mask[1] else select(c, 0.0, q)
+
+
+def _condition(mask, rec) -> Scalar:
+    """A 0/1 value that is 1 exactly where ``mask`` says its value may be nonzero."""
+    c = Scalar(rec, mask[0])
+    return c if mask[1] else select(c, 0.0, 1.0)
+
+
+def _as_mask(c, mask):
+    """The mask of the condition value ``c`` (a fold to a constant leaves the region unchanged: ``mask``)."""
+    return (c.id, True) if isinstance(c, Scalar) else mask
+
+
+def _rec_of(*values):
+    """The recorder of the first traced value, or None (numbers need no mask)."""
+    return next((v.rec for v in values if isinstance(v, Scalar)), None)
+
+
+def either(m1, m2, rec):
+    """The mask of a sum of two masked values: nonzero only where one of them may be (None: anywhere).
+
+    Two selects on one value (``where(x > 0, sqrt(x), 0) + where(x > 1, sqrt(x), 0)``) or a value read twice by
+    a max chain add masked cotangents with different conditions; the sum is still zero where neither branch
+    was taken, so what is computed from it is masked with their union, never left unmasked."""
+    if m1 is None or m2 is None or rec is None:
+        return None if m1 != m2 else m1
+    if m1 == m2:
+        return m1
+    return _as_mask(select(_condition(m1, rec), 1.0, _condition(m2, rec)), m1)
+
+
+def both(outer, inner, rec):
+    """The mask of a value masked twice (a select's branch under a select, a branch under a max): nonzero only
+    where both conditions hold. ``outer`` is known not None; ``inner`` may be."""
+    if inner is None or inner == outer:
+        return outer
+    return _as_mask(select(_condition(outer, rec), _condition(inner, rec), 0.0), outer)
+
+
+def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> list:
+    """Cotangents of the inputs given one cotangent per output (None = zero): the reverse sweep.
+
+    NaN-safe selects: a cotangent that entered a branch through a select is zero where that branch was not
+    taken, and every contribution computed from it is masked the same way, so a NaN or infinite partial
+    inside the branch not taken (``where(x > 0, sqrt(x), 0)`` at x < 0) cannot turn the zero into NaN. A seed
+    written as such a select masks the same way (a loop body's reverse, seeded where a branch was taken).
+    ``masks``, when given, receives each input's mask (what a map's reverse passes on to the slots it reads).
+    """
+    adj: list = [None] * tape.n_slots
+    mask: list = [None] * tape.n_slots
+    act = _active(tape)
+    for s, g in zip(tape.outputs.tolist(), seeds):
+        if g is not None and act[s]:
+            if adj[s] is None:
+                adj[s], mask[s] = g, _mask_of(g)
+            else:
+                mask[s] = either(mask[s], _mask_of(g), adj[s].rec) if isinstance(adj[s], Scalar) else None
+                adj[s] = adj[s] + g
+    first = tape.first_result
+    code = tape.code.tolist()
+    runs = {end - 1: (start, m) for start, end, m in map_runs(tape)}
+    i = len(code)
+    while i > 0:
+        i -= 1
+        if i in runs:  # a whole map at once: its reverse is a map scattering into the slots it read
+            start, m = runs[i]
+            reverse_map(m, first + start, vals, adj, mask, act, replay, backward)
+            i = start
+            continue
+        g = adj[first + i]
+        if g is None:
+            continue
+        op, *args = code[i]
+        row = BY_CODE[op]
+        args = args[:row.arity]
+        m = mask[first + i]
+        contributions = row.rule(g, *(vals[a] for a in args), vals[first + i])
+        for a, c in zip(args, contributions):
+            if c is None or not act[a]:
+                continue
+            if m is not None and isinstance(c, Scalar):
+                cm = both(m, _mask_of(c), c.rec)
+                c = _masked(c, cm, c.rec)
+            else:
+                cm = _mask_of(c)
+            if adj[a] is None:
+                adj[a], mask[a] = c, cm
+            else:
+                rec = c.rec if isinstance(c, Scalar) else getattr(adj[a], "rec", None)
+                mask[a] = either(mask[a], cm, rec) if rec is not None else None
+                adj[a] = adj[a] + c
+    if masks is not None:
+        masks[:] = mask[:tape.n_inputs]
+    return adj[:tape.n_inputs]
+
+
+def _forward_plan(tape: Tape) -> tuple[list, list]:
+    """Each instruction's (row, argument slots) and each slot's reading instructions, computed once per tape (a
+    Hessian runs one forward sweep per input over the same gradient tape)."""
+    plan = tape._cache.get("forward_plan")
+    if plan is None:
+        steps: list = []
+        users: list = [[] for _ in range(tape.n_slots)]
+        runs = {start: (end, m) for start, end, m in map_runs(tape)}
+        for i, (code, *args) in enumerate(tape.code.tolist()):
+            if i in runs:  # a map is one step at its first row (its other rows: None), read by what its tables read
+                end, m = runs[i]
+                steps.append((m, None))
+                for a in np.unique(m.tables).tolist():
+                    users[a].append(i)
+                continue
+            if code < 0:
+                steps.append(None)
+                continue
+            row = BY_CODE[code]
+            args = args[:row.arity]
+            steps.append((row, args))
+            for a in set(args):
+                users[a].append(i)
+        plan = tape._cache["forward_plan"] = (steps, users)
+    return plan
+
+
+def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -> list:
+    """Tangent of every slot given tangents of the inputs (None = zero): the forward sweep.
+
+    Only instructions reached from a nonzero tangent are visited (in tape order, from a heap), so a sweep along
+    one unit vector costs what depends on that input, not the whole tape: n sweeps of a Hessian cost the
+    Hessian's nonzeros, not n times the gradient tape.
+
+    NaN-safe selects, as in ``backward``: a tangent that left a select is zero where its branch was not taken,
+    and whatever is computed only from such tangents is masked the same way (0 * inf stays 0); ``masks``, if
+    given, receives every slot's mask.
+
+    A map's rows get their tangents from one loop (``maps_ad.forward_map``), or ``Unstructured`` is raised when a
+    loop cannot carry them exactly (the caller sweeps the unrolled tape).
+    """
+    steps, users = _forward_plan(tape)
+    tan: list = list(tangents) + [None] * (tape.n_slots - tape.n_inputs)
+    mask: list = [None] * tape.n_slots
+    first = tape.first_result
+    todo = sorted({i for s, t in enumerate(tangents) if t is not None for i in users[s]})
+    queued = set(todo)
+    heappop, heappush, unset = heapq.heappop, heapq.heappush, _UNSET
+    while todo:
+        i = heappop(todo)
+        row, args = steps[i]
+        out = first + i
+        if args is None:  # a map
+            for r, t in enumerate(forward_map(row, vals, tan, mask, replay, forward)):
+                if t is not None:
+                    tan[out + r] = t
+                    for u in users[out + r]:
+                        if u not in queued:
+                            queued.add(u)
+                            heappush(todo, u)
+            continue
+        # the tangent of the result (the row's forward rule, given the nonzero argument tangents) and the
+        # arguments' shared mask: the mask of every nonzero argument tangent when all agree, else None; at least
+        # one argument tangent is nonzero
+        if len(args) == 2:
+            a0, a1 = args
+            t0, t1 = tan[a0], tan[a1]
+            if t0 is None:
+                shared = mask[a1]
+            elif t1 is None:
+                shared = mask[a0]
+            else:
+                shared = either(mask[a0], mask[a1], _rec_of(t0, t1))
+            total = row.tangent((t0, t1), vals[a0], vals[a1], vals[out])
+        elif len(args) == 1:
+            a0 = args[0]
+            shared = mask[a0]
+            total = row.tangent((tan[a0],), vals[a0], vals[out])
+        else:
+            ts = [tan[a] for a in args]
+            shared = unset
+            for a, t in zip(args, ts):
+                if t is not None:
+                    if shared is unset:
+                        shared = mask[a]
+                    else:
+                        shared = either(shared, mask[a], _rec_of(*ts))
+            if shared is unset:
+                shared = None
+            total = row.tangent(ts, *[vals[a] for a in args], vals[out])
+        if total is None:
+            continue
+        if shared is not None and isinstance(total, Scalar):
+            shared = both(shared, _mask_of(total), total.rec)
+            total = _masked(total, shared, total.rec)
+            mask[out] = shared
+        else:
+            mask[out] = _mask_of(total)
+        tan[out] = total
+        for u in users[out]:
+            if u not in queued:
+                queued.add(u)
+                heappush(todo, u)
+    if masks is not None:
+        masks[:] = mask
+    return tan
+
+
+def _zero_if_none(values):
+    return [0.0 if v is None else v for v in values]
+
+
+def _scalar_output(tape: Tape, what: str) -> None:
+    if tape.n_outputs != 1:
+        raise TapeadError(f"{what} needs a scalar output, this tape has output shape {tape.output_shape}; "
+                          "use tapead.vjp or tapead.jacobian for vector outputs")
+
+
+def _reverse(tape: Tape, what: str):
+    """Replay a scalar tape under a fresh recorder and sweep back: (recorder, slot values, input gradients)."""
+    _scalar_output(tape, what)
+    rec, xs, ps = fresh(tape)
+    vals = replay(tape, xs, ps)
+    _keep_guards(rec, tape, vals)
+    return rec, vals, _zero_if_none(backward(tape, vals, [1.0]))
+
+
+def value_and_grad(tape: Tape) -> Tape:
+    """Tape with outputs ``[value, d value / d inputs (all arguments, flattened, in order)]``."""
+    rec, vals, grads = _reverse(tape, "value_and_grad")
+    outs = [vals[tape.outputs[0]]] + grads
+    return rec.finish(_ids(rec, outs), (1 + tape.n_inputs,), tape.input_shapes, tape.param_shape)
+
+
+def grad(tape: Tape) -> Tape:
+    """The gradient tape of a scalar tape: same inputs and params, outputs the gradient (flattened)."""
+    rec, _, grads = _reverse(tape, "grad")
+    return rec.finish(_ids(rec, grads), (tape.n_inputs,), tape.input_shapes, tape.param_shape)
+
+
+def jvp(tape: Tape) -> Tape:
+    """Forward mode: a tape of inputs ``(x..., v...)`` whose output is ``J(x) v`` (shaped like the output). Loops
+    stay loops where they carry the tangents exactly (``maps_ad.forward_map``), else the unrolled tape is swept."""
+    try:
+        return _jvp(tape)
+    except Unstructured:
+        return _jvp(scalar(tape))
+
+
+def _jvp(tape: Tape) -> Tape:
+    rec, xs, ps = fresh(tape, tape.n_inputs)
+    x, v = xs[:tape.n_inputs], xs[tape.n_inputs:]
+    vals = replay(tape, x, ps)
+    _keep_guards(rec, tape, vals)
+    tan = forward(tape, vals, v)
+    outs = _zero_if_none(tan[s] for s in tape.outputs.tolist())
+    return rec.finish(_ids(rec, outs), tape.output_shape, tape.input_shapes * 2, tape.param_shape)
+
+
+def vjp(tape: Tape) -> Tape:
+    """Reverse mode: a tape of inputs ``(x..., w)`` (``w`` shaped like the output) whose output is ``w^T J(x)``."""
+    rec, xs, ps = fresh(tape, tape.n_outputs)
+    x, w = xs[:tape.n_inputs], xs[tape.n_inputs:]
+    vals = replay(tape, x, ps)
+    _keep_guards(rec, tape, vals)
+    grads = _zero_if_none(backward(tape, vals, w))
+    return rec.finish(_ids(rec, grads), (tape.n_inputs,), tape.input_shapes + (tape.output_shape,),
+                      tape.param_shape)

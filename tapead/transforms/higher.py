@@ -1,0 +1,176 @@
+"""Jacobians, Hessians and Hessian-vector products as tape transforms (``tapead.derivatives`` evaluates them).
+
+Every transform here is Tape -> Tape, built by composing the sweeps of ``ad.py``: a Jacobian is one forward
+sweep per input direction or one reverse sweep per output; a Hessian is forward-over-reverse (the reverse
+sweep is recorded as a gradient tape, then swept forward along unit tangents). Derived tapes are ordinary
+tapes: printable, compilable, and differentiable again.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ad
+from .ad import _ids, _keep_guards, backward, forward, fresh, replay
+from ..errors import InputError
+from . import separable
+from ..ir.structure import scalar
+from ..ir.tape import Tape
+
+_MODES = ("auto", "forward", "reverse")
+
+
+# ---- building blocks ----------------------------------------------------------------------------------
+def seed(n: int, hot) -> list:
+    """A tangent (or cotangent) list of length ``n``: constant 1.0 at the indices in ``hot``, None elsewhere.
+
+    Constant seeds fold while recording (``1.0 * x`` is ``x``, absent tangents stay absent), so each sweep
+    records only the instructions its direction actually reaches.
+    """
+    s: list = [None] * n
+    for i in hot:
+        s[i] = 1.0
+    return s
+
+
+def tangent_sweeps(tape: Tape, directions: list) -> tuple:
+    """Replay ``tape`` on fresh tracers and sweep forward once per direction (a collection of input indices,
+    all seeded with 1.0). Returns ``(recorder, slot values, T)`` with ``T[d][k]`` the tangent of output ``k``
+    along direction ``d`` (a tracer, a float or None for zero). Forward mode reads scalar instructions: pass a
+    tape without maps (``structure.scalar``), whose slots the returned values are indexed by."""
+    if tape.maps:
+        raise ValueError("tangent_sweeps needs a tape without maps: pass structure.scalar(tape)")
+    rec, xs, ps = fresh(tape)
+    vals = replay(tape, xs, ps)
+    _keep_guards(rec, tape, vals)
+    outs = tape.outputs.tolist()
+    columns = []
+    for hot in directions:
+        tan = forward(tape, vals, seed(tape.n_inputs, hot))
+        columns.append([tan[s] for s in outs])
+    return rec, vals, columns
+
+
+def _finish(rec, tape: Tape, values: list, output_shape, input_shapes=None) -> Tape:
+    return rec.finish(_ids(rec, ad._zero_if_none(values)), output_shape,
+                      tape.input_shapes if input_shapes is None else input_shapes, tape.param_shape)
+
+
+def _resolve(tape: Tape, mode: str) -> str:
+    if mode not in _MODES:
+        raise InputError(f"mode={mode!r}: expected one of {', '.join(map(repr, _MODES))}")
+    if mode == "auto":
+        return "forward" if tape.n_inputs <= tape.n_outputs else "reverse"
+    return mode
+
+
+def _jacobian_matrix(tape: Tape, mode: str) -> tuple:
+    """(recorder, J) with J[i][j] = d output i / d input j, as recorded values (tracers, floats or None)."""
+    m, n = tape.n_outputs, tape.n_inputs
+    if _resolve(tape, mode) == "forward":
+        rec, _, cols = tangent_sweeps(scalar(tape), [(j,) for j in range(n)])
+        return rec, [[cols[j][i] for j in range(n)] for i in range(m)]
+    rec, xs, ps = fresh(tape)
+    vals = replay(tape, xs, ps)
+    _keep_guards(rec, tape, vals)
+    return rec, [backward(tape, vals, seed(m, (i,))) for i in range(m)]
+
+
+def _offsets(tape: Tape) -> list[int]:
+    return [0] + np.cumsum(tape.input_sizes).tolist()
+
+
+# ---- transforms: Tape -> Tape -------------------------------------------------------------------------
+def jacobian_tape(tape: Tape, mode: str = "auto") -> Tape:
+    """The dense Jacobian tape: same inputs and params, output shape ``output_shape + (n_inputs,)`` (inputs of
+    all arguments flattened, in order).
+
+    ``mode="forward"`` records one forward sweep per input, ``"reverse"`` one reverse sweep per output;
+    ``"auto"`` picks forward when ``n_inputs <= n_outputs`` (fewer sweeps), else reverse.
+    """
+    rec, J = _jacobian_matrix(tape, mode)
+    flat = [v for row in J for v in row]
+    return _finish(rec, tape, flat, tape.output_shape + (tape.n_inputs,))
+
+
+def _jacobian_blocks_tape(tape: Tape, mode: str) -> Tape:
+    """The Jacobian with one contiguous block per argument (``output_shape + shape_k``), flattened and concatenated."""
+    rec, J = _jacobian_matrix(tape, mode)
+    off = _offsets(tape)
+    flat = [J[i][j] for k in range(len(tape.input_shapes)) for i in range(tape.n_outputs)
+            for j in range(off[k], off[k + 1])]
+    return _finish(rec, tape, flat, (len(flat),))
+
+
+def _scalar(tape: Tape) -> None:
+    if tape.n_outputs != 1:
+        raise InputError(f"the Hessian needs a scalar-valued tape; this one has output shape "
+                         f"{tape.output_shape}: use weights=True (hessian_tape) or weights=w (hessian) for the "
+                         "Hessian of w . f")
+
+
+def _gradient_program(tape: Tape, weights: bool) -> Tape:
+    """The tape a Hessian sweeps forward: ``w^T J`` with weights, else the gradient of a scalar tape."""
+    if weights:
+        return ad.vjp(tape)
+    _scalar(tape)
+    return ad.grad(tape)
+
+
+def _symmetric(T: list, n: int, row0: int = 0) -> list:
+    """Dense n x n entries from forward sweeps T[j][row0 + i] = H[i, j], reading the upper triangle only
+    (entry (i, j) comes from sweep max(i, j)), so dead-code elimination drops the half never read."""
+    return [T[max(i, j)][row0 + min(i, j)] for i in range(n) for j in range(n)]
+
+
+def _hessian_sweeps(tape: Tape, weights: bool) -> tuple:
+    """The one Hessian algorithm: ``(recorder, g, first, H)`` with ``H`` the n x n entries (row-major) of the forward
+    sweeps along each unit vector of the gradient program ``g``, upper triangle read and mirrored (so exactly
+    symmetric), and ``first`` the outputs of ``g`` (``[value, gradient]`` for a scalar tape).
+
+    ``hessian_tape`` and ``value_gradient_hessian_tape`` finish the same recording with different outputs, so
+    every entry is the same sequence of operations in both: the Hessian of ``tape.hessian``,
+    ``value_gradient_hessian``, ``assemble_hessian`` and the exported C function agree bit for bit."""
+    if not weights:
+        _scalar(tape)
+    g, row0 = (ad.vjp(tape), 0) if weights else (ad.value_and_grad(tape), 1)
+    g = scalar(g)  # forward sweeps read scalar instructions, and the slots read below are the sweeps' slots
+    n = tape.n_inputs
+    rec, vals, T = tangent_sweeps(g, [(j,) for j in range(n)])
+    return rec, g, [vals[s] for s in g.outputs.tolist()], _symmetric(T, n, row0)
+
+
+def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
+    """The dense, symmetric Hessian tape ``(n_inputs, n_inputs)`` of a scalar tape, by forward-over-reverse.
+
+    With ``weights=True`` (for vector-valued tapes) the tape takes an extra last input ``w`` shaped like the
+    output and returns the Hessian of ``w . f`` (the Lagrangian Hessian).
+
+    A partially separable tape (a sum over a loop reading inputs, ``tapead.separable``) gets the loop's small
+    Hessian scattered into place instead.
+    """
+    if not weights:
+        sep = separable.hessian(tape, hessian_tape, False)
+        if sep is not None:
+            return sep
+    rec, g, _, H = _hessian_sweeps(tape, weights)
+    return _finish(rec, g, H, (tape.n_inputs, tape.n_inputs))
+
+
+def hvp_tape(tape: Tape) -> Tape:
+    """Hessian-vector products of a scalar tape: inputs ``(x..., v...)`` (``v`` shaped like the arguments),
+    output ``H(x) v`` flattened ``(n_inputs,)``; forward-over-reverse, i.e. ``jvp(grad(tape))``."""
+    return ad.jvp(_gradient_program(tape, False))
+
+
+def value_gradient_hessian_tape(tape: Tape) -> Tape:
+    """One tape with outputs ``[value, gradient (n), Hessian (n * n, row-major)]`` of a scalar tape."""
+    sep = separable.hessian(tape, hessian_tape, True)
+    if sep is not None:
+        return sep
+    rec, g, first, H = _hessian_sweeps(tape, False)
+    n = tape.n_inputs
+    return _finish(rec, g, first + H, (1 + n + n * n,))
+
+
+__all__ = ["jacobian_tape", "hessian_tape", "hvp_tape", "value_gradient_hessian_tape",
+           "tangent_sweeps", "seed"]

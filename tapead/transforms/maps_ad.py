@@ -1,0 +1,249 @@
+"""Reverse mode of maps: the derivative of a loop is a loop.
+
+A map runs its body on gathered slots; its reverse is a map over the same iterations whose body is the body's
+own reverse sweep (``ad.backward`` on the body, recomputing the body's values: nothing is stored per iteration),
+seeded with the cotangents of the map's outputs (per iteration for ``each``, the same for ``sum``, gathered
+through the scatter index for ``scatter``), and whose outputs are the cotangents of the body inputs, *scattered*
+back into the slots the tables read (the adjoint of a gather is a scatter-add). So the reverse of a map costs
+one small body transform, whatever its length.
+
+NaN-safe selects across a map's boundary: a cotangent that entered through a select carries its mask (the
+condition and the branch); the reverse body receives the condition as one more column and re-applies the
+select to its seed, so the body's own reverse sweep masks every contribution as ``ad.backward`` does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TapeadError
+from ..table.ops import OPS, select
+from ..tracing.maparray import Columns
+from ..tracing.recorder import Recorder
+from ..ir.structure import Map, distinct
+from ..tracing.tracer import Scalar
+
+
+def _recorder(values) -> Recorder | None:
+    for v in values:
+        if isinstance(v, Scalar):
+            return v.rec
+    return None
+
+
+def _ids(rec: Recorder, values: list) -> np.ndarray:
+    """Node ids of tracer values and constants (None is a zero)."""
+    const = rec.const
+    return np.array([v.id if isinstance(v, Scalar) else const(0.0 if v is None else float(v)) for v in values],
+                    np.int64)
+
+
+def _table_values(m: Map, vals: list) -> tuple[list, np.ndarray]:
+    """The values of the distinct slots map ``m``'s tables read, and each table entry's index among them: a
+    table of 500,000 iterations reads a few thousand slots, so Python touches each slot once, numpy the rest."""
+    slots, where = distinct(m.tables)
+    return [vals[s] for s in slots.tolist()], where.reshape(m.tables.shape)
+
+
+def _table_ids(rec: Recorder, values: list, where: np.ndarray) -> np.ndarray:
+    return _ids(rec, values)[where] if values else np.zeros(where.shape, np.int64)
+
+
+def replay_map(m: Map, vals: list) -> list:
+    """The values of map ``m``'s rows given every earlier slot's value: tracers -> the map emitted whole into
+    their recorder; numbers -> numbers."""
+    values, where = _table_values(m, vals)
+    rec = _recorder(values)
+    if rec is None:  # every input is a number (or the map reads nothing): evaluate it
+        from ..ir.interpret import map_rows
+        x = np.array([float(v) for v in values], np.float64)[where].reshape(1, m.n, m.body.n_inputs)
+        return map_rows(m, x)[0].tolist()
+    tables = _table_ids(rec, values, where)
+    first = rec.emit_map(Map(m.body, tables, m.kinds, m.dst, m.scatter_size))
+    return [Scalar(rec, first + r) for r in range(m.rows)]
+
+
+def _new_body(m: Map, vals: list, extra: list):
+    """``(outer recorder, body recorder, its Columns, the body's values of m's inputs)`` for a loop body built
+    from map ``m``'s inputs (and the outer values in ``extra``), or None when no value is traced."""
+    values, where = _table_values(m, vals)
+    rec = _recorder(values + extra)
+    if rec is None:
+        return None
+    tables = _table_ids(rec, values, where)
+    body = Recorder(assume_finite=rec.assume_finite)
+    cols = Columns(rec, body)
+    return rec, body, cols, [cols.value(np.ascontiguousarray(tables[:, i])) for i in range(m.body.n_inputs)]
+
+
+def _seed(cols: Columns, slots: np.ndarray, adj: list, mask: list):
+    """The body's seed for one output from the cotangents ``adj`` of the outer slots it has per iteration
+    (``slots``, one per iteration; None: no cotangent anywhere). Each distinct slot is looked at once (a sum
+    output is one slot for every iteration).
+
+    Where an iteration has no cotangent, or its cotangent is masked (it came through a select), the seed is
+    ``select(c, s, 0)`` with ``c`` the condition under which it is nonzero (0 without a cotangent): the body's
+    reverse sweep masks every contribution with it, so a zero cotangent times an infinite partial stays 0, as
+    the scalar sweep's symbolic zeros and masks keep it."""
+    seen, where = distinct(slots)
+    adjs = [adj[s] for s in seen.tolist()]
+    if all(a is None for a in adjs):
+        return None
+    masks = [mask[s] for s in seen.tolist()]
+    rec = cols.outer
+    s = cols.value(_ids(rec, adjs)[where])
+    if any(a is None for a in adjs) or any(mk is not None for mk in masks):
+        one, zero = rec.const(1.0), rec.const(0.0)
+        cond = np.empty(len(adjs), np.int64)
+        for k, (a, mk) in enumerate(zip(adjs, masks)):
+            if a is None:
+                cond[k] = zero
+            elif mk is None:
+                cond[k] = one
+            else:
+                cond[k] = mk[0] if mk[1] else rec.emit(OPS["eq"], (mk[0], zero))
+        s = select(cols.value(cond[where]), s, 0.0)
+    return s
+
+
+def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray, replay, backward) -> None:
+    """Add the cotangents flowing back through map ``m`` (rows from slot ``start``) to ``adj`` of the slots its
+    tables read (see the module docstring). ``replay`` and ``backward`` are ``tapead.ad``'s sweeps, which the
+    reverse body is recorded with (passed in: ``ad`` calls this module)."""
+    rows = list(range(start, start + m.rows))
+    if all(adj[s] is None for s in rows):
+        return
+    n, n_in = m.n, m.body.n_inputs
+    active_cols = [i for i in range(n_in) if any(act[s] for s in distinct(m.tables[:, i])[0].tolist())]
+    if not active_cols:
+        return
+    found = _new_body(m, vals, [adj[s] for s in rows])
+    if found is None:
+        raise TapeadError("the reverse of a map needs traced values")
+    rec, body, cols, x = found
+    seeds = []
+    scatter_at = start + m.rows - m.scatter_size
+    c = 0
+    for kind, off in zip(m.kinds, m.offsets()):
+        if kind == "each":
+            slots = np.arange(start + off, start + off + n)
+        elif kind == "sum":
+            slots = np.full(n, start + off)
+        else:
+            slots = scatter_at + m.dst[:, c].astype(np.int64)
+            c += 1
+        seeds.append(_seed(cols, slots, adj, mask))
+    bvals = replay(m.body, x, [])
+    cmask: list = []
+    cot = backward(m.body, bvals, seeds, cmask)
+    outs = [i for i in active_cols if cot[i] is not None]
+    if not outs:
+        return
+    reads = m.tables[:, outs]
+    targets, dst = distinct(reads)
+    # the forward map's own each/sum outputs ride along (the reverse body recomputes them anyway): a caller
+    # that returns them reads these instead, and the forward loop is dropped (Recorder.aliases)
+    again = [j for j, kind in enumerate(m.kinds) if kind != "scatter"]
+    # a contribution that came through a select carries its condition out (an each output), so the slot it is
+    # the only contribution to keeps the mask (see ``_pass_masks``)
+    masked = [c for c, i in enumerate(outs) if cmask[i] is not None]
+    values = [bvals[m.body.outputs[j]] for j in again] + [Scalar(body, cmask[outs[c]][0]) for c in masked] + \
+        [cot[i] for i in outs]
+    out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in values]
+    reverse = body.finish(out_ids, (len(out_ids),), ((len(cols.columns),),), None)
+    col_table = cols.table(n)
+    fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + ("each",) * len(masked) +
+                ("scatter",) * len(outs), dst.reshape(n, len(outs)), len(targets))
+    first = rec.emit_map(fused)
+    offsets = m.offsets()
+    for new_off, j in zip(fused.offsets(), again):
+        for k in range(n if m.kinds[j] == "each" else 1):
+            old = vals[start + offsets[j] + k]
+            if isinstance(old, Scalar) and old.rec is rec:
+                rec.aliases[old.id] = first + new_off + k
+    scatter_first = first + fused.rows - fused.scatter_size
+    conds = {c: first + off for c, off in zip(masked, fused.offsets()[len(again):len(again) + len(masked)])}
+    passed = _pass_masks(dst.reshape(n, len(outs)), len(targets), conds,
+                         [cmask[i][1] if cmask[i] is not None else None for i in outs])
+    for t, u in enumerate(targets.tolist()):
+        if act[u]:
+            g = Scalar(rec, scatter_first + t)
+            if adj[u] is None:
+                adj[u], mask[u] = g, passed.get(t)
+            else:
+                adj[u] = adj[u] + g
+                mask[u] = None
+
+
+def _pass_masks(dst: np.ndarray, size: int, conds: dict, taken: list) -> dict:
+    """Scatter target -> ``(condition node, taken)`` for targets with exactly one contribution, a masked one:
+    its condition is row ``k`` of the each output that carries column ``c``'s conditions."""
+    if not conds:
+        return {}
+    counts = np.bincount(dst.ravel(), minlength=size)
+    out = {}
+    for c, first in conds.items():
+        for k in np.flatnonzero(counts[dst[:, c]] == 1).tolist():
+            out[int(dst[k, c])] = (first + k, taken[c])
+    return out
+
+
+class Unstructured(TapeadError):
+    """A loop cannot carry the tangents a forward sweep brings to it exactly: sweep the unrolled tape instead."""
+
+
+def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> list:
+    """The tangents of map ``m``'s rows: a map whose body is the body's forward sweep
+    (recomputing the body, as the reverse map does), or ``Unstructured`` when that would not be the unrolled
+    sweep exactly: iterations that differ in which columns carry a tangent (the scalar sweep's symbolic zeros),
+    or a tangent crossing the loop's boundary that came through a select (its mask). ``replay`` and ``forward``
+    are ``tapead.ad``'s sweeps."""
+    n, n_in = m.n, m.body.n_inputs
+    columns = m.tables.T.tolist()
+    active = []
+    for i, col in enumerate(columns):
+        has = [tan[s] is not None for s in col]
+        if not any(has):
+            continue
+        if not all(has) or any(mask[s] is not None for s in col):
+            raise Unstructured("iterations differ in their tangents")
+        active.append(i)
+    if not active:
+        return [None] * m.rows
+    found = _new_body(m, vals, [tan[s] for i in active for s in columns[i]])
+    if found is None:
+        raise Unstructured("a loop's forward sweep needs traced values")
+    rec, body, cols, x = found
+    seeds: list = [None] * n_in
+    for i in active:
+        seeds[i] = cols.value(_ids(rec, [tan[s] for s in columns[i]]))
+    bvals = replay(m.body, x, [])
+    bmask: list = []
+    btan = forward(m.body, bvals, seeds, bmask)
+    outputs = m.body.outputs.tolist()
+    if any(btan[s] is not None and bmask[s] is not None and kind == "each" for s, kind in zip(outputs, m.kinds)):
+        raise Unstructured("a tangent leaves the loop through a select")
+    # a sum or scatter adds masked tangents of many iterations: the union of their conditions, which the loop does
+    # not carry out (as reverse_map passes a mask only to a slot with one contribution): it leaves unmasked
+    kept = [j for j, s in enumerate(outputs) if btan[s] is not None]
+    if not kept:
+        return [None] * m.rows
+    out_ids = [btan[outputs[j]].id if isinstance(btan[outputs[j]], Scalar) and btan[outputs[j]].rec is body
+               else body.const(float(btan[outputs[j]])) for j in kept]
+    tangent_body = body.finish(out_ids, (len(out_ids),), ((len(cols.columns),),), None)
+    scatter_col = {j: c for c, j in enumerate(j for j, kind in enumerate(m.kinds) if kind == "scatter")}
+    dst_cols = [scatter_col[j] for j in kept if j in scatter_col]
+    dst = m.dst[:, dst_cols] if dst_cols else np.zeros((n, 0), m.dst.dtype)
+    tangents = Map(tangent_body, cols.table(n), tuple(m.kinds[j] for j in kept), dst, m.scatter_size)
+    first = rec.emit_map(tangents)
+    rows: list = [None] * m.rows
+    old, new = m.offsets(), tangents.offsets()
+    for new_off, j in zip(new, kept):
+        if m.kinds[j] != "scatter":
+            for k in range(n if m.kinds[j] == "each" else 1):
+                rows[old[j] + k] = Scalar(rec, first + new_off + k)
+    # a scatter slot no kept output adds into has no tangent (the unrolled sweep's symbolic zero), not -0.0
+    hit = distinct(dst)[0].tolist() if dst.size else []
+    at_old, at_new = m.rows - m.scatter_size, tangents.rows - tangents.scatter_size
+    for t in hit:
+        rows[at_old + t] = Scalar(rec, first + at_new + t)
+    return rows
