@@ -14,6 +14,7 @@ from . import elementwise as ew
 from . import linalg as _linalg, linalg_jacobi as _jacobi, maparray, numpy_more as _more  # noqa: F401
 from . import numpy_stats as _stats
 from . import lastaxis, mapstack  # noqa: F401  (install loops over the last axis, stacking in loop bodies)
+from . import contract as _contract
 from ..table import ops, ops_extra  # noqa: F401  (every row registered before the tables below read them)
 from . import tracer
 from .elementwise import where  # noqa: F401  (tapead.where)
@@ -54,7 +55,8 @@ def array_ufunc(ufunc, method, inputs, kwargs):
         raise TracingError(f"np.{name}.{method}: keyword arguments {sorted(extra)} are not supported on traced "
                            "values")
     if name == "matmul" and method == "__call__":
-        return wrap(np.matmul(*(to_cells(a) for a in inputs)))
+        done = _contract.product(*inputs) if len(inputs) == 2 else None
+        return done if done is not None else wrap(np.matmul(*(to_cells(a) for a in inputs)))
     if name == "add" and method == "at":
         return _stats.add_at(*inputs)
     if name == "divmod" and method == "__call__":
@@ -184,6 +186,7 @@ CUSTOM.update(_linalg.CUSTOM)
 CUSTOM.update(_jacobi.CUSTOM)
 CUSTOM.update(_more.CUSTOM)
 CUSTOM.update(_stats.CUSTOM)
+CUSTOM[np.dot] = _contract.dot
 
 
 def array_function(func, args, kwargs):

@@ -312,8 +312,8 @@ class TracedArray:
     def __or__(self, o): return elementwise(logical_or, self, o)
     def __ror__(self, o): return elementwise(logical_or, o, self)
     def __invert__(self): return elementwise(logical_not, self)
-    def __matmul__(self, o): return wrap(np.matmul(self.cells, to_cells(o)))
-    def __rmatmul__(self, o): return wrap(np.matmul(to_cells(o), self.cells))
+    def __matmul__(self, o): return _product(self, o, np.matmul)
+    def __rmatmul__(self, o): return _product(o, self, np.matmul)
     def __floordiv__(self, o): return elementwise(ops.floor_divide, self, o)
     def __rfloordiv__(self, o): return elementwise(ops.floor_divide, o, self)
     def __mod__(self, o): return elementwise(ops.remainder, self, o)
@@ -356,8 +356,14 @@ class TracedArray:
     def dot(self, o, out=None):
         if out is not None:
             raise TracingError("x.dot(y, out=...) on traced values: assign the result instead")
-        return wrap(np.dot(self.cells, to_cells(o)))
+        return _product(self, o, np.dot)
     def tolist(self): return [wrap(c) for c in self.cells.tolist()]
+
+
+def _product(x, y, numpy_product):
+    """``x @ y``: a loop where a constant matrix meets a traced vector (``contract``), else on the cells."""
+    done = contract(x, y)
+    return done if done is not None else wrap(numpy_product(to_cells(x), to_cells(y)))
 
 
 def _index(idx):
@@ -378,8 +384,9 @@ def _not_installed(*args, **kwargs):
     raise TracingError("tapead's numpy surface is not loaded: import tapead (not tapead.tracer alone)")
 
 
-array_ufunc = array_function = cast = apply_map = map_recorder = last_axis_loop = _not_installed
-_HOOKS = frozenset({"array_ufunc", "array_function", "cast", "apply_map", "map_recorder", "last_axis_loop"})
+array_ufunc = array_function = cast = apply_map = map_recorder = last_axis_loop = contract = _not_installed
+_HOOKS = frozenset({"array_ufunc", "array_function", "cast", "apply_map", "map_recorder", "last_axis_loop",
+                    "contract"})
 
 
 def install(**hooks) -> None:
