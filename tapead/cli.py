@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
                    "the tapead.where version")
     b.add_argument("--large", action="store_true", help="instead: cost against size for large scalar tapes "
                    "(1e3-1e6 ops), dense Hessians of many outputs and first results of small tapes")
+    b.add_argument("--arrays", action="store_true", help="instead: array programs as people write them ((3, n) "
+                   "layouts, stacks and det, data in closures, X @ w, x.T @ A @ x): first gradient and replay "
+                   "against JAX and hand-written gradients, one process per case (--quick: small sizes)")
     b.add_argument("--cartpole", action="store_true", help="instead: cart-pole multiple shooting (N = 60, 200): "
                    "sparse Jacobian and Lagrangian Hessian, first calls and per evaluation, vs CasADi")
     b.add_argument("--scale", action="store_true", help="instead: cost against size for vectorised numpy: "
@@ -147,6 +150,14 @@ def bench(args) -> int:
         argv += ["--repeats", str(args.repeats)] if args.repeats else []
         argv += ["--timeout", str(args.timeout)] if args.timeout else []
         return scale.main(argv + (["--json", args.json] if args.json else []))
+    if args.arrays:
+        from benchmarks import arrays
+        rows = arrays.run(quick=args.quick, timeout=args.timeout or 600.0)
+        print(arrays.format_table(rows))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        return 1 if any("error" in r for r in rows) else 0
     if args.cartpole:
         from benchmarks import cartpole
         return cartpole.main(["--sizes", "20", "--repeats", "3"] if args.quick else

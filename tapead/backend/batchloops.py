@@ -41,7 +41,7 @@ def _row_pointers(lines: list, in_groups, out_groups, mask) -> list[str]:
     return args
 
 
-def _fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True, callee: str | None = None) -> list[str]:
+def fast_batch(name: str, mask, in_groups, out_groups, vectorise: bool = True, callee: str | None = None) -> list[str]:
     """``i32 @name_batch_<mask>(i64 n, ptr X.., ptr P, i64 ps, ptr O..)``: only the output groups in ``mask``
     (each nonnull), no per-point statuses; returns the number of points whose guards failed. Nothing in its loop
     is conditional, so LLVM vectorises it across points (the general loop's NULL checks made it predicate every

@@ -159,15 +159,15 @@ def lower_chunked(tape: Tape, fname: str, in_groups, out_groups, chunk: int, sto
     if n_cells <= STACK_CELLS:
         point = ["entry:"] + ([f"  %w = alloca [{n_cells} x double], align 8"] if n_cells else [])
         return module, point + calls + [f"  ret i32 {status}"]
-    module += _pool(fname, 8 * n_cells)
-    return module, _with_pooled_work_array(fname, 8 * n_cells, calls, status)
+    module += work_pool(fname, 8 * n_cells)
+    return module, with_pooled_work_array(fname, 8 * n_cells, calls, status)
 
 
 STACK_CELLS = 16384  # work arrays up to 128 KB live on the kernel's stack; larger ones in a per-kernel pool
 POOL = 16  # pooled work arrays per kernel: one per thread running it at once (more: one malloc'ed per call)
 
 
-def _pool(fname: str, nbytes: int) -> list[str]:
+def work_pool(fname: str, nbytes: int) -> list[str]:
     """The pool of work arrays of one kernel, and ``@<fname>_release`` that frees them (called when the kernel is
     dropped). Buffers are allocated on first use, once per pool slot, never per call."""
     return [
@@ -186,7 +186,7 @@ def _pool(fname: str, nbytes: int) -> list[str]:
     ]
 
 
-def _with_pooled_work_array(fname: str, nbytes: int, calls: list, status: str) -> list[str]:
+def with_pooled_work_array(fname: str, nbytes: int, calls: list, status: str) -> list[str]:
     """Point-function body: take a free pool slot (compare-and-swap on its busy flag), allocate its buffer on
     first use, run the pieces, give the slot back. With every slot busy the call mallocs a buffer of its own."""
     pool, busy = f"@{fname}.pool", f"@{fname}.busy"

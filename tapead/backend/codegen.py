@@ -23,9 +23,9 @@ import numpy as np
 from .. import sources
 from ..table.ops import BY_CODE, OPS
 
-from .batchloops import _fast_batch, general_batch, vectorise_points
-from .chunking import STACK_CELLS, _pool, _with_pooled_work_array, lower_chunked
-from .stores import CONST_RUN, _stores
+from .batchloops import fast_batch, general_batch, vectorise_points
+from .chunking import STACK_CELLS, work_pool, with_pooled_work_array, lower_chunked
+from .stores import CONST_RUN, emit_stores
 from .loops import MAX_CELLS, MapNames, Plan, data_global, lower_map, pointers, used_outside
 from ..ir.structure import MAP_ROW, map_runs, op_codes, records, scalar
 from ..transforms.kernelspec import KINDS
@@ -189,7 +189,7 @@ def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list, 
         body.append(f"  %null{k} = icmp eq ptr %o{k}, null")
         body.append(f"  br i1 %null{k}, label %skip{k}, label %store{k}")
         body.append(f"store{k}:")
-        _stores(tape, name, outs[start:start + size], k, prefix, body, globals_)
+        emit_stores(tape, name, outs[start:start + size], k, prefix, body, globals_)
         body.append(f"  br label %skip{k}")
         body.append(f"skip{k}:")
         start += size
@@ -213,7 +213,7 @@ def flat_batches_pay(tape: Tape) -> bool:
 def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(), chunk: int | None = None,
           flat_batches: bool = False) -> str:
     """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
-    mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``_fast_batch``). ``flat_batches``: the batch loops call
+    mask in ``fast_masks``, ``@name_batch_<mask>`` (see ``fast_batch``). ``flat_batches``: the batch loops call
     an unrolled copy of a tape with loops (``flat_batches_pay``); results are the same bits (the same operations
     in the same order)."""
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
@@ -236,16 +236,16 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     cells = plan.cells if plan else 0
     if size > cut:
         pieces, point = lower_chunked(tape, name, in_groups, out_groups, chunk,
-                                      functools.partial(_stores, zero_runs=True))
+                                      functools.partial(emit_stores, zero_runs=True))
         lines.extend(point)
         tables.extend(pieces)
     elif cells > STACK_CELLS:  # the loops' work array is large: taken from a per-kernel pool (chunking)
         inner = [f"define internal i32 @{name}.body({', '.join(xs + ['ptr %p', 'ptr %mem'] + os_)}) noinline "
                  "nounwind {", "entry:"] + _point_body(tape, in_groups, out_groups, name, tables, pooled=True, plan=plan) + ["}"]
-        tables.extend(inner + _pool(name, 8 * cells))
+        tables.extend(inner + work_pool(name, 8 * cells))
         args = ", ".join([f"ptr %x{k}" for k in range(len(in_groups))] + ["ptr %p", "ptr %w"] +
                          [f"ptr %o{k}" for k in range(len(out_groups))])
-        lines.extend(_with_pooled_work_array(name, 8 * cells, [f"  %st = call i32 @{name}.body({args})"], "%st"))
+        lines.extend(with_pooled_work_array(name, 8 * cells, [f"  %st = call i32 @{name}.body({args})"], "%st"))
     else:
         lines.append("entry:")
         lines.extend(_point_body(tape, in_groups, out_groups, name, tables, plan=plan))
@@ -261,7 +261,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     lines.extend(general_batch(name, callee, in_groups, out_groups))
     vectorise = vectorise_points(batch_tape)
     for mask in fast_masks:
-        lines.extend(_fast_batch(name, mask, in_groups, out_groups, vectorise, callee))
+        lines.extend(fast_batch(name, mask, in_groups, out_groups, vectorise, callee))
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from ..table import ops
 from ..errors import TracingError
 from ..ir.structure import op_codes
 
-_REGISTERED: dict = {}  # op name -> the CustomOp that owns it (a name means one function per process)
+REGISTERED: dict = {}  # op name -> the CustomOp that owns it (a name means one function per process)
 
 
 class CustomOp:
@@ -47,11 +47,11 @@ class CustomOp:
         from ..tracing.record import trace
         if self.partials is None:
             raise TracingError(f"{self.name}: give its derivative with @{self.fn.__name__}.derivative first")
-        owner = _REGISTERED.get(self.name)
+        owner = REGISTERED.get(self.name)
         if owner is not None and owner is not self:
             raise TracingError(f"another custom op is already named {self.name!r}; tapes refer to ops by name, so "
                              "give this one its own: @tapead.custom_op(name='...')")
-        _REGISTERED[self.name] = self
+        REGISTERED[self.name] = self
         body, _ = trace(lambda *a: self.fn(*a), *([0.5] * self.arity), on_branch="forbid", structured=False)
         used = [ops.BY_CODE[c] for c in op_codes(body)]
         fname = "tapead_" + self.name.replace(".", "_")

@@ -239,7 +239,7 @@ class Kernel:
         self.point = point_type(self.point_address)
         self.batch = batch_type(self.batch_address)
         self.addresses = {s: self.engine.get_function_address(s) for s in extra_symbols}
-        self.fast = {}  # output mask -> batch loop writing exactly those outputs (see batchloops._fast_batch)
+        self.fast = {}  # output mask -> batch loop writing exactly those outputs (see batchloops.fast_batch)
         for mask in fast_masks:
             fast_type = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, *([ptr] * (n_in_groups + 1)),
                                          ctypes.c_int64, *([ptr] * sum(mask)))

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..table.ops import BY_CODE
 from .llvm_text import literal as _literal
-from ..ir.structure import Map
+from ..ir.structure import Map, Out
 
 MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
 
@@ -129,7 +129,7 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         lines.append(f"  store double -0.0, ptr %{pre}zp\n  %{pre}zk1 = add i64 %{pre}zk, 1")
         lines.append(f"  %{pre}zm = icmp slt i64 %{pre}zk1, {scatter_at + m.scatter_size}")
         lines.append(f"  br i1 %{pre}zm, label %{pre}.z, label %{pre}.pre")
-    sums = [j for j, k in enumerate(m.kinds) if k == "sum"]
+    sums = [j for j, k in enumerate(m.kinds) if k is Out.SUM]
     if not m.scatter_size:
         lines.append(f"  br label %{pre}.pre")
     dst = m.dst.astype(np.int64) + scatter_at
@@ -168,17 +168,17 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         bname[slot] = f"%{pre}b{slot}"
         slot += 1
     outs = body.outputs.tolist()
-    scatter_values = [bname[outs[j]] for j, kind in enumerate(m.kinds) if kind == "scatter"]
+    scatter_values = [bname[outs[j]] for j, kind in enumerate(m.kinds) if kind is Out.SCATTER]
     for g, group in enumerate(runs):
         _run_accumulate(pre, g, group, dst, scatter_values, plan, globals_, lines)
     c = 0
-    for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
+    for j, kind, off in m.outputs():
         v = bname[outs[j]]
-        if kind == "each":
+        if kind is Out.EACH:
             lines.append(f"  %{pre}e{j}o = add i64 %{pre}k, {base + off}")
             lines.append(f"  %{pre}e{j}p = getelementptr inbounds double, ptr %mem, i64 %{pre}e{j}o")
             lines.append(f"  store double {v}, ptr %{pre}e{j}p")
-        elif kind == "sum":
+        elif kind is Out.SUM:
             lines.append(f"  %{pre}s{j}n = fadd double %{pre}s{j}, {v}")
         elif c in in_run:
             c += 1

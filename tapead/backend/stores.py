@@ -8,7 +8,7 @@ from ..ir.tape import Tape
 CONST_RUN = 8  # constant outputs in a row stored by one memcpy from a table
 
 
-def _stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: list, globals_: list,
+def emit_stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: list, globals_: list,
             zero_runs: bool = False) -> None:
     """Store output group ``k``. Runs of CONST_RUN or more constant outputs (a quadratic's Hessian, the zero
     blocks of a Jacobian) are written by one memset (runs of +0.0) or one memcpy from a constant table instead of

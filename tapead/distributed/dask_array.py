@@ -31,8 +31,8 @@ from ..ir import store
 from . import worker
 from ..runtime.branches import program
 from ..runtime.derivatives import derived
-from ..runtime.calls import _scalar
-from ..backend.custom import _REGISTERED
+from ..runtime.calls import require_scalar_output
+from ..backend.custom import REGISTERED
 from ..errors import InputError
 from ..table.ops import BY_CODE
 from ..ir.structure import op_codes
@@ -78,12 +78,12 @@ def _derived(tape, method: str, kw: dict) -> tuple:
     """(cache key, builder) of the derived tape ``method`` reads from ``tape.derived``, or for the gradient the
     kernel kind whose tape it compiles (``("derived", kind)``, no builder: ``branches.program``), or (None, None)."""
     if method in ("gradient", "value_and_gradient", "assemble_gradient"):
-        _scalar(tape, method)
+        require_scalar_output(tape, method)
         return ("derived", "value_and_gradient"), None
     if method == "jacobian":
         mode = kw.get("mode", "auto")
-        higher._resolve(tape.tape, mode)
-        return ("jacobian_blocks_tape", mode), lambda: higher._jacobian_blocks_tape(tape.tape, mode)
+        higher.resolve_outputs(tape.tape, mode)
+        return ("jacobian_blocks_tape", mode), lambda: higher.jacobian_blocks_tape(tape.tape, mode)
     if method in ("hessian", "assemble_hessian"):
         w = kw.get("weights") is not None
         return ("hessian_tape", w), lambda: higher.hessian_tape(tape.tape, w)
@@ -111,7 +111,7 @@ def _structure(tape, method: str):
 
 def _used_custom_ops(*tapes) -> tuple:
     names = sorted({BY_CODE[c].name for t in tapes for c in op_codes(t)})
-    return tuple((n, _REGISTERED[n].fn.__module__) for n in names if n in _REGISTERED)
+    return tuple((n, REGISTERED[n].fn.__module__) for n in names if n in REGISTERED)
 
 
 def shipment(tape, method: str, kw: dict):

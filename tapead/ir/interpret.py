@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..table.ops import BY_CODE
-from .structure import map_runs
+from .structure import Out, map_runs
 from .tape import Tape
 
 
@@ -67,10 +67,10 @@ def map_rows(m, x: np.ndarray) -> np.ndarray:
     out = out.reshape(N, k, m.body.n_outputs)
     rows = np.empty((N, m.rows))
     cols = []
-    for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
-        if kind == "each":
+    for j, kind, off in m.outputs():
+        if kind is Out.EACH:
             rows[:, off:off + k] = out[:, :, j]
-        elif kind == "sum":  # accumulate adds left to right, as a loop does
+        elif kind is Out.SUM:  # accumulate adds left to right, as a loop does
             rows[:, off] = np.add.accumulate(np.concatenate([np.full((N, 1), -0.0), out[:, :, j]], axis=1),
                                              axis=1)[:, -1]
         else:

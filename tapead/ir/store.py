@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import TapeFormatError
 from ..table.ops import BY_CODE, OPS
-from .structure import KINDS, MAP_ROW, Map
+from .structure import KINDS, MAP_ROW, Map, Out
 from .tape import Tape
 from .validate import MAX_CONSTS, MAX_OPS, MAX_OUTPUTS, MAX_SLOTS, check_loaded
 
@@ -212,7 +212,7 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
     loops = _loops(header.get("maps")) if version == VERSION_MAPS else []
     sizes = [16 * n_code, 8 * n_consts, 4 * n_outputs, 8 * n_guards]
     for n, n_in, kinds, _, nbytes in loops:
-        sizes += [4 * n * n_in, 4 * n * kinds.count("scatter"), nbytes]
+        sizes += [4 * n * n_in, 4 * n * kinds.count(Out.SCATTER), nbytes]
     if start + sum(sizes) != len(data) - _DIGEST:
         raise TapeFormatError(f"tape file holds {len(data) - _DIGEST - start} bytes of arrays; its header "
                               f"announces {sum(sizes)}")
@@ -231,7 +231,7 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
     for n, n_in, kinds, scatter_size, nbytes in loops:
         tables = np.frombuffer(data, dtype="<i4", count=n * n_in, offset=start).reshape(n, n_in)
         start += 4 * n * n_in
-        n_scatter = kinds.count("scatter")
+        n_scatter = kinds.count(Out.SCATTER)
         dst = np.frombuffer(data, dtype="<i4", count=n * n_scatter, offset=start).reshape(n, n_scatter)
         start += 4 * n * n_scatter
         body = _from_bytes(data[start:start + nbytes], loops_allowed=False)

@@ -22,13 +22,34 @@ Hessians, sparsity, saving) works on ``scalar(tape)``, so structure is an optimi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 import numpy as np
 
 from ..table.ops import OPS
 
 MAP_ROW = -1  # the op code of a map's placeholder rows (never an op table index: validate refuses it elsewhere)
-KINDS = ("each", "sum", "scatter")
+
+
+class Out(str, Enum):
+    """What a body output becomes outside the loop (a str, so files and listings spell it as before)."""
+
+    EACH = "each"  # one outer slot per iteration
+    SUM = "sum"  # one outer slot: the sum over the iterations
+    SCATTER = "scatter"  # added into the scatter range at ``dst[k, j]``
+
+    def __repr__(self) -> str:  # as the plain string: tape hashes and listings read repr(kinds)
+        return repr(self.value)
+
+
+KINDS = tuple(k.value for k in Out)
+
+
+def placeholder_rows(index: int, rows: int) -> np.ndarray:
+    """The code rows of map ``index`` writing ``rows`` outer slots: ``(MAP_ROW, index, row offset, 0)``."""
+    code = np.zeros((rows, 4), np.int64)
+    code[:, 0], code[:, 1], code[:, 2] = MAP_ROW, index, np.arange(rows)
+    return code
 _ADD = OPS["add"].code
 
 
@@ -47,7 +68,8 @@ class Map:
             a = np.array(getattr(self, name), dtype=np.int32, copy=True)
             a.setflags(write=False)
             object.__setattr__(self, name, a)
-        object.__setattr__(self, "kinds", tuple(self.kinds))
+        # named kinds; anything else is kept as given, for validation to refuse (a hand-made or damaged map)
+        object.__setattr__(self, "kinds", tuple(Out(k) if k in KINDS else k for k in self.kinds))
         object.__setattr__(self, "scatter_size", int(self.scatter_size))
 
     @property
@@ -57,25 +79,29 @@ class Map:
     @property
     def rows(self) -> int:
         """Outer slots written: each outputs n apiece, sums one apiece, the scatter range."""
-        return self.n * self.kinds.count("each") + self.kinds.count("sum") + self.scatter_size
+        return self.n * self.kinds.count(Out.EACH) + self.kinds.count(Out.SUM) + self.scatter_size
 
     def offsets(self) -> list[int]:
         """Row offset (within the map's run) of each body output: each -> first of its n rows; sum -> its row;
         scatter -> the start of the shared scatter range."""
         out, at = [], 0
         for k in self.kinds:
-            if k == "each":
+            if k is Out.EACH:
                 out.append(at)
                 at += self.n
         sums = at
         for k in self.kinds:
-            if k == "sum":
+            if k is Out.SUM:
                 out.append(sums)
                 sums += 1
-        result, e, s = [], iter(out[:self.kinds.count("each")]), iter(out[self.kinds.count("each"):])
+        result, e, s = [], iter(out[:self.kinds.count(Out.EACH)]), iter(out[self.kinds.count(Out.EACH):])
         for k in self.kinds:
-            result.append(next(e) if k == "each" else next(s) if k == "sum" else sums)
+            result.append(next(e) if k is Out.EACH else next(s) if k is Out.SUM else sums)
         return result
+
+    def outputs(self) -> list[tuple[int, Out, int]]:
+        """``(body output, its kind, its row offset)`` for every body output, in body order."""
+        return list(zip(range(len(self.kinds)), self.kinds, self.offsets()))
 
     def digest_parts(self) -> list:
         """What identifies the map (for ``Tape.hash``)."""
@@ -128,10 +154,7 @@ def scalar(tape):
     """The tape with every map unrolled into scalar instructions (the tape itself when it has no maps)."""
     if not tape.maps:
         return tape
-    s = tape._cache.get("scalar")
-    if s is None:
-        s = tape._cache["scalar"] = unroll(tape)
-    return s
+    return tape.memo("scalar", lambda: unroll(tape))
 
 
 def unroll(tape):
@@ -208,12 +231,12 @@ def _unroll_map(m: Map, remap: np.ndarray, const_base: int, neg0: int, old_start
     outs = body.outputs.astype(np.int64)
     offsets = m.offsets()
     for j, (kind, off) in enumerate(zip(m.kinds, offsets)):
-        if kind == "each":
+        if kind is Out.EACH:
             remap[old_start + off:old_start + off + n] = bslot[:, outs[j]]
-        elif kind == "sum":
+        elif kind is Out.SUM:
             remap[old_start + off], at = _add_chain(bslot[:, outs[j]], neg0, at, out)
     if m.scatter_size:
-        cols = [j for j, k in enumerate(m.kinds) if k == "scatter"]
+        cols = [j for j, k in enumerate(m.kinds) if k is Out.SCATTER]
         base = old_start + m.rows - m.scatter_size
         # contributions in (iteration, output) order; per target, a chain of additions in that order
         src = np.stack([bslot[:, outs[j]] for j in cols], axis=1).reshape(-1) if cols else np.zeros(0, np.int64)

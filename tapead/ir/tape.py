@@ -30,6 +30,9 @@ def _frozen(a: np.ndarray, dtype) -> np.ndarray:
     return a
 
 
+_MISSING = object()
+
+
 def _size(shape: Shape) -> int:
     return int(math.prod(shape))
 
@@ -111,6 +114,15 @@ class Tape:
         from .validate import check
         check(self)
         return self
+
+    def memo(self, key, compute):
+        """A fact computed from the fields alone, once: ``compute()`` on the first call for ``key``, the same
+        object after. The one way other modules keep facts on a tape (the unrolled tape, sparsity patterns, the
+        forward-sweep plan); it never changes what the tape means."""
+        hit = self._cache.get(key, _MISSING)
+        if hit is _MISSING:
+            hit = self._cache[key] = compute()
+        return hit
 
     @property
     def hash(self) -> str:

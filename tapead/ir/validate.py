@@ -94,7 +94,7 @@ def _check(tape) -> None:
 def _check_maps(tape, code: np.ndarray, first: int, is_map: np.ndarray) -> None:
     """Map records: each a valid body, tables reading only slots defined before its run, and its run of rows
     exactly where ``code`` says (see tapead.structure)."""
-    from .structure import KINDS, Map
+    from .structure import KINDS, Map, Out
     maps = tape.maps
     if not isinstance(maps, tuple) or not all(isinstance(m, Map) for m in maps):
         raise TapeFormatError("maps must be a tuple of Map records")
@@ -111,7 +111,7 @@ def _check_maps(tape, code: np.ndarray, first: int, is_map: np.ndarray) -> None:
             raise TapeFormatError(f"map {index}: tables of shape {tables.shape} do not fit a body of {n_in} inputs")
         if len(m.kinds) != body.n_outputs or not all(k in KINDS for k in m.kinds):
             raise TapeFormatError(f"map {index}: output kinds {m.kinds!r} do not fit {body.n_outputs} outputs")
-        n_scatter = m.kinds.count("scatter")
+        n_scatter = m.kinds.count(Out.SCATTER)
         if not isinstance(m.dst, np.ndarray) or m.dst.dtype != np.int32 or m.dst.shape != (m.n, n_scatter) or m.scatter_size < 0 or \
                 (m.dst.size and not (0 <= int(m.dst.min()) and int(m.dst.max()) < m.scatter_size)):
             raise TapeFormatError(f"map {index}: scatter targets do not fit its range of {m.scatter_size}")

@@ -87,8 +87,7 @@ def evaluate(fun, *args, params=None) -> np.ndarray | float:
     ``Function.value``, other paths included."""
     tape = fun.tape
     b = bind(tape, args, params)
-    if "checked" not in tape._cache:
-        tape._cache["checked"] = tape.check() is tape  # a flag, not the tape: no reference cycle
+    tape.memo("checked", lambda: tape.check() is tape)  # a flag, not the tape: no reference cycle
     n = 1 if b.n is None else b.n
     x = _rows(b.xs, n)
     out, ok = interpret(tape, x, _param_rows(tape, b))

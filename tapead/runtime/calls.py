@@ -165,7 +165,7 @@ def _named_grads(gs: list, what: str) -> list:
     return [(what if len(gs) == 1 else f"{what}[{i}]", g) for i, g in enumerate(gs)]
 
 
-def _scalar(fun, what: str) -> None:
+def require_scalar_output(fun, what: str) -> None:
     if fun.n_outputs != 1:
         raise InputError(f"{what} needs a scalar-valued fun; this one has output shape {fun.output_shape} "
                          "(use fun.jacobian or fun.vjp)")
@@ -184,7 +184,7 @@ def _grad_outs(fun, b: Bound, out) -> list:
 
 def gradient(fun, *args, params=None, out=None, threads: int | None = None):
     """The gradient: for one argument an array shaped like it, for several a tuple of arrays."""
-    _scalar(fun, "gradient")
+    require_scalar_output(fun, "gradient")
     b = bind(fun, args, params, threads)
     gs = _grad_outs(fun, b, out)
     if out is not None:
@@ -195,7 +195,7 @@ def gradient(fun, *args, params=None, out=None, threads: int | None = None):
 
 def value_and_gradient(fun, *args, params=None, out=None, threads: int | None = None):
     """``(value, gradient)`` from one kernel; ``out`` (optional) is ``(value_out, gradient_out)``."""
-    _scalar(fun, "value_and_gradient")
+    require_scalar_output(fun, "value_and_gradient")
     b = bind(fun, args, params, threads)
     if out is not None and (not isinstance(out, (tuple, list)) or len(out) != 2):
         raise InputError("out: expected a pair (value_out, gradient_out) for value_and_gradient")
@@ -222,7 +222,7 @@ def native(fun, kind: str = "gradient"):
     if kind not in fun.natives:
         internal = "value" if kind == "value" else "value_and_gradient"
         if kind == "gradient":
-            _scalar(fun, "native('gradient')")
+            require_scalar_output(fun, "native('gradient')")
         kernel(fun, internal)
         wait_for_upgrades(fun)  # bind the final (O2) kernel
         _, k = kernel(fun, internal)

@@ -17,7 +17,7 @@ from ..arrays import as_float_array, check_aliasing, check_out
 from .binding import bind, named_inputs
 from .derived_cache import derived_tape
 from ..errors import BranchError, InputError
-from ..transforms.higher import (_gradient_program, _jacobian_blocks_tape, _offsets, _resolve, hessian_tape,
+from ..transforms.higher import (gradient_program, jacobian_blocks_tape, output_offsets, resolve_outputs, hessian_tape,
                                    hvp_tape, value_gradient_hessian_tape)
 from ..transforms.sparsity import hessian_sparsity, jacobian_sparsity, sparse_hessian_tape, sparse_jacobian_tape
 
@@ -122,8 +122,8 @@ def jacobian(fun, *args, params=None, out=None, mode: str = "auto"):
     a tuple of per-argument Jacobians (e.g. df/dx, df/du). ``out=`` (array, or tuple per argument) is filled."""
     b = bind(fun, args, params)
     lead = _lead(b)
-    _resolve(fun.tape, mode)
-    d = derived(fun, ("jacobian_blocks_tape", mode), lambda: _jacobian_blocks_tape(fun.tape, mode))
+    resolve_outputs(fun.tape, mode)
+    d = derived(fun, ("jacobian_blocks_tape", mode), lambda: jacobian_blocks_tape(fun.tape, mode))
     shapes = [lead + fun.output_shape + s for s in fun.input_shapes]
     sizes = [fun.n_outputs * k for k in fun.input_sizes]
     flat, copies = _flat_out(out, shapes, lead, sum(sizes))
@@ -136,7 +136,7 @@ def jacobian(fun, *args, params=None, out=None, mode: str = "auto"):
 
 def _blocks(fun, H: np.ndarray, lead: tuple):
     """Split a dense ``lead + (n, n)`` Hessian into per-argument blocks (views)."""
-    shapes, off = fun.input_shapes, _offsets(fun.tape)
+    shapes, off = fun.input_shapes, output_offsets(fun.tape)
     if len(shapes) == 1:
         return _scalar_or(H.reshape(lead + shapes[0] + shapes[0]))
     return tuple(tuple(H[..., off[i]:off[i + 1], off[j]:off[j + 1]].reshape(lead + shapes[i] + shapes[j])
@@ -253,7 +253,7 @@ def sparse_hessian(fun, *args, params=None, weights=None) -> tuple[np.ndarray, n
     if weights is not None:
         xs.append(_extra(weights, fun.output_shape, _lead(b), "weights"))
     elif fun.n_outputs != 1:
-        _gradient_program(fun.tape, False)  # raises the explanation
+        gradient_program(fun.tape, False)  # raises the explanation
     rows, cols = hessian_sparsity(fun.tape)
     w = weights is not None
     d = derived(fun, ("sparse_hessian_tape", w), lambda: sparse_hessian_tape(fun.tape, w))

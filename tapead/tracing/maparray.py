@@ -22,9 +22,9 @@ import operator
 import numpy as np
 
 from .recorder import _CONST, _INPUT, Recorder
-from ..ir.structure import Map, distinct
+from ..ir.structure import Map, Out, distinct
 from . import tracer
-from .tracer import Scalar, TracedArray, _operand_id, to_cells, wrap
+from .tracer import Scalar, TracedArray, operand_id, to_cells, wrap
 
 MAP_MIN = 64  # leading-axis length from which recording keeps an elementwise operation a loop (record(structured=None))
 
@@ -83,7 +83,7 @@ class Builder:
         (an ``each`` output's first row: iteration k is that plus k)."""
         from ..ir.interpret import map_rows
         body_rec, outer, n = self.body, self.outer, self.n
-        ids = [_operand_id(body_rec, c) for c in cells]
+        ids = [operand_id(body_rec, c) for c in cells]
         body = body_rec.finish(ids, (len(ids),), ((len(self.inputs.columns),),), None)
         tables = self.inputs.table(n)
         m = Map(body, tables, tuple(kinds), np.zeros((n, 0), np.int32), 0)
@@ -166,7 +166,7 @@ class MapArray(TracedArray):
                     todo.append(c)
                     where.append(e)
             if todo:
-                for e, f in zip(where, b.emit(todo, ["each"] * len(todo))):
+                for e, f in zip(where, b.emit(todo, [Out.EACH] * len(todo))):
                     cells[(slice(None),) + e] = _scalars(outer, np.arange(f, f + b.n))
             self._flat = TracedArray(cells)
         return self._flat
@@ -176,7 +176,7 @@ class MapArray(TracedArray):
         b, block = self._live()
         out = np.empty(block.shape, object)
         where = list(np.ndindex(block.shape))
-        for e, f in zip(where, b.emit([block[e] for e in where], ["sum"] * len(where))):
+        for e, f in zip(where, b.emit([block[e] for e in where], [Out.SUM] * len(where))):
             out[e] = Scalar(b.outer, f)
         return wrap(out)
 
@@ -291,7 +291,7 @@ def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
     if isinstance(a, MapArray) and a._flat is None and a.builder is b and a.ndim == len(shape):
         return np.broadcast_to(a.block, block_shape)
     if isinstance(a, Scalar):
-        return np.broadcast_to(_cell(b.column(np.full(b.n, _operand_id(b.outer, a)))), block_shape)
+        return np.broadcast_to(_cell(b.column(np.full(b.n, operand_id(b.outer, a)))), block_shape)
     if isinstance(a, (int, float, np.integer, np.floating)):
         return np.broadcast_to(_cell(float(a)), block_shape)
     cells = np.asarray(to_cells(a))
@@ -302,7 +302,7 @@ def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
         out = np.empty(row.shape, object)
         for e in np.ndindex(row.shape):
             c = row[e]
-            out[e] = b.column(np.full(b.n, _operand_id(b.outer, c))) if isinstance(c, Scalar) else float(c)
+            out[e] = b.column(np.full(b.n, operand_id(b.outer, c))) if isinstance(c, Scalar) else float(c)
         return np.broadcast_to(out, block_shape)
     ids = _outer_ids(b.outer, cells)
     out = np.empty(cells.shape[1:], object)
@@ -327,7 +327,7 @@ def _outer_ids(rec: Recorder, cells: np.ndarray) -> np.ndarray:
     except AttributeError:  # a float or a foreign value among the cells
         pass
     for i, c in enumerate(cells):
-        flat[i] = c.id if type(c) is Scalar and c.rec is rec else _operand_id(rec, c)
+        flat[i] = c.id if type(c) is Scalar and c.rec is rec else operand_id(rec, c)
     return out
 
 

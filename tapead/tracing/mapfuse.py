@@ -10,7 +10,7 @@ import numpy as np
 
 from ..table.ops import BY_CODE
 from .recorder import Recorder
-from ..ir.structure import Map
+from ..ir.structure import Map, Out
 from .tracer import Scalar
 
 
@@ -54,11 +54,11 @@ def _fuse_group(rec: Recorder, group: list[int]) -> None:
         for code, *args in m.body.code.tolist():
             row = BY_CODE[code]
             vals.append(row(*[vals[a] for a in args[:row.arity]]))
-        for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())):
+        for j, kind, off in m.outputs():
             v = vals[int(m.body.outputs[j])]
             outs.append(v.id if isinstance(v, Scalar) else body.const(float(v)))
             kinds.append(kind)
-            old_rows.append([rows[off + k] for k in range(n if kind == "each" else 1)])
+            old_rows.append([rows[off + k] for k in range(n if kind is Out.EACH else 1)])
     joined = Map(body.finish(outs, (len(outs),), ((len(columns),),), None), np.stack(columns, axis=1), tuple(kinds),
                  np.zeros((n, 0), np.int32), 0)
     rows = [0] * joined.rows

@@ -15,6 +15,7 @@ from . import linalg as _linalg, linalg_jacobi as _jacobi, maparray, numpy_more 
 from . import numpy_stats as _stats
 from . import lastaxis, mapstack  # noqa: F401  (install loops over the last axis, stacking in loop bodies)
 from . import contract as _contract
+from . import special as _special
 from ..table import ops, ops_extra  # noqa: F401  (every row registered before the tables below read them)
 from . import tracer
 from .elementwise import where  # noqa: F401  (tapead.where)
@@ -34,7 +35,7 @@ UFUNCS = {name: row.surface or row for row in ops.BY_CODE for name in (row.spell
 UFUNCS.update({
     "positive": lambda x: x, "square": _square, "reciprocal": _reciprocal, "conjugate": lambda x: x,
     "logical_and": _logical_and, "logical_or": _logical_or, "logical_not": _logical_not,
-    "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, **ew.UFUNCS,
+    "bitwise_and": _logical_and, "bitwise_or": _logical_or, "invert": _logical_not, **ew.UFUNCS, **_special.UFUNCS,
 })
 _REDUCIBLE = {row.spelling for row in ops.OPS.values() if row.associative}  # the ufuncs whose reduce records
 _UFUNC_KEYWORDS = {"__call__": {"out", "dtype", "casting"}, "reduce": {"out", "dtype", "axis", "keepdims"},

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import TracingError
 from ..table.ops import BY_CODE, COMPARISONS, OPS, Op
+from ..ir.structure import placeholder_rows
 from ..ir.tape import Tape
 
 _INPUT, _PARAM, _CONST, _MAPOUT = -1, -2, -3, -4  # node kinds that are not ops (_MAPOUT: a row of a map)
@@ -231,10 +232,10 @@ class Recorder:
                 if slot[nid] < 0:  # a map's first row in recording order: all its rows here, in row order
                     rows, m = self.maps[nargs[nid][0]]
                     maps.append(m)
-                    for off, r in enumerate(rows):
+                    for r in rows:
                         slot[r] = s
                         s += 1
-                        flat += (-1, len(maps) - 1, off, 0)
+                    flat += placeholder_rows(len(maps) - 1, len(rows)).ravel().tolist()
             elif k >= 0:
                 slot[nid] = s
                 s += 1

@@ -69,10 +69,10 @@ class Scalar:
         rec = self.rec
         if len(args) == 2:
             a, b = args
-            ids = (a.id if type(a) is Scalar and a.rec is rec else _operand_id(rec, a),
-                   b.id if type(b) is Scalar and b.rec is rec else _operand_id(rec, b))
+            ids = (a.id if type(a) is Scalar and a.rec is rec else operand_id(rec, a),
+                   b.id if type(b) is Scalar and b.rec is rec else operand_id(rec, b))
         else:
-            ids = tuple([_operand_id(rec, a) for a in args])
+            ids = tuple([operand_id(rec, a) for a in args])
         nid = rec.emit(op, ids)
         if rec.kinds[nid] == _CONST:  # an identity answered with a constant
             return rec.args[nid][0]
@@ -169,7 +169,7 @@ class Scalar:
         return self
 
 
-def _operand_id(rec: Recorder, a) -> int:
+def operand_id(rec: Recorder, a) -> int:
     """The node id of an operand of an op recorded in ``rec``: a tracer's own, or a constant's."""
     if isinstance(a, Scalar):
         if a.rec is not rec:

@@ -14,7 +14,7 @@ from ..table.ops import BY_CODE, OPS, select
 from ..tracing.recorder import Recorder
 from ..ir.tape import Tape
 from ..tracing.tracer import Scalar
-from ..ir.structure import map_runs, scalar
+from ..ir.structure import distinct, map_runs, scalar
 from .maps_ad import Unstructured, forward_map, replay_map, reverse_map
 import numpy as np
 
@@ -51,14 +51,14 @@ def replay(tape: Tape, xs: list, ps: list) -> list:
     return vals
 
 
-def _keep_guards(rec: Recorder, tape: Tape, vals: list) -> None:
+def keep_guards(rec: Recorder, tape: Tape, vals: list) -> None:
     for slot, expected in tape.guards.tolist():
         v = vals[slot]
         if isinstance(v, Scalar):
             rec.guards.append((v.id, expected))
 
 
-def _ids(rec: Recorder, values) -> list[int]:
+def node_ids(rec: Recorder, values) -> list[int]:
     const, ids, last, last_id = rec.const, [], _UNSET, -1
     for v in values:
         if isinstance(v, Scalar):
@@ -206,28 +206,30 @@ def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> 
 def _forward_plan(tape: Tape) -> tuple[list, list]:
     """Each instruction's (row, argument slots) and each slot's reading instructions, computed once per tape (a
     Hessian runs one forward sweep per input over the same gradient tape)."""
-    plan = tape._cache.get("forward_plan")
-    if plan is None:
-        steps: list = []
-        users: list = [[] for _ in range(tape.n_slots)]
-        runs = {start: (end, m) for start, end, m in map_runs(tape)}
-        for i, (code, *args) in enumerate(tape.code.tolist()):
-            if i in runs:  # a map is one step at its first row (its other rows: None), read by what its tables read
-                end, m = runs[i]
-                steps.append((m, None))
-                for a in np.unique(m.tables).tolist():
-                    users[a].append(i)
-                continue
-            if code < 0:
-                steps.append(None)
-                continue
-            row = BY_CODE[code]
-            args = args[:row.arity]
-            steps.append((row, args))
-            for a in set(args):
+    return tape.memo("forward_plan", lambda: _plan_forward(tape))
+
+
+def _plan_forward(tape: Tape) -> tuple[list, list]:
+    """The plan ``_forward_plan`` memoises."""
+    steps: list = []
+    users: list = [[] for _ in range(tape.n_slots)]
+    runs = {start: (end, m) for start, end, m in map_runs(tape)}
+    for i, (code, *args) in enumerate(tape.code.tolist()):
+        if i in runs:  # a map is one step at its first row (its other rows: None), read by what its tables read
+            end, m = runs[i]
+            steps.append((m, None))
+            for a in np.unique(m.tables).tolist():
                 users[a].append(i)
-        plan = tape._cache["forward_plan"] = (steps, users)
-    return plan
+            continue
+        if code < 0:
+            steps.append(None)
+            continue
+        row = BY_CODE[code]
+        args = args[:row.arity]
+        steps.append((row, args))
+        for a in set(args):
+            users[a].append(i)
+    return steps, users
 
 
 def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -> list:
@@ -326,7 +328,7 @@ def _reverse(tape: Tape, what: str):
     _scalar_output(tape, what)
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
-    _keep_guards(rec, tape, vals)
+    keep_guards(rec, tape, vals)
     return rec, vals, _zero_if_none(backward(tape, vals, [1.0]))
 
 
@@ -334,13 +336,13 @@ def value_and_grad(tape: Tape) -> Tape:
     """Tape with outputs ``[value, d value / d inputs (all arguments, flattened, in order)]``."""
     rec, vals, grads = _reverse(tape, "value_and_grad")
     outs = [vals[tape.outputs[0]]] + grads
-    return rec.finish(_ids(rec, outs), (1 + tape.n_inputs,), tape.input_shapes, tape.param_shape)
+    return rec.finish(node_ids(rec, outs), (1 + tape.n_inputs,), tape.input_shapes, tape.param_shape)
 
 
 def grad(tape: Tape) -> Tape:
     """The gradient tape of a scalar tape: same inputs and params, outputs the gradient (flattened)."""
     rec, _, grads = _reverse(tape, "grad")
-    return rec.finish(_ids(rec, grads), (tape.n_inputs,), tape.input_shapes, tape.param_shape)
+    return rec.finish(node_ids(rec, grads), (tape.n_inputs,), tape.input_shapes, tape.param_shape)
 
 
 def jvp(tape: Tape) -> Tape:
@@ -356,10 +358,10 @@ def _jvp(tape: Tape) -> Tape:
     rec, xs, ps = fresh(tape, tape.n_inputs)
     x, v = xs[:tape.n_inputs], xs[tape.n_inputs:]
     vals = replay(tape, x, ps)
-    _keep_guards(rec, tape, vals)
+    keep_guards(rec, tape, vals)
     tan = forward(tape, vals, v)
     outs = _zero_if_none(tan[s] for s in tape.outputs.tolist())
-    return rec.finish(_ids(rec, outs), tape.output_shape, tape.input_shapes * 2, tape.param_shape)
+    return rec.finish(node_ids(rec, outs), tape.output_shape, tape.input_shapes * 2, tape.param_shape)
 
 
 def vjp(tape: Tape) -> Tape:
@@ -367,7 +369,7 @@ def vjp(tape: Tape) -> Tape:
     rec, xs, ps = fresh(tape, tape.n_outputs)
     x, w = xs[:tape.n_inputs], xs[tape.n_inputs:]
     vals = replay(tape, x, ps)
-    _keep_guards(rec, tape, vals)
+    keep_guards(rec, tape, vals)
     grads = _zero_if_none(backward(tape, vals, w))
-    return rec.finish(_ids(rec, grads), (tape.n_inputs,), tape.input_shapes + (tape.output_shape,),
+    return rec.finish(node_ids(rec, grads), (tape.n_inputs,), tape.input_shapes + (tape.output_shape,),
                       tape.param_shape)

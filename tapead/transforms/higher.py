@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ad
-from .ad import _ids, _keep_guards, backward, forward, fresh, replay
+from .ad import node_ids, keep_guards, backward, forward, fresh, replay
 from ..errors import InputError
 from . import separable
 from ..ir.structure import scalar
@@ -41,7 +41,7 @@ def tangent_sweeps(tape: Tape, directions: list) -> tuple:
         raise ValueError("tangent_sweeps needs a tape without maps: pass structure.scalar(tape)")
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
-    _keep_guards(rec, tape, vals)
+    keep_guards(rec, tape, vals)
     outs = tape.outputs.tolist()
     columns = []
     for hot in directions:
@@ -50,12 +50,12 @@ def tangent_sweeps(tape: Tape, directions: list) -> tuple:
     return rec, vals, columns
 
 
-def _finish(rec, tape: Tape, values: list, output_shape, input_shapes=None) -> Tape:
-    return rec.finish(_ids(rec, ad._zero_if_none(values)), output_shape,
+def finish_tape(rec, tape: Tape, values: list, output_shape, input_shapes=None) -> Tape:
+    return rec.finish(node_ids(rec, ad._zero_if_none(values)), output_shape,
                       tape.input_shapes if input_shapes is None else input_shapes, tape.param_shape)
 
 
-def _resolve(tape: Tape, mode: str) -> str:
+def resolve_outputs(tape: Tape, mode: str) -> str:
     if mode not in _MODES:
         raise InputError(f"mode={mode!r}: expected one of {', '.join(map(repr, _MODES))}")
     if mode == "auto":
@@ -66,16 +66,16 @@ def _resolve(tape: Tape, mode: str) -> str:
 def _jacobian_matrix(tape: Tape, mode: str) -> tuple:
     """(recorder, J) with J[i][j] = d output i / d input j, as recorded values (tracers, floats or None)."""
     m, n = tape.n_outputs, tape.n_inputs
-    if _resolve(tape, mode) == "forward":
+    if resolve_outputs(tape, mode) == "forward":
         rec, _, cols = tangent_sweeps(scalar(tape), [(j,) for j in range(n)])
         return rec, [[cols[j][i] for j in range(n)] for i in range(m)]
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
-    _keep_guards(rec, tape, vals)
+    keep_guards(rec, tape, vals)
     return rec, [backward(tape, vals, seed(m, (i,))) for i in range(m)]
 
 
-def _offsets(tape: Tape) -> list[int]:
+def output_offsets(tape: Tape) -> list[int]:
     return [0] + np.cumsum(tape.input_sizes).tolist()
 
 
@@ -89,16 +89,16 @@ def jacobian_tape(tape: Tape, mode: str = "auto") -> Tape:
     """
     rec, J = _jacobian_matrix(tape, mode)
     flat = [v for row in J for v in row]
-    return _finish(rec, tape, flat, tape.output_shape + (tape.n_inputs,))
+    return finish_tape(rec, tape, flat, tape.output_shape + (tape.n_inputs,))
 
 
-def _jacobian_blocks_tape(tape: Tape, mode: str) -> Tape:
+def jacobian_blocks_tape(tape: Tape, mode: str) -> Tape:
     """The Jacobian with one contiguous block per argument (``output_shape + shape_k``), flattened and concatenated."""
     rec, J = _jacobian_matrix(tape, mode)
-    off = _offsets(tape)
+    off = output_offsets(tape)
     flat = [J[i][j] for k in range(len(tape.input_shapes)) for i in range(tape.n_outputs)
             for j in range(off[k], off[k + 1])]
-    return _finish(rec, tape, flat, (len(flat),))
+    return finish_tape(rec, tape, flat, (len(flat),))
 
 
 def _scalar(tape: Tape) -> None:
@@ -108,7 +108,7 @@ def _scalar(tape: Tape) -> None:
                          "Hessian of w . f")
 
 
-def _gradient_program(tape: Tape, weights: bool) -> Tape:
+def gradient_program(tape: Tape, weights: bool) -> Tape:
     """The tape a Hessian sweeps forward: ``w^T J`` with weights, else the gradient of a scalar tape."""
     if weights:
         return ad.vjp(tape)
@@ -153,13 +153,13 @@ def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
         if sep is not None:
             return sep
     rec, g, _, H = _hessian_sweeps(tape, weights)
-    return _finish(rec, g, H, (tape.n_inputs, tape.n_inputs))
+    return finish_tape(rec, g, H, (tape.n_inputs, tape.n_inputs))
 
 
 def hvp_tape(tape: Tape) -> Tape:
     """Hessian-vector products of a scalar tape: inputs ``(x..., v...)`` (``v`` shaped like the arguments),
     output ``H(x) v`` flattened ``(n_inputs,)``; forward-over-reverse, i.e. ``jvp(grad(tape))``."""
-    return ad.jvp(_gradient_program(tape, False))
+    return ad.jvp(gradient_program(tape, False))
 
 
 def value_gradient_hessian_tape(tape: Tape) -> Tape:
@@ -169,7 +169,7 @@ def value_gradient_hessian_tape(tape: Tape) -> Tape:
         return sep
     rec, g, first, H = _hessian_sweeps(tape, False)
     n = tape.n_inputs
-    return _finish(rec, g, first + H, (1 + n + n * n,))
+    return finish_tape(rec, g, first + H, (1 + n + n * n,))
 
 
 __all__ = ["jacobian_tape", "hessian_tape", "hvp_tape", "value_gradient_hessian_tape",

@@ -80,7 +80,7 @@ class KernelSpec:
     param_shape: tuple | None
     out_shapes: tuple  # the entry point's out arrays (none for a scalar result, returned as a float)
     scalar_result: bool
-    fast_masks: tuple = ()  # batch layouts with a loop of their own (see ``batchloops._fast_batch``)
+    fast_masks: tuple = ()  # batch layouts with a loop of their own (see ``batchloops.fast_batch``)
     flat_batches: bool = False  # the batch loops call an unrolled copy of a tape with loops
     entry: bool = True
     opt: int = 2

@@ -19,7 +19,7 @@ from ..errors import TapeadError
 from ..table.ops import OPS, select
 from ..tracing.maparray import Columns
 from ..tracing.recorder import Recorder
-from ..ir.structure import Map, distinct
+from ..ir.structure import Map, Out, distinct
 from ..tracing.tracer import Scalar
 
 
@@ -123,10 +123,10 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     seeds = []
     scatter_at = start + m.rows - m.scatter_size
     c = 0
-    for kind, off in zip(m.kinds, m.offsets()):
-        if kind == "each":
+    for _, kind, off in m.outputs():
+        if kind is Out.EACH:
             slots = np.arange(start + off, start + off + n)
-        elif kind == "sum":
+        elif kind is Out.SUM:
             slots = np.full(n, start + off)
         else:
             slots = scatter_at + m.dst[:, c].astype(np.int64)
@@ -142,7 +142,7 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     targets, dst = distinct(reads)
     # the forward map's own each/sum outputs ride along (the reverse body recomputes them anyway): a caller
     # that returns them reads these instead, and the forward loop is dropped (Recorder.aliases)
-    again = [j for j, kind in enumerate(m.kinds) if kind != "scatter"]
+    again = [j for j, kind in enumerate(m.kinds) if kind is not Out.SCATTER]
     # a contribution that came through a select carries its condition out (an each output), so the slot it is
     # the only contribution to keeps the mask (see ``_pass_masks``)
     masked = [c for c, i in enumerate(outs) if cmask[i] is not None]
@@ -151,12 +151,12 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in values]
     reverse = body.finish(out_ids, (len(out_ids),), ((len(cols.columns),),), None)
     col_table = cols.table(n)
-    fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + ("each",) * len(masked) +
-                ("scatter",) * len(outs), dst.reshape(n, len(outs)), len(targets))
+    fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + (Out.EACH,) * len(masked) +
+                (Out.SCATTER,) * len(outs), dst.reshape(n, len(outs)), len(targets))
     first = rec.emit_map(fused)
     offsets = m.offsets()
     for new_off, j in zip(fused.offsets(), again):
-        for k in range(n if m.kinds[j] == "each" else 1):
+        for k in range(n if m.kinds[j] is Out.EACH else 1):
             old = vals[start + offsets[j] + k]
             if isinstance(old, Scalar) and old.rec is rec:
                 rec.aliases[old.id] = first + new_off + k
@@ -220,7 +220,7 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     bmask: list = []
     btan = forward(m.body, bvals, seeds, bmask)
     outputs = m.body.outputs.tolist()
-    if any(btan[s] is not None and bmask[s] is not None and kind == "each" for s, kind in zip(outputs, m.kinds)):
+    if any(btan[s] is not None and bmask[s] is not None and kind is Out.EACH for s, kind in zip(outputs, m.kinds)):
         raise Unstructured("a tangent leaves the loop through a select")
     # a sum or scatter adds masked tangents of many iterations: the union of their conditions, which the loop does
     # not carry out (as reverse_map passes a mask only to a slot with one contribution): it leaves unmasked
@@ -230,7 +230,7 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     out_ids = [btan[outputs[j]].id if isinstance(btan[outputs[j]], Scalar) and btan[outputs[j]].rec is body
                else body.const(float(btan[outputs[j]])) for j in kept]
     tangent_body = body.finish(out_ids, (len(out_ids),), ((len(cols.columns),),), None)
-    scatter_col = {j: c for c, j in enumerate(j for j, kind in enumerate(m.kinds) if kind == "scatter")}
+    scatter_col = {j: c for c, j in enumerate(j for j, kind in enumerate(m.kinds) if kind is Out.SCATTER)}
     dst_cols = [scatter_col[j] for j in kept if j in scatter_col]
     dst = m.dst[:, dst_cols] if dst_cols else np.zeros((n, 0), m.dst.dtype)
     tangents = Map(tangent_body, cols.table(n), tuple(m.kinds[j] for j in kept), dst, m.scatter_size)
@@ -238,8 +238,8 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     rows: list = [None] * m.rows
     old, new = m.offsets(), tangents.offsets()
     for new_off, j in zip(new, kept):
-        if m.kinds[j] != "scatter":
-            for k in range(n if m.kinds[j] == "each" else 1):
+        if m.kinds[j] is not Out.SCATTER:
+            for k in range(n if m.kinds[j] is Out.EACH else 1):
                 rows[old[j] + k] = Scalar(rec, first + new_off + k)
     # a scatter slot no kept output adds into has no tangent (the unrolled sweep's symbolic zero), not -0.0
     hit = distinct(dst)[0].tolist() if dst.size else []

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import ad
 from ..table.ops import BY_CODE
-from ..ir.structure import MAP_ROW, Map, map_runs
+from ..ir.structure import Map, Out, map_runs, placeholder_rows
 from ..ir.tape import Tape
 
 
@@ -34,7 +34,7 @@ def separable(tape: Tape) -> tuple[Map, dict[int, float]] | None:
     if m.tables.size and int(m.tables.max()) >= tape.n_inputs:
         return None
     first = tape.first_result
-    sums = {first + start + off: j for j, (kind, off) in enumerate(zip(m.kinds, m.offsets())) if kind == "sum"}
+    sums = {first + start + off: j for j, kind, off in m.outputs() if kind is Out.SUM}
     weights: dict[int, float] = {}
     stack = [(int(tape.outputs[0]), 1.0)]
     while stack:  # the output as a linear combination of the sums (terms linear in inputs or constant: no Hessian)
@@ -72,7 +72,7 @@ def _body(tape: Tape):
     for j, w in sorted(weights.items()):
         v = vals[int(m.body.outputs[j])]
         total = total + (v if w == 1.0 else w * v)
-    return m, rec.finish(ad._ids(rec, [total]), (), m.body.input_shapes, None)
+    return m, rec.finish(ad.node_ids(rec, [total]), (), m.body.input_shapes, None)
 
 
 def pattern(tape: Tape, body_pattern: Callable) -> tuple[np.ndarray, np.ndarray] | None:
@@ -103,7 +103,7 @@ def sparse(tape: Tape, body_pattern: Callable, body_hessian: Callable) -> Tape |
     flat, inverse = np.unique(keys, return_inverse=True)
     hb = body_hessian(body)
     hb = hb.replace(outputs=hb.outputs[rows * body.n_inputs + cols], output_shape=(len(rows),))
-    return _scatter_tape(tape, Map(hb, m.tables, ("scatter",) * len(rows), inverse.reshape(keys.shape), len(flat)),
+    return _scatter_tape(tape, Map(hb, m.tables, (Out.SCATTER,) * len(rows), inverse.reshape(keys.shape), len(flat)),
                          np.arange(len(flat)), len(flat), (len(flat),))
 
 
@@ -119,7 +119,7 @@ def hessian(tape: Tape, body_hessian: Callable[[Tape], Tape], with_value_gradien
     T = m.tables.astype(np.int64)
     dst = (T[:, :, None] * n + T[:, None, :]).reshape(k, n_in * n_in)
     touched, inverse = np.unique(dst, return_inverse=True)
-    scatter = Map(body_hessian(body), m.tables, ("scatter",) * (n_in * n_in), inverse.reshape(dst.shape),
+    scatter = Map(body_hessian(body), m.tables, (Out.SCATTER,) * (n_in * n_in), inverse.reshape(dst.shape),
                   len(touched))
     H = _scatter_tape(tape, scatter, touched, n * n, (n, n))
     if not with_value_gradient:
@@ -128,7 +128,7 @@ def hessian(tape: Tape, body_hessian: Callable[[Tape], Tape], with_value_gradien
     rec, xs, ps = ad.fresh(tape)
     a, b = ad.replay(vg, xs, ps), ad.replay(H, xs, ps)
     outs = [a[s] for s in vg.outputs.tolist()] + [b[s] for s in H.outputs.tolist()]
-    return rec.finish(ad._ids(rec, outs), (1 + n + n * n,), tape.input_shapes, tape.param_shape)
+    return rec.finish(ad.node_ids(rec, outs), (1 + n + n * n,), tape.input_shapes, tape.param_shape)
 
 
 def _scatter_tape(tape: Tape, fused: Map, touched: np.ndarray, size: int, shape: tuple) -> Tape:
@@ -137,8 +137,5 @@ def _scatter_tape(tape: Tape, fused: Map, touched: np.ndarray, size: int, shape:
     first = tape.first_const + 1  # one constant: the +0.0 of untouched entries
     cell = np.full(size, tape.first_const, np.int64)
     cell[touched] = first + fused.rows - fused.scatter_size + np.arange(len(touched))
-    code = np.zeros((fused.rows, 4), np.int64)
-    code[:, 0] = MAP_ROW
-    code[:, 2] = np.arange(fused.rows)
-    return Tape(code=code, consts=np.array([0.0]), input_shapes=tape.input_shapes, param_shape=tape.param_shape,
+    return Tape(code=placeholder_rows(0, fused.rows), consts=np.array([0.0]), input_shapes=tape.input_shapes, param_shape=tape.param_shape,
                 outputs=cell, output_shape=shape, maps=(fused,), assume_finite=tape.assume_finite)

@@ -6,7 +6,7 @@ repeated subexpressions (CSE by hash-consing) and dead-code elimination (only wh
 """
 from __future__ import annotations
 
-from .ad import _ids, _keep_guards, fresh, replay
+from .ad import node_ids, keep_guards, fresh, replay
 from ..ir.tape import Tape
 
 
@@ -14,6 +14,6 @@ def simplify(tape: Tape) -> Tape:
     """The same function with folded constants, shared subexpressions and no dead code."""
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
-    _keep_guards(rec, tape, vals)
+    keep_guards(rec, tape, vals)
     outs = [vals[s] for s in tape.outputs.tolist()]
-    return rec.finish(_ids(rec, outs), tape.output_shape, tape.input_shapes, tape.param_shape)
+    return rec.finish(node_ids(rec, outs), tape.output_shape, tape.input_shapes, tape.param_shape)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .higher import _finish, _gradient_program, hessian_tape, tangent_sweeps
+from .higher import finish_tape, gradient_program, hessian_tape, tangent_sweeps
 from ..table.ops import BY_CODE
 from . import separable
 from ..ir.structure import scalar
@@ -61,12 +61,12 @@ def _pattern(masks: list[int]) -> tuple[np.ndarray, np.ndarray]:
 def jacobian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, cols)`` of the structurally nonzero Jacobian entries (flattened outputs x flattened inputs),
     sorted row-major: the order of ``sparse_jacobian_tape``'s outputs."""
-    hit = tape._cache.get(("jacobian_sparsity",))
-    if hit is None:
-        tape = scalar(tape)  # the analysis reads scalar instructions
-        deps = _dependencies(tape)
-        hit = tape._cache[("jacobian_sparsity",)] = _pattern([deps[s] for s in tape.outputs.tolist()])
-    return hit
+    return tape.memo(("jacobian_sparsity",), lambda: _jacobian_pattern(scalar(tape)))  # read on scalar code
+
+
+def _jacobian_pattern(flat: Tape) -> tuple[np.ndarray, np.ndarray]:
+    deps = _dependencies(flat)
+    return _pattern([deps[s] for s in flat.outputs.tolist()])
 
 
 def _reaches_outputs(tape: Tape) -> bytearray:
@@ -97,9 +97,10 @@ def hessian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     if hit is not None:
         return hit
     tape = scalar(tape)  # the analysis reads scalar instructions
-    hit = tape._cache.get(("hessian_sparsity",))
-    if hit is not None:
-        return hit
+    return tape.memo(("hessian_sparsity",), lambda: _hessian_pattern(tape))
+
+
+def _hessian_pattern(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     deps = _dependencies(tape)
     need = _reaches_outputs(tape)
     nb = [0] * tape.n_inputs
@@ -128,8 +129,7 @@ def hessian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
             for m in d:
                 u |= m
             couple(u, u)
-    hit = tape._cache[("hessian_sparsity",)] = _pattern(nb)
-    return hit
+    return _pattern(nb)
 
 
 def color_columns(rows, cols, n: int) -> np.ndarray:
@@ -165,7 +165,7 @@ def sparse_jacobian_tape(tape: Tape) -> Tape:
     colors = color_columns(rows, cols, tape.n_inputs)
     rec, _, T = tangent_sweeps(scalar(tape), _groups(colors))
     values = [T[colors[j]][i] for i, j in zip(rows.tolist(), cols.tolist())]
-    return _finish(rec, tape, values, (len(values),))
+    return finish_tape(rec, tape, values, (len(values),))
 
 
 def sparse_hessian_tape(tape: Tape, weights: bool = False) -> Tape:
@@ -178,11 +178,11 @@ def sparse_hessian_tape(tape: Tape, weights: bool = False) -> Tape:
             return sep
     rows, cols = hessian_sparsity(tape)
     colors = color_columns(rows, cols, tape.n_inputs)
-    g = _gradient_program(tape, weights)
+    g = gradient_program(tape, weights)
     rec, _, T = tangent_sweeps(scalar(g), _groups(colors))
     # every entry is recoverable from either triangle; reading only (min, max) lets the other half go dead
     values = [T[colors[max(i, j)]][min(i, j)] for i, j in zip(rows.tolist(), cols.tolist())]
-    return _finish(rec, g, values, (len(values),))
+    return finish_tape(rec, g, values, (len(values),))
 
 
 def to_scipy(rows, cols, values, shape: tuple[int, int], format: str = "csr"):

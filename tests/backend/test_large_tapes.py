@@ -115,7 +115,7 @@ def test_chunked_work_array_reuses_cells():
             a = np.sin(a) * 0.5 + x[1]
         return a
     tape = tapead.record(f, np.array([0.1, 0.2]))
-    _, point = lower_chunked(tape, "k", [2], [1], 10, codegen._stores)
+    _, point = lower_chunked(tape, "k", [2], [1], 10, codegen.emit_stores)
     alloca = [line for line in point if "alloca" in line]
     # a recurrence keeps one value alive across each cut, not one per instruction
     assert alloca == ["  %w = alloca [1 x double], align 8"]

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 import tapead
 from tapead.transforms import ad
 from tapead.ir import structure
-from tapead.transforms.higher import _gradient_program
+from tapead.transforms.higher import gradient_program
 from check import assert_close, fd_gradient, magnitude
 from test_maps import CASES, _moved
 from test_maps_random import LIMIT, MARGIN, REL_STEP, programs
@@ -51,7 +51,7 @@ def test_hvp_tape_keeps_loops_and_the_unrolled_bits(name):
     t = tapead.record(f, *args0, params=params)
     x1, (v,) = _moved(args0), _direction(args0)
     got = tapead.hvp_tape(t.tape)
-    want = ad.jvp(structure.scalar(_gradient_program(t.tape, False)))
+    want = ad.jvp(structure.scalar(gradient_program(t.tape, False)))
     assert _bits(tapead.Function(got).evaluate(*x1, v, params=params)) == \
         _bits(tapead.Function(want).evaluate(*x1, v, params=params))
     hv = t.hvp(*x1, v=v, params=params)

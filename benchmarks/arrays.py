@@ -1,0 +1,215 @@
+"""Array programs as people write them (``tapead bench --arrays``): first result and replay against JAX and a
+hand-written gradient, each case in a fresh process with the kernel cache off.
+
+Families (each also in a second spelling that must cost the same):
+- ``lj_rows`` / ``lj_cols``: Lennard-Jones with positions ``(n, 3)`` and ``(3, n)`` (``d = X[:, i] - X[:, j]``);
+  hand-written: the closed-form gradient in numpy (pairs vectorised, ``np.add.at``).
+- ``neo_stack`` / ``neo_components``: a 2-D neo-Hookean energy over triangles with ``np.stack``, ``Ds @ Dinv``
+  and ``np.linalg.det``, and the same written component by component; hand-written: none (JAX is the peer).
+- ``logreg_matmul`` / ``logreg_sum``: logistic regression with ``X @ w`` and ``np.sum(X * w, axis=1)``, ``X``
+  and ``y`` closure constants; hand-written: ``X.T @ (sigmoid(X w) - y) / n``.
+- ``quadratic``: ``x.T @ A @ x``; hand-written: ``(A + A.T) @ x``.
+
+Columns: record seconds, first gradient seconds (derive + compile + call), replay per call of tapead, the
+hand-written gradient and JAX ``jit(grad)`` (medians of alternating rounds), JAX's first call (trace + compile),
+the tape's op count and the peak RSS. Every tapead gradient is checked against the hand-written one or JAX.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CASES = {"lj_rows": (100, 300), "lj_cols": (100, 300), "neo_stack": (10000,), "neo_components": (10000,),
+         "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000)}
+QUICK = {"lj_rows": (100,), "lj_cols": (100,), "neo_stack": (1000,), "neo_components": (1000,),
+         "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,)}
+
+
+def _lj(n: int, xp, cols: bool):
+    i, j = np.triu_indices(n, 1)
+
+    def f(x):
+        if cols:
+            X = x.reshape(3, n)
+            d = X[:, i] - X[:, j]
+            r2 = xp.sum(d * d, axis=0)
+        else:
+            p = x.reshape(n, 3)
+            d = p[i] - p[j]
+            r2 = xp.sum(d * d, axis=1)
+        r6 = 1 / r2 ** 3
+        return xp.sum(4 * (r6 * r6 - r6))
+
+    side = int(np.ceil(n ** (1 / 3)))
+    grid = 1.1 * np.array([(a, b, c) for c in range(side) for b in range(side) for a in range(side)][:n], float)
+    grid += np.random.default_rng(0).uniform(-0.05, 0.05, grid.shape)
+    x = grid.T.ravel() if cols else grid.ravel()
+
+    def hand(x):
+        p = (x.reshape(3, n).T if cols else x.reshape(n, 3))
+        d = p[i] - p[j]
+        r2 = np.sum(d * d, axis=1)
+        r6 = 1 / r2 ** 3
+        c = (-48 * r6 * r6 + 24 * r6) / r2
+        g = np.zeros((n, 3))
+        np.add.at(g, i, c[:, None] * d)
+        np.add.at(g, j, -c[:, None] * d)
+        return g.T.ravel() if cols else g.ravel()
+
+    return f, x, hand
+
+
+def _neo(ne: int, xp, stack: bool):
+    nv = ne + 2
+    T = np.stack([np.arange(ne), np.arange(ne) + 1, np.arange(ne) + 2], 1)
+    X0 = np.stack([0.5 * np.arange(nv), 0.8 * (np.arange(nv) % 2)], 1)
+    Dinv = np.linalg.inv(np.stack([X0[T[:, 1]] - X0[T[:, 0]], X0[T[:, 2]] - X0[T[:, 0]]], -1))
+
+    def f(x):
+        P = x.reshape(nv, 2)
+        xa, xb, xc = P[T[:, 0]], P[T[:, 1]], P[T[:, 2]]
+        if stack:
+            F = xp.stack([xb - xa, xc - xa], -1) @ Dinv
+            J = xp.linalg.det(F)
+            I1 = xp.sum(F * F, axis=(1, 2))
+        else:
+            d1, d2 = xb - xa, xc - xa
+            F00 = d1[:, 0] * Dinv[:, 0, 0] + d2[:, 0] * Dinv[:, 1, 0]
+            F01 = d1[:, 0] * Dinv[:, 0, 1] + d2[:, 0] * Dinv[:, 1, 1]
+            F10 = d1[:, 1] * Dinv[:, 0, 0] + d2[:, 1] * Dinv[:, 1, 0]
+            F11 = d1[:, 1] * Dinv[:, 0, 1] + d2[:, 1] * Dinv[:, 1, 1]
+            J = F00 * F11 - F01 * F10
+            I1 = F00 ** 2 + F01 ** 2 + F10 ** 2 + F11 ** 2
+        return xp.sum(0.5 * (I1 - 2) - xp.log(J) + xp.log(J) ** 2)
+
+    return f, (X0 @ np.array([[1.02, 0.01], [-0.02, 0.99]])).ravel(), None
+
+
+def _logreg(n: int, xp, matmul: bool):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(n, 20)), (rng.uniform(size=n) < 0.5).astype(float)
+
+    def f(w):
+        z = X @ w if matmul else xp.sum(X * w, axis=1)
+        return xp.sum(xp.logaddexp(0.0, z) - y * z) / n
+
+    def hand(w):
+        return X.T @ (1 / (1 + np.exp(-(X @ w))) - y) / n
+
+    return f, rng.normal(size=20) * 0.1, hand
+
+
+def _quadratic(n: int, xp):
+    A = np.random.default_rng(1).normal(size=(n, n))
+
+    def f(x):
+        return x.T @ A @ x
+
+    return f, np.linspace(-1, 1, n), lambda x: (A + A.T) @ x
+
+
+def build(name: str, size: int, xp):
+    if name.startswith("lj_"):
+        return _lj(size, xp, name == "lj_cols")
+    if name.startswith("neo_"):
+        return _neo(size, xp, name == "neo_stack")
+    if name.startswith("logreg_"):
+        return _logreg(size, xp, name == "logreg_matmul")
+    return _quadratic(size, xp)
+
+
+def _median_rounds(fns: dict, rounds: int = 7) -> dict:
+    """Seconds per call of each function: alternating rounds (one after another, repeated), medians."""
+    per = {k: [] for k in fns}
+    for k, fn in fns.items():  # size each round to ~20 ms
+        t0 = time.perf_counter()
+        fn()
+        fns[k] = (fn, max(1, int(0.02 / max(time.perf_counter() - t0, 1e-7))))
+    for _ in range(rounds):
+        for k, (fn, reps) in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            per[k].append((time.perf_counter() - t0) / reps)
+    return {k: float(np.median(v)) for k, v in per.items()}
+
+
+def run_case(name: str, size: int) -> dict:
+    """One case in this process (the caller gives it a fresh one): measurements and checks."""
+    import tapead
+    f, x, hand = build(name, size, np)
+    t0 = time.perf_counter()
+    t = tapead.record(f, x)
+    t1 = time.perf_counter()
+    g = t.gradient(x)
+    t2 = time.perf_counter()
+    out = {"case": name, "size": size, "record": t1 - t0, "first": t2 - t1, "ops": len(t), "loops": len(t.maps),
+           "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+    buf = np.empty_like(g)
+    fns = {"tapead": lambda: t.gradient(x, out=buf)}
+    if hand is not None:
+        fns["hand"] = lambda: hand(x)
+        out["err_hand"] = float(np.max(np.abs(g - hand(x))) / max(1.0, np.max(np.abs(g))))
+    try:
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        jf, _, _ = build(name, size, jax.numpy)
+        jg = jax.jit(jax.grad(jf))
+        xj = jax.numpy.asarray(x)
+        jax.block_until_ready(jax.jit(lambda v: v * 2)(xj))  # the backend is warm before the first call is timed
+        t3 = time.perf_counter()
+        ref = np.asarray(jax.block_until_ready(jg(xj)))
+        out["jax_first"] = time.perf_counter() - t3
+        out["err_jax"] = float(np.max(np.abs(g - ref)) / max(1.0, np.max(np.abs(g))))
+        fns["jax"] = lambda: jax.block_until_ready(jg(xj))
+    except ImportError:
+        pass
+    out.update({f"replay_{k}": v for k, v in _median_rounds(fns).items()})
+    return out
+
+
+def run(quick: bool = False, timeout: float = 600.0) -> list[dict]:
+    """Every case in a fresh process (kernel cache off), in order; a case that fails or times out says so."""
+    rows = []
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TAPEAD_CACHE="0", PYTHONPATH=os.pathsep.join(filter(None, [root,
+                                                                                      os.environ.get("PYTHONPATH")])))
+    for name, sizes in (QUICK if quick else CASES).items():
+        for size in sizes:
+            try:
+                r = subprocess.run([sys.executable, "-m", "benchmarks.arrays", name, str(size)], capture_output=True,
+                                   text=True, timeout=timeout, env=env, cwd=root)
+                rows.append(json.loads(r.stdout.splitlines()[-1]) if r.returncode == 0 else
+                            {"case": name, "size": size, "error": r.stderr.strip().splitlines()[-1:]})
+            except subprocess.TimeoutExpired:
+                rows.append({"case": name, "size": size, "error": f"timeout after {timeout:.0f} s"})
+    return rows
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v * 1e3:.3g}"
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ("| case | size | ops | record s | first gradient s | JAX first s | replay tapead ms | hand ms | JAX ms | "
+            "tapead/hand | tapead/JAX | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['size']} | {r['error']} |" + " |" * 9)
+            continue
+        t, h, j = r.get("replay_tapead"), r.get("replay_hand"), r.get("replay_jax")
+        lines.append(f"| {r['case']} | {r['size']} | {r['ops']} | {r['record']:.2f} | {r['first']:.2f} | "
+                     f"{r.get('jax_first', float('nan')):.2f} | {_ms(t)} | {_ms(h)} | {_ms(j)} | "
+                     f"{t / h if h else float('nan'):.2f} | {t / j if j else float('nan'):.2f} | {r['rss_gb']:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_case(sys.argv[1], int(sys.argv[2]))))

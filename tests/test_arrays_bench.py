@@ -1,0 +1,30 @@
+"""``tapead bench --arrays``: each case measures and checks itself (JAX is used only when installed)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tapead
+from tapead import cli
+
+cli._benchmarks()  # puts the source tree (benchmarks/) on sys.path
+from benchmarks import arrays  # noqa: E402
+
+
+@pytest.mark.parametrize("name, size", [("lj_cols", 20), ("neo_stack", 70), ("logreg_matmul", 100),
+                                        ("quadratic", 80)])
+def test_a_case_checks_its_gradient(name, size):
+    r = arrays.run_case(name, size)
+    assert r["loops"] >= 1
+    assert r.get("err_hand", 0.0) < 1e-11 and r.get("err_jax", 0.0) < 1e-11
+    assert r["replay_tapead"] > 0 and r["first"] > 0
+    table = arrays.format_table([r, {"case": "x", "size": 1, "error": "timeout after 1 s"}])
+    assert f"| {name} | {size} |" in table and "timeout" in table
+
+
+def test_the_two_spellings_of_each_family_record_the_same_size():
+    for a, b, size in [("lj_rows", "lj_cols", 20), ("neo_stack", "neo_components", 70),
+                       ("logreg_matmul", "logreg_sum", 100)]:
+        fa, xa, _ = arrays.build(a, size, np)
+        fb, xb, _ = arrays.build(b, size, np)
+        assert len(tapead.record(fa, xa)) == len(tapead.record(fb, xb))
