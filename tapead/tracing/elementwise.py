@@ -77,21 +77,10 @@ def fix(x, out=None):
     return elementwise(ox.trunc, x)
 
 
-def _refuse_special(name: str, hint: str):
-    def refuse(*args):
-        raise TracingError(f"scipy.special.{name} is not supported on traced values: no libm function computes it "
-                           f"exactly. {hint}")
-    return refuse
-
-
-_BESSEL = "Write it as a tapead.custom_op (a series or rational approximation) with its derivative rule"
-
 UFUNCS = {  # the ufuncs written with rows (those that are rows are found through the op table)
     "deg2rad": deg2rad, "radians": deg2rad,
     "rad2deg": rad2deg, "degrees": rad2deg, "heaviside": heaviside, "isnan": isnan, "isinf": isinf,
     "isfinite": isfinite, "expit": expit, "logit": logit,
-    "i0": _refuse_special("i0", _BESSEL), "i0e": _refuse_special("i0e", _BESSEL),
-    "i1": _refuse_special("i1", _BESSEL), "i1e": _refuse_special("i1e", _BESSEL),
 }
 
 

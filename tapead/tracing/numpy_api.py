@@ -188,6 +188,7 @@ CUSTOM.update(_jacobi.CUSTOM)
 CUSTOM.update(_more.CUSTOM)
 CUSTOM.update(_stats.CUSTOM)
 CUSTOM[np.dot] = _contract.dot
+CUSTOM[np.i0] = _special.i0
 
 
 def array_function(func, args, kwargs):

@@ -1,4 +1,5 @@
-"""scipy.special.erfinv and erfcinv on traced values: values within 2 ulps of scipy, first and second derivatives
+"""scipy.special.erfinv, erfcinv, i0, i0e, i1, i1e on traced values: values within 2 ulps (inverses) or 10 ulps
+(Bessel) of scipy, first and second derivatives
 against the closed forms (``sqrt(pi)/2 exp(y^2)``, and its derivative), JAX when installed, and central
 differences; the edges (+-1, outside [-1, 1], NaN, the far tails of erfcinv) as scipy gives them."""
 from __future__ import annotations
@@ -62,3 +63,37 @@ def test_erfinv_gradient_against_jax():
     t = tapead.record(lambda v: f(v, sc), x)
     want = np.asarray(jax.grad(lambda v: jax.numpy.sum(jsc.erfinv(v) * jax.numpy.arange(1.0, 13.0)))(x))
     assert_close(t.gradient(x), want, 1e-9)  # JAX's own erfinv is this close in the far tail (0.9999999)
+
+
+# ---- modified Bessel functions of the first kind ----------------------------------------------------------------
+B = np.concatenate([np.linspace(-30, 30, 61), [1e-8, -1e-8, 19.99, 20.0, 20.01, 100.0, 700.0, 0.0]])
+
+
+def _bessel_derivative(name, x):
+    with np.errstate(all="ignore"):
+        return {"i0": sc.i1(x), "i1": sc.i0(x) - sc.i1(x) / x, "i0e": sc.i1e(x) - np.sign(x) * sc.i0e(x),
+                "i1e": sc.i0e(x) - sc.i1e(x) * (np.sign(x) + 1 / x)}[name]
+
+
+@pytest.mark.parametrize("name", ["i0", "i0e", "i1", "i1e"])
+def test_bessel_values_and_derivatives(name):
+    f = getattr(sc, name)
+    t = tapead.record(lambda v: f(v), B)
+    got, want = t.value(B), f(B)
+    nonzero = want != 0
+    assert np.all(_ulps(got[nonzero], want[nonzero]) <= 10) and np.array_equal(got[~nonzero], want[~nonzero])
+    d = _bessel_derivative(name, B)
+    ok = np.isfinite(d) & (B != 0)
+    J = np.diag(t.jacobian(B))
+    assert np.all(np.abs(J[ok] - d[ok]) <= 1e-12 * np.abs(d[ok]) + 1e-15)
+    inner = (np.abs(B) > 0.5) & (np.abs(B) < 25)
+    fd = fd_gradient(lambda v: np.sum(f(v)), B[inner])
+    assert_close(tapead.record(lambda v: np.sum(f(v)), B[inner]).gradient(B[inner]), fd, 1e-7,
+                 scale=float(np.max(np.abs(fd))))
+
+
+def test_numpy_i0_records():
+    x = np.array([0.5, 2.0, -3.0])
+    t = tapead.record(lambda v: np.sum(np.i0(v) * v), x)
+    assert_close(t.value(x), np.sum(np.i0(x) * x), 1e-15)
+    assert_close(t.gradient(x), np.i0(x) + x * sc.i1(x), 1e-13)
