@@ -1,7 +1,9 @@
 """Array programs as people write them (``tapead bench --arrays``): first result and replay against JAX and a
 hand-written gradient, each case in a fresh process with the kernel cache off.
 
-Families (each also in a second spelling that must cost the same):
+Families (each but the first also in a second spelling that must cost the same):
+- ``mlp``: an 8-64-64-1 tanh network's loss over a batch (``h = np.tanh(h @ W + b)``); hand-written: numpy
+  backpropagation.
 - ``lj_rows`` / ``lj_cols``: Lennard-Jones with positions ``(n, 3)`` and ``(3, n)`` (``d = X[:, i] - X[:, j]``);
   hand-written: the closed-form gradient in numpy (pairs vectorised, ``np.add.at``).
 - ``neo_stack`` / ``neo_components``: a 2-D neo-Hookean energy over triangles with ``np.stack``, ``Ds @ Dinv``
@@ -25,9 +27,9 @@ import time
 
 import numpy as np
 
-CASES = {"lj_rows": (100, 300), "lj_cols": (100, 300), "neo_stack": (10000,), "neo_components": (10000,),
+CASES = {"mlp": (256,), "lj_rows": (100, 300), "lj_cols": (100, 300), "neo_stack": (10000,), "neo_components": (10000,),
          "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000)}
-QUICK = {"lj_rows": (100,), "lj_cols": (100,), "neo_stack": (1000,), "neo_components": (1000,),
+QUICK = {"mlp": (64,), "lj_rows": (100,), "lj_cols": (100,), "neo_stack": (1000,), "neo_components": (1000,),
          "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,)}
 
 
@@ -114,7 +116,50 @@ def _quadratic(n: int, xp):
     return f, np.linspace(-1, 1, n), lambda x: (A + A.T) @ x
 
 
+def _mlp(batch: int, xp):
+    """An 8-64-64-1 tanh network's mean squared error over a batch, parameters flattened; hand-written: numpy
+    backpropagation (BLAS products)."""
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(batch, 8)), rng.normal(size=batch)
+    sizes = [(8, 64), (64, 64), (64, 1)]
+
+    def unpack(p):
+        out, at = [], 0
+        for a, b in sizes:
+            out.append((p[at:at + a * b].reshape(a, b), p[at + a * b:at + a * b + b]))
+            at += a * b + b
+        return out
+
+    def f(p):
+        h = X
+        layers = unpack(p)
+        for W, c in layers[:-1]:
+            h = xp.tanh(h @ W + c)
+        W, c = layers[-1]
+        return xp.mean(((h @ W + c)[:, 0] - y) ** 2)
+
+    def hand(p):
+        layers = unpack(p)
+        hs = [X]
+        for W, c in layers[:-1]:
+            hs.append(np.tanh(hs[-1] @ W + c))
+        W3, c3 = layers[-1]
+        g = (2.0 / batch) * ((hs[-1] @ W3 + c3)[:, 0] - y)[:, None]
+        grads = []
+        for (W, c), h_in, h_out in zip(reversed(layers), reversed(hs), [None] + list(reversed(hs[1:]))):
+            if h_out is not None:
+                g = g * (1 - h_out ** 2)
+            grads.append((h_in.T @ g, g.sum(axis=0)))
+            g = g @ W.T
+        return np.concatenate([np.concatenate([gw.ravel(), gc]) for gw, gc in reversed(grads)])
+
+    n = sum(a * b + b for a, b in sizes)
+    return f, rng.normal(size=n) * 0.2, hand
+
+
 def build(name: str, size: int, xp):
+    if name == "mlp":
+        return _mlp(size, xp)
     if name.startswith("lj_"):
         return _lj(size, xp, name == "lj_cols")
     if name.startswith("neo_"):

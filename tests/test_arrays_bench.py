@@ -11,7 +11,7 @@ cli._benchmarks()  # puts the source tree (benchmarks/) on sys.path
 from benchmarks import arrays  # noqa: E402
 
 
-@pytest.mark.parametrize("name, size", [("lj_cols", 20), ("neo_stack", 70), ("logreg_matmul", 100),
+@pytest.mark.parametrize("name, size", [("mlp", 16), ("lj_cols", 20), ("neo_stack", 70), ("logreg_matmul", 100),
                                         ("quadratic", 80)])
 def test_a_case_checks_its_gradient(name, size):
     r = arrays.run_case(name, size)

@@ -18,7 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TracingError
+from ..ir.interpret import map_rows
+from ..ir.structure import Map, Out, distinct
 from . import tracer
+from .maparray import outer_ids
+from .recorder import Recorder
 from .tracer import Scalar, TracedArray
 
 MAX_OUTPUTS = 1024  # sums over the loop one ``x @ C`` body may carry
@@ -46,8 +50,80 @@ def _recorder(v: TracedArray):
     return None
 
 
+def _matrix(a):
+    """A 2-D operand's cells (traced or constant), or None."""
+    if isinstance(a, TracedArray) and a.ndim == 2:
+        return a.cells
+    if isinstance(a, np.ndarray) and a.ndim == 2 and a.dtype.kind in "fiu":
+        return a.astype(np.float64)
+    return None
+
+
+def matrix_product(x, y):
+    """``x @ y`` of two matrices, at least one traced, as one loop over the output's entries: iteration
+    ``i * m + j`` reads row ``i`` of ``x`` and column ``j`` of ``y`` and its body is their ``k``-term dot product,
+    added left to right. The gathers repeat with the same pattern for every ``l``, so the kernel reads them
+    through two shared offset tables; reverse mode scatters the cotangents back (the body's reverse), so the
+    derivative of the product is a loop too. None when the output is too small for a loop (the recorder's
+    threshold) or nothing is traced."""
+    a, b = _matrix(x), _matrix(y)
+    if a is None or b is None or a.shape[1] != b.shape[0] or a.shape[1] < 2:
+        return None
+    rec = next((r for r in (_cells_recorder(a), _cells_recorder(b)) if r is not None), None)
+    n, k = a.shape
+    m = b.shape[1]
+    if rec is None or rec.map_min is None or n * m < rec.map_min or 2 * k > MAX_BODY:
+        return None
+    ids_a, ids_b = outer_ids(rec, a), outer_ids(rec, b)
+    rows = np.repeat(np.arange(n), m)
+    cols = np.tile(np.arange(m), n)
+    tables = np.concatenate([ids_a[rows], ids_b[:, cols].T], axis=1)
+    first = _emit(rec, Map(_dot_body(k, rec), tables, (Out.EACH,), np.zeros((n * m, 0), np.int32), 0))
+    out = np.empty((n, m), dtype=object)
+    out.reshape(-1)[:] = [Scalar(rec, first + t) for t in range(n * m)]
+    return TracedArray(out)
+
+
+MAX_BODY = 4096  # body inputs (2 k) of one product loop
+
+
+def _emit(rec, m: Map) -> int:
+    """Emit map ``m`` into ``rec`` with its rows' values at the recorded point (when every input has one)."""
+    vals = rec.values
+    slots, where = distinct(m.tables)
+    read = [vals[i] for i in slots.tolist()]
+    values = None
+    if all(v is not None for v in read):
+        x = np.array(read, np.float64)[where].reshape(1, m.n, -1)
+        values = map_rows(m, x)[0].tolist()
+    return rec.emit_map(m, values)
+
+
+def _cells_recorder(cells: np.ndarray):
+    if cells.dtype != object:
+        return None
+    for c in cells.flat:
+        if type(c) is Scalar:
+            return c.rec
+    return None
+
+
+def _dot_body(k: int, rec):
+    """The body tape ``sum_l u[l] * v[l]`` of ``2 k`` inputs (``u`` then ``v``), added left to right."""
+    body = Recorder(on_branch=None, assume_finite=rec.assume_finite)
+    xs = [Scalar(body, body.input()) for _ in range(2 * k)]
+    total = xs[0] * xs[k]
+    for l in range(1, k):
+        total = total + xs[l] * xs[k + l]
+    return body.finish([total.id], (1,), ((2 * k,),), None)
+
+
 def product(x, y):
-    """``x @ y`` (or ``np.dot``) as a loop when one is a constant matrix and the other a traced vector."""
+    """``x @ y`` (or ``np.dot``) as a loop when one is a constant matrix and the other a traced vector, or both
+    are matrices (``matrix_product``)."""
+    done = matrix_product(x, y)
+    if done is not None:
+        return done
     c, v = _constant(x), _traced_vector(y)
     if c is not None and v is not None and c.shape[1] == v.shape[0]:
         rec = _recorder(v)

@@ -304,14 +304,14 @@ def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
             c = row[e]
             out[e] = b.column(np.full(b.n, operand_id(b.outer, c))) if isinstance(c, Scalar) else float(c)
         return np.broadcast_to(out, block_shape)
-    ids = _outer_ids(b.outer, cells)
+    ids = outer_ids(b.outer, cells)
     out = np.empty(cells.shape[1:], object)
     for e in np.ndindex(out.shape):
         out[e] = b.column(np.ascontiguousarray(ids[(slice(None),) + e]))
     return np.broadcast_to(out, block_shape)
 
 
-def _outer_ids(rec: Recorder, cells: np.ndarray) -> np.ndarray:
+def outer_ids(rec: Recorder, cells: np.ndarray) -> np.ndarray:
     """The outer node id of every element (constants enter the constant pool)."""
     out = np.empty(cells.shape, np.int64)
     flat = out.reshape(-1)
