@@ -220,7 +220,7 @@ def hvp_case(atoms: int, repeats: int, target: float) -> dict:
     v = np.cos(np.arange(x.size, dtype=float))
     tape, record_s = _timed(lambda: tapead.record(fn.lj, x))
     hv, first_s = _timed(lambda: tape.hvp(x, v=v))
-    d = tape.derived[("hvp_tape",)]
+    d = tape.state.derived[("hvp_tape",)]
     r = dict(case="hvp", atoms=atoms, n=x.size, **structure(d), record_s=record_s, first_hvp_s=first_s,
              peak_rss_gb=_rss_gb())
     if _importable("numba"):

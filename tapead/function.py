@@ -20,6 +20,7 @@ import numpy as np
 from .transforms import sparsity
 from .ir import store
 from .runtime.binding import FALLBACK, evaluate
+from .runtime.state import EvaluationState
 from .transforms.kernelspec import ENTRY
 from .tracing.record import trace
 from .errors import TapeFormatError
@@ -72,16 +73,7 @@ class Function:
         self.on_branch = on_branch  # what a call does where a guard fails: "retape", "raise" or "forbid"
         self.guard_sites = guard_sites  # each guard's source line, for branch errors
         self.structured = structured  # record's choice of loops, which the other paths are recorded with too
-        self.kernels: dict[str, tuple] = {}  # kind -> (the tape compiled, or None for this one; Kernel)
-        self.programs: dict[str, Tape] = {}  # kind -> the derived tape a kernel of that kind compiles
-        self.derived: dict[tuple, Function] = {}  # what -> the Function of a derived tape (Jacobian, Hessian...)
-        self.natives: dict[str, tuple] = {}  # kind -> (callable, what keeps it alive, Kernel): ``native()``
-        self.paths = None  # tapead.branches.Paths: the other paths through the function, once one is needed
-        self.mixed: set[str] = set()  # kinds whose last batch had points on other paths
-        self.retired: list = []  # kernels replaced by background O2 builds (a caller may still run one)
-        self.upgraded = 0  # background O2 builds swapped in
-        self.patterns: dict[Any, Any] = {}  # what -> sparsity patterns of assembly
-        self.shipments: dict[Any, Any] = {}  # what -> the tapes as Dask ships them to workers
+        self.state = EvaluationState()  # kernels, derived tapes, paths...: everything evaluation caches
 
     def derive(self, tape: Tape) -> "Function":
         """The Function of a tape derived from this one (Jacobian, Hessian...), for the evaluation modules,
@@ -231,7 +223,7 @@ class Function:
 
     def _fast_derived(self, key, x, params, out: np.ndarray, shape) -> bool:
         """Single point through a derived tape's native entry when ``out`` is exactly right (else False)."""
-        d = self.derived.get(key)
+        d = self.state.derived.get(key)
         entry = None if d is None else d._entries[0]
         if entry is None or out.shape != shape:
             return False

@@ -22,11 +22,11 @@ def test_another_path_is_recorded_with_the_same_structured_choice(structured, n,
     t = tapead.record(_guarded, x, structured=structured)
     assert len(t.maps) == loops
     assert t.value(-x) == pytest.approx(np.sum(np.cos(-x) * -x), rel=1e-13)
-    other = t.paths.paths[0].fun
+    other = t.state.paths.paths[0].fun
     assert len(other.maps) == loops
     again = tapead.simplify(t)
     again.value(-x)
-    assert len(again.paths.paths[0].fun.maps) == loops
+    assert len(again.state.paths.paths[0].fun.maps) == loops
 
 
 def test_two_threads_first_calling_native_get_the_cached_callable(monkeypatch):

@@ -15,7 +15,7 @@ the one-function kernel, so results are bitwise identical.
 from __future__ import annotations
 
 from ..table.ops import BY_CODE
-from .llvm_text import literal as _literal
+from .llvm_text import emit_op, literal as _literal
 from ..ir.tape import Tape
 
 
@@ -119,9 +119,7 @@ def lower_chunked(tape: Tape, fname: str, in_groups, out_groups, chunk: int, sto
                 row = BY_CODE[code[i][0]]
                 args = [ref(a) for a in code[i][1:1 + row.arity]]
                 slot = first + i
-                text = row.llvm.format(*args, out=f"%s{slot}")
-                body.extend("  " + line for line in text.split("\n"))
-                name[slot] = f"%s{slot}"
+                name[slot] = emit_op(row, args, slot, body)
             elif item[0] == "guard":
                 g = item[1]
                 s, expected = guards[g]

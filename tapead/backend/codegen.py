@@ -27,9 +27,9 @@ from .batchloops import fast_batch, general_batch, vectorise_points
 from .chunking import STACK_CELLS, work_pool, with_pooled_work_array, lower_chunked
 from .stores import CONST_RUN, emit_stores
 from .loops import MAX_CELLS, MapNames, Plan, data_global, lower_map, pointers, used_outside
-from ..ir.structure import MAP_ROW, map_runs, op_codes, records, scalar
+from ..ir.structure import MAP_ROW, map_runs, op_codes, records, scalar, walk
 from ..transforms.kernelspec import KINDS
-from .llvm_text import literal as _literal
+from .llvm_text import emit_op, literal as _literal
 from ..ir.tape import Tape
 
 # A point kernel of more than CUT_ABOVE records (instructions + guards + outputs) is cut into pieces of CHUNK
@@ -98,25 +98,15 @@ def _instructions(tape: Tape, name: dict, body: list, maps: tuple | None = None)
     for v in tape.consts.tolist():
         name[slot] = _literal(v)
         slot += 1
-    starts = {}
-    if maps is not None:
-        plan, globals_, prefix = maps
-        starts = {start: (index, end, m) for index, (start, end, m) in enumerate(map_runs(tape))}
-    code = tape.code.tolist()
-    i = 0
-    while i < len(code):
-        if i in starts:
-            index, end, m = starts[i]
-            lower_map(m, index, slot, name, plan, globals_, prefix, body)
-            slot += end - i
-            i = end
+    index = 0  # maps lowered so far (the Plan numbers them in tape order)
+    for step in walk(tape):
+        if step.map is not None:
+            plan, globals_, prefix = maps
+            lower_map(step.map, index, slot, name, plan, globals_, prefix, body)
+            index += 1
+            slot += step.end - step.start
             continue
-        code_i, *args = code[i]
-        i += 1
-        row = BY_CODE[code_i]
-        text = row.llvm.format(*(name[a] for a in args[:row.arity]), out=f"%s{slot}")
-        body.extend("  " + line for line in text.split("\n"))
-        name[slot] = f"%s{slot}"
+        name[slot] = emit_op(step.row, [name[a] for a in step.args], slot, body)
         slot += 1
 
 

@@ -253,6 +253,11 @@ class Kernel:
         if self._release:
             _POOL_ENGINES[id(self)] = self.engine
         self.compile_seconds = time.perf_counter() - started
+        # what the runtime attaches once the kernel is built, declared here so every Kernel has them:
+        self.entry = None  # the native single-point entry (a Python callable), when the spec has one
+        self.entry_keep = None  # what keeps that callable's wrapper alive
+        self.n_ops = 0  # instructions the kernel runs per point (the thread policy reads it)
+        self.point_seconds: float | None = None  # measured seconds per point of one-thread batches (the policy)
 
     def __del__(self):
         release = getattr(self, "_release", None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..table.ops import BY_CODE
-from .llvm_text import literal as _literal
+from .llvm_text import emit_op, literal as _literal
 from ..ir.structure import Map, Out
 
 MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
@@ -163,9 +163,7 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         slot += 1
     for code, *args in body.code.tolist():
         row = BY_CODE[code]
-        text = row.llvm.format(*(bname[a] for a in args[:row.arity]), out=f"%{pre}b{slot}")
-        lines.extend("  " + line for line in text.split("\n"))
-        bname[slot] = f"%{pre}b{slot}"
+        bname[slot] = emit_op(row, [bname[a] for a in args[:row.arity]], slot, lines, pre)
         slot += 1
     outs = body.outputs.tolist()
     scatter_values = [bname[outs[j]] for j, kind in enumerate(m.kinds) if kind is Out.SCATTER]

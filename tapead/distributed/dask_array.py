@@ -117,7 +117,7 @@ def _used_custom_ops(*tapes) -> tuple:
 def shipment(tape, method: str, kw: dict):
     """The graph key holding everything a worker needs for ``method``: made once per tape and method."""
     key, build = _derived(tape, method, kw)
-    hit = tape.shipments.get(key)
+    hit = tape.state.shipments.get(key)
     if hit is None:
         if key is None:
             d = None
@@ -130,7 +130,7 @@ def shipment(tape, method: str, kw: dict):
         s = worker.Shipment(data, key, extra, _used_custom_ops(tape.tape, *([d] if d is not None else [])),
                             type(tape))
         digest = hashlib.sha256(data + repr(key).encode() + (extra or b"")).hexdigest()[:32]
-        hit = tape.shipments[key] = dask.delayed(s, pure=True, traverse=False, name="tapead-tape-" + digest)
+        hit = tape.state.shipments[key] = dask.delayed(s, pure=True, traverse=False, name="tapead-tape-" + digest)
     return hit
 
 

@@ -78,10 +78,10 @@ def tape_of(s: Shipment):
         if s.key is None:
             return tape
         if s.key[0] == "derived":  # the tape the gradient kernel compiles
-            if s.key[1] not in tape.programs:
-                tape.programs[s.key[1]] = _load(s.derived, s.function).tape
-        elif s.key not in tape.derived:
-            tape.derived[s.key] = _load(s.derived, s.function)
+            if s.key[1] not in tape.state.programs:
+                tape.state.programs[s.key[1]] = _load(s.derived, s.function).tape
+        elif s.key not in tape.state.derived:
+            tape.state.derived[s.key] = _load(s.derived, s.function)
         return tape
 
 
@@ -89,7 +89,7 @@ def stats() -> dict:
     """This process's counters: tapes loaded, tasks run, kernels compiled (or read from the disk cache)."""
     with _lock:
         tapes = list(_tapes.values())
-        kernels = sum(len(t.kernels) for t in tapes)
+        kernels = sum(len(t.state.kernels) for t in tapes)
         return dict(_counts, kernels=kernels)
 
 

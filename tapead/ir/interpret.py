@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..table.ops import BY_CODE
-from .structure import Out, map_runs
+from .structure import Out, walk
 from .tape import Tape
 
 
@@ -23,21 +22,13 @@ def interpret(tape: Tape, x: np.ndarray, p: np.ndarray | None = None) -> tuple[n
     for i, c in enumerate(tape.consts.tolist()):
         slots[tape.first_const + i] = np.full(n, c)
     first = tape.first_result
-    runs = {start: (end, m) for start, end, m in map_runs(tape)}
     with np.errstate(all="ignore"):
-        code = tape.code.tolist()
-        i = 0
-        while i < len(code):
-            if i in runs:
-                end, m = runs[i]
-                _run_map(m, slots, first + i, n)
-                i = end
-                continue
-            op, a, b, c = code[i]
-            row = BY_CODE[op]
-            args = (slots[a], slots[b], slots[c])[:row.arity]
-            slots[first + i] = np.asarray(row.numpy(*args), dtype=np.float64)
-            i += 1
+        for step in walk(tape):
+            if step.map is not None:
+                _run_map(step.map, slots, first + step.start, n)
+            else:
+                slots[first + step.start] = np.asarray(step.row.numpy(*(slots[a] for a in step.args)),
+                                                       dtype=np.float64)
     out = np.empty((n, tape.n_outputs))
     for j, s in enumerate(tape.outputs.tolist()):
         out[:, j] = slots[s]

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 import numpy as np
 
-from ..table.ops import OPS
+from ..table.ops import BY_CODE, OPS
 
 MAP_ROW = -1  # the op code of a map's placeholder rows (never an op table index: validate refuses it elsewhere)
 
@@ -107,6 +108,40 @@ class Map:
         """What identifies the map (for ``Tape.hash``)."""
         return [self.body.hash.encode(), self.tables.tobytes(), repr(self.kinds).encode(), self.dst.tobytes(),
                 str(self.scatter_size).encode()]
+
+
+class Step(NamedTuple):
+    """One step of a tape: instruction ``start`` (``row`` the op table row, ``args`` its argument slots, ``map``
+    None), or the run of rows ``start:end`` one map writes (``map`` the Map, ``row`` None)."""
+
+    start: int
+    end: int
+    row: object
+    args: tuple
+    map: Map | None
+
+
+def walk(tape) -> list[Step]:
+    """The tape's steps in order: every evaluator, transform and emitter walks a tape through this, so what a
+    step is (an instruction, or a map's run of placeholder rows) is said once. Memoised on the tape."""
+    ir = getattr(tape, "tape", tape)  # a Function reads through to its Tape
+    return ir.memo("steps", lambda: _steps(ir))
+
+
+def _steps(tape) -> list[Step]:
+    runs = {start: (end, m) for start, end, m in map_runs(tape)}
+    out, code, i = [], tape.code.tolist(), 0
+    while i < len(code):
+        if i in runs:
+            end, m = runs[i]
+            out.append(Step(i, end, None, (), m))
+            i = end
+            continue
+        op, *args = code[i]
+        row = BY_CODE[op]
+        out.append(Step(i, i + 1, row, tuple(args[:row.arity]), None))
+        i += 1
+    return out
 
 
 def map_runs(tape) -> list[tuple[int, int, Map]]:

@@ -132,12 +132,12 @@ def assemble_hessian(tape, X, C, M: int, params=None) -> tuple[np.ndarray, np.nd
     width = tape.n_inputs
     H = np.ascontiguousarray(tape.hessian(x, params=params)).reshape(n, width * width)
     digest = hashlib.sha1(c.tobytes()).hexdigest()
-    cached = tape.patterns.get("assembly")
+    cached = tape.state.patterns.get("assembly")
     if cached is None or cached[0] != (digest, int(M), c.shape):
         flat = (np.repeat(c, width, axis=1) * int(M) + np.tile(c, (1, width))).ravel()
         keys, inverse = np.unique(flat, return_inverse=True)
         cached = ((digest, int(M), c.shape), keys // int(M), keys % int(M), inverse.ravel())
-        tape.patterns["assembly"] = cached
+        tape.state.patterns["assembly"] = cached
     _, rows, cols, inverse = cached
     values = np.bincount(inverse, weights=H.ravel(), minlength=len(rows))
     return rows, cols, values

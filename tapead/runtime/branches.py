@@ -44,11 +44,11 @@ _new_paths = threading.Lock()
 
 
 def paths_of(fun) -> Paths:
-    if fun.paths is None:
+    if fun.state.paths is None:
         with _new_paths:
-            if fun.paths is None:
-                fun.paths = Paths()
-    return fun.paths
+            if fun.state.paths is None:
+                fun.state.paths = Paths()
+    return fun.state.paths
 
 
 def stats(fun) -> dict:
@@ -94,9 +94,9 @@ def program(fun, kind: str) -> Tape:
     else the tape that kind derives from it (once, or read from the disk cache)."""
     if kind == "value":
         return fun.tape
-    derived = fun.programs.get(kind)
+    derived = fun.state.programs.get(kind)
     if derived is None:
-        derived = fun.programs.setdefault(kind, kind_tape(fun.tape, kind))
+        derived = fun.state.programs.setdefault(kind, kind_tape(fun.tape, kind))
     return derived
 
 

@@ -39,14 +39,14 @@ OPS_PER_THREAD = 200000  # an explicit threads=k splits a batch only when each t
 
 def kernel(fun, kind: str) -> tuple[Tape, Kernel]:
     """The tape compiled and the compiled kernel for ``kind`` ('value' or 'value_and_gradient') of a Function,
-    cached in ``fun.kernels``. The same module holds the native single-point entry point, stored in
+    cached in ``fun.state.kernels``. The same module holds the native single-point entry point, stored in
     ``fun._entries[ENTRY[kind]]``."""
-    hit = fun.kernels.get(kind)
+    hit = fun.state.kernels.get(kind)
     if hit is None:
         with _compile_lock:
-            hit = fun.kernels.get(kind)
+            hit = fun.state.kernels.get(kind)
             if hit is None:
-                hit = fun.kernels[kind] = _build(fun, kind)
+                hit = fun.state.kernels[kind] = _build(fun, kind)
     return hit
 
 
@@ -61,7 +61,7 @@ def _build(fun, kind: str, opt: int | None = None, elsewhere: bool = False,
     ir = Source(lambda: lower_kernel(derived, spec) + lower_entry(spec), kernel_key(derived, spec))
     prepare()
     k = compile_kernel(ir, spec, elsewhere=elsewhere)
-    k.entry, k._keep = builtin(k.addresses[spec.name + "_entry"], spec.name)
+    k.entry, k.entry_keep = builtin(k.addresses[spec.name + "_entry"], spec.name)
     k.n_ops = records(derived)
     fun._entries[ENTRY[kind]] = k.entry
     # the background O2 build: of an O0 kernel, and of a kernel with loops whose batches run faster unrolled
@@ -86,10 +86,10 @@ def _upgrade(fun, kind: str) -> None:
     except Abandoned:  # the interpreter is exiting: the O0 kernel served every call there was
         return
     with _compile_lock:
-        fun.retired.append(fun.kernels.get(kind))  # a caller may still be running the old code
-        fun.kernels[kind] = hit
+        fun.state.retired.append(fun.state.kernels.get(kind))  # a caller may still be running the old code
+        fun.state.kernels[kind] = hit
         fun._entries[ENTRY[kind]] = hit[1].entry
-        fun.upgraded += 1
+        fun.state.upgraded += 1
 
 
 def wait_for_upgrades(fun, timeout: float = 60.0) -> None:
@@ -121,20 +121,20 @@ def _run(fun, kind: str, b: Bound, outs: list, threads: int | None = None):
     n = b.n
     if n == 0:
         return 0
-    t = _thread_count(threads, n, k.n_ops, getattr(k, "point_seconds", None))
-    if kind not in fun.mixed:
+    t = _thread_count(threads, n, k.n_ops, k.point_seconds)
+    if kind not in fun.state.mixed:
         started = time.perf_counter()
         failed = run_batch(k, b, ptrs, p, outs, t, None)
         if t == 1:  # one-thread timings drive the default thread count
-            spent, best = (time.perf_counter() - started) / n, getattr(k, "point_seconds", None)
+            spent, best = (time.perf_counter() - started) / n, k.point_seconds
             if best is None or spent < best:
                 k.point_seconds = spent
         if not failed:
             return 0
-        fun.mixed.add(kind)
+        fun.state.mixed.add(kind)
     status = np.zeros(n, np.int32)
     if run_batch(k, b, ptrs, p, outs, t, status) == 0:
-        fun.mixed.discard(kind)
+        fun.state.mixed.discard(kind)
         return 0
     return status
 
@@ -219,7 +219,7 @@ def native(fun, kind: str = "gradient"):
     """
     if kind not in ("gradient", "value"):
         raise InputError(f"kind must be 'gradient' or 'value', got {kind!r}")
-    if kind not in fun.natives:
+    if kind not in fun.state.natives:
         internal = "value" if kind == "value" else "value_and_gradient"
         if kind == "gradient":
             require_scalar_output(fun, "native('gradient')")
@@ -230,8 +230,8 @@ def native(fun, kind: str = "gradient"):
         fn, keep = builtin(k.addresses[name + "_entry"], name, _python_path(fun, kind))
         # the kernel's engine lives as long as the callable is cached; where two threads built one, every caller
         # gets the first cached (the other's method record is dropped with its callable, never handed out)
-        fun.natives.setdefault(kind, (fn, keep, k))
-    return fun.natives[kind][0]
+        fun.state.natives.setdefault(kind, (fn, keep, k))
+    return fun.state.natives[kind][0]
 
 
 def _python_path(fun, kind: str):
@@ -279,9 +279,9 @@ def kernel_levels(fun, prefix: str = "") -> dict:
     """Every compiled kernel of a Function and of its derived Functions: optimisation level, op count, compile
     seconds."""
     kernels = {}
-    for kind, (_, k) in list(fun.kernels.items()):
+    for kind, (_, k) in list(fun.state.kernels.items()):
         kernels[f"{prefix}kernel/{kind}"] = dict(opt=k.opt, ops=getattr(k, "n_ops", None),
                                                   seconds=round(k.compile_seconds, 4))
-    for key, d in list(fun.derived.items()):  # derived tapes (Hessian, ...) with kernels of their own
+    for key, d in list(fun.state.derived.items()):  # derived tapes (Hessian, ...) with kernels of their own
         kernels.update(kernel_levels(d, prefix + "/".join(str(p) for p in key) + ":"))
     return kernels

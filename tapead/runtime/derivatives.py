@@ -43,11 +43,11 @@ def follows_branches(fn):
 
 
 def derived(fun, key: tuple, build):
-    """The Function of the tape ``build()`` derives, kept in ``fun.derived[key]`` (built once, or read from the
+    """The Function of the tape ``build()`` derives, kept in ``fun.state.derived[key]`` (built once, or read from the
     disk cache; its kernels compile once)."""
-    hit = fun.derived.get(key)
+    hit = fun.state.derived.get(key)
     if hit is None:
-        hit = fun.derived.setdefault(key, fun.derive(derived_tape(fun.tape, key, build)))
+        hit = fun.state.derived.setdefault(key, fun.derive(derived_tape(fun.tape, key, build)))
     return hit
 
 

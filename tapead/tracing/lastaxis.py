@@ -136,7 +136,7 @@ def last_axis_loop(fn, args: tuple):
     if not shape or shape[-1] < 2:
         return None
     moved = [_moved(a, len(shape)) for a in args]
-    return _lift(tracer.apply_map(fn, tuple(moved), rec, (shape[-1],) + tuple(shape[:-1])))
+    return _lift(tracer.SURFACE.apply_map(fn, tuple(moved), rec, (shape[-1],) + tuple(shape[:-1])))
 
 
 def _recorder(args: tuple):

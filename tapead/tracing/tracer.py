@@ -16,6 +16,7 @@ import numpy as np
 from .dtypes import ScalarDtype
 from ..table import ops
 from ..errors import TracingError
+from .surface import SURFACE, install  # noqa: F401  (implementers register through tracer.install)
 from .recorder import _CONST, Recorder
 
 
@@ -148,7 +149,7 @@ class Scalar:
     def __rmod__(self, o): return _binary(ops.remainder, o, self)
     def __divmod__(self, o): return self // o, self % o
     def __rdivmod__(self, o): return o // self, o % self
-    def astype(self, dtype, *args, **kwargs): return cast(self, dtype)
+    def astype(self, dtype, *args, **kwargs): return SURFACE.cast(self, dtype)
 
     # numpy applies these by name when a ufunc runs over an object array holding Scalars
     def sin(self): return ops.sin(self)
@@ -160,10 +161,10 @@ class Scalar:
     def conjugate(self): return self
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return array_ufunc(ufunc, method, inputs, kwargs)
+        return SURFACE.array_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        return array_function(func, args, kwargs)
+        return SURFACE.array_function(func, args, kwargs)
 
     def item(self):
         return self
@@ -232,12 +233,12 @@ def wrap(r):
 
 
 def elementwise(fn, *args):
-    done = last_axis_loop(fn, args)  # a loop over the last axis (the (3, n) layout), else None
+    done = SURFACE.last_axis_loop(fn, args)  # a loop over the last axis (the (3, n) layout), else None
     if done is not None:
         return done
-    loop = map_recorder(args)
+    loop = SURFACE.map_recorder(args)
     if loop is not None:
-        return apply_map(fn, args, *loop)
+        return SURFACE.apply_map(fn, args, *loop)
     cells = [to_cells(a) for a in args]
     if all(not isinstance(c, np.ndarray) or c.ndim == 0 for c in cells):
         return wrap(fn(*(c[()] if isinstance(c, np.ndarray) else c for c in cells)))
@@ -322,10 +323,10 @@ class TracedArray:
     def __rdivmod__(self, o): return o // self, o % self
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return array_ufunc(ufunc, method, inputs, kwargs)
+        return SURFACE.array_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        return array_function(func, args, kwargs)
+        return SURFACE.array_function(func, args, kwargs)
 
     # ---- the ndarray methods people call, with numpy's signatures (they run the numpy function) ---------
     def reshape(self, *shape, order="C"):
@@ -337,7 +338,7 @@ class TracedArray:
     def swapaxes(self, a, b): return TracedArray(self.cells.swapaxes(a, b))
     def copy(self, order="C"): return TracedArray(self.cells.copy(order))
     def squeeze(self, axis=None): return TracedArray(self.cells.squeeze(axis))
-    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True): return cast(self, dtype)
+    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True): return SURFACE.cast(self, dtype)
     def sum(self, *args, **kwargs): return np.sum(self, *args, **kwargs)
     def prod(self, *args, **kwargs): return np.prod(self, *args, **kwargs)
     def mean(self, *args, **kwargs): return np.mean(self, *args, **kwargs)
@@ -362,7 +363,7 @@ class TracedArray:
 
 def _product(x, y, numpy_product):
     """``x @ y``: a loop where a constant matrix meets a traced vector (``contract``), else on the cells."""
-    done = contract(x, y)
+    done = SURFACE.contract(x, y)
     return done if done is not None else wrap(numpy_product(to_cells(x), to_cells(y)))
 
 
@@ -380,18 +381,3 @@ def _index(idx):
 
 
 # ---- the numpy surface, installed by the modules that implement it ---------------------------------------
-def _not_installed(*args, **kwargs):
-    raise TracingError("tapead's numpy surface is not loaded: import tapead (not tapead.tracer alone)")
-
-
-array_ufunc = array_function = cast = apply_map = map_recorder = last_axis_loop = contract = _not_installed
-_HOOKS = frozenset({"array_ufunc", "array_function", "cast", "apply_map", "map_recorder", "last_axis_loop",
-                    "contract"})
-
-
-def install(**hooks) -> None:
-    """Fill in the numpy surface traced values dispatch to: numpy_api (ufuncs and numpy functions), elementwise
-    (astype) and maparray (loops) import this module and install their entry points here when they load, so this
-    module imports none of them (``import tapead`` loads them all)."""
-    assert set(hooks) <= _HOOKS, set(hooks) - _HOOKS
-    globals().update(hooks)

@@ -14,7 +14,7 @@ from ..table.ops import BY_CODE, OPS, select
 from ..tracing.recorder import Recorder
 from ..ir.tape import Tape
 from ..tracing.tracer import Scalar
-from ..ir.structure import distinct, map_runs, scalar
+from ..ir.structure import distinct, scalar, walk
 from .maps_ad import Unstructured, forward_map, replay_map, reverse_map
 import numpy as np
 
@@ -35,19 +35,11 @@ def replay(tape: Tape, xs: list, ps: list) -> list:
     """Run ``tape`` on the given values (tracers or floats); returns the value of every slot. A map is emitted
     whole into the tracers' recorder (its tables renamed), never unrolled."""
     vals = list(xs) + list(ps) + tape.consts.tolist()
-    runs = {start: (end, m) for start, end, m in map_runs(tape)}
-    code = tape.code.tolist()
-    i = 0
-    while i < len(code):
-        if i in runs:
-            end, m = runs[i]
-            vals.extend(replay_map(m, vals))
-            i = end
-            continue
-        op, a, b, c = code[i]
-        row = BY_CODE[op]
-        vals.append(row(*(vals[a], vals[b], vals[c])[:row.arity]))
-        i += 1
+    for step in walk(tape):
+        if step.map is not None:
+            vals.extend(replay_map(step.map, vals))
+        else:
+            vals.append(step.row(*(vals[a] for a in step.args)))
     return vals
 
 
@@ -166,22 +158,15 @@ def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> 
                 mask[s] = either(mask[s], _mask_of(g), adj[s].rec) if isinstance(adj[s], Scalar) else None
                 adj[s] = adj[s] + g
     first = tape.first_result
-    code = tape.code.tolist()
-    runs = {end - 1: (start, m) for start, end, m in map_runs(tape)}
-    i = len(code)
-    while i > 0:
-        i -= 1
-        if i in runs:  # a whole map at once: its reverse is a map scattering into the slots it read
-            start, m = runs[i]
-            reverse_map(m, first + start, vals, adj, mask, act, replay, backward)
-            i = start
+    for step in reversed(walk(tape)):
+        if step.map is not None:  # a whole map at once: its reverse is a map scattering into the slots it read
+            reverse_map(step.map, first + step.start, vals, adj, mask, act, replay, backward)
             continue
+        i = step.start
         g = adj[first + i]
         if g is None:
             continue
-        op, *args = code[i]
-        row = BY_CODE[op]
-        args = args[:row.arity]
+        row, args = step.row, step.args
         m = mask[first + i]
         contributions = row.rule(g, *(vals[a] for a in args), vals[first + i])
         for a, c in zip(args, contributions):
@@ -213,21 +198,16 @@ def _plan_forward(tape: Tape) -> tuple[list, list]:
     """The plan ``_forward_plan`` memoises."""
     steps: list = []
     users: list = [[] for _ in range(tape.n_slots)]
-    runs = {start: (end, m) for start, end, m in map_runs(tape)}
-    for i, (code, *args) in enumerate(tape.code.tolist()):
-        if i in runs:  # a map is one step at its first row (its other rows: None), read by what its tables read
-            end, m = runs[i]
-            steps.append((m, None))
-            for a in np.unique(m.tables).tolist():
+    for step in walk(tape):
+        i = step.start
+        if step.map is not None:  # one step at its first row (its other rows: None), read by what its tables read
+            steps.append((step.map, None))
+            steps.extend([None] * (step.end - step.start - 1))
+            for a in distinct(step.map.tables)[0].tolist():
                 users[a].append(i)
             continue
-        if code < 0:
-            steps.append(None)
-            continue
-        row = BY_CODE[code]
-        args = args[:row.arity]
-        steps.append((row, args))
-        for a in set(args):
+        steps.append((step.row, list(step.args)))
+        for a in set(step.args):
             users[a].append(i)
     return steps, users
 

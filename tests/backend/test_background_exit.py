@@ -40,7 +40,7 @@ def test_stopping_abandons_a_pending_build(monkeypatch):
         for th in threading.enumerate():
             if th.name == "tapead-O2":
                 th.join(60)
-        assert t.upgraded == 0 and t.kernels["value_and_gradient"][1].opt == 0
+        assert t.state.upgraded == 0 and t.state.kernels["value_and_gradient"][1].opt == 0
         assert np.array_equal(t.gradient(x), g)
     finally:
         jit._stopping.clear()

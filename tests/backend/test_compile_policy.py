@@ -27,7 +27,7 @@ def test_large_tapes_start_at_o0_and_swap_in_o2(monkeypatch):
     assert len(derived) > 2000 and k.opt == 0
     assert tape.stats["kernels"]["kernel/value_and_gradient"]["opt"] in (0, 2)  # the swap may already be done
     wait_for_upgrades(tape, timeout=900)  # a loaded machine can take minutes
-    assert tape.upgraded == 1
+    assert tape.state.upgraded == 1
     assert kernel(tape, "value_and_gradient")[1].opt == 2
     assert tape.stats["kernels"]["kernel/value_and_gradient"] == dict(
         opt=2, ops=len(derived), seconds=tape.stats["kernels"]["kernel/value_and_gradient"]["seconds"])
@@ -42,7 +42,7 @@ def test_background_compilation_can_be_disabled(monkeypatch):
     tape = tapead.record(chain, np.linspace(0, 1, 20))
     tape.gradient(np.ones(20))
     wait_for_upgrades(tape, timeout=900)  # a loaded machine can take minutes
-    assert tape.upgraded == 0 and kernel(tape, "value_and_gradient")[1].opt == 0
+    assert tape.state.upgraded == 0 and kernel(tape, "value_and_gradient")[1].opt == 0
     assert tape.stats["kernels"]["kernel/value_and_gradient"]["opt"] == 0
 
 

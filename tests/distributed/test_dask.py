@@ -168,7 +168,7 @@ def test_graph_carries_the_tape_not_the_function():
     assert len(shipments) == 1
     s = shipments[0]
     assert s.tape == tapead.ir.store.to_bytes(t.tape) and s.key == ("hessian_tape", False)
-    assert s.derived == tapead.ir.store.to_bytes(t.derived[("hessian_tape", False)].tape)
+    assert s.derived == tapead.ir.store.to_bytes(t.state.derived[("hessian_tape", False)].tape)
 
 
 def test_derived_tapes_are_the_ones_local_calls_use(tape):
@@ -177,9 +177,9 @@ def test_derived_tapes_are_the_ones_local_calls_use(tape):
     for method, kw in [("gradient", {}), ("hessian", {}), ("jacobian", {}), ("hvp", {"v": X}),
                        ("jvp", {"v": X}), ("vjp", {"w": 1.0})]:
         getattr(tape, method)(da.from_array(X, chunks=5), params=P, **kw)
-        before = (dict(tape.derived), dict(tape.programs))
+        before = (dict(tape.state.derived), dict(tape.state.programs))
         getattr(tape, method)(X, params=P, **kw)
-        after = (dict(tape.derived), dict(tape.programs))
+        after = (dict(tape.state.derived), dict(tape.state.programs))
         assert after == before, method  # the local call derived nothing new: the shipped tape is the same one
 
 

@@ -207,7 +207,7 @@ def test_unrolled_batch_loops_give_the_bits_of_single_points(monkeypatch):
     single = np.array([tape.gradient(p) for p in X])  # the loop kernels, before the upgrades land
     single_values = np.array([tape.value(p) for p in X])
     wait_for_upgrades(tape, timeout=900)  # both kinds' builds: none may outlive this test
-    assert tape.upgraded == 2
+    assert tape.state.upgraded == 2
     values, grads = tape.value_and_gradient(X)
     assert np.array_equal(tape.gradient(X), single) and np.array_equal(grads, single)
     assert np.array_equal(tape.value(X), single_values) and np.array_equal(values, single_values)
