@@ -113,22 +113,18 @@ def _small_square(a) -> bool:
     return len(s) == 3 and s[1] == s[2] and 1 <= s[1] <= 3
 
 
-def det(a):
-    """Determinants of (n, k, k) loops, k <= 3: the closed form in the body."""
-    b = _loop((a,)) if _small_square(a) else None
-    if b is None:
-        return None
-    blocks = _blocks((a,), b)
-    return None if blocks is None else _result(b, np.linalg.det(TracedArray(blocks[0])))
+def _small_linalg(func):
+    """``func`` (``np.linalg.det``/``inv``) of (n, k, k) loops with k <= 3, on each block: their closed forms
+    choose nothing, so the body holds no guard."""
+    def in_body(a):
+        b = _loop((a,)) if _small_square(a) else None
+        blocks = None if b is None else _blocks((a,), b)
+        return None if blocks is None else _result(b, func(TracedArray(blocks[0])))
+    in_body.__name__ = func.__name__
+    return in_body
 
 
-def inv(a):
-    """Inverses of (n, k, k) loops, k <= 3: the closed form in the body."""
-    b = _loop((a,)) if _small_square(a) else None
-    if b is None:
-        return None
-    blocks = _blocks((a,), b)
-    return None if blocks is None else _result(b, np.linalg.inv(TracedArray(blocks[0])))
+det, inv = _small_linalg(np.linalg.det), _small_linalg(np.linalg.inv)
 
 
 def dot(a, b, out=None):
