@@ -70,3 +70,30 @@ def test_native_allocates_nothing(tape):
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert after - before < 2048
+
+
+def test_the_native_value_entry_of_0d_tapes_agrees_with_value_on_every_call_shape():
+    """Fuzzed call shapes (batches that match and do not, outs of every shape, lists, scalars, strided and
+    float32 arrays): the native entry returns what ``value`` returns, or raises an InputError as it does."""
+    import itertools
+    from tapead.errors import InputError
+    one = tapead.record(lambda x: x ** 2 + 1, np.array(1.5))
+    two = tapead.record(lambda x, y: x * y + np.sin(x), np.array(1.5), np.array(0.5))
+    shapes = [(), (1,), (3,), (4,), (3, 1), (1, 3), (0,), (2, 2)]
+    outs = [None, np.zeros(3), np.zeros(()), np.zeros(4), np.zeros((3, 1)), np.zeros(3)[::1]]
+    calls = 0
+    for t, n_args in ((one, 1), (two, 2)):
+        fn = t.native("value")
+        for arg_shapes in itertools.product(shapes, repeat=n_args):
+            args = [np.linspace(0.5, 1.5, int(np.prod(s))).reshape(s) for s in arg_shapes]
+            for out in outs:
+                calls += 1
+                try:
+                    want = t.value(*args, out=None if out is None else out.copy())
+                except InputError:
+                    with pytest.raises(InputError):
+                        fn(*args, None) if out is None else fn(*args, None, out.copy())
+                    continue
+                got = fn(*args, None) if out is None else fn(*args, None, out.copy())
+                assert np.shape(got) == np.shape(want) and np.array_equal(got, want)
+    assert calls == (8 + 64) * len(outs)
