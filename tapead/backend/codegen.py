@@ -37,6 +37,7 @@ from ..ir.tape import Tape
 # vectorised across points (it calls the pieces), so mid-size kernels stay whole (lj with 30 atoms: 16k-op
 # gradient, batches 4-7x faster whole at O2).
 CUT_ABOVE = 20000
+LOOP_CUT = 200_000  # records (loop bodies once) up to which a kernel with loops keeps them, however large
 CHUNK = 2000
 INLINE_LIMIT = 4000  # records up to which the point function is inlined into the batch loops
 MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)\ndeclare void @llvm.memset.p0.i64(ptr, i8, i64, i1)"
@@ -200,6 +201,17 @@ def flat_batches_pay(tape: Tape) -> bool:
     return kernel_records(flat) <= CUT_ABOVE and vectorise_points(flat)
 
 
+def _lower_unrolled(tape: Tape, size: int, cut: int) -> bool:
+    """Whether a tape with loops is lowered unrolled (and cut into pieces): when its loops' work array is too
+    big for one kernel, when its code outside the loops alone needs cutting, or beyond ``LOOP_CUT`` records.
+    Otherwise large loop bodies stay loops: ten steps of a 128 x 128 stencil and their reverse are 40,000 records
+    as loops and 1.5 million unrolled (54 s of compilation, against seconds)."""
+    if sum(m.rows for m in tape.maps) > MAX_CELLS or size > LOOP_CUT:
+        return True
+    outside = int((tape.code[:, 0] >= 0).sum()) + tape.n_outputs + len(tape.guards)
+    return size > cut and outside > cut
+
+
 def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(), chunk: int | None = None,
           flat_batches: bool = False) -> str:
     """LLVM IR text defining ``@name`` (one point), ``@name_batch`` (a native loop over points) and, for each
@@ -208,7 +220,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     in the same order)."""
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
     size = kernel_records(tape)
-    if tape.maps and (size > cut or sum(m.rows for m in tape.maps) > MAX_CELLS):
+    if tape.maps and _lower_unrolled(tape, size, cut):
         tape = scalar(tape)  # cut into pieces (or too big for the loops' work array): lowered unrolled
         size = kernel_records(tape)
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
@@ -224,7 +236,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     tables: list[str] = []
     plan = Plan(tape, map_runs(tape), pointers(tape, in_groups), data=f"@{name}.data") if tape.maps else None
     cells = plan.cells if plan else 0
-    if size > cut:
+    if size > cut and not tape.maps:
         pieces, point = lower_chunked(tape, name, in_groups, out_groups, chunk,
                                       functools.partial(emit_stores, zero_runs=True))
         lines.extend(point)
@@ -322,7 +334,8 @@ def generator_digest() -> str:
     specification, and the size constants (a kernel cache keyed without generating the text must change when
     they do)."""
     from . import chunking
-    return (f"{sources.digest('backend', 'transforms/kernelspec')} {CUT_ABOVE} {CHUNK} {CONST_RUN} {INLINE_LIMIT} "
+    return (f"{sources.digest('backend', 'transforms/kernelspec')} {CUT_ABOVE} {LOOP_CUT} {CHUNK} {CONST_RUN} "
+            f"{INLINE_LIMIT} "
             f"{chunking.STACK_CELLS} {chunking.POOL}")
 
 

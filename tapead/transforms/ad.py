@@ -160,7 +160,7 @@ def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> 
     first = tape.first_result
     for step in reversed(walk(tape)):
         if step.map is not None:  # a whole map at once: its reverse is a map scattering into the slots it read
-            reverse_map(step.map, first + step.start, vals, adj, mask, act, replay, backward)
+            reverse_map(step.map, first + step.start, vals, adj, mask, act, replay, backward, either)
             continue
         i = step.start
         g = adj[first + i]

@@ -9,14 +9,16 @@ one small body transform, whatever its length.
 
 NaN-safe selects across a map's boundary: a cotangent that entered through a select carries its mask (the
 condition and the branch); the reverse body receives the condition as one more column and re-applies the
-select to its seed, so the body's own reverse sweep masks every contribution as ``ad.backward`` does.
+select to its seed, so the body's own reverse sweep masks every contribution as ``ad.backward`` does. Going
+out, a masked contribution scatters its condition too, so a slot fed only by masked contributions (a gather
+with repeated indices under a select) gets the union of their conditions, as the unrolled sweep gives it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import TapeadError
-from ..table.ops import OPS, select
+from ..table.ops import OPS, gt, select
 from ..tracing.maparray import Columns
 from ..tracing.recorder import Recorder
 from ..ir.structure import Map, Out, distinct
@@ -105,10 +107,12 @@ def _seed(cols: Columns, slots: np.ndarray, adj: list, mask: list):
     return s
 
 
-def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray, replay, backward) -> None:
+def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray, replay, backward,
+                either) -> None:
     """Add the cotangents flowing back through map ``m`` (rows from slot ``start``) to ``adj`` of the slots its
     tables read (see the module docstring). ``replay`` and ``backward`` are ``tapead.ad``'s sweeps, which the
-    reverse body is recorded with (passed in: ``ad`` calls this module)."""
+    reverse body is recorded with, and ``either`` how ``ad`` unites masks (passed in: ``ad`` calls this
+    module)."""
     rows = list(range(start, start + m.rows))
     if all(adj[s] is None for s in rows):
         return
@@ -143,16 +147,21 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     # the forward map's own each/sum outputs ride along (the reverse body recomputes them anyway): a caller
     # that returns them reads these instead, and the forward loop is dropped (Recorder.aliases)
     again = [j for j, kind in enumerate(m.kinds) if kind is not Out.SCATTER]
-    # a contribution that came through a select carries its condition out (an each output), so the slot it is
-    # the only contribution to keeps the mask (see ``_pass_masks``)
+    # NaN-safe selects across the boundary: a contribution that came through a select is zero where its
+    # condition fails, so each masked column also scatters its condition (0 or 1) into a second range of the
+    # same targets; a target all of whose contributions were masked is nonzero only where that count is
+    # positive: the union of their conditions, as the unrolled sweep's masks make it
     masked = [c for c, i in enumerate(outs) if cmask[i] is not None]
-    values = [bvals[m.body.outputs[j]] for j in again] + [Scalar(body, cmask[outs[c]][0]) for c in masked] + \
-        [cot[i] for i in outs]
+    indicators = [_indicator(body, cmask[outs[c]]) for c in masked]
+    values = [bvals[m.body.outputs[j]] for j in again] + [cot[i] for i in outs] + indicators
     out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in values]
     reverse = body.finish(out_ids, (len(out_ids),), ((len(cols.columns),),), None)
     col_table = cols.table(n)
-    fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + (Out.EACH,) * len(masked) +
-                (Out.SCATTER,) * len(outs), dst.reshape(n, len(outs)), len(targets))
+    size = len(targets)
+    dst = dst.reshape(n, len(outs))
+    all_dst = np.concatenate([dst, dst[:, masked] + size], axis=1) if masked else dst
+    fused = Map(reverse, col_table, tuple(m.kinds[j] for j in again) + (Out.SCATTER,) * (len(outs) + len(masked)),
+                all_dst, size * (2 if masked else 1))
     first = rec.emit_map(fused)
     offsets = m.offsets()
     for new_off, j in zip(fused.offsets(), again):
@@ -161,30 +170,30 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
             if isinstance(old, Scalar) and old.rec is rec:
                 rec.aliases[old.id] = first + new_off + k
     scatter_first = first + fused.rows - fused.scatter_size
-    conds = {c: first + off for c, off in zip(masked, fused.offsets()[len(again):len(again) + len(masked)])}
-    passed = _pass_masks(dst.reshape(n, len(outs)), len(targets), conds,
-                         [cmask[i][1] if cmask[i] is not None else None for i in outs])
+    unmasked = [c for c in range(len(outs)) if c not in set(masked)]
+    plain = np.zeros(size, bool)  # targets some unmasked contribution reaches: no mask
+    plain[dst[:, unmasked].ravel()] = True
     for t, u in enumerate(targets.tolist()):
         if act[u]:
             g = Scalar(rec, scatter_first + t)
+            here = None if plain[t] or not masked else _positive(rec, scatter_first + size + t)
             if adj[u] is None:
-                adj[u], mask[u] = g, passed.get(t)
+                adj[u], mask[u] = g, here
             else:
+                mask[u] = either(mask[u], here, rec)
                 adj[u] = adj[u] + g
-                mask[u] = None
 
 
-def _pass_masks(dst: np.ndarray, size: int, conds: dict, taken: list) -> dict:
-    """Scatter target -> ``(condition node, taken)`` for targets with exactly one contribution, a masked one:
-    its condition is row ``k`` of the each output that carries column ``c``'s conditions."""
-    if not conds:
-        return {}
-    counts = np.bincount(dst.ravel(), minlength=size)
-    out = {}
-    for c, first in conds.items():
-        for k in np.flatnonzero(counts[dst[:, c]] == 1).tolist():
-            out[int(dst[k, c])] = (first + k, taken[c])
-    return out
+def _indicator(body, mask):
+    """1 where the body's contribution can be nonzero (its mask's condition holds), else 0."""
+    c = Scalar(body, mask[0])
+    return select(c, 1.0, 0.0) if mask[1] else select(c, 0.0, 1.0)
+
+
+def _positive(rec, count_slot: int):
+    """The mask ``(count > 0, taken)`` of a target whose masked contributions' conditions were counted."""
+    c = gt(Scalar(rec, count_slot), 0.0)
+    return (c.id, True) if isinstance(c, Scalar) else None
 
 
 class Unstructured(TapeadError):

@@ -57,6 +57,24 @@ def test_nan_in_an_input_the_output_ignores_stays_out_of_loop_derivatives():
     assert np.array_equal(batch[1], grads[0])
 
 
+def test_masked_contributions_united_across_a_loop_boundary():
+    """A gather with repeated indices under a select inside a loop: the slot each index reads receives two
+    masked cotangents; its own partial (sqrt at 0) is infinite, the derivative 0, in every mode."""
+    index = np.repeat(np.arange(35), 2)
+
+    def f(x):
+        z = np.sqrt(x)[index]
+        return np.sum(np.where(z > 0.5, np.log(z), 0.0))
+
+    x = np.linspace(0.0, 1.0, 35)
+    grads = [tapead.record(f, x, structured=s).gradient(x) for s in MODES]
+    assert grads[0][0] == 0.0 and not np.isnan(grads[0]).any()
+    for g in grads[1:]:
+        assert_close(g, grads[0], 1e-13, scale=magnitude(grads[0]))
+    for s in MODES:
+        assert not np.isnan(tapead.record(f, x, structured=s).hvp(x, v=np.ones(35))).any()
+
+
 # ---- random compositions ----------------------------------------------------------------------------------
 BRANCHES = {  # a function and the threshold above which its partials are finite
     "sqrt": (np.sqrt, 0.0), "log": (np.log, 0.0), "cbrt": (np.cbrt, 0.0), "pow1.5": (lambda v: v ** 1.5, 0.0),
