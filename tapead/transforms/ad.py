@@ -238,9 +238,11 @@ def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -
         row, args = steps[i]
         out = first + i
         if args is None:  # a map
-            for r, t in enumerate(forward_map(row, vals, tan, mask, replay, forward)):
+            rows, row_masks = forward_map(row, vals, tan, mask, replay, forward)
+            for r, t in enumerate(rows):
                 if t is not None:
                     tan[out + r] = t
+                    mask[out + r] = row_masks.get(r)
                     for u in users[out + r]:
                         if u not in queued:
                             queued.add(u)

@@ -204,8 +204,9 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     """The tangents of map ``m``'s rows: a map whose body is the body's forward sweep
     (recomputing the body, as the reverse map does), or ``Unstructured`` when that would not be the unrolled
     sweep exactly: iterations that differ in which columns carry a tangent (the scalar sweep's symbolic zeros),
-    or a tangent crossing the loop's boundary that came through a select (its mask). ``replay`` and ``forward``
-    are ``tapead.ad``'s sweeps."""
+    or a tangent crossing the loop's boundary that came through a select (its mask), or an ``each`` tangent
+    leaving through one. Returns the rows' tangents and the masks of the rows that have one. ``replay`` and
+    ``forward`` are ``tapead.ad``'s sweeps."""
     n, n_in = m.n, m.body.n_inputs
     columns = m.tables.T.tolist()
     active = []
@@ -217,7 +218,7 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
             raise Unstructured("iterations differ in their tangents")
         active.append(i)
     if not active:
-        return [None] * m.rows
+        return [None] * m.rows, {}
     found = _new_body(m, vals, [tan[s] for i in active for s in columns[i]])
     if found is None:
         raise Unstructured("a loop's forward sweep needs traced values")
@@ -231,28 +232,42 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     outputs = m.body.outputs.tolist()
     if any(btan[s] is not None and bmask[s] is not None and kind is Out.EACH for s, kind in zip(outputs, m.kinds)):
         raise Unstructured("a tangent leaves the loop through a select")
-    # a sum or scatter adds masked tangents of many iterations: the union of their conditions, which the loop does
-    # not carry out (as reverse_map passes a mask only to a slot with one contribution): it leaves unmasked
     kept = [j for j, s in enumerate(outputs) if btan[s] is not None]
     if not kept:
-        return [None] * m.rows
-    out_ids = [btan[outputs[j]].id if isinstance(btan[outputs[j]], Scalar) and btan[outputs[j]].rec is body
-               else body.const(float(btan[outputs[j]])) for j in kept]
+        return [None] * m.rows, {}
+    # a sum or scatter adds masked tangents of many iterations: each also counts its condition (a sum output, or
+    # a second scatter range), and a row fed only by masked tangents is masked by "count > 0", the union of
+    # their conditions, as the unrolled sweep's masks make it
+    masked = [j for j in kept if bmask[outputs[j]] is not None]
+    values = [btan[outputs[j]] for j in kept] + [_indicator(body, bmask[outputs[j]]) for j in masked]
+    out_ids = [v.id if isinstance(v, Scalar) and v.rec is body else body.const(float(v)) for v in values]
     tangent_body = body.finish(out_ids, (len(out_ids),), ((len(cols.columns),),), None)
     scatter_col = {j: c for c, j in enumerate(j for j, kind in enumerate(m.kinds) if kind is Out.SCATTER)}
     dst_cols = [scatter_col[j] for j in kept if j in scatter_col]
+    count_cols = [scatter_col[j] for j in masked if j in scatter_col]
+    size = m.scatter_size
     dst = m.dst[:, dst_cols] if dst_cols else np.zeros((n, 0), m.dst.dtype)
-    tangents = Map(tangent_body, cols.table(n), tuple(m.kinds[j] for j in kept), dst, m.scatter_size)
+    all_dst = np.concatenate([dst, m.dst[:, count_cols] + size], axis=1) if count_cols else dst
+    tangents = Map(tangent_body, cols.table(n), tuple(m.kinds[j] for j in kept) + tuple(m.kinds[j] for j in masked),
+                   all_dst, size * (2 if count_cols else 1))
     first = rec.emit_map(tangents)
     rows: list = [None] * m.rows
+    row_masks: dict = {}
     old, new = m.offsets(), tangents.offsets()
     for new_off, j in zip(new, kept):
         if m.kinds[j] is not Out.SCATTER:
             for k in range(n if m.kinds[j] is Out.EACH else 1):
                 rows[old[j] + k] = Scalar(rec, first + new_off + k)
+    for new_off, j in zip(new[len(kept):], masked):
+        if m.kinds[j] is Out.SUM:
+            row_masks[old[j]] = _positive(rec, first + new_off)
     # a scatter slot no kept output adds into has no tangent (the unrolled sweep's symbolic zero), not -0.0
     hit = distinct(dst)[0].tolist() if dst.size else []
     at_old, at_new = m.rows - m.scatter_size, tangents.rows - tangents.scatter_size
+    plain = np.zeros(size, bool)
+    plain[m.dst[:, [c for c in dst_cols if c not in set(count_cols)]].ravel()] = True
     for t in hit:
         rows[at_old + t] = Scalar(rec, first + at_new + t)
-    return rows
+        if count_cols and not plain[t]:
+            row_masks[at_old + t] = _positive(rec, first + at_new + size + t)
+    return rows, row_masks

@@ -75,6 +75,21 @@ def test_masked_contributions_united_across_a_loop_boundary():
         assert not np.isnan(tapead.record(f, x, structured=s).hvp(x, v=np.ones(35))).any()
 
 
+def test_masked_tangents_summed_by_a_loop_stay_masked():
+    """A loop's sum of tangents that all came through selects not taken, then an infinite partial (sqrt at 0):
+    the tangent is 0 in every mode, as the unrolled sweep's union of masks gives it."""
+    index = np.repeat(np.arange(35), 2)
+
+    def f(x):
+        return np.sqrt(np.sum(np.where(x[index] > 2.0, x[index] ** 2, 0.0)))
+
+    x = np.linspace(0.0, 1.0, 35)
+    for s in MODES:
+        t = tapead.record(f, x, structured=s)
+        assert t.jvp(x, v=np.ones(35)) == 0.0
+        assert np.array_equal(t.gradient(x), np.zeros(35))
+
+
 # ---- random compositions ----------------------------------------------------------------------------------
 BRANCHES = {  # a function and the threshold above which its partials are finite
     "sqrt": (np.sqrt, 0.0), "log": (np.log, 0.0), "cbrt": (np.cbrt, 0.0), "pow1.5": (lambda v: v ** 1.5, 0.0),
