@@ -17,7 +17,7 @@ import numpy as np
 
 from ..table.ops import BY_CODE
 from .llvm_text import emit_op, literal as _literal
-from ..ir.structure import Map, Out
+from ..ir.structure import Map, Out, distinct
 
 MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
 
@@ -55,12 +55,14 @@ class Plan:
                     columns.append((group[0], col - group[1]))
                     self.data_read |= group[0] == self.data
                     continue
-                for s in np.unique(col).tolist():
+                slots, where = distinct(col)  # each distinct slot looked up once; numpy spreads the offsets
+                offsets = np.empty(len(slots), np.int64)
+                for k, s in enumerate(slots.tolist()):
                     if s not in self.cell and s not in copied:
                         copied[s] = at
                         at += 1
-                columns.append(("%mem", np.array([self.cell.get(s, copied.get(s)) for s in col.tolist()],
-                                                 np.int64)))
+                    offsets[k] = self.cell.get(s, copied.get(s))
+                columns.append(("%mem", offsets[where]))
             self.copies[index] = list(copied.items())
             self.columns[index] = columns
         self.cells = at

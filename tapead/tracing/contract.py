@@ -18,10 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TracingError
-from ..ir.interpret import map_rows
-from ..ir.structure import Map, Out, distinct
+from ..ir.structure import Map, Out
 from . import tracer
-from .maparray import outer_ids
+from .maparray import emit_with_values, outer_ids
 from .recorder import Recorder
 from .tracer import Scalar, TracedArray
 
@@ -44,10 +43,7 @@ def _recorder(v: TracedArray):
     inner = getattr(v, "builder", None)
     if inner is not None:
         return inner.outer
-    for c in v.cells.flat:
-        if type(c) is Scalar:
-            return c.rec
-    return None
+    return tracer.recorder_of(v.cells)
 
 
 def _matrix(a):
@@ -69,7 +65,8 @@ def matrix_product(x, y):
     a, b = _matrix(x), _matrix(y)
     if a is None or b is None or a.shape[1] != b.shape[0] or a.shape[1] < 2:
         return None
-    rec = next((r for r in (_cells_recorder(a), _cells_recorder(b)) if r is not None), None)
+    rec = tracer.recorder_of(a)
+    rec = tracer.recorder_of(b) if rec is None else rec
     n, k = a.shape
     m = b.shape[1]
     if rec is None or rec.map_min is None or n * m < rec.map_min or 2 * k > MAX_BODY:
@@ -78,34 +75,13 @@ def matrix_product(x, y):
     rows = np.repeat(np.arange(n), m)
     cols = np.tile(np.arange(m), n)
     tables = np.concatenate([ids_a[rows], ids_b[:, cols].T], axis=1)
-    first = _emit(rec, Map(_dot_body(k, rec), tables, (Out.EACH,), np.zeros((n * m, 0), np.int32), 0))
+    first = emit_with_values(rec, Map(_dot_body(k, rec), tables, (Out.EACH,), np.zeros((n * m, 0), np.int32), 0))
     out = np.empty((n, m), dtype=object)
     out.reshape(-1)[:] = [Scalar(rec, first + t) for t in range(n * m)]
     return TracedArray(out)
 
 
 MAX_BODY = 4096  # body inputs (2 k) of one product loop
-
-
-def _emit(rec, m: Map) -> int:
-    """Emit map ``m`` into ``rec`` with its rows' values at the recorded point (when every input has one)."""
-    vals = rec.values
-    slots, where = distinct(m.tables)
-    read = [vals[i] for i in slots.tolist()]
-    values = None
-    if all(v is not None for v in read):
-        x = np.array(read, np.float64)[where].reshape(1, m.n, -1)
-        values = map_rows(m, x)[0].tolist()
-    return rec.emit_map(m, values)
-
-
-def _cells_recorder(cells: np.ndarray):
-    if cells.dtype != object:
-        return None
-    for c in cells.flat:
-        if type(c) is Scalar:
-            return c.rec
-    return None
 
 
 def _dot_body(k: int, rec):

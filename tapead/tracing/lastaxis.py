@@ -15,7 +15,7 @@ import numpy as np
 
 from . import tracer
 from .maparray import MapArray
-from .tracer import Scalar, TracedArray, to_cells
+from .tracer import Scalar, TracedArray, recorder_of, shape_of, to_cells
 
 
 class LastAxisMap(TracedArray):
@@ -111,12 +111,6 @@ def _widened(a: MapArray, ndim: int) -> MapArray:
     return MapArray(b, block.reshape((1,) * (ndim - a.ndim) + block.shape))
 
 
-def _shape(a) -> tuple:
-    if isinstance(a, (TracedArray, np.ndarray)):
-        return a.shape
-    return np.shape(to_cells(a)) if isinstance(a, (list, tuple)) else ()
-
-
 def last_axis_loop(fn, args: tuple):
     """``fn`` elementwise over ``args`` as a loop over the result's last axis, or None when the first-axis rule
     applies (or no loop is wanted): an operand is a LastAxisMap, or structured recording is on and the result
@@ -124,14 +118,14 @@ def last_axis_loop(fn, args: tuple):
     if not any(isinstance(a, LastAxisMap) and a.inner.structured for a in args):
         if any(isinstance(a, LastAxisMap) for a in args) or any(type(a) is MapArray for a in args):
             return None
-        shape = np.broadcast_shapes(*(_shape(a) for a in args))
+        shape = np.broadcast_shapes(*(shape_of(a) for a in args))
         if len(shape) < 2:
             return None
         rec = _recorder(args)
         if rec is None or rec.map_min is None or shape[0] >= rec.map_min or shape[-1] < rec.map_min:
             return None
     else:
-        shape = np.broadcast_shapes(*(_shape(a) for a in args))
+        shape = np.broadcast_shapes(*(shape_of(a) for a in args))
         rec = next(a.inner.builder.outer for a in args if isinstance(a, LastAxisMap) and a.inner.structured)
     if not shape or shape[-1] < 2:
         return None
@@ -140,14 +134,11 @@ def last_axis_loop(fn, args: tuple):
 
 
 def _recorder(args: tuple):
-    """The recorder of the first traced scalar among the operands' cells, or None."""
+    """The recorder of the first traced value among the operands, or None."""
     for a in args:
-        if type(a) is TracedArray and a.cells.ndim:
-            for c in a.cells.flat:
-                if type(c) is Scalar:
-                    return c.rec
-        elif isinstance(a, Scalar):
-            return a.rec
+        rec = a.rec if isinstance(a, Scalar) else recorder_of(a.cells) if type(a) is TracedArray else None
+        if rec is not None:
+            return rec
     return None
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from .recorder import _CONST, _INPUT, Recorder
 from ..ir.structure import Map, Out, distinct
 from . import tracer
-from .tracer import Scalar, TracedArray, operand_id, to_cells, wrap
+from .tracer import Scalar, TracedArray, operand_id, recorder_of, shape_of, to_cells, wrap
 
 MAP_MIN = 64  # leading-axis length from which recording keeps an elementwise operation a loop (record(structured=None))
 
@@ -81,24 +81,30 @@ class Builder:
     def emit(self, cells: list, kinds: list) -> list[int]:
         """Emit the map with one output per ``(cell, kind)``; close the builder; the outer node of each output
         (an ``each`` output's first row: iteration k is that plus k)."""
-        from ..ir.interpret import map_rows
         body_rec, outer, n = self.body, self.outer, self.n
         ids = [operand_id(body_rec, c) for c in cells]
         body = body_rec.finish(ids, (len(ids),), ((len(self.inputs.columns),),), None)
         tables = self.inputs.table(n)
         m = Map(body, tables, tuple(kinds), np.zeros((n, 0), np.int32), 0)
-        values = None
-        vals = outer.values
-        slots, where = distinct(tables)  # each slot read once, however many iterations read it
-        read = [vals[i] for i in slots.tolist()]
-        if all(v is not None for v in read):
-            x = np.array(read, np.float64)[where] if read else np.zeros(tables.shape)
-            values = map_rows(m, x.reshape(1, n, -1))[0].tolist()
-        first = outer.emit_map(m, values)
+        first = emit_with_values(outer, m)
         self.closed = True
         if outer.open_maps.get(n) is self:
             del outer.open_maps[n]
         return [first + off for off in m.offsets()]
+
+
+def emit_with_values(rec: Recorder, m: Map) -> int:
+    """Emit map ``m`` into ``rec`` with its rows' values at the recorded point when every slot its tables read
+    has one (guards branch on them); each distinct slot is read once, however many iterations read it."""
+    from ..ir.interpret import map_rows
+    vals = rec.values
+    slots, where = distinct(m.tables)
+    read = [vals[i] for i in slots.tolist()]
+    values = None
+    if all(v is not None for v in read):
+        x = np.array(read, np.float64)[where] if read else np.zeros(m.tables.shape)
+        values = map_rows(m, x.reshape(1, m.n, -1))[0].tolist()
+    return rec.emit_map(m, values)
 
 
 class MapArray(TracedArray):
@@ -363,18 +369,13 @@ def map_recorder(args: tuple):
             break
     if rec is None:
         for a in args:  # (a MapArray materialised by an assignment is an ordinary traced array now)
-            if isinstance(a, TracedArray) and (type(a) is TracedArray or a._flat is not None) and a.cells.ndim:
-                for c in a.cells.flat:
-                    if type(c) is Scalar:
-                        rec = c.rec
-                        break
+            if isinstance(a, TracedArray) and (type(a) is TracedArray or a._flat is not None):
+                rec = recorder_of(a.cells)
                 if rec is not None:
                     break
         if rec is None or rec.map_min is None:
             return None
-    shapes = [a.shape if isinstance(a, (TracedArray, np.ndarray)) else np.shape(to_cells(a))
-              if isinstance(a, (list, tuple)) else () for a in args]
-    shape = np.broadcast_shapes(*shapes)
+    shape = np.broadcast_shapes(*(shape_of(a) for a in args))
     if not shape or (rec.map_min is not None and shape[0] < rec.map_min and
                      not any(type(a) is MapArray and a._flat is None for a in args)):
         return None

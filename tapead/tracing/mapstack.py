@@ -14,7 +14,7 @@ import numpy as np
 
 from . import maparray
 from .maparray import MapArray, operand_block
-from .tracer import TracedArray, to_cells
+from .tracer import TracedArray, shape_of, to_cells
 
 
 def _loop(arrays):
@@ -30,15 +30,11 @@ def _loop(arrays):
     return b
 
 
-def _shape(a) -> tuple:
-    return a.shape if isinstance(a, (TracedArray, np.ndarray)) else np.shape(to_cells(a))
-
-
 def _blocks(arrays, b):
     """One iteration's block of each operand (an operand must run along the loop: first axis ``b.n``)."""
     out = []
     for a in arrays:
-        shape = _shape(a)
+        shape = shape_of(a)
         if not shape or shape[0] != b.n:
             return None
         out.append(np.asarray(operand_block(a, b, shape), dtype=object))
@@ -55,9 +51,9 @@ def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     if out is not None or dtype is not None or not arrays:
         return None
     b = _loop(arrays)
-    if b is None or len({_shape(a) for a in arrays}) != 1:
+    if b is None or len({shape_of(a) for a in arrays}) != 1:
         return None
-    axis = int(axis) % (len(_shape(arrays[0])) + 1)
+    axis = int(axis) % (len(shape_of(arrays[0])) + 1)
     if axis == 0:  # along the loop axis: a new array of loops, not one loop
         return None
     blocks = _blocks(arrays, b)
@@ -71,9 +67,9 @@ def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     b = _loop(arrays)
     if b is None:
         return None
-    ndim = len(_shape(arrays[0]))
+    ndim = len(shape_of(arrays[0]))
     axis = int(axis) % max(ndim, 1)
-    if axis == 0 or any(len(_shape(a)) != ndim for a in arrays):
+    if axis == 0 or any(len(shape_of(a)) != ndim for a in arrays):
         return None
     blocks = _blocks(arrays, b)
     return None if blocks is None else MapArray(b, np.concatenate(blocks, axis=axis - 1))
@@ -86,7 +82,7 @@ def matmul(x, y):
     done = times_constant(x, y)
     if done is not None:
         return done
-    if len(_shape(x)) < 3 or len(_shape(x)) != len(_shape(y)):  # the loop axis must be a batch axis of both
+    if len(shape_of(x)) < 3 or len(shape_of(x)) != len(shape_of(y)):  # the loop axis must be a batch axis of both
         return None
     b = _loop((x, y))
     if b is None:
@@ -109,7 +105,7 @@ def times_constant(a, w):
 
 
 def _small_square(a) -> bool:
-    s = _shape(a)
+    s = shape_of(a)
     return len(s) == 3 and s[1] == s[2] and 1 <= s[1] <= 3
 
 

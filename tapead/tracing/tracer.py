@@ -217,6 +217,22 @@ def to_cells(a):
     return a
 
 
+def recorder_of(cells):
+    """The recorder of the first traced scalar in an object array of cells, or None."""
+    if isinstance(cells, np.ndarray) and cells.dtype == object:
+        for c in cells.flat:
+            if type(c) is Scalar:
+                return c.rec
+    return None
+
+
+def shape_of(a) -> tuple:
+    """The shape an operand broadcasts with: arrays' own, nested lists' numpy shape, scalars ()."""
+    if isinstance(a, (TracedArray, np.ndarray)):
+        return a.shape
+    return np.shape(to_cells(a)) if isinstance(a, (list, tuple)) else ()
+
+
 def wrap(r):
     """Back from numpy: 0-d -> Scalar or float, object arrays -> TracedArray, tuples elementwise."""
     if isinstance(r, tuple):
