@@ -185,6 +185,12 @@ def records(tape) -> int:
     return int((tape.code[:, 0] >= 0).sum()) + sum(len(m.body) for m in tape.maps)
 
 
+def work(tape) -> int:
+    """What one evaluation of a tape executes: its scalar instructions plus each map's body once per iteration
+    (the size of ``scalar(tape)``, computed without unrolling)."""
+    return int((tape.code[:, 0] >= 0).sum()) + sum(m.n * len(m.body) for m in tape.maps)
+
+
 def scalar(tape):
     """The tape with every map unrolled into scalar instructions (the tape itself when it has no maps)."""
     if not tape.maps:

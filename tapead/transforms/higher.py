@@ -7,16 +7,23 @@ tapes: printable, compilable, and differentiable again.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from . import ad
 from .ad import node_ids, keep_guards, backward, forward, fresh, replay
 from ..errors import InputError
 from . import separable
-from ..ir.structure import scalar
+from ..ir.structure import scalar, work
 from ..ir.tape import Tape
 
 _MODES = ("auto", "forward", "reverse")
+# A tape with loops that executes at most this many instructions unrolled has its Hessian and HVP tapes built
+# both ways (structured, and from the unrolled tape), keeping the one that executes less: for small loops the
+# structured derivative (scatters, masks, loop bookkeeping) can be several times the unrolled one, and at
+# this size building both costs milliseconds and compiling either is cheap.
+BOTH_WAYS = 4_000
 
 
 # ---- building blocks ----------------------------------------------------------------------------------
@@ -139,6 +146,30 @@ def _hessian_sweeps(tape: Tape, weights: bool) -> tuple:
     return rec, g, [vals[s] for s in g.outputs.tolist()], _symmetric(T, n, row0)
 
 
+def _lighter(structured: Tape, unrolled: Callable[[], Tape]) -> Tape:
+    """``structured``, or ``unrolled()`` when that executes fewer instructions (ties keep the structure)."""
+    other = unrolled()
+    return other if work(other) < work(structured) else structured
+
+
+def _separable_hessian(tape: Tape, with_value_gradient: bool) -> Tape | None:
+    """The partially separable Hessian (``separable.hessian``) when the tape is one and it is the lighter form:
+    for a small tape the scalar algorithm's Hessian is built too, and the separable one kept unless that one
+    executes fewer instructions. The choice is the same for ``hessian_tape`` and
+    ``value_gradient_hessian_tape`` (both read it from the tape's memo), so their Hessians stay bit for bit
+    equal."""
+    sep = separable.hessian(tape, hessian_tape, with_value_gradient)
+    if sep is None or work(tape) > BOTH_WAYS:
+        return sep
+
+    def separable_pays() -> bool:
+        alone = sep if not with_value_gradient else separable.hessian(tape, hessian_tape, False)
+        rec, g, _, H = _hessian_sweeps(tape, False)
+        return work(alone) <= work(finish_tape(rec, g, H, (tape.n_inputs, tape.n_inputs)))
+
+    return sep if tape.memo("separable_hessian_pays", separable_pays) else None
+
+
 def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
     """The dense, symmetric Hessian tape ``(n_inputs, n_inputs)`` of a scalar tape, by forward-over-reverse.
 
@@ -149,7 +180,7 @@ def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
     Hessian scattered into place instead.
     """
     if not weights:
-        sep = separable.hessian(tape, hessian_tape, False)
+        sep = _separable_hessian(tape, False)
         if sep is not None:
             return sep
     rec, g, _, H = _hessian_sweeps(tape, weights)
@@ -158,13 +189,18 @@ def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
 
 def hvp_tape(tape: Tape) -> Tape:
     """Hessian-vector products of a scalar tape: inputs ``(x..., v...)`` (``v`` shaped like the arguments),
-    output ``H(x) v`` flattened ``(n_inputs,)``; forward-over-reverse, i.e. ``jvp(grad(tape))``."""
-    return ad.jvp(gradient_program(tape, False))
+    output ``H(x) v`` flattened ``(n_inputs,)``; forward-over-reverse, i.e. ``jvp(grad(tape))``. A small tape
+    with loops gets whichever of the structured and the unrolled forward sweep executes less (``BOTH_WAYS``)."""
+    g = gradient_program(tape, False)
+    hvp = ad.jvp(g)
+    if not g.maps or work(tape) > BOTH_WAYS:
+        return hvp
+    return _lighter(hvp, lambda: ad.jvp(scalar(g)))
 
 
 def value_gradient_hessian_tape(tape: Tape) -> Tape:
     """One tape with outputs ``[value, gradient (n), Hessian (n * n, row-major)]`` of a scalar tape."""
-    sep = separable.hessian(tape, hessian_tape, True)
+    sep = _separable_hessian(tape, True)
     if sep is not None:
         return sep
     rec, g, first, H = _hessian_sweeps(tape, False)
