@@ -14,7 +14,7 @@ import numpy as np
 from . import ad
 from .ad import node_ids, keep_guards, backward, forward, fresh, replay
 from ..errors import InputError
-from . import separable
+from . import directions, separable
 from ..ir.structure import scalar, work
 from ..ir.tape import Tape
 
@@ -73,7 +73,11 @@ def resolve_outputs(tape: Tape, mode: str) -> str:
 def _jacobian_matrix(tape: Tape, mode: str) -> tuple:
     """(recorder, J) with J[i][j] = d output i / d input j, as recorded values (tracers, floats or None)."""
     m, n = tape.n_outputs, tape.n_inputs
-    if resolve_outputs(tape, mode) == "forward":
+    forward_mode = resolve_outputs(tape, mode) == "forward"
+    flat = scalar(tape) if forward_mode or not tape.maps else None  # (reverse sweeps keep a tape's loops)
+    if flat is not None and (directions.as_loop(flat, n) if forward_mode else directions.as_reverse_loop(flat)):
+        return directions.jacobian_loop(flat, not forward_mode)
+    if forward_mode:
         rec, _, cols = tangent_sweeps(scalar(tape), [(j,) for j in range(n)])
         return rec, [[cols[j][i] for j in range(n)] for i in range(m)]
     rec, xs, ps = fresh(tape)
@@ -142,6 +146,9 @@ def _hessian_sweeps(tape: Tape, weights: bool) -> tuple:
     g, row0 = (ad.vjp(tape), 0) if weights else (ad.value_and_grad(tape), 1)
     g = scalar(g)  # forward sweeps read scalar instructions, and the slots read below are the sweeps' slots
     n = tape.n_inputs
+    if directions.as_loop(g, n):  # every direction reaches most of g: one loop over directions
+        rec, first, H = directions.hessian_loop(g, n, row0)
+        return rec, g, first, H
     rec, vals, T = tangent_sweeps(g, [(j,) for j in range(n)])
     return rec, g, [vals[s] for s in g.outputs.tolist()], _symmetric(T, n, row0)
 
@@ -167,7 +174,8 @@ def _separable_hessian(tape: Tape, with_value_gradient: bool) -> Tape | None:
         rec, g, _, H = _hessian_sweeps(tape, False)
         return work(alone) <= work(finish_tape(rec, g, H, (tape.n_inputs, tape.n_inputs)))
 
-    return sep if tape.memo("separable_hessian_pays", separable_pays) else None
+    ir = getattr(tape, "tape", tape)  # (a Function reads through to its Tape)
+    return sep if ir.memo("separable_hessian_pays", separable_pays) else None
 
 
 def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
