@@ -27,6 +27,7 @@ import numpy as np
 
 from .ad import backward, forward, fresh, keep_guards, node_ids, replay, _zero_if_none
 from ..ir.structure import Map, Out
+from ..table.ops import BY_CODE
 from ..ir.tape import Tape
 from ..tracing.recorder import Recorder
 from ..tracing.tracer import Scalar
@@ -36,36 +37,64 @@ from ..tracing.tracer import Scalar
 # of it). Below, the unrolled sweeps compile in about a second and evaluate faster.
 LOOP_OVER = 60_000
 DENSE_FACTOR = 8
+# The largest body the loop takes: a loop body is compiled as one function, whose cost grows faster than
+# linearly (a 160,000-instruction HVP body of x.T A x with n = 200 did not compile in minutes), where unrolled
+# sweeps are cut into pieces of linear cost. Beyond it the sweeps are unrolled as before.
+BODY_LIMIT = 60_000
 
 
 def sweep_size(g: Tape, inputs: int) -> int:
-    """The instructions forward sweeps along each of the first ``inputs`` unit directions record, estimated as
-    the sum over instructions of the number of those inputs each depends on (a bitset per slot)."""
-    reach = [1 << i if i < inputs else 0 for i in range(g.n_inputs)] + [0] * (g.n_slots - g.n_inputs)
-    total, first = 0, g.first_result
-    for row, (_, *args) in enumerate(g.code.tolist()):
-        r = 0
+    """The instructions forward sweeps along each of the first ``inputs`` unit directions record, estimated per
+    instruction and direction with two bitsets per slot: ``reach`` (the slot depends on the direction's input)
+    and ``varying`` (its tangent is not a constant). Seeds are the constant 1.0, and the tangent of an
+    instruction linear in its arguments with constant coefficients (``Op.weights``: sums, differences, products
+    with a constant) is a constant combination of theirs, which recording folds; any other instruction's
+    tangent varies wherever it is reached. A direction records the instructions whose tangent varies there."""
+    n = g.n_inputs
+    reach = [1 << i if i < inputs else 0 for i in range(n)] + [0] * (g.n_slots - n)
+    varying = [0] * g.n_slots
+    total, first, first_const = 0, g.first_result, g.first_const
+    consts = g.consts.tolist()
+    for row, (code, *args) in enumerate(g.code.tolist()):
+        op = BY_CODE[code]
+        args = args[:op.arity]
+        r = v = 0
         for a in args:
-            if a >= 0:
-                r |= reach[a]
-        reach[first + row] = r
-        total += r.bit_count()
+            r |= reach[a]
+            v |= varying[a]
+        if op.no_derivative:
+            r = v = 0
+        elif r and (op.weights is None or op.weights(1.0, *(consts[a - first_const] if first_const <= a < first
+                                                              else None for a in args)) is None):
+            v = r
+        reach[first + row], varying[first + row] = r, v
+        total += v.bit_count()
     return total
 
 
 def reverse_sweep_size(g: Tape) -> int:
-    """The instructions reverse sweeps from each output record, estimated as the sum over instructions of the
-    number of outputs depending on each."""
-    reach = [0] * g.n_slots
+    """The instructions reverse sweeps from each output record, estimated as ``sweep_size`` does in the other
+    direction: a cotangent varies where a varying cotangent reaches it, or where it passes an instruction that
+    is not linear with constant coefficients."""
+    reach, varying = [0] * g.n_slots, [0] * g.n_slots
     for k, s in enumerate(g.outputs.tolist()):
         reach[s] |= 1 << k
-    total, first = 0, g.first_result
-    for row in range(len(g.code) - 1, -1, -1):
+    total, first, first_const = 0, g.first_result, g.first_const
+    consts = g.consts.tolist()
+    code = g.code.tolist()
+    for row in range(len(code) - 1, -1, -1):
         r = reach[first + row]
-        total += r.bit_count()
-        for a in g.code[row, 1:].tolist():
-            if a >= 0:
-                reach[a] |= r
+        op = BY_CODE[code[row][0]]
+        if not r or op.no_derivative:
+            continue
+        args = code[row][1:1 + op.arity]
+        linear = op.weights is not None and op.weights(1.0, *(consts[a - first_const] if first_const <= a < first
+                                                               else None for a in args)) is not None
+        v = varying[first + row] if linear else r
+        total += v.bit_count()
+        for a in args:
+            reach[a] |= r
+            varying[a] |= v
     return total
 
 
@@ -86,10 +115,14 @@ def as_reverse_loop(g: Tape) -> bool:
     return _large(g, g.n_outputs, lambda: reverse_sweep_size(g))
 
 
-def _body(g: Tape, directions: int, reverse: bool, row0: int = 0) -> Tape:
+def _body(g: Tape, directions: int, reverse: bool, row0: int = 0) -> Tape | None:
     """A map body of one input vector ``[g's inputs, g's params, d]`` (no params, no guards): forward, the
     tangents of ``g``'s outputs from ``row0`` along ``d`` (``directions`` components, g's first inputs);
-    reverse, the cotangents of g's inputs for the output weights ``d``."""
+    reverse, the cotangents of g's inputs for the output weights ``d``. None when it would exceed
+    ``BODY_LIMIT`` (a body is at least the part of ``g`` its directions reach, so a ``g`` of twice the limit
+    is not tried)."""
+    if len(g.code) > 2 * BODY_LIMIT:
+        return None
     rec = Recorder(assume_finite=g.assume_finite)  # (no params: g's are inputs of the body)
     xs = [Scalar(rec, rec.input()) for _ in range(g.n_inputs + g.n_params + directions)]
     x, p, d = xs[:g.n_inputs], xs[g.n_inputs:g.n_inputs + g.n_params], xs[g.n_inputs + g.n_params:]
@@ -99,7 +132,8 @@ def _body(g: Tape, directions: int, reverse: bool, row0: int = 0) -> Tape:
     else:
         tan = forward(g, vals, list(d) + [None] * (g.n_inputs - directions))
         outs = _zero_if_none(tan[s] for s in g.outputs.tolist()[row0:])
-    return rec.finish(node_ids(rec, outs), (len(outs),), ((len(xs),),), None)
+    body = rec.finish(node_ids(rec, outs), (len(outs),), ((len(xs),),), None)
+    return body if len(body.code) <= BODY_LIMIT else None
 
 
 def _over_unit_directions(g: Tape, body: Tape, count: int) -> tuple:
@@ -119,9 +153,13 @@ def _over_unit_directions(g: Tape, body: Tape, count: int) -> tuple:
 
 def hessian_loop(g: Tape, inputs: int, row0: int) -> tuple:
     """``(recorder, outputs of g, H)`` like ``higher._hessian_sweeps``, the ``inputs x inputs`` entries ``H``
-    (row-major) read from one map over the unit directions (see the module docstring). ``g`` is a scalar
-    gradient program whose outputs from ``row0`` are the gradient."""
-    rec, vals, first = _over_unit_directions(g, _body(g, inputs, False, row0), inputs)
+    (row-major) read from one map over the unit directions (see the module docstring), or None when the body
+    would exceed ``BODY_LIMIT``. ``g`` is a scalar gradient program whose outputs from ``row0`` are the
+    gradient."""
+    body = _body(g, inputs, False, row0)
+    if body is None:
+        return None
+    rec, vals, first = _over_unit_directions(g, body, inputs)
     # H[i, j] = output min(i, j) along direction max(i, j), as the unrolled sweeps read it
     H = [Scalar(rec, first + min(i, j) * inputs + max(i, j)) for i in range(inputs) for j in range(inputs)]
     return rec, [vals[s] for s in g.outputs.tolist()], H
@@ -130,10 +168,13 @@ def hessian_loop(g: Tape, inputs: int, row0: int) -> tuple:
 def jacobian_loop(tape: Tape, reverse: bool) -> tuple:
     """``(recorder, J)`` like ``higher._jacobian_matrix`` (``J[i][j]`` = d output i / d input j) from one map:
     forward sweeps along the unit input directions, or reverse sweeps from the unit output weights, of the
-    scalar ``tape``."""
+    scalar ``tape``; None when the body would exceed ``BODY_LIMIT``."""
     m, n = tape.n_outputs, tape.n_inputs
     count = m if reverse else n
-    rec, _, first = _over_unit_directions(tape, _body(tape, count, reverse), count)
+    body = _body(tape, count, reverse)
+    if body is None:
+        return None
+    rec, _, first = _over_unit_directions(tape, body, count)
     if reverse:  # body output j (input j) for output weight i
         return rec, [[Scalar(rec, first + j * m + i) for j in range(n)] for i in range(m)]
     return rec, [[Scalar(rec, first + i * n + j) for j in range(n)] for i in range(m)]

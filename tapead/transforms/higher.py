@@ -76,7 +76,9 @@ def _jacobian_matrix(tape: Tape, mode: str) -> tuple:
     forward_mode = resolve_outputs(tape, mode) == "forward"
     flat = scalar(tape) if forward_mode or not tape.maps else None  # (reverse sweeps keep a tape's loops)
     if flat is not None and (directions.as_loop(flat, n) if forward_mode else directions.as_reverse_loop(flat)):
-        return directions.jacobian_loop(flat, not forward_mode)
+        loop = directions.jacobian_loop(flat, not forward_mode)
+        if loop is not None:
+            return loop
     if forward_mode:
         rec, _, cols = tangent_sweeps(scalar(tape), [(j,) for j in range(n)])
         return rec, [[cols[j][i] for j in range(n)] for i in range(m)]
@@ -146,8 +148,9 @@ def _hessian_sweeps(tape: Tape, weights: bool) -> tuple:
     g, row0 = (ad.vjp(tape), 0) if weights else (ad.value_and_grad(tape), 1)
     g = scalar(g)  # forward sweeps read scalar instructions, and the slots read below are the sweeps' slots
     n = tape.n_inputs
-    if directions.as_loop(g, n):  # every direction reaches most of g: one loop over directions
-        rec, first, H = directions.hessian_loop(g, n, row0)
+    loop = directions.hessian_loop(g, n, row0) if directions.as_loop(g, n) else None
+    if loop is not None:  # every direction reaches most of g: one loop over directions
+        rec, first, H = loop
         return rec, g, first, H
     rec, vals, T = tangent_sweeps(g, [(j,) for j in range(n)])
     return rec, g, [vals[s] for s in g.outputs.tolist()], _symmetric(T, n, row0)

@@ -108,6 +108,16 @@ def test_hessian_loop_keeps_the_guards(always):
         assert_close(fun.hessian(x), fd_hessian(fun.gradient, x), rtol=1e-6)
 
 
+def test_a_body_over_the_limit_leaves_the_sweeps_unrolled(always, monkeypatch):
+    monkeypatch.setattr(directions, "BODY_LIMIT", 10)
+    x = RNG.uniform(-1, 1, 7)
+    tape = tapead.record(dense, x, structured=False).tape
+    H = higher.hessian_tape(tape)
+    assert not H.maps
+    assert np.array_equal(tapead.evaluate(H, x), tapead.evaluate(unrolled(higher.hessian_tape, tape), x))
+    assert not higher.jacobian_tape(tapead.record(lambda x: np.tanh(np.outer(x, x)).ravel(), x).tape).maps
+
+
 def test_only_dense_large_sweeps_become_loops():
     chain = tapead.record(rosenbrock, rosenbrock_start(400), structured=False).tape  # each direction reaches a few instructions
     assert not directions.as_loop(scalar(ad.value_and_grad(chain)), chain.n_inputs)
