@@ -22,13 +22,17 @@ def interpret(tape: Tape, x: np.ndarray, p: np.ndarray | None = None) -> tuple[n
     for i, c in enumerate(tape.consts.tolist()):
         slots[tape.first_const + i] = np.full(n, c)
     first = tape.first_result
+    free = tape.memo("interpret_last_reads", lambda: _last_reads(tape))
     with np.errstate(all="ignore"):
-        for step in walk(tape):
+        for k, step in enumerate(walk(tape)):
             if step.map is not None:
                 _run_map(step.map, slots, first + step.start, n)
             else:
                 slots[first + step.start] = np.asarray(step.row.numpy(*(slots[a] for a in step.args)),
                                                        dtype=np.float64)
+                for a in free.get(k, ()):
+                    slots[a] = None  # read for the last time: a loop body over millions of iterations holds
+                    # only the arrays still to be read, not one per instruction
     out = np.empty((n, tape.n_outputs))
     for j, s in enumerate(tape.outputs.tolist()):
         out[:, j] = slots[s]
@@ -36,6 +40,28 @@ def interpret(tape: Tape, x: np.ndarray, p: np.ndarray | None = None) -> tuple[n
     for s, expected in tape.guards.tolist():
         ok &= (slots[s] != 0.0) == bool(expected)
     return out, ok
+
+
+def _last_reads(tape: Tape) -> dict[int, list[int]]:
+    """Instruction step -> the slots it reads for the last time (no later step, output or guard reads them).
+    Slots a map reads are kept (maps are few; their tables can be long)."""
+    steps = walk(tape)
+    end = len(steps)
+    last = [-1] * tape.n_slots
+    for k, step in enumerate(steps):
+        if step.map is None:
+            for a in step.args:
+                last[a] = k
+        else:
+            for a in np.unique(step.map.tables).tolist():
+                last[a] = end
+    for s in tape.outputs.tolist() + [g for g, _ in tape.guards.tolist()]:
+        last[s] = end
+    free: dict[int, list[int]] = {}
+    for s, k in enumerate(last):
+        if 0 <= k < end:
+            free.setdefault(k, []).append(s)
+    return free
 
 
 def _run_map(m, slots: list, start: int, n: int) -> None:
