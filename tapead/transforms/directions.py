@@ -37,10 +37,11 @@ from ..tracing.tracer import Scalar
 # of it). Below, the unrolled sweeps compile in about a second and evaluate faster.
 LOOP_OVER = 60_000
 DENSE_FACTOR = 8
-# The largest body the loop takes: a loop body is compiled as one function, whose cost grows faster than
-# linearly (a 160,000-instruction HVP body of x.T A x with n = 200 did not compile in minutes), where unrolled
-# sweeps are cut into pieces of linear cost. Beyond it the sweeps are unrolled as before.
-BODY_LIMIT = 60_000
+# The largest body plus gradient program the loop takes. The kernel keeps a loop while the body and the code
+# around it stay within the backend's loop budget (``codegen.LOOP_CUT``, 200,000 records); beyond it the loop
+# would be unrolled, n_inputs copies of the body (x.T A x with n = 200: 32 million instructions, out of memory).
+# Bodies of this size compile at O0 in about a second (a 76,000-instruction weighted eigh HVP: 1.1 s).
+BODY_LIMIT = 150_000
 
 
 def sweep_size(g: Tape, inputs: int) -> int:
@@ -118,10 +119,9 @@ def as_reverse_loop(g: Tape) -> bool:
 def _body(g: Tape, directions: int, reverse: bool, row0: int = 0) -> Tape | None:
     """A map body of one input vector ``[g's inputs, g's params, d]`` (no params, no guards): forward, the
     tangents of ``g``'s outputs from ``row0`` along ``d`` (``directions`` components, g's first inputs);
-    reverse, the cotangents of g's inputs for the output weights ``d``. None when it would exceed
-    ``BODY_LIMIT`` (a body is at least the part of ``g`` its directions reach, so a ``g`` of twice the limit
-    is not tried)."""
-    if len(g.code) > 2 * BODY_LIMIT:
+    reverse, the cotangents of g's inputs for the output weights ``d``. None when the body and ``g`` together
+    would exceed ``BODY_LIMIT`` (a ``g`` over the limit alone is not tried)."""
+    if len(g.code) > BODY_LIMIT:
         return None
     rec = Recorder(assume_finite=g.assume_finite)  # (no params: g's are inputs of the body)
     xs = [Scalar(rec, rec.input()) for _ in range(g.n_inputs + g.n_params + directions)]
@@ -133,7 +133,7 @@ def _body(g: Tape, directions: int, reverse: bool, row0: int = 0) -> Tape | None
         tan = forward(g, vals, list(d) + [None] * (g.n_inputs - directions))
         outs = _zero_if_none(tan[s] for s in g.outputs.tolist()[row0:])
     body = rec.finish(node_ids(rec, outs), (len(outs),), ((len(xs),),), None)
-    return body if len(body.code) <= BODY_LIMIT else None
+    return body if len(body.code) + len(g.code) <= BODY_LIMIT else None
 
 
 def _over_unit_directions(g: Tape, body: Tape, count: int) -> tuple:

@@ -127,6 +127,11 @@ def test_only_dense_large_sweeps_become_loops():
     assert directions.as_loop(scalar(ad.value_and_grad(tape)), 36)
 
 
+def J_w(fun, x, w):
+    """w . J(x), flat: the gradient of w . f."""
+    return np.tensordot(w, fun.jacobian(x), 1).ravel()
+
+
 def test_eigh_hessian_and_jacobian_as_loops_against_finite_differences_and_jax():
     M = RNG.standard_normal((6, 6))
     x = M.ravel()
@@ -137,6 +142,10 @@ def test_eigh_hessian_and_jacobian_as_loops_against_finite_differences_and_jax()
     parts = tapead.record(eigh_parts, x)
     J = parts.jacobian(x)
     assert_close(J, fd_jacobian(eigh_parts, x), rtol=1e-6, scale=np.abs(J).max())
+    w = RNG.standard_normal(42)  # the Lagrangian Hessian: a loop too (17 s of unrolled sweeps before)
+    Hw = parts.hessian(x, weights=w)
+    assert higher.hessian_tape(parts.tape, weights=True).maps
+    assert_close(Hw.reshape(36, 36), fd_jacobian(lambda y: J_w(parts, y, w), x), rtol=1e-6, scale=np.abs(Hw).max())
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
     before = jax.config.jax_enable_x64
