@@ -36,6 +36,17 @@ IR_VIEW = ("input_sizes", "n_inputs", "n_params", "n_outputs", "first_const", "f
 _NO_ARGUMENT = object()  # the first argument of a call that passed none (a tape of no arguments)
 
 
+def _jacobian_shape(fun) -> tuple:
+    return fun.output_shape + fun.input_shapes[0]
+
+
+_HESSIAN = ("hessian_tape", False)  # the key of the dense Hessian's Function in ``state.derived``
+
+
+def _hessian_shape(fun) -> tuple:
+    return fun.input_shapes[0] * 2
+
+
 def _fast_ok(threads) -> bool:
     """Whether a single-point native call may be tried: ``threads`` is one the Python path accepts (else that
     path raises the error), so the fast path never accepts what the Python path refuses."""
@@ -212,8 +223,7 @@ class Function:
         ``"forward"``/``"reverse"`` force one.
         """
         if type(out) is np.ndarray and not more and x is not _NO_ARGUMENT and \
-                self._fast_derived(("jacobian_blocks_tape", mode), x, params, out,
-                                   self.output_shape + self.input_shapes[0]):
+                self._fast_derived(("jacobian_blocks_tape", mode), x, params, out, _jacobian_shape):
             return out
         args = more if x is _NO_ARGUMENT else (x, *more)
         if _lazy(args, params):
@@ -224,7 +234,7 @@ class Function:
     def hessian(self, x=_NO_ARGUMENT, /, *more, params=None, out=None, weights=None):
         """Dense symmetric Hessian of a scalar tape (forward-over-reverse); ``weights=w``: Hessian of ``w . f``."""
         if type(out) is np.ndarray and weights is None and not more and x is not _NO_ARGUMENT and \
-                self._fast_derived(("hessian_tape", False), x, params, out, self.input_shapes[0] * 2):
+                self._fast_derived(_HESSIAN, x, params, out, _hessian_shape):
             return out
         args = more if x is _NO_ARGUMENT else (x, *more)
         if _lazy(args, params, weights):
@@ -233,15 +243,22 @@ class Function:
         return hessian(self, *args, params=params, out=out, weights=weights)
 
     def _fast_derived(self, key, x, params, out: np.ndarray, shape) -> bool:
-        """Single point through a derived tape's native entry when ``out`` is exactly right (else False)."""
-        d = self.state.derived.get(key)
-        entry = None if d is None else d._entries[0]
-        if entry is None or out.shape != shape:
+        """Single point through a derived tape's native entry when ``out`` is exactly right (else False).
+        ``shape(self)``: the out shape this call takes."""
+        hit = self.state.fast_derived.get(key)
+        if hit is None:
+            d = self.state.derived.get(key)  # (set once per key, never replaced)
+            if d is None or d._entries[0] is None:
+                return False
+            hit = self.state.fast_derived[key] = (d, shape(self), d.output_shape)
+        d, expected, output_shape = hit
+        entry = d._entries[0]
+        if entry is None or out.shape != expected:  # (entries are dropped in a forked child, for example)
             return False
-        if out.shape != d.output_shape:  # a reshaped view is the same memory only for C-contiguous arrays
+        if expected != output_shape:  # a reshaped view is the same memory only for C-contiguous arrays
             if not out.flags.c_contiguous:
                 return False
-            out = out.reshape(d.output_shape)
+            out = out.reshape(output_shape)
         return entry(x, params, out) is not FALLBACK
 
     def hvp(self, *args, v, params=None):

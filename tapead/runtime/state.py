@@ -10,7 +10,7 @@ from typing import Any
 
 class EvaluationState:
     __slots__ = ("kernels", "programs", "derived", "natives", "paths", "mixed", "retired", "upgraded", "patterns",
-                 "shipments")
+                 "shipments", "fast_derived")
 
     def __init__(self):
         self.kernels: dict[str, tuple] = {}  # kind -> (the tape compiled, or None for this one; Kernel)
@@ -23,3 +23,6 @@ class EvaluationState:
         self.upgraded = 0  # background O2 builds swapped in
         self.patterns: dict[Any, Any] = {}  # what -> sparsity patterns of assembly
         self.shipments: dict[Any, Any] = {}  # what -> the tapes as Dask ships them to workers
+        # what -> (the derived Function, the out shape its fast path takes, its tape's output shape): read by
+        # every single-point Hessian or Jacobian call, so those shapes are looked up once
+        self.fast_derived: dict[tuple, tuple] = {}
