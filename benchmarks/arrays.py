@@ -11,9 +11,12 @@ Families (each but the first also in a second spelling that must cost the same):
 - ``logreg_matmul`` / ``logreg_sum``: logistic regression with ``X @ w`` and ``np.sum(X * w, axis=1)``, ``X``
   and ``y`` closure constants; hand-written: ``X.T @ (sigmoid(X w) - y) / n``.
 - ``quadratic``: ``x.T @ A @ x``; hand-written: ``(A + A.T) @ x``.
+- ``eigh_hessian``: the dense Hessian (not the gradient) of a scalar of a k x k ``eigh``'s eigenvalues and
+  eigenvectors (lower triangle read, as numpy); JAX is the peer (``jit(hessian)``, its LAPACK rule).
 
-Columns: record seconds, first gradient seconds (derive + compile + call), replay per call of tapead, the
-hand-written gradient and JAX ``jit(grad)`` (medians of alternating rounds), JAX's first call (trace + compile),
+Columns: record seconds, first result seconds (derive + compile + call; the gradient, the Hessian for
+``*_hessian``), replay per call of tapead, the hand-written gradient and JAX ``jit(grad)`` (``jit(hessian)``)
+(medians of alternating rounds), JAX's first call (trace + compile),
 the tape's op count and the peak RSS. Every tapead gradient is checked against the hand-written one or JAX.
 """
 from __future__ import annotations
@@ -28,9 +31,9 @@ import time
 import numpy as np
 
 CASES = {"mlp": (256,), "lj_rows": (100, 300), "lj_cols": (100, 300), "neo_stack": (10000,), "neo_components": (10000,),
-         "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000)}
+         "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000), "eigh_hessian": (4, 6)}
 QUICK = {"mlp": (64,), "lj_rows": (100,), "lj_cols": (100,), "neo_stack": (1000,), "neo_components": (1000,),
-         "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,)}
+         "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,), "eigh_hessian": (6,)}
 
 
 def _lj(n: int, xp, cols: bool):
@@ -116,6 +119,18 @@ def _quadratic(n: int, xp):
     return f, np.linspace(-1, 1, n), lambda x: (A + A.T) @ x
 
 
+def _eigh(k: int, xp):
+    def f(x):
+        A = x.reshape(k, k)
+        if xp is np:
+            w, v = np.linalg.eigh(A, UPLO="L")
+        else:  # numpy reads the lower triangle only: so does this
+            w, v = xp.linalg.eigh(xp.tril(A) + xp.tril(A, -1).T)
+        return xp.sum(w * xp.sin(w)) + xp.sum(v[0] ** 2 * w)
+
+    return f, np.random.default_rng(3).normal(size=k * k), None
+
+
 def _mlp(batch: int, xp):
     """An 8-64-64-1 tanh network's mean squared error over a batch, parameters flattened; hand-written: numpy
     backpropagation (BLAS products)."""
@@ -166,6 +181,8 @@ def build(name: str, size: int, xp):
         return _neo(size, xp, name == "neo_stack")
     if name.startswith("logreg_"):
         return _logreg(size, xp, name == "logreg_matmul")
+    if name == "eigh_hessian":
+        return _eigh(size, xp)
     return _quadratic(size, xp)
 
 
@@ -191,13 +208,15 @@ def run_case(name: str, size: int) -> dict:
     f, x, hand = build(name, size, np)
     t0 = time.perf_counter()
     t = tapead.record(f, x)
+    hessian = name.endswith("_hessian")  # the dense Hessian is what this family measures
+    derivative = t.hessian if hessian else t.gradient
     t1 = time.perf_counter()
-    g = t.gradient(x)
+    g = derivative(x)
     t2 = time.perf_counter()
     out = {"case": name, "size": size, "record": t1 - t0, "first": t2 - t1, "ops": len(t), "loops": len(t.maps),
            "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
     buf = np.empty_like(g)
-    fns = {"tapead": lambda: t.gradient(x, out=buf)}
+    fns = {"tapead": lambda: derivative(x, out=buf)}
     if hand is not None:
         fns["hand"] = lambda: hand(x)
         out["err_hand"] = float(np.max(np.abs(g - hand(x))) / max(1.0, np.max(np.abs(g))))
@@ -205,7 +224,7 @@ def run_case(name: str, size: int) -> dict:
         import jax
         jax.config.update("jax_enable_x64", True)
         jf, _, _ = build(name, size, jax.numpy)
-        jg = jax.jit(jax.grad(jf))
+        jg = jax.jit((jax.hessian if hessian else jax.grad)(jf))
         xj = jax.numpy.asarray(x)
         jax.block_until_ready(jax.jit(lambda v: v * 2)(xj))  # the backend is warm before the first call is timed
         t3 = time.perf_counter()
@@ -242,7 +261,7 @@ def _ms(v) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ("| case | size | ops | record s | first gradient s | JAX first s | replay tapead ms | hand ms | JAX ms | "
+    head = ("| case | size | ops | record s | first result s | JAX first s | replay tapead ms | hand ms | JAX ms | "
             "tapead/hand | tapead/JAX | peak RSS GB |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:

@@ -22,6 +22,15 @@ def test_a_case_checks_its_gradient(name, size):
     assert f"| {name} | {size} |" in table and "timeout" in table
 
 
+def test_the_hessian_family_checks_its_hessian():
+    r = arrays.run_case("eigh_hessian", 3)
+    assert r.get("err_jax", 0.0) < 1e-10 and r["replay_tapead"] > 0 and r["ops"] == len(
+        tapead.record(*arrays.build("eigh_hessian", 3, np)[:2]))
+    f, x, _ = arrays.build("eigh_hessian", 3, np)
+    H = tapead.record(f, x).hessian(x)
+    assert np.array_equal(H, H.T) and H.shape == (9, 9)
+
+
 def test_the_two_spellings_of_each_family_record_the_same_size():
     for a, b, size in [("lj_rows", "lj_cols", 20), ("neo_stack", "neo_components", 70),
                        ("logreg_matmul", "logreg_sum", 100)]:
