@@ -42,6 +42,10 @@ DENSE_FACTOR = 8
 # would be unrolled, n_inputs copies of the body (x.T A x with n = 200: 32 million instructions, out of memory).
 # Bodies of this size compile at O0 in about a second (a 76,000-instruction weighted eigh HVP: 1.1 s).
 BODY_LIMIT = 150_000
+# The largest estimate made: bitsets of ``sweeps`` bits for each of ``len(g)`` slots (5e8 bits: 60 MB and about
+# a second of Python). A 22,000-output Jacobian of a 100,000-instruction tape would need 270 MB: such sweeps
+# stay unrolled, as before.
+ESTIMATE_BITS = 500_000_000
 
 
 def sweep_size(g: Tape, inputs: int) -> int:
@@ -102,6 +106,8 @@ def reverse_sweep_size(g: Tape) -> int:
 def _large(g: Tape, sweeps: int, size) -> bool:
     if len(g.code) * sweeps <= LOOP_OVER:  # an upper bound on the sweeps: small for sure
         return False
+    if len(g.code) > BODY_LIMIT or len(g.code) * sweeps > ESTIMATE_BITS:
+        return False  # no body would fit, or the estimate itself would cost more than it can save
     n = size()
     return n > LOOP_OVER and n > DENSE_FACTOR * len(g.code)
 
