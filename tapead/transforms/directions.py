@@ -42,6 +42,11 @@ DENSE_FACTOR = 8
 # would be unrolled, n_inputs copies of the body (x.T A x with n = 200: 32 million instructions, out of memory).
 # Bodies of this size compile at O0 in about a second (a 76,000-instruction weighted eigh HVP: 1.1 s).
 BODY_LIMIT = 150_000
+# The most code a loop's kernel may have outside the loop: instructions, outputs and guards (the Hessian's n^2
+# entries count). The code generator lowers a kernel unrolled when that part alone needs cutting into pieces
+# (``codegen.CUT_ABOVE``, the same number, checked by a test): a loop there would become n copies of its body
+# (a 150-input Hessian: 3.1 million instructions instead of the sweeps' 541,000).
+OUTSIDE_LIMIT = 20_000
 # The largest estimate made: bitsets of ``sweeps`` bits for each of ``len(g)`` slots (5e8 bits: 60 MB and about
 # a second of Python). A 22,000-output Jacobian of a 100,000-instruction tape would need 270 MB: such sweeps
 # stay unrolled, as before.
@@ -112,14 +117,16 @@ def _large(g: Tape, sweeps: int, size) -> bool:
     return n > LOOP_OVER and n > DENSE_FACTOR * len(g.code)
 
 
-def as_loop(g: Tape, inputs: int) -> bool:
-    """Whether forward sweeps of scalar ``g`` along its first ``inputs`` unit directions should be one loop."""
-    return _large(g, inputs, lambda: sweep_size(g, inputs))
+def as_loop(g: Tape, inputs: int, outside: int) -> bool:
+    """Whether forward sweeps of scalar ``g`` along its first ``inputs`` unit directions should be one loop;
+    ``outside``: a bound on what the finished tape keeps outside the loop (instructions, outputs, guards)."""
+    return outside <= OUTSIDE_LIMIT and _large(g, inputs, lambda: sweep_size(g, inputs))
 
 
-def as_reverse_loop(g: Tape) -> bool:
-    """Whether reverse sweeps of scalar ``g`` from each output should be one loop."""
-    return _large(g, g.n_outputs, lambda: reverse_sweep_size(g))
+def as_reverse_loop(g: Tape, outside: int) -> bool:
+    """Whether reverse sweeps of scalar ``g`` from each output should be one loop (``outside`` as in
+    ``as_loop``)."""
+    return outside <= OUTSIDE_LIMIT and _large(g, g.n_outputs, lambda: reverse_sweep_size(g))
 
 
 def _body(g: Tape, directions: int, reverse: bool, row0: int = 0) -> Tape | None:

@@ -75,7 +75,10 @@ def _jacobian_matrix(tape: Tape, mode: str) -> tuple:
     m, n = tape.n_outputs, tape.n_inputs
     forward_mode = resolve_outputs(tape, mode) == "forward"
     flat = scalar(tape) if forward_mode or not tape.maps else None  # (reverse sweeps keep a tape's loops)
-    if flat is not None and (directions.as_loop(flat, n) if forward_mode else directions.as_reverse_loop(flat)):
+    # outside the loop: the m x n entries and at most the replayed tape (what its guards need)
+    outside = m * n + (0 if flat is None else len(flat.code) + len(flat.guards))
+    if flat is not None and (directions.as_loop(flat, n, outside) if forward_mode
+                             else directions.as_reverse_loop(flat, outside)):
         loop = directions.jacobian_loop(flat, not forward_mode)
         if loop is not None:
             return loop
@@ -135,20 +138,26 @@ def _symmetric(T: list, n: int, row0: int = 0) -> list:
     return [T[max(i, j)][row0 + min(i, j)] for i in range(n) for j in range(n)]
 
 
-def _hessian_sweeps(tape: Tape, weights: bool) -> tuple:
+def _hessian_sweeps(tape: Tape, weights: bool, gradient_outputs: bool = False) -> tuple:
     """The one Hessian algorithm: ``(recorder, g, first, H)`` with ``H`` the n x n entries (row-major) of the forward
     sweeps along each unit vector of the gradient program ``g``, upper triangle read and mirrored (so exactly
     symmetric), and ``first`` the outputs of ``g`` (``[value, gradient]`` for a scalar tape).
 
     ``hessian_tape`` and ``value_gradient_hessian_tape`` finish the same recording with different outputs, so
     every entry is the same sequence of operations in both: the Hessian of ``tape.hessian``,
-    ``value_gradient_hessian``, ``assemble_hessian`` and the exported C function agree bit for bit."""
+    ``value_gradient_hessian``, ``assemble_hessian`` and the exported C function agree bit for bit. (Except
+    near ``directions.OUTSIDE_LIMIT``: ``gradient_outputs`` keeps the gradient program outside a loop over
+    directions, so there the one may sweep unrolled and the other loop; their entries are then equal as
+    numbers, and may differ in the sign of a zero or, next to an infinite partial, be NaN in the loop.)"""
     if not weights:
         _scalar(tape)
     g, row0 = (ad.vjp(tape), 0) if weights else (ad.value_and_grad(tape), 1)
     g = scalar(g)  # forward sweeps read scalar instructions, and the slots read below are the sweeps' slots
     n = tape.n_inputs
-    loop = directions.hessian_loop(g, n, row0) if directions.as_loop(g, n) else None
+    # outside a loop over directions: the entries, and the gradient program when the tape returns its outputs
+    # (value_gradient_hessian), else at most the replayed tape (what its guards need)
+    outside = n * n + len(g.guards) + (n + 1 + len(g.code) if gradient_outputs else len(scalar(tape).code))
+    loop = directions.hessian_loop(g, n, row0) if directions.as_loop(g, n, outside) else None
     if loop is not None:  # every direction reaches most of g: one loop over directions
         rec, first, H = loop
         return rec, g, first, H
@@ -214,7 +223,7 @@ def value_gradient_hessian_tape(tape: Tape) -> Tape:
     sep = _separable_hessian(tape, True)
     if sep is not None:
         return sep
-    rec, g, first, H = _hessian_sweeps(tape, False)
+    rec, g, first, H = _hessian_sweeps(tape, False, gradient_outputs=True)
     n = tape.n_inputs
     return finish_tape(rec, g, first + H, (1 + n + n * n,))
 

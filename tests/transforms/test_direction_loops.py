@@ -40,6 +40,21 @@ def always(monkeypatch):
     monkeypatch.setattr(directions, "DENSE_FACTOR", 0)
 
 
+def test_the_outside_limit_is_the_code_generators_cut():
+    """A loop's kernel is lowered unrolled when the code around the loop needs cutting: directions must stop
+    where the code generator starts cutting, or a loop becomes n copies of its body."""
+    from tapead.backend import codegen
+    assert directions.OUTSIDE_LIMIT == codegen.CUT_ABOVE
+
+
+def test_a_loop_whose_outside_code_would_be_cut_is_not_made(always, monkeypatch):
+    monkeypatch.setattr(directions, "OUTSIDE_LIMIT", 10)  # below the 7 x 7 entries
+    x = RNG.uniform(-1, 1, 7)
+    tape = tapead.record(dense, x, structured=False).tape
+    assert not higher.hessian_tape(tape).maps and not higher.value_gradient_hessian_tape(tape).maps
+    assert not higher.jacobian_tape(tapead.record(lambda x: np.tanh(np.outer(x, x)).ravel(), x).tape).maps
+
+
 def unrolled(build, *args):
     old = directions.LOOP_OVER, directions.DENSE_FACTOR
     directions.LOOP_OVER, directions.DENSE_FACTOR = 10 ** 15, 10 ** 15
@@ -120,11 +135,11 @@ def test_a_body_over_the_limit_leaves_the_sweeps_unrolled(always, monkeypatch):
 
 def test_only_dense_large_sweeps_become_loops():
     chain = tapead.record(rosenbrock, rosenbrock_start(400), structured=False).tape  # each direction reaches a few instructions
-    assert not directions.as_loop(scalar(ad.value_and_grad(chain)), chain.n_inputs)
+    assert not directions.as_loop(scalar(ad.value_and_grad(chain)), chain.n_inputs, 0)
     assert not higher.hessian_tape(chain).maps
     x = RNG.standard_normal(36)
     tape = tapead.record(eigh_f, x).tape  # Jacobi rotations: every direction reaches everything
-    assert directions.as_loop(scalar(ad.value_and_grad(tape)), 36)
+    assert directions.as_loop(scalar(ad.value_and_grad(tape)), 36, 0)
 
 
 def J_w(fun, x, w):
