@@ -180,15 +180,20 @@ def distinct(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values, rank[a]
 
 
+def _instructions(tape) -> int:
+    """The tape's own scalar instructions (not its maps' placeholder rows)."""
+    return int((tape.code[:, 0] >= 0).sum())
+
+
 def records(tape) -> int:
     """What code generation emits for a tape: its scalar instructions plus each map's body once."""
-    return int((tape.code[:, 0] >= 0).sum()) + sum(len(m.body) for m in tape.maps)
+    return _instructions(tape) + sum(len(m.body) for m in tape.maps)
 
 
 def work(tape) -> int:
     """What one evaluation of a tape executes: its scalar instructions plus each map's body once per iteration
     (the size of ``scalar(tape)``, computed without unrolling)."""
-    return int((tape.code[:, 0] >= 0).sum()) + sum(m.n * len(m.body) for m in tape.maps)
+    return _instructions(tape) + sum(m.n * len(m.body) for m in tape.maps)
 
 
 def scalar(tape):

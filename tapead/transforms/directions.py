@@ -27,6 +27,7 @@ import numpy as np
 
 from .ad import backward, forward, fresh, keep_guards, node_ids, replay, _zero_if_none
 from ..ir.structure import Map, Out
+from .separable import linear_weights
 from ..table.ops import BY_CODE
 from ..ir.tape import Tape
 from ..tracing.recorder import Recorder
@@ -63,8 +64,7 @@ def sweep_size(g: Tape, inputs: int) -> int:
     n = g.n_inputs
     reach = [1 << i if i < inputs else 0 for i in range(n)] + [0] * (g.n_slots - n)
     varying = [0] * g.n_slots
-    total, first, first_const = 0, g.first_result, g.first_const
-    consts = g.consts.tolist()
+    total, first = 0, g.first_result
     for row, (code, *args) in enumerate(g.code.tolist()):
         op = BY_CODE[code]
         args = args[:op.arity]
@@ -74,8 +74,7 @@ def sweep_size(g: Tape, inputs: int) -> int:
             v |= varying[a]
         if op.no_derivative:
             r = v = 0
-        elif r and (op.weights is None or op.weights(1.0, *(consts[a - first_const] if first_const <= a < first
-                                                              else None for a in args)) is None):
+        elif r and linear_weights(g, op, args, 1.0) is None:
             v = r
         reach[first + row], varying[first + row] = r, v
         total += v.bit_count()
@@ -89,8 +88,7 @@ def reverse_sweep_size(g: Tape) -> int:
     reach, varying = [0] * g.n_slots, [0] * g.n_slots
     for k, s in enumerate(g.outputs.tolist()):
         reach[s] |= 1 << k
-    total, first, first_const = 0, g.first_result, g.first_const
-    consts = g.consts.tolist()
+    total, first = 0, g.first_result
     code = g.code.tolist()
     for row in range(len(code) - 1, -1, -1):
         r = reach[first + row]
@@ -98,9 +96,7 @@ def reverse_sweep_size(g: Tape) -> int:
         if not r or op.no_derivative:
             continue
         args = code[row][1:1 + op.arity]
-        linear = op.weights is not None and op.weights(1.0, *(consts[a - first_const] if first_const <= a < first
-                                                               else None for a in args)) is not None
-        v = varying[first + row] if linear else r
+        v = varying[first + row] if linear_weights(g, op, args, 1.0) is not None else r
         total += v.bit_count()
         for a in args:
             reach[a] |= r

@@ -7,8 +7,6 @@ tapes: printable, compilable, and differentiable again.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from . import ad
@@ -83,7 +81,7 @@ def _jacobian_matrix(tape: Tape, mode: str) -> tuple:
         if loop is not None:
             return loop
     if forward_mode:
-        rec, _, cols = tangent_sweeps(scalar(tape), [(j,) for j in range(n)])
+        rec, _, cols = tangent_sweeps(flat, [(j,) for j in range(n)])
         return rec, [[cols[j][i] for j in range(n)] for i in range(m)]
     rec, xs, ps = fresh(tape)
     vals = replay(tape, xs, ps)
@@ -165,12 +163,6 @@ def _hessian_sweeps(tape: Tape, weights: bool, gradient_outputs: bool = False) -
     return rec, g, [vals[s] for s in g.outputs.tolist()], _symmetric(T, n, row0)
 
 
-def _lighter(structured: Tape, unrolled: Callable[[], Tape]) -> Tape:
-    """``structured``, or ``unrolled()`` when that executes fewer instructions (ties keep the structure)."""
-    other = unrolled()
-    return other if work(other) < work(structured) else structured
-
-
 def _separable_hessian(tape: Tape, with_value_gradient: bool) -> Tape | None:
     """The partially separable Hessian (``separable.hessian``) when the tape is one and it is the lighter form:
     for a small tape the scalar algorithm's Hessian is built too, and the separable one kept unless that one
@@ -215,7 +207,8 @@ def hvp_tape(tape: Tape) -> Tape:
     hvp = ad.jvp(g)
     if not g.maps or work(tape) > BOTH_WAYS:
         return hvp
-    return _lighter(hvp, lambda: ad.jvp(scalar(g)))
+    unrolled = ad.jvp(scalar(g))
+    return unrolled if work(unrolled) < work(hvp) else hvp  # (ties keep the loops)
 
 
 def value_gradient_hessian_tape(tape: Tape) -> Tape:

@@ -48,13 +48,22 @@ def separable(tape: Tape) -> tuple[Map, dict[int, float]] | None:
         row = BY_CODE[code] if code >= 0 else None  # (a map's row is no linear op)
         if row is None or row.weights is None:
             return None
-        args = args[:row.arity]
-        found = row.weights(w, *(float(tape.consts[a - tape.first_const]) if tape.first_const <= a < first
-                                 else None for a in args))
+        found = linear_weights(tape, row, args[:row.arity], w)
         if found is None:
             return None
         stack += [(a, wa) for a, wa in zip(args, found) if wa is not None]
     return (m, weights) if weights else None
+
+
+def linear_weights(tape: Tape, row, args: list, w: float):
+    """Each argument's weight when instruction ``row`` of ``tape`` on slots ``args`` has weight ``w``, or None
+    when the instruction is not linear with constant coefficients there (``Op.weights``, given which arguments
+    are constants of the tape and their values)."""
+    if row.weights is None:
+        return None
+    first = tape.first_result
+    return row.weights(w, *(float(tape.consts[a - tape.first_const]) if tape.first_const <= a < first else None
+                            for a in args))
 
 
 def _body(tape: Tape):
