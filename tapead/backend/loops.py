@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..table.ops import BY_CODE
+from . import products
 from .llvm_text import emit_op, literal as _literal
 from ..ir.structure import Map, Out, distinct
 
@@ -35,35 +36,37 @@ class Plan:
         if self.data is not None:
             groups = list(groups) + [(self.data, tape.first_const, tape.first_const + len(tape.consts))]
         self.base: dict[int, int] = {}  # map index -> mem offset of its rows
-        self.cell: dict[int, int] = {}  # slot written by a map -> its mem offset
+        self.cell = Cells(tape.n_slots)  # slot written by a map -> its mem offset
         self.copies: dict[int, list] = {}  # map index -> [(slot, mem offset)] copied before its loop
         self.columns: dict[int, list] = {}  # map index -> [(base pointer, offsets)] per body input
         at = 0
         for index, (start, end, m) in enumerate(runs):
             self.base[index] = at
-            for r in range(m.rows):
-                self.cell[first + start + r] = at + r
+            self.cell.at[first + start:first + start + m.rows] = at + np.arange(m.rows)
             at += m.rows
         for index, (start, end, m) in enumerate(runs):
-            copied: dict[int, int] = {}
-            columns = []
+            columns: list = [None] * m.body.n_inputs
+            in_mem = []
             for i in range(m.body.n_inputs):
                 col = m.tables[:, i].astype(np.int64)
                 lo, hi = int(col.min()), int(col.max())
                 group = next(((ptr, a) for ptr, a, b in groups if a <= lo and hi < b), None)
                 if group is not None:  # inputs or params of one argument, or constants: read in place
-                    columns.append((group[0], col - group[1]))
+                    columns[i] = (group[0], col - group[1])
                     self.data_read |= group[0] == self.data
-                    continue
-                slots, where = distinct(col)  # each distinct slot looked up once; numpy spreads the offsets
-                offsets = np.empty(len(slots), np.int64)
-                for k, s in enumerate(slots.tolist()):
-                    if s not in self.cell and s not in copied:
-                        copied[s] = at
-                        at += 1
-                    offsets[k] = self.cell.get(s, copied.get(s))
-                columns.append(("%mem", offsets[where]))
-            self.copies[index] = list(copied.items())
+                else:
+                    in_mem.append(i)
+            copies: list = []
+            if in_mem:  # each distinct slot of these columns looked up once; numpy spreads the offsets
+                slots, where = distinct(m.tables[:, in_mem])
+                offsets = self.cell.at[slots]
+                fresh = offsets < 0  # scalar results and constants: copied into %mem before the loop
+                offsets[fresh] = at + np.arange(int(fresh.sum()))
+                at += int(fresh.sum())
+                copies = list(zip(slots[fresh].tolist(), offsets[fresh].tolist()))
+                for c, i in enumerate(in_mem):
+                    columns[i] = ("%mem", offsets[where[:, c]])
+            self.copies[index] = copies
             self.columns[index] = columns
         self.cells = at
         self.tables: dict[bytes, str] = {}  # offsets relative to their first -> the constant table holding them
@@ -123,6 +126,10 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
     for s, off in plan.copies[index]:  # sources the loop reads from %mem
         lines.append(f"  %{pre}c{off} = getelementptr inbounds double, ptr %mem, i64 {off}")
         lines.append(f"  store double {name[s]}, ptr %{pre}c{off}")
+    found = products.nest(m, plan.columns[index])
+    if found is not None:  # a matrix product: a loop nest along rows
+        products.lower(m, found, base, pre, lambda p, offs, at: _offset(p, offs, at, plan, globals_, lines), lines)
+        return
     scatter_at = base + m.rows - m.scatter_size
     if m.scatter_size:  # the scatter range starts at -0.0: a loop of stores
         lines.append(f"  br label %{pre}.z0\n{pre}.z0:\n  br label %{pre}.z\n{pre}.z:")
@@ -262,6 +269,24 @@ def _run_accumulate(pre: str, g: int, group: list, dst: np.ndarray, values: list
         lines.append(f"  %{pre}r{c}b = phi double [%{pre}r{c}a, %{pre}g{g}.keep], [%{pre}r{c}nv, %{pre}g{g}.flush]")
     for c in group:
         lines.append(f"  %{pre}r{c}n = fadd double %{pre}r{c}b, {values[c]}")
+
+
+class Cells:
+    """Slot -> offset in ``%mem`` of the slots maps write (a dict's ``in`` and ``[]`` over one numpy array)."""
+
+    def __init__(self, n_slots: int):
+        self.at = np.full(n_slots, -1, np.int64)
+
+    def __contains__(self, slot: int) -> bool:
+        return 0 <= slot < len(self.at) and self.at[slot] >= 0
+
+    def __getitem__(self, slot: int) -> int:
+        if slot not in self:
+            raise KeyError(slot)
+        return int(self.at[slot])
+
+    def get(self, slot: int, default=None):
+        return self[slot] if slot in self else default
 
 
 class MapNames(dict):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structure import Out, walk
+from .structure import Out, distinct, walk
 from .tape import Tape
 
 
@@ -53,7 +53,7 @@ def _last_reads(tape: Tape) -> dict[int, list[int]]:
             for a in step.args:
                 last[a] = k
         else:
-            for a in np.unique(step.map.tables).tolist():
+            for a in distinct(step.map.tables)[0].tolist():
                 last[a] = end
     for s in tape.outputs.tolist() + [g for g, _ in tape.guards.tolist()]:
         last[s] = end

@@ -167,6 +167,19 @@ def op_codes(tape) -> list[int]:
     return sorted(used)
 
 
+def read_slots(tape) -> np.ndarray:
+    """A boolean per slot: read by an instruction, a map's table or a guard (outputs not counted). Memoised."""
+    def compute():
+        read = np.zeros(tape.n_slots, bool)
+        args = tape.code[tape.code[:, 0] >= 0, 1:].ravel()
+        read[args[args >= 0]] = True
+        for m in tape.maps:
+            read[m.tables.ravel()] = True
+        read[tape.guards[:, 0]] = True
+        return read
+    return tape.memo("read_slots", compute)
+
+
 def distinct(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(indices, return_inverse=True)`` for the non-negative slot indices of tables, without sorting:
     a table of 1.5 million entries over a few thousand slots costs one pass (a sort cost 30 ms per table)."""

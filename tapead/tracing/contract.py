@@ -18,13 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TracingError
+from ..ir.contraction import dot_body
 from ..ir.structure import Map, Out
 from . import tracer
 from .maparray import emit_with_values, outer_ids
-from .recorder import Recorder
 from .tracer import Scalar, TracedArray
 
 MAX_OUTPUTS = 1024  # sums over the loop one ``x @ C`` body may carry
+MAX_BODY = 4096  # body inputs (2 k) of one product loop
 
 
 def _constant(a) -> np.ndarray | None:
@@ -75,23 +76,12 @@ def matrix_product(x, y):
     rows = np.repeat(np.arange(n), m)
     cols = np.tile(np.arange(m), n)
     tables = np.concatenate([ids_a[rows], ids_b[:, cols].T], axis=1)
-    first = emit_with_values(rec, Map(_dot_body(k, rec), tables, (Out.EACH,), np.zeros((n * m, 0), np.int32), 0))
+    product_loop = Map(dot_body(k, rec.assume_finite), tables, (Out.EACH,), np.zeros((n * m, 0), np.int32), 0)
+    first = emit_with_values(rec, product_loop)
     out = np.empty((n, m), dtype=object)
     out.reshape(-1)[:] = [Scalar(rec, first + t) for t in range(n * m)]
     return TracedArray(out)
 
-
-MAX_BODY = 4096  # body inputs (2 k) of one product loop
-
-
-def _dot_body(k: int, rec):
-    """The body tape ``sum_l u[l] * v[l]`` of ``2 k`` inputs (``u`` then ``v``), added left to right."""
-    body = Recorder(on_branch=None, assume_finite=rec.assume_finite)
-    xs = [Scalar(body, body.input()) for _ in range(2 * k)]
-    total = xs[0] * xs[k]
-    for l in range(1, k):
-        total = total + xs[l] * xs[k + l]
-    return body.finish([total.id], (1,), ((2 * k,),), None)
 
 
 def product(x, y):

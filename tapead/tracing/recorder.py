@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import TracingError
 from ..table.ops import BY_CODE, COMPARISONS, OPS, Op
-from ..ir.structure import placeholder_rows
+from ..ir.structure import distinct, placeholder_rows
 from ..ir.tape import Tape
 
 _INPUT, _PARAM, _CONST, _MAPOUT = -1, -2, -3, -4  # node kinds that are not ops (_MAPOUT: a row of a map)
@@ -213,7 +213,7 @@ class Recorder:
                     rows, m = self.maps[nargs[n][0]]
                     for r in rows:
                         live[r] = 1
-                    stack.extend(np.unique(m.tables).tolist())
+                    stack.extend(distinct(m.tables)[0].tolist())
         # slots: inputs and params, then the live constants, then the live instructions, each in recording order
         slot = [-1] * len(kinds)
         for s, nid in enumerate(self.inputs + self.params):

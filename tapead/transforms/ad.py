@@ -14,8 +14,9 @@ from ..table.ops import BY_CODE, OPS, select
 from ..tracing.recorder import Recorder
 from ..ir.tape import Tape
 from ..tracing.tracer import Scalar
-from ..ir.structure import distinct, scalar, walk
+from ..ir.structure import distinct, read_slots, scalar, walk
 from .maps_ad import Unstructured, forward_map, replay_map, reverse_map
+from .product_ad import reverse_product
 import numpy as np
 
 # the NaN-masking class (a fact of the op table): a cotangent through such an op is zero on the branch not taken
@@ -73,7 +74,7 @@ def _active(tape: Tape) -> bytearray:
     for i, (code, *args) in enumerate(tape.code.tolist()):
         if code < 0:
             if args[1] == 0:
-                on = any(act[a] for a in np.unique(maps[args[0]].tables).tolist())
+                on = any(act[a] for a in distinct(maps[args[0]].tables)[0].tolist())
             act[first + i] = on
         elif not BY_CODE[code].no_derivative:
             act[first + i] = any(act[a] for a in args[:BY_CODE[code].arity])
@@ -158,9 +159,12 @@ def backward(tape: Tape, vals: list, seeds: list, masks: list | None = None) -> 
                 mask[s] = either(mask[s], _mask_of(g), adj[s].rec) if isinstance(adj[s], Scalar) else None
                 adj[s] = adj[s] + g
     first = tape.first_result
+    read = read_slots(tape) if tape.maps else None
     for step in reversed(walk(tape)):
         if step.map is not None:  # a whole map at once: its reverse is a map scattering into the slots it read
-            reverse_map(step.map, first + step.start, vals, adj, mask, act, replay, backward, either)
+            if not reverse_product(step.map, first + step.start, vals, adj, mask, act, either):
+                kept = bool(read[first + step.start:first + step.end].any())  # later code reads the loop's rows
+                reverse_map(step.map, first + step.start, vals, adj, mask, act, replay, backward, either, kept)
             continue
         i = step.start
         g = adj[first + i]

@@ -108,11 +108,16 @@ def _seed(cols: Columns, slots: np.ndarray, adj: list, mask: list):
 
 
 def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray, replay, backward,
-                either) -> None:
+                either, kept: bool = False) -> None:
     """Add the cotangents flowing back through map ``m`` (rows from slot ``start``) to ``adj`` of the slots its
     tables read (see the module docstring). ``replay`` and ``backward`` are ``tapead.ad``'s sweeps, which the
     reverse body is recorded with, and ``either`` how ``ad`` unites masks (passed in: ``ad`` calls this
-    module)."""
+    module).
+
+    ``kept``: later code reads the map's rows, so the forward loop stays in the derived tape. Then the reverse
+    body reads the forward loop's ``each`` outputs rather than recomputing them (the same bits: the same body on
+    the same inputs), so a ``tanh`` layer is evaluated once per gradient, not twice, and its outputs do not
+    ride along."""
     rows = list(range(start, start + m.rows))
     if all(adj[s] is None for s in rows):
         return
@@ -137,6 +142,8 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
             c += 1
         seeds.append(_seed(cols, slots, adj, mask))
     bvals = replay(m.body, x, [])
+    if kept:
+        _read_outputs(m, start, vals, rec, cols, bvals)
     cmask: list = []
     cot = backward(m.body, bvals, seeds, cmask)
     outs = [i for i in active_cols if cot[i] is not None]
@@ -146,7 +153,7 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     targets, dst = distinct(reads)
     # the forward map's own each/sum outputs ride along (the reverse body recomputes them anyway): a caller
     # that returns them reads these instead, and the forward loop is dropped (Recorder.aliases)
-    again = [j for j, kind in enumerate(m.kinds) if kind is not Out.SCATTER]
+    again = [] if kept else [j for j, kind in enumerate(m.kinds) if kind is not Out.SCATTER]
     # NaN-safe selects across the boundary: a contribution that came through a select is zero where its
     # condition fails, so each masked column also scatters its condition (0 or 1) into a second range of the
     # same targets; a target all of whose contributions were masked is nonzero only where that count is
@@ -182,6 +189,15 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
             else:
                 mask[u] = either(mask[u], here, rec)
                 adj[u] = adj[u] + g
+
+
+def _read_outputs(m: Map, start: int, vals: list, rec, cols: Columns, bvals: list) -> None:
+    """Replace the body's recomputed ``each`` outputs in ``bvals`` by columns reading the forward loop's rows."""
+    first = m.body.first_result
+    for j, kind, off in m.outputs():
+        s = int(m.body.outputs[j])
+        if kind is Out.EACH and s >= first:
+            bvals[s] = cols.value(_ids(rec, vals[start + off:start + off + m.n]))
 
 
 def _indicator(body, mask):
