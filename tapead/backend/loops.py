@@ -18,6 +18,7 @@ import numpy as np
 from ..table.ops import BY_CODE
 from . import products
 from .llvm_text import emit_op, literal as _literal
+from ..ir.contraction import Product
 from ..ir.structure import Map, Out, distinct
 
 MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
@@ -44,7 +45,13 @@ class Plan:
             self.base[index] = at
             self.cell.at[first + start:first + start + m.rows] = at + np.arange(m.rows)
             at += m.rows
+        self.nests: dict[int, products.Nest] = {}  # map index -> its loop nest (a product read by its factors)
         for index, (start, end, m) in enumerate(runs):
+            if isinstance(m, Product):
+                found = self._product(m, groups, at)
+                if found is not None:
+                    self.nests[index], self.copies[index], at = found
+                    continue
             columns: list = [None] * m.body.n_inputs
             in_mem = []
             for i in range(m.body.n_inputs):
@@ -58,18 +65,44 @@ class Plan:
                     in_mem.append(i)
             copies: list = []
             if in_mem:  # each distinct slot of these columns looked up once; numpy spreads the offsets
-                slots, where = distinct(m.tables[:, in_mem])
-                offsets = self.cell.at[slots]
-                fresh = offsets < 0  # scalar results and constants: copied into %mem before the loop
-                offsets[fresh] = at + np.arange(int(fresh.sum()))
-                at += int(fresh.sum())
-                copies = list(zip(slots[fresh].tolist(), offsets[fresh].tolist()))
+                _, offsets, at = self._where(m.tables[:, in_mem], [], at, copies)
                 for c, i in enumerate(in_mem):
-                    columns[i] = ("%mem", offsets[where[:, c]])
+                    columns[i] = ("%mem", offsets[:, c])
             self.copies[index] = copies
             self.columns[index] = columns
         self.cells = at
         self.tables: dict[bytes, str] = {}  # offsets relative to their first -> the constant table holding them
+
+    def _where(self, slots: np.ndarray, groups: list, at: int, copies: list) -> tuple[str, np.ndarray, int]:
+        """``(pointer, offsets, next free cell)`` of an array of slots: in place in one argument group, or in
+        ``%mem`` (map rows; other slots, scalar results and constants, copied in once before the loop and
+        appended to ``copies``)."""
+        lo, hi = int(slots.min()), int(slots.max())
+        group = next(((ptr, a) for ptr, a, b in groups if a <= lo and hi < b), None)
+        if group is not None:
+            self.data_read |= group[0] == self.data
+            return group[0], slots.astype(np.int64) - group[1], at
+        values, where = distinct(slots)
+        offsets = self.cell.at[values]
+        fresh = offsets < 0
+        offsets[fresh] = at + np.arange(int(fresh.sum()))
+        copies += list(zip(values[fresh].tolist(), offsets[fresh].tolist()))
+        return "%mem", offsets[where].reshape(slots.shape), at + int(fresh.sum())
+
+    def _product(self, m: Product, groups: list, at: int):
+        """``(nest, copies, next free cell)`` of a product read through its factors, or None."""
+        copies: list = []
+        data_read = self.data_read
+        a_ptr, a_off, after = self._where(m.a, groups, at, copies)
+        b_ptr, b_off, after = self._where(m.b, groups, after, copies)
+        found = products.nest(m, (a_ptr, a_off), (b_ptr, b_off))
+        if found is None:
+            self.data_read = data_read
+            return None
+        staged = products.stage_cells(found)  # B copied into rows first (reverse mode's G Bᵀ reads B by columns)
+        if staged:
+            found, after = found._replace(stage=after), after + staged
+        return found, copies, after
 
 
 def data_global(plan: Plan) -> list[str]:
@@ -126,7 +159,7 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
     for s, off in plan.copies[index]:  # sources the loop reads from %mem
         lines.append(f"  %{pre}c{off} = getelementptr inbounds double, ptr %mem, i64 {off}")
         lines.append(f"  store double {name[s]}, ptr %{pre}c{off}")
-    found = products.nest(m, plan.columns[index])
+    found = plan.nests.get(index)
     if found is not None:  # a matrix product: a loop nest along rows
         products.lower(m, found, base, pre, lambda p, offs, at: _offset(p, offs, at, plan, globals_, lines), lines)
         return

@@ -9,6 +9,12 @@ reads it as one. This module names the form once, so that
 - reverse mode can write the adjoint of a product as two products (``G Bᵀ`` and ``Aᵀ G``) rather than a loop
   scattering every cotangent, while adding in the same order, so the bits do not change.
 
+A product loop made by recording or by reverse mode is a ``Product``: the same map, stored by its factors (the
+slots of ``A``, n x k, and of ``B``, k x m) rather than by its ``(n m, 2 k)`` tables, so a 256 x 256 x 256
+product holds 130,000 slots, not 33 million; the tables are built only for a consumer that asks for them (the
+unrolled tape, forward mode, a file). Code generation, reverse mode, the interpreter, live analysis and
+validation read the factors.
+
 The canonical body of length ``k`` (``2 k`` inputs, ``u`` then ``v``; no constants) is
 ``t = u0 * v0; t = t + u1 * v1; ...``: row ``2 l - 1`` multiplies, row ``2 l`` adds, for ``l >= 1``.
 """
@@ -16,24 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..table.ops import OPS
-from .structure import Map, Out
+from .structure import Map, Out, distinct, dot_code, dot_length
 from .tape import Tape
-
-_MUL, _ADD = OPS["mul"].code, OPS["add"].code
-
-
-def dot_code(k: int) -> np.ndarray:
-    """The code rows of the canonical dot body of length ``k``."""
-    first = 2 * k  # body slots: 2 k inputs, no constants, then the rows
-    code = np.full((2 * k - 1, 4), -1, np.int64)
-    code[0] = (_MUL, 0, k, -1)
-    for l in range(1, k):
-        prev = first if l == 1 else first + 2 * l - 2
-        code[2 * l - 1] = (_MUL, l, k + l, -1)
-        code[2 * l] = (_ADD, prev, first + 2 * l - 1, -1)
-    return code
-
 
 def dot_body(k: int, assume_finite: bool = False) -> Tape:
     """The body tape ``sum_l u[l] * v[l]`` of ``2 k`` inputs, added left to right."""
@@ -44,15 +34,85 @@ def dot_body(k: int, assume_finite: bool = False) -> Tape:
                 outputs=np.array([2 * k + len(code) - 1]), output_shape=(1,), assume_finite=assume_finite)
 
 
-def dot_length(body) -> int | None:
-    """``k`` when ``body`` is the canonical dot body of length ``k`` (however it was made), else None."""
-    n_in = body.n_inputs
-    if n_in < 2 or n_in % 2 or len(body.consts) or body.n_params or len(body.guards) or body.maps:
+class Product(Map):
+    """A product loop stored by its factors: iteration ``i * m + j`` reads ``a[i, :]`` then ``b[:, j]`` (slots or
+    node ids); the body is the canonical dot body. A ``Map`` in every respect; ``tables`` is built on first use."""
+
+    def __init__(self, a, b, assume_finite: bool = False):
+        a, b = (np.array(f, dtype=np.int32, copy=True) for f in (a, b))
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or a.shape[1] < 1:
+            raise ValueError(f"factors of shapes {a.shape} and {b.shape} do not make a product")
+        for f in (a, b):
+            f.setflags(write=False)
+        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "b", b)
+        object.__setattr__(self, "body", dot_body(a.shape[1], assume_finite))
+        object.__setattr__(self, "kinds", (Out.EACH,))
+        object.__setattr__(self, "dst", np.zeros((a.shape[0] * b.shape[1], 0), np.int32))
+        object.__setattr__(self, "scatter_size", 0)
+        object.__setattr__(self, "_tables", None)
+
+    @property
+    def n(self) -> int:
+        return self.a.shape[0] * self.b.shape[1]
+
+    @property
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.a, self.b
+
+    @property
+    def tables(self) -> np.ndarray:  # type: ignore[override]
+        if self._tables is None:
+            p, k = self.a.shape
+            r = self.b.shape[1]
+            t = np.empty((p, r, 2 * k), np.int32)
+            t[:, :, :k] = self.a[:, None, :]
+            t[:, :, k:] = self.b.T[None, :, :]
+            t = t.reshape(p * r, 2 * k)
+            t.setflags(write=False)
+            object.__setattr__(self, "_tables", t)
+        return self._tables
+
+    def read_slots(self) -> np.ndarray:
+        return distinct(np.concatenate([self.a.ravel(), self.b.ravel()]))[0]
+
+    def remap(self, new) -> "Product":
+        return Product(new(self.a), new(self.b), self.body.assume_finite)
+
+    def digest_parts(self) -> list:
+        return [b"product", self.body.hash.encode(), self.a.tobytes(), str(self.a.shape).encode(),
+                self.b.tobytes(), str(self.b.shape).encode()]
+
+
+def as_product(m: Map) -> Product | None:
+    """Map ``m`` as a Product: itself, or a plain map whose tables hold a product loop in the outer layout (a file
+    stores the tables), or None."""
+    if isinstance(m, Product):
+        return m
+    k = product_length(m)
+    if k is None:
         return None
-    k = n_in // 2
-    if len(body.code) != 2 * k - 1 or body.outputs.tolist() != [2 * k + len(body.code) - 1]:
+    t = m.tables
+    layout = outer_layout(t[:, 0], t[:, k])
+    if layout is None:
         return None
-    return k if np.array_equal(body.code, dot_code(k)) else None
+    n, width = layout
+    a, b = t[::width, :k], t[:width, k:].T
+    if not (np.array_equal(t[:, :k].reshape(n, width, k), np.broadcast_to(a[:, None, :], (n, width, k)))
+            and np.array_equal(t[:, k:].reshape(n, width, k), np.broadcast_to(b.T[None], (n, width, k)))):
+        return None
+    return Product(a, b, m.body.assume_finite)
+
+
+def product_rows(m: Product, value_of) -> np.ndarray:
+    """The product's entries ``(N, n m)`` for N points, ``value_of(slots)`` giving the values of an array of
+    slots with the points first (``(N,) + slots.shape``): each entry adds its terms in order ``l = 0, 1, ...``
+    as the body does (numpy's elementwise operations, not a BLAS product, whose order differs)."""
+    a, b = value_of(m.a), value_of(m.b)  # (N, n, k), (N, k, m)
+    c = a[:, :, 0, None] * b[:, None, 0, :]
+    for l in range(1, a.shape[2]):
+        c = c + a[:, :, l, None] * b[:, None, l, :]
+    return c.reshape(len(c), -1)
 
 
 def product_length(m: Map) -> int | None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .structure import Out, distinct, walk
+from .contraction import Product, product_rows
+from .structure import Out, walk
 from .tape import Tape
 
 
@@ -53,7 +54,7 @@ def _last_reads(tape: Tape) -> dict[int, list[int]]:
             for a in step.args:
                 last[a] = k
         else:
-            for a in distinct(step.map.tables)[0].tolist():
+            for a in step.map.read_slots().tolist():
                 last[a] = end
     for s in tape.outputs.tolist() + [g for g, _ in tape.guards.tolist()]:
         last[s] = end
@@ -66,6 +67,15 @@ def _last_reads(tape: Tape) -> dict[int, list[int]]:
 
 def _run_map(m, slots: list, start: int, n: int) -> None:
     """Run map ``m`` (rows from slot ``start``) over the batch of ``n`` points."""
+    if isinstance(m, Product):  # from its factors, in the body's order of additions
+        read = m.read_slots()
+        xs = np.empty((n, len(read)))
+        for c, s in enumerate(read.tolist()):
+            xs[:, c] = slots[s]
+        rows = product_rows(m, lambda f: xs[:, np.searchsorted(read, f)])
+        for r in range(m.rows):
+            slots[start + r] = rows[:, r]
+        return
     x = np.empty((n, m.n, m.body.n_inputs))
     for i, column in enumerate(m.tables.T.tolist()):
         for k, s in enumerate(column):

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import TapeFormatError
 from ..table.ops import BY_CODE, OPS
+from .contraction import as_product
 from .structure import KINDS, MAP_ROW, Map, Out
 from .tape import Tape
 from .validate import MAX_CONSTS, MAX_OPS, MAX_OUTPUTS, MAX_SLOTS, check_loaded
@@ -238,7 +239,8 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
         start += nbytes
         work += n * max(len(body), 1)
         _bounded_loop(len(maps), n, n_in, work)
-        maps.append(Map(body, tables, kinds, dst, scatter_size))
+        loop = Map(body, tables, kinds, dst, scatter_size)
+        maps.append(as_product(loop) or loop)  # a product loop comes back stored by its factors (the same hash)
     code = arrays[0].astype(np.int32).reshape(-1, 4)
     if len(code):
         op = code[:, 0]

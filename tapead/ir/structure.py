@@ -51,7 +51,7 @@ def placeholder_rows(index: int, rows: int) -> np.ndarray:
     code = np.zeros((rows, 4), np.int64)
     code[:, 0], code[:, 1], code[:, 2] = MAP_ROW, index, np.arange(rows)
     return code
-_ADD = OPS["add"].code
+_ADD, _MUL = OPS["add"].code, OPS["mul"].code
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,10 +104,42 @@ class Map:
         """``(body output, its kind, its row offset)`` for every body output, in body order."""
         return list(zip(range(len(self.kinds)), self.kinds, self.offsets()))
 
+    def read_slots(self) -> np.ndarray:
+        """The distinct slots the tables read, ascending."""
+        return distinct(self.tables)[0]
+
+    def remap(self, new) -> "Map":
+        """The same map with table entries ``new(tables)`` (slots renumbered, or node ids in a recorder)."""
+        return Map(self.body, new(self.tables), self.kinds, self.dst, self.scatter_size)
+
     def digest_parts(self) -> list:
         """What identifies the map (for ``Tape.hash``)."""
         return [self.body.hash.encode(), self.tables.tobytes(), repr(self.kinds).encode(), self.dst.tobytes(),
                 str(self.scatter_size).encode()]
+
+
+def dot_code(k: int) -> np.ndarray:
+    """The code rows of the canonical dot body of length ``k`` (``2 k`` inputs ``u`` then ``v``, no constants):
+    ``t = u0 * v0; t = t + u1 * v1; ...``, the body of a product loop (``tapead.ir.contraction``)."""
+    first = 2 * k  # body slots: 2 k inputs, no constants, then the rows
+    code = np.full((2 * k - 1, 4), -1, np.int64)
+    code[0] = (_MUL, 0, k, -1)
+    for l in range(1, k):
+        prev = first if l == 1 else first + 2 * l - 2
+        code[2 * l - 1] = (_MUL, l, k + l, -1)
+        code[2 * l] = (_ADD, prev, first + 2 * l - 1, -1)
+    return code
+
+
+def dot_length(body) -> int | None:
+    """``k`` when ``body`` is the canonical dot body of length ``k`` (however it was made), else None."""
+    n_in = body.n_inputs
+    if n_in < 2 or n_in % 2 or len(body.consts) or body.n_params or len(body.guards) or body.maps:
+        return None
+    k = n_in // 2
+    if len(body.code) != 2 * k - 1 or body.outputs.tolist() != [2 * k + len(body.code) - 1]:
+        return None
+    return k if np.array_equal(body.code, dot_code(k)) else None
 
 
 class Step(NamedTuple):
@@ -174,7 +206,7 @@ def read_slots(tape) -> np.ndarray:
         args = tape.code[tape.code[:, 0] >= 0, 1:].ravel()
         read[args[args >= 0]] = True
         for m in tape.maps:
-            read[m.tables.ravel()] = True
+            read[m.read_slots()] = True
         read[tape.guards[:, 0]] = True
         return read
     return tape.memo("read_slots", compute)

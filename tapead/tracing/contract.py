@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TracingError
-from ..ir.contraction import dot_body
-from ..ir.structure import Map, Out
+from ..ir.contraction import Product
 from . import tracer
 from .maparray import emit_with_values, outer_ids
 from .tracer import Scalar, TracedArray
@@ -57,12 +56,11 @@ def _matrix(a):
 
 
 def matrix_product(x, y):
-    """``x @ y`` of two matrices, at least one traced, as one loop over the output's entries: iteration
-    ``i * m + j`` reads row ``i`` of ``x`` and column ``j`` of ``y`` and its body is their ``k``-term dot product,
-    added left to right. The gathers repeat with the same pattern for every ``l``, so the kernel reads them
-    through two shared offset tables; reverse mode scatters the cotangents back (the body's reverse), so the
-    derivative of the product is a loop too. None when the output is too small for a loop (the recorder's
-    threshold) or nothing is traced."""
+    """``x @ y`` of two matrices, at least one traced, as one product loop (``tapead.ir.contraction``) over the
+    output's entries: iteration ``i * m + j`` reads row ``i`` of ``x`` and column ``j`` of ``y`` and its body is
+    their ``k``-term dot product, added left to right; stored by its two factors, run as a loop nest, reversed as
+    two products. None when the output is too small for a loop (the recorder's threshold) or nothing is
+    traced."""
     a, b = _matrix(x), _matrix(y)
     if a is None or b is None or a.shape[1] != b.shape[0] or a.shape[1] < 2:
         return None
@@ -72,12 +70,7 @@ def matrix_product(x, y):
     m = b.shape[1]
     if rec is None or rec.map_min is None or n * m < rec.map_min or 2 * k > MAX_BODY:
         return None
-    ids_a, ids_b = outer_ids(rec, a), outer_ids(rec, b)
-    rows = np.repeat(np.arange(n), m)
-    cols = np.tile(np.arange(m), n)
-    tables = np.concatenate([ids_a[rows], ids_b[:, cols].T], axis=1)
-    product_loop = Map(dot_body(k, rec.assume_finite), tables, (Out.EACH,), np.zeros((n * m, 0), np.int32), 0)
-    first = emit_with_values(rec, product_loop)
+    first = emit_with_values(rec, Product(outer_ids(rec, a), outer_ids(rec, b), rec.assume_finite))
     out = np.empty((n, m), dtype=object)
     out.reshape(-1)[:] = [Scalar(rec, first + t) for t in range(n * m)]
     return TracedArray(out)

@@ -22,6 +22,7 @@ import operator
 import numpy as np
 
 from .recorder import _CONST, _INPUT, Recorder
+from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from . import tracer
 from .tracer import Scalar, TracedArray, operand_id, recorder_of, shape_of, to_cells, wrap
@@ -98,6 +99,13 @@ def emit_with_values(rec: Recorder, m: Map) -> int:
     has one (guards branch on them); each distinct slot is read once, however many iterations read it."""
     from ..ir.interpret import map_rows
     vals = rec.values
+    if isinstance(m, Product):  # its factors, not its tables
+        slots = m.read_slots()
+        read = [vals[i] for i in slots.tolist()]
+        if all(v is not None for v in read):
+            known = np.array(read, np.float64)
+            return rec.emit_map(m, product_rows(m, lambda s: known[np.searchsorted(slots, s)][None])[0].tolist())
+        return rec.emit_map(m)
     slots, where = distinct(m.tables)
     read = [vals[i] for i in slots.tolist()]
     values = None

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..table.ops import BY_CODE
 from .recorder import Recorder
+from ..ir.contraction import Product
 from ..ir.structure import Map, Out
 from .tracer import Scalar
 
@@ -21,7 +22,7 @@ def fuse(rec: Recorder) -> None:
     are then one loop. Row nodes are kept, so everything that reads them is unchanged."""
     groups: list[list[int]] = []
     for index, entry in enumerate(rec.maps):
-        if entry is None or entry[1].scatter_size:
+        if entry is None or entry[1].scatter_size or isinstance(entry[1], Product):  # a product stays one
             continue
         rows, m = entry
         leader = next((g for g in groups if rec.maps[g[0]][1].n == m.n and

@@ -213,7 +213,7 @@ class Recorder:
                     rows, m = self.maps[nargs[n][0]]
                     for r in rows:
                         live[r] = 1
-                    stack.extend(distinct(m.tables)[0].tolist())
+                    stack.extend(m.read_slots().tolist())
         # slots: inputs and params, then the live constants, then the live instructions, each in recording order
         slot = [-1] * len(kinds)
         for s, nid in enumerate(self.inputs + self.params):
@@ -256,8 +256,7 @@ class Recorder:
                 sites.append(site)
         if maps:
             slots = np.array(slot, np.int64)
-            maps = [m.__class__(m.body, slots[m.tables.astype(np.int64)].reshape(m.tables.shape), m.kinds, m.dst,
-                                m.scatter_size) for m in maps]
+            maps = [m.remap(lambda t: slots[t.astype(np.int64)]) for m in maps]
         tape = Tape(code=code, maps=tuple(maps),
                     consts=np.array([nargs[n][0] for n in consts], np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,

@@ -14,7 +14,7 @@ from ..table.ops import BY_CODE, OPS, select
 from ..tracing.recorder import Recorder
 from ..ir.tape import Tape
 from ..tracing.tracer import Scalar
-from ..ir.structure import distinct, read_slots, scalar, walk
+from ..ir.structure import read_slots, scalar, walk
 from .maps_ad import Unstructured, forward_map, replay_map, reverse_map
 from .product_ad import reverse_product
 import numpy as np
@@ -74,7 +74,7 @@ def _active(tape: Tape) -> bytearray:
     for i, (code, *args) in enumerate(tape.code.tolist()):
         if code < 0:
             if args[1] == 0:
-                on = any(act[a] for a in distinct(maps[args[0]].tables)[0].tolist())
+                on = any(act[a] for a in maps[args[0]].read_slots().tolist())
             act[first + i] = on
         elif not BY_CODE[code].no_derivative:
             act[first + i] = any(act[a] for a in args[:BY_CODE[code].arity])
@@ -207,7 +207,7 @@ def _plan_forward(tape: Tape) -> tuple[list, list]:
         if step.map is not None:  # one step at its first row (its other rows: None), read by what its tables read
             steps.append((step.map, None))
             steps.extend([None] * (step.end - step.start - 1))
-            for a in distinct(step.map.tables)[0].tolist():
+            for a in step.map.read_slots().tolist():
                 users[a].append(i)
             continue
         steps.append((step.row, list(step.args)))

@@ -21,6 +21,7 @@ from ..errors import TapeadError
 from ..table.ops import OPS, gt, select
 from ..tracing.maparray import Columns
 from ..tracing.recorder import Recorder
+from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from ..tracing.tracer import Scalar
 
@@ -50,9 +51,30 @@ def _table_ids(rec: Recorder, values: list, where: np.ndarray) -> np.ndarray:
     return _ids(rec, values)[where] if values else np.zeros(where.shape, np.int64)
 
 
+def factor_ids(m, vals: list):
+    """``(recorder, new)`` for a map read through its distinct slots: ``new(slots)`` gives the node ids of the
+    slots' values in the recorder of the first traced one (numbers become constants); recorder None when no
+    value is traced."""
+    slots = m.read_slots()
+    values = [vals[s] for s in slots.tolist()]
+    rec = _recorder(values)
+    if rec is None:
+        return None, None
+    ids = _ids(rec, values)
+    return rec, lambda t: ids[np.searchsorted(slots, t)]
+
+
 def replay_map(m: Map, vals: list) -> list:
     """The values of map ``m``'s rows given every earlier slot's value: tracers -> the map emitted whole into
     their recorder; numbers -> numbers."""
+    if isinstance(m, Product):
+        rec, new = factor_ids(m, vals)
+        if rec is not None:
+            first = rec.emit_map(m.remap(new))
+            return [Scalar(rec, first + r) for r in range(m.rows)]
+        read = m.read_slots()
+        known = np.array([float(vals[s]) for s in read.tolist()])
+        return product_rows(m, lambda f: known[np.searchsorted(read, f)][None])[0].tolist()
     values, where = _table_values(m, vals)
     rec = _recorder(values)
     if rec is None:  # every input is a number (or the map reads nothing): evaluate it

@@ -14,7 +14,7 @@ from check import assert_close, fd_gradient, magnitude
 from tapead.backend import loops, products
 from tapead.backend.codegen import lower
 from tapead.ir.contraction import dot_body, dot_length, outer_layout, product_length
-from tapead.ir.structure import walk
+from tapead.ir.structure import map_runs, walk
 from tapead.table.ops import OPS
 
 RNG = np.random.default_rng(11)
@@ -34,6 +34,12 @@ def two_traced(x, xp=np):
     return xp.sum(xp.sin(A @ B) * xp.arange(108.0).reshape(12, 9))
 
 
+def tiled(x, xp=np):  # wide enough for register tiles, with rows and columns left over
+    A, B = x[:234].reshape(13, 18), x[234:].reshape(18, 21)
+    C = A @ B
+    return xp.sum(C * C * C * xp.arange(273.0).reshape(13, 21))  # arithmetic only: the interpreter's bits too
+
+
 def shared(x, xp=np):  # the same slots on both sides: the scatter keeps its order, the product rule stands aside
     A = x.reshape(12, 5)
     return xp.sum(xp.cos(A @ A.T))
@@ -45,7 +51,7 @@ def masked(x, xp=np):  # cotangents that come through a select
     return xp.sum(xp.where(C > 0, C ** 2, 0.0))
 
 
-CASES = {"mlp": (mlp, 128), "two_traced": (two_traced, 105), "shared": (shared, 60), "masked": (masked, 105)}
+CASES = {"mlp": (mlp, 128), "two_traced": (two_traced, 105), "tiled": (tiled, 612), "shared": (shared, 60), "masked": (masked, 105)}
 
 
 def _without_product_rule(monkeypatch, f, x):
@@ -120,16 +126,19 @@ def test_outer_layouts():
     assert outer_layout(u[:-1], v[:-1]) is None
 
 
-def test_product_loops_compile_as_nests_with_the_bits_of_the_gather_loop(monkeypatch):
-    x = RNG.normal(size=105)
-    t = tapead.record(two_traced, x)
+@pytest.mark.parametrize("f, n", [(two_traced, 105), (tiled, 612)])
+def test_product_loops_compile_as_nests_with_the_bits_of_the_gather_loop(f, n, monkeypatch):
+    x = RNG.normal(size=n)
+    t = tapead.record(f, x)
     grad = tapead.value_and_grad(t.tape)
-    ir = lower(grad, "k")
-    assert ir.count(".ie:") == 3  # every product loop is a nest
-    fast = tapead.record(two_traced, x).gradient(x)
-    monkeypatch.setattr(products, "nest", lambda m, columns: None)
-    monkeypatch.setattr(loops.products, "nest", lambda m, columns: None)
-    slow = tapead.record(two_traced, x).gradient(x)
+    plan = loops.Plan(grad, map_runs(grad), loops.pointers(grad, [n]))
+    assert len(plan.nests) == 3  # every product loop is a nest
+    wide = f is tiled
+    assert (sum(1 for nest in plan.nests.values() if nest.stage is not None) >= 1) == wide  # G Bᵀ reads B by columns
+    assert ("<8 x double>" in lower(grad, "k")) == wide  # register tiles
+    fast = tapead.record(f, x).gradient(x)
+    monkeypatch.setattr(products, "nest", lambda m, a, b: None)
+    slow = tapead.record(f, x).gradient(x)
     assert np.array_equal(fast, slow)
     assert np.array_equal(fast, tapead.evaluate(tapead.grad(t.tape), x))  # the interpreter: numpy, same order
 
