@@ -96,9 +96,12 @@ def _instructions(tape: Tape, name: dict, body: list, maps: tuple | None = None)
     """Name the constants (as literals) and append every instruction; ``name`` maps slots to IR values.
     ``maps``: ``(plan, globals, prefix)`` to lower a tape's maps as loops (``tapead.loops``)."""
     slot = tape.first_const
-    for v in tape.consts.tolist():
-        name[slot] = _literal(v)
-        slot += 1
+    if isinstance(name, MapNames):  # constants are spelled where they are used
+        slot += len(tape.consts)
+    else:
+        for v in tape.consts.tolist():
+            name[slot] = _literal(v)
+            slot += 1
     index = 0  # maps lowered so far (the Plan numbers them in tape order)
     for step in walk(tape):
         if step.map is not None:
@@ -161,7 +164,7 @@ def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list, 
         slot += 1
     maps = None
     if tape.maps:
-        name = MapNames(body, plan.cell)
+        name = MapNames(body, plan.cell, tape)
         for s in range(slot):
             if s in needed:
                 name[s] = f"%s{s}"

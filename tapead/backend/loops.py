@@ -324,13 +324,20 @@ class Cells:
 
 class MapNames(dict):
     """Slot -> IR value, where a map's row is loaded from the work array where it is used (a fresh load at each
-    use: a use inside one output group's conditional block must not serve another block)."""
+    use: a use inside one output group's conditional block must not serve another block), and a constant is
+    spelled as a literal when first used (a tape whose loops read a data set of a million constants names
+    only the few its scalar code reads)."""
 
-    def __init__(self, lines: list, cells: dict):
+    def __init__(self, lines: list, cells: dict, tape=None):
         super().__init__()
         self.lines, self.cells, self.loads = lines, cells, 0
+        self.first_const = tape.first_const if tape is not None else 0
+        self.consts = tape.consts if tape is not None else np.zeros(0)
 
     def __missing__(self, slot: int) -> str:
+        if 0 <= slot - self.first_const < len(self.consts):
+            self[slot] = _literal(float(self.consts[slot - self.first_const]))
+            return self[slot]
         if slot not in self.cells:
             raise KeyError(slot)
         self.loads += 1

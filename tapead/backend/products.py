@@ -8,9 +8,10 @@ lie evenly in memory (operand ``l`` of a row of ``A`` or a column of ``B`` a fix
 kernel computes tiles of 4 rows by 16 columns of ``C`` in eight vector registers: for each ``l``, two vector
 loads of ``B``, four broadcasts of ``A``, eight multiplies and eight adds. Every entry still adds its terms in
 the order ``l = 0, 1, ...`` (the first product, then each next product added), with the body's own op table
-rows applied lane by lane, so the bits are the body's. Rows and columns left over by the tiles run as one
-dependent chain per entry, as the body does. ``B`` whose rows are not contiguous (``G Bᵀ`` in reverse mode
-reads ``B`` by columns) is first copied into a scratch block in the kernel's work array.
+rows applied lane by lane, so the bits are the body's. Rows left over run as tiles one row high (``x @ A``
+is all such rows), columns left over as one dependent chain per entry, as the body does. ``B`` whose rows are
+not contiguous (``G Bᵀ`` in reverse mode reads ``B`` by columns) is first copied into a scratch block in the
+kernel's work array; reverse mode gives a constant ``B`` a transposed copy among the tape's data instead.
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def _contiguous(cols: np.ndarray) -> bool:
 
 
 def _tiles(nest_: Nest) -> bool:
-    return nest_.n >= ROWS and nest_.m >= LANES * VECTORS
+    return nest_.m >= LANES * VECTORS
 
 
 def stage_cells(nest_: Nest) -> int:
@@ -119,11 +120,12 @@ def lower(m: Product, nest_: Nest, base: int, pre: str, offset, lines: list) -> 
     n, width = nest_.n, nest_.m
     if vmul and vadd and _tiles(nest_) and _contiguous(nest_.cols):
         n_t, w_t = n - n % ROWS, width - width % (LANES * VECTORS)
-        _tile_block(nest_, n_t, w_t, base, pre, (vmul, vadd), offset, loops, lines)
+        if n_t:
+            _tile_block(nest_, (0, n_t), ROWS, w_t, base, pre, (vmul, vadd), offset, loops, lines)
+        if n_t < n:  # leftover rows: tiles one row high
+            _tile_block(nest_, (n_t, n), 1, w_t, base, pre, (vmul, vadd), offset, loops, lines)
         if w_t < width:
-            _entries(nest_, (0, n_t), (w_t, width), "e", base, pre, (mul, add), offset, loops, lines)
-        if n_t < n:
-            _entries(nest_, (n_t, n), (0, width), "f", base, pre, (mul, add), offset, loops, lines)
+            _entries(nest_, (0, n), (w_t, width), "e", base, pre, (mul, add), offset, loops, lines)
     else:
         _entries(nest_, (0, n), (0, width), "e", base, pre, (mul, add), offset, loops, lines)
 
@@ -194,12 +196,13 @@ def _entries(nest_: Nest, rows: tuple, cols: tuple, tag: str, base: int, pre: st
     loops.counted(f"{tag}i", i1 - i0, row)
 
 
-def _tile_block(nest_: Nest, n_t: int, w_t: int, base: int, pre: str, ops: tuple, offset, loops: _Loops,
-                lines: list) -> None:
-    """Rows ``0..n_t`` by columns ``0..w_t`` of C in tiles of ``ROWS`` x ``LANES * VECTORS``."""
+def _tile_block(nest_: Nest, rows_: tuple, high: int, w_t: int, base: int, pre: str, ops: tuple, offset,
+                loops: _Loops, lines: list) -> None:
+    """Rows ``rows_`` by columns ``0..w_t`` of C in tiles of ``high`` x ``LANES * VECTORS``."""
     vmul, vadd = ops
     vec = f"<{LANES} x double>"
-    p = f"{pre}t"
+    i0, i1 = rows_
+    p = f"{pre}t{high}"
     ras: list = []
 
     def broadcast(name: str, scalar: str) -> str:
@@ -215,7 +218,7 @@ def _tile_block(nest_: Nest, n_t: int, w_t: int, base: int, pre: str, ops: tuple
             lines.append(f"  %{p}bo{v}{suffix} = add i64 %{p}jb, {int(nest_.cols[0]) + v * LANES}")
             lines.append(f"  %{p}bq{v}{suffix} = add i64 %{p}bo{v}{suffix}, {b_shift}")
             bs.append(_load(lines, f"{p}b{v}{suffix}", nest_.b_ptr, f"%{p}bq{v}{suffix}", vec))
-        for r in range(ROWS):
+        for r in range(high):
             lines.append(f"  %{p}ao{r}{suffix} = add i64 {ras[r]}, {a_shift}")
             a = _load(lines, f"{p}a{r}{suffix}", nest_.a_ptr, f"%{p}ao{r}{suffix}")
             av = broadcast(f"{p}A{r}{suffix}", a)
@@ -239,8 +242,8 @@ def _tile_block(nest_: Nest, n_t: int, w_t: int, base: int, pre: str, ops: tuple
                     nxt.append(f"%{p}s{c}")
                 return nxt
             carried = tuple((f"{p}acc{c}", vec, f) for c, f in enumerate(firsts))
-            result = loops.counted("tl", nest_.k - 1, step, carried)
-        for r in range(ROWS):
+            result = loops.counted(f"t{high}l", nest_.k - 1, step, carried)
+        for r in range(high):
             for v in range(VECTORS):
                 c = r * VECTORS + v
                 lines.append(f"  %{p}co{c} = add i64 %{p}cr{r}, {v * LANES}\n  %{p}cq{c} = add i64 %{p}co{c}, %{p}jb")
@@ -249,10 +252,10 @@ def _tile_block(nest_: Nest, n_t: int, w_t: int, base: int, pre: str, ops: tuple
 
     def rows():
         ras.clear()
-        for r in range(ROWS):
-            ras.append(offset(f"%{p}ia{r}", nest_.rows[r:n_t:ROWS], f"{p}i"))
-            lines.append(f"  %{p}cm{r} = mul i64 %{p}ik, {ROWS * nest_.m}")
-            lines.append(f"  %{p}cr{r} = add i64 %{p}cm{r}, {base + r * nest_.m}")
-        loops.counted("tj", w_t // (LANES * VECTORS), tile)
+        for r in range(high):
+            ras.append(offset(f"%{p}ia{r}", nest_.rows[i0 + r:i1:high], f"{p}i"))
+            lines.append(f"  %{p}cm{r} = mul i64 %{p}ik, {high * nest_.m}")
+            lines.append(f"  %{p}cr{r} = add i64 %{p}cm{r}, {base + (i0 + r) * nest_.m}")
+        loops.counted(f"t{high}j", w_t // (LANES * VECTORS), tile)
 
-    loops.counted("ti", n_t // ROWS, rows)
+    loops.counted(f"t{high}i", (i1 - i0) // high, rows)

@@ -27,6 +27,8 @@ Version 2 is written for a tape with loops (maps, ``tapead.structure``), which s
 -1 for a map's rows; its header also has ``maps``: one ``{"n", "n_in", "kinds", "scatter_size", "body_bytes"}``
 object per map, in order; after the guards each map appends its tables (n x n_in int32), its scatter targets
 (n x number of scatter kinds, int32) and its body: a complete version-1 tape file of ``body_bytes`` bytes.
+A product loop (``tapead.ir.contraction``) has ``"product": [r, k, c]`` too (``n = r c``, ``n_in = 2 k``,
+one ``each`` output, a dot body) and stores its two factors (r x k, then k x c int32) instead of its tables.
 Everything a file declares must add up to its length, so nothing is allocated beyond what the file holds.
 """
 from __future__ import annotations
@@ -43,8 +45,8 @@ import numpy as np
 
 from ..errors import TapeFormatError
 from ..table.ops import BY_CODE, OPS
-from .contraction import as_product
-from .structure import KINDS, MAP_ROW, Map, Out
+from .contraction import Product, as_product
+from .structure import KINDS, MAP_ROW, Map, Out, dot_length
 from .tape import Tape
 from .validate import MAX_CONSTS, MAX_OPS, MAX_OUTPUTS, MAX_SLOTS, check_loaded
 
@@ -81,9 +83,16 @@ def to_bytes(tape: Tape) -> bytes:
     loops = []
     for m in tape.maps:
         body_file = to_bytes(m.body)
-        header.setdefault("maps", []).append({"n": m.n, "n_in": m.body.n_inputs, "kinds": list(m.kinds),
-                                              "scatter_size": m.scatter_size, "body_bytes": len(body_file)})
-        loops += [m.tables.astype("<i4").tobytes(), m.dst.astype("<i4").tobytes(), body_file]
+        entry = {"n": m.n, "n_in": m.body.n_inputs, "kinds": list(m.kinds), "scatter_size": m.scatter_size,
+                 "body_bytes": len(body_file)}
+        factors = getattr(m, "factors", None)
+        if factors is not None:  # a product: its factors, not its n x 2 k tables
+            entry["product"] = [m.a.shape[0], m.a.shape[1], m.b.shape[1]]
+            tables = b"".join(f.astype("<i4").tobytes() for f in factors)
+        else:
+            tables = m.tables.astype("<i4").tobytes()
+        header.setdefault("maps", []).append(entry)
+        loops += [tables, m.dst.astype("<i4").tobytes(), body_file]
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     body = b"".join([
         _PREFIX.pack(MAGIC, VERSION_MAPS if tape.maps else VERSION, len(text)), text,
@@ -151,8 +160,30 @@ def _loops(value) -> list[tuple]:
         kinds = entry.get("kinds")
         if not isinstance(kinds, list) or len(kinds) > MAX_OPS or not all(k in KINDS for k in kinds):
             raise TapeFormatError(f"header: maps[{i}] kinds must be a list of {', '.join(KINDS)}")
-        out.append((n, n_in, tuple(kinds), size, nbytes))
+        out.append((n, n_in, tuple(kinds), size, nbytes, _product(entry.get("product", None), i, n, n_in,
+                                                                    kinds, size)))
     return out
+
+
+def _product(value, i: int, n: int, n_in: int, kinds: list, size: int) -> tuple | None:
+    """A map's ``product`` entry: ``(rows, k, cols)`` consistent with the map's counts, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 3 or not all(type(d) is int and 1 <= d <= MAX_OPS for d in value):
+        raise TapeFormatError(f"header: maps[{i}] product must be three positive integers [rows, k, cols]")
+    rows, k, cols = value
+    if rows * cols != n or 2 * k != n_in or kinds != ["each"] or size != 0:
+        raise TapeFormatError(f"header: maps[{i}] product {value} does not fit a loop of {n} iterations reading "
+                              f"{n_in} columns with outputs {kinds}")
+    return rows, k, cols
+
+
+def _table_bytes(n: int, n_in: int, product: tuple | None) -> int:
+    """Bytes of a map's tables in the file: its factors for a product."""
+    if product is None:
+        return 4 * n * n_in
+    rows, k, cols = product
+    return 4 * k * (rows + cols)
 
 
 def _bounded_loop(index: int, n: int, n_in: int, work: int) -> None:
@@ -212,8 +243,8 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
     ops = _op_table(header.get("ops"))
     loops = _loops(header.get("maps")) if version == VERSION_MAPS else []
     sizes = [16 * n_code, 8 * n_consts, 4 * n_outputs, 8 * n_guards]
-    for n, n_in, kinds, _, nbytes in loops:
-        sizes += [4 * n * n_in, 4 * n * kinds.count(Out.SCATTER), nbytes]
+    for n, n_in, kinds, _, nbytes, product in loops:
+        sizes += [_table_bytes(n, n_in, product), 4 * n * kinds.count(Out.SCATTER), nbytes]
     if start + sum(sizes) != len(data) - _DIGEST:
         raise TapeFormatError(f"tape file holds {len(data) - _DIGEST - start} bytes of arrays; its header "
                               f"announces {sum(sizes)}")
@@ -229,9 +260,14 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
         start += size
     maps = []
     work = 0  # instructions the loops run per point: what the file demands of a kernel or an unrolled tape
-    for n, n_in, kinds, scatter_size, nbytes in loops:
-        tables = np.frombuffer(data, dtype="<i4", count=n * n_in, offset=start).reshape(n, n_in)
-        start += 4 * n * n_in
+    for n, n_in, kinds, scatter_size, nbytes, product in loops:
+        if product is None:
+            tables = np.frombuffer(data, dtype="<i4", count=n * n_in, offset=start).reshape(n, n_in)
+        else:
+            rows, k, cols = product
+            tables = (np.frombuffer(data, dtype="<i4", count=rows * k, offset=start).reshape(rows, k),
+                      np.frombuffer(data, dtype="<i4", count=k * cols, offset=start + 4 * rows * k).reshape(k, cols))
+        start += _table_bytes(n, n_in, product)
         n_scatter = kinds.count(Out.SCATTER)
         dst = np.frombuffer(data, dtype="<i4", count=n * n_scatter, offset=start).reshape(n, n_scatter)
         start += 4 * n * n_scatter
@@ -239,8 +275,13 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
         start += nbytes
         work += n * max(len(body), 1)
         _bounded_loop(len(maps), n, n_in, work)
-        loop = Map(body, tables, kinds, dst, scatter_size)
-        maps.append(as_product(loop) or loop)  # a product loop comes back stored by its factors (the same hash)
+        if product is not None:
+            if dot_length(body) != product[1]:
+                raise TapeFormatError(f"maps[{len(maps)}] is a product whose body is not a {product[1]}-term dot product")
+            maps.append(Product(*tables, body.assume_finite))
+        else:
+            loop = Map(body, tables, kinds, dst, scatter_size)
+            maps.append(as_product(loop) or loop)  # a product loop written as tables comes back by its factors
     code = arrays[0].astype(np.int32).reshape(-1, 4)
     if len(code):
         op = code[:, 0]

@@ -161,18 +161,17 @@ def walk(tape) -> list[Step]:
 
 
 def _steps(tape) -> list[Step]:
-    runs = {start: (end, m) for start, end, m in map_runs(tape)}
-    out, code, i = [], tape.code.tolist(), 0
-    while i < len(code):
-        if i in runs:
-            end, m = runs[i]
-            out.append(Step(i, end, None, (), m))
-            i = end
-            continue
-        op, *args = code[i]
-        row = BY_CODE[op]
-        out.append(Step(i, i + 1, row, tuple(args[:row.arity]), None))
-        i += 1
+    """Python reads only the instructions' rows: a map's placeholder rows (one per slot it writes, a product's
+    65,536) become one step without being converted."""
+    out = []
+    at = 0
+    for start, end, m in map_runs(tape) + [(len(tape.code), len(tape.code), None)]:
+        for i, (op, *args) in enumerate(tape.code[at:start].tolist(), at):
+            row = BY_CODE[op]
+            out.append(Step(i, i + 1, row, tuple(args[:row.arity]), None))
+        if m is not None:
+            out.append(Step(start, end, None, (), m))
+        at = end
     return out
 
 
@@ -214,11 +213,16 @@ def read_slots(tape) -> np.ndarray:
 
 def distinct(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(indices, return_inverse=True)`` for the non-negative slot indices of tables, without sorting:
-    a table of 1.5 million entries over a few thousand slots costs one pass (a sort cost 30 ms per table)."""
+    a table of 1.5 million entries over a few thousand slots costs one pass (a sort cost 30 ms per table). A
+    short array of large slots (a few hundred among a million) is sorted instead: the pass is over the slots."""
     a = np.asarray(indices, dtype=np.int64)
     if a.size == 0:
         return a.ravel(), a.copy()
-    present = np.zeros(int(a.max()) + 1, bool)
+    top = int(a.max()) + 1
+    if a.size * 64 < top:
+        values, inverse = np.unique(a, return_inverse=True)
+        return values, inverse.reshape(a.shape)
+    present = np.zeros(top, bool)
     present[a.ravel()] = True
     values = np.flatnonzero(present)
     rank = np.cumsum(present) - 1

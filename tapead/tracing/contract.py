@@ -77,9 +77,22 @@ def matrix_product(x, y):
 
 
 
+def _vector_product(x, y):
+    """``v @ M`` (a traced vector times a matrix) and ``M @ v`` (a traced matrix times a vector) as the product
+    loops of a one-row or one-column matrix, or None."""
+    if _traced_vector(x) is not None and _matrix(y) is not None:
+        done = matrix_product(TracedArray(x.cells.reshape(1, -1)), y)
+    elif isinstance(x, TracedArray) and x.ndim == 2 and isinstance(y, (TracedArray, np.ndarray)) and y.ndim == 1:
+        column = y.cells if isinstance(y, TracedArray) else y
+        done = matrix_product(x, TracedArray(column.reshape(-1, 1)) if isinstance(y, TracedArray) else column.reshape(-1, 1))
+    else:
+        return None
+    return None if done is None else TracedArray(done.cells.reshape(-1))
+
+
 def product(x, y):
-    """``x @ y`` (or ``np.dot``) as a loop when one is a constant matrix and the other a traced vector, or both
-    are matrices (``matrix_product``)."""
+    """``x @ y`` (or ``np.dot``) as a loop when both are matrices (``matrix_product``), a traced vector meets a
+    matrix (a one-row or one-column product), or a constant matrix meets a traced vector (a loop over its rows)."""
     done = matrix_product(x, y)
     if done is not None:
         return done
@@ -89,6 +102,9 @@ def product(x, y):
         if rec is not None and rec.map_min is not None and c.shape[0] >= rec.map_min:
             return np.sum(c * v, axis=1)
         return None
+    done = _vector_product(x, y)
+    if done is not None:
+        return done
     v, c = _traced_vector(x), _constant(y)
     if c is not None and v is not None and c.shape[0] == v.shape[0] and c.shape[1] <= MAX_OUTPUTS:
         rec = _recorder(v)

@@ -21,7 +21,7 @@ import operator
 
 import numpy as np
 
-from .recorder import _CONST, _INPUT, Recorder
+from .recorder import _CONST, _INPUT, BULK, Recorder
 from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from . import tracer
@@ -327,12 +327,12 @@ def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
 
 def outer_ids(rec: Recorder, cells: np.ndarray) -> np.ndarray:
     """The outer node id of every element (constants enter the constant pool)."""
+    if cells.dtype != object:  # a constant array (a data set): its constants in bulk
+        if cells.size >= BULK:
+            return rec.constants(cells)
+        return np.array([rec.const(v) for v in cells.ravel().tolist()], np.int64).reshape(cells.shape)
     out = np.empty(cells.shape, np.int64)
     flat = out.reshape(-1)
-    if cells.dtype != object:
-        for i, v in enumerate(cells.ravel().tolist()):
-            flat[i] = rec.const(v)
-        return out
     cells = cells.ravel()
     try:  # the common case, every cell a tracer of this recorder: two C-level passes, no Python per cell
         if set(map(_REC, cells)) == {rec}:

@@ -6,13 +6,13 @@ It deals in integer node ids; the tracer types of ``tracer.py`` wrap those ids f
 from __future__ import annotations
 
 import struct
-from itertools import compress
+from itertools import compress, repeat
 
 import numpy as np
 
 from ..errors import TracingError
 from ..table.ops import BY_CODE, COMPARISONS, OPS, Op
-from ..ir.structure import distinct, placeholder_rows
+from ..ir.structure import placeholder_rows
 from ..ir.tape import Tape
 
 _INPUT, _PARAM, _CONST, _MAPOUT = -1, -2, -3, -4  # node kinds that are not ops (_MAPOUT: a row of a map)
@@ -30,6 +30,8 @@ _pack = struct.Struct("<d").pack
 _PYTHON_FOLD = {row.code: row.python for row in OPS.values() if row.python is not None}
 
 
+BULK = 64  # numbers from which constants are made in bulk (``Recorder.constants``: a data table), not one by one
+
 class Recorder:
     """Collects the instructions of one tape. Nodes are ``(kind, args)``: kind an op code, or input/param/const."""
 
@@ -46,6 +48,7 @@ class Recorder:
         self._memo: dict[tuple, int] = {}  # (op code, *argument ids) -> node id: hash-consing
         self._const_ids: dict[bytes, int] = {}  # a constant's bit pattern (-0.0 and NaNs stay apart) -> node id
         self._const_of: dict[int, float] = {}  # node id -> value, for the constant nodes (what identities read)
+        self._blocks: dict[bytes, np.ndarray] = {}  # bulk constants: their bits -> node ids (``constants``)
         self.maps: list = []  # (row nodes in row order, Map with *node ids* in its tables) per map; None once fused
         self.map_min: int | None = None  # structured recording: elementwise results this long become loops
         self.open_maps: dict = {}  # leading-axis length -> the open maparray.Builder
@@ -56,7 +59,7 @@ class Recorder:
         other = Recorder(self.on_branch, self.assume_finite)
         for name in ("kinds", "args", "values", "inputs", "params", "guards", "guard_sites"):
             setattr(other, name, list(getattr(self, name)))
-        for name in ("_memo", "_const_ids", "_const_of"):
+        for name in ("_memo", "_const_ids", "_const_of", "_blocks"):
             setattr(other, name, dict(getattr(self, name)))
         return other
 
@@ -87,6 +90,25 @@ class Recorder:
             self.values.append(value)
             self._const_of[nid] = value
         return nid
+
+    def constants(self, values) -> np.ndarray:
+        """Node ids of many constants at once (the data a loop's table reads: a matrix of a million entries),
+        one node per entry in the array's order, appended in bulk: the tape keeps its constants in recording
+        order, so the kernel reads the block in place with the array's strides (a product loop's rows, not a
+        gather). The same block again (a loop, then its reverse) is the same nodes. They are not entered in the
+        identity tables, which only scalar instructions consult (``const`` is the way for those)."""
+        block = np.ascontiguousarray(values, np.float64)
+        key = block.tobytes() + str(block.shape).encode()
+        known = self._blocks.get(key)
+        if known is not None:
+            return known
+        first = len(self.kinds)
+        vals = block.ravel().tolist()
+        self.kinds.extend(repeat(_CONST, len(vals)))
+        self.args.extend(zip(vals))
+        self.values.extend(vals)
+        ids = self._blocks[key] = first + np.arange(len(vals)).reshape(block.shape)
+        return ids
 
     def const_value(self, nid: int) -> float | None:
         return self._const_of.get(nid)
@@ -161,7 +183,7 @@ class Recorder:
         index = len(self.maps)
         rows = m.rows
         self.kinds.extend([_MAPOUT] * rows)
-        self.args.extend((index, off) for off in range(rows))
+        self.args.extend(zip(repeat(index, rows), range(rows)))
         self.values.extend([None] * rows if values is None else values)
         self.maps.append((range(first, first + rows), m))
         return first

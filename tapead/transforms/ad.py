@@ -70,14 +70,12 @@ def _active(tape: Tape) -> bytearray:
     act = bytearray(tape.n_slots)
     act[:tape.n_inputs] = b"\x01" * tape.n_inputs
     first = tape.first_result
-    maps = tape.maps
-    for i, (code, *args) in enumerate(tape.code.tolist()):
-        if code < 0:
-            if args[1] == 0:
-                on = any(act[a] for a in maps[args[0]].read_slots().tolist())
-            act[first + i] = on
-        elif not BY_CODE[code].no_derivative:
-            act[first + i] = any(act[a] for a in args[:BY_CODE[code].arity])
+    for step in walk(tape):
+        if step.map is not None:
+            if any(act[a] for a in step.map.read_slots().tolist()):
+                act[first + step.start:first + step.end] = b"\x01" * (step.end - step.start)
+        elif not step.row.no_derivative:
+            act[first + step.start] = any(act[a] for a in step.args)
     return act
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import TapeadError
 from ..table.ops import OPS, gt, select
 from ..tracing.maparray import Columns
-from ..tracing.recorder import Recorder
+from ..tracing.recorder import BULK, Recorder
 from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from ..tracing.tracer import Scalar
@@ -34,10 +34,14 @@ def _recorder(values) -> Recorder | None:
 
 
 def _ids(rec: Recorder, values: list) -> np.ndarray:
-    """Node ids of tracer values and constants (None is a zero)."""
-    const = rec.const
-    return np.array([v.id if isinstance(v, Scalar) else const(0.0 if v is None else float(v)) for v in values],
-                    np.int64)
+    """Node ids of tracer values and constants (None is a zero); many numbers (a data table a loop reads)
+    become constants in bulk."""
+    ids = np.array([v.id if isinstance(v, Scalar) else -1 for v in values], np.int64)
+    rest = np.flatnonzero(ids < 0)
+    if len(rest):
+        numbers = [0.0 if values[k] is None else float(values[k]) for k in rest.tolist()]
+        ids[rest] = rec.constants(numbers) if len(rest) >= BULK else [rec.const(v) for v in numbers]
+    return ids
 
 
 def _table_values(m: Map, vals: list) -> tuple[list, np.ndarray]:

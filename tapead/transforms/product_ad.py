@@ -19,6 +19,7 @@ import numpy as np
 
 from ..ir.contraction import Product, as_product
 from ..ir.structure import Map
+from ..tracing.recorder import BULK
 from ..tracing.tracer import Scalar
 from .maps_ad import _ids, factor_ids
 
@@ -29,6 +30,15 @@ def _product(rec, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Emit the product loop of the node ids ``u`` (p x q) and ``v`` (q x r); the ids of its p x r entries."""
     first = rec.emit_map(Product(u, v, rec.assume_finite))
     return first + np.arange(u.shape[0] * v.shape[1]).reshape(u.shape[0], v.shape[1])
+
+
+def _transposed(rec, new, slots: np.ndarray, vals: list) -> np.ndarray:
+    """Node ids of the transpose of a factor: a factor of constants (a data matrix) becomes a transposed block of
+    constants, which the kernel reads by rows, instead of a copy into rows at every call."""
+    values = [vals[s] for s in slots.ravel().tolist()]
+    if len(values) >= BULK and not any(isinstance(v, Scalar) for v in values):
+        return rec.constants(np.array(values, np.float64).reshape(slots.shape).T)
+    return new(slots).T
 
 
 def reverse_product(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray, either) -> bool:
@@ -53,7 +63,7 @@ def reverse_product(m: Map, start: int, vals: list, adj: list, mask: list, act: 
     g = _ids(rec, seeds).reshape(n, width)
     updates = []
     if a_act.any():  # dA[i, l] = sum_j G[i, j] B[l, j]
-        updates.append((a_slots, a_act, _product(rec, g, new(b_slots).T)))
+        updates.append((a_slots, a_act, _product(rec, g, _transposed(rec, new, b_slots, vals))))
     if b_act.any():  # dB[l, j] = sum_i A[i, l] G[i, j]
         updates.append((b_slots, b_act, _product(rec, new(a_slots).T, g)))
     for slots, here, entries in updates:

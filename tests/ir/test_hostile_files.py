@@ -388,7 +388,14 @@ def _sources():
                           params=np.ones(2)),
             tapead.record(guarded, np.array([1.0, 2.0]), on_branch="raise"),
             tapead.record(lambda a: np.hypot(a, a[::-1]) / (1 + a[0] ** 2), np.ones(4)),
-            tapead.record(lambda x, y: np.arctan2(x, y) * np.exp(-x * y), np.float64(0.5), np.float64(0.25))]
+            tapead.record(lambda x, y: np.arctan2(x, y) * np.exp(-x * y), np.float64(0.5), np.float64(0.25)),
+            tapead.Function(tapead.grad(tapead.record(_product, np.linspace(-1, 1, 84)).tape))]  # stored factors
+
+
+def _product(x):  # arithmetic only: sums with cancellation would magnify libm's last-bit differences
+    A, B = x[:36].reshape(12, 3), x[36:].reshape(3, 16)
+    C = A @ B
+    return np.sum(C * C * (1.0 + C))
 
 
 def _mutate(rng, data: bytes) -> bytes:

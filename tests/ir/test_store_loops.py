@@ -34,7 +34,15 @@ def _tapes() -> dict:
             out[name + ".grad"] = (tapead.grad(t), args0, params)  # scatter outputs
             # a loop of tangents: the structured HVP (hvp_tape keeps the lighter unrolled form of tapes this small)
             out[name + ".hvp"] = (tapead.Function(ad.jvp(ad.grad(t.tape))), args0 + args0, params)
+    product = tapead.record(_product, np.linspace(-1, 1, 105))
+    out["product"] = (product, (np.linspace(-1, 1, 105),), None)
+    out["product.grad"] = (tapead.grad(product), (np.linspace(-1, 1, 105),), None)  # G Bᵀ and Aᵀ G
     return out
+
+
+def _product(x):
+    A, B = x[:60].reshape(12, 5), x[60:].reshape(5, 9)
+    return np.sum(np.sin(A @ B))
 
 
 TAPES = _tapes()
@@ -107,6 +115,42 @@ def test_bad_loop_headers_are_refused(change, message):
     change(header)
     with pytest.raises(TapeFormatError, match=message):
         store.from_bytes(_seal2(header, arrays))
+
+
+def test_a_product_is_stored_by_its_factors():
+    t = TAPES["product.grad"][0]
+    data = store.to_bytes(t)
+    header, _ = _split(data)
+    assert [m.get("product") for m in header["maps"]] == [[12, 5, 9], [12, 9, 5], [5, 12, 9]]
+    assert len(data) < 12_000  # the factors: 3 x 4 (k (r + c)) bytes plus bodies, not 3 x 4 x 2 k r c
+    loaded = store.from_bytes(data)
+    assert [type(m).__name__ for m in loaded.maps] == ["Product"] * 3 and loaded.hash == t.tape.hash
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(product=[12, 5]), "three positive integers"),
+    (lambda m: m.update(product=[12, 5, 0]), "three positive integers"),
+    (lambda m: m.update(product=[9, 5, 12, 1][:3] if False else [6, 5, 18]), "announces|does not fit"),
+    (lambda m: m.update(product=[12, 6, 9]), "does not fit"),
+    (lambda m: m.update(product=[12, 5, 9], kinds=["sum"]), "does not fit"),
+    (lambda m: m.update(product=[10**8, 5, 10**8]), "three positive integers|does not fit"),
+])
+def test_bad_product_headers_are_refused(change, message):
+    header, arrays = _split(store.to_bytes(TAPES["product"][0]))
+    change(header["maps"][0])
+    with pytest.raises(TapeFormatError, match=message):
+        store.from_bytes(_seal2(header, arrays))
+
+
+def test_a_product_whose_body_is_not_a_dot_product_is_refused():
+    t = TAPES["lj"][0]  # an elementwise loop, declared a product of the right counts
+    header, arrays = _split(store.to_bytes(t))
+    entry = header["maps"][0]
+    if entry["n_in"] % 2 or entry["kinds"] != ["each"]:
+        entry.update(kinds=["each"] * len(entry["kinds"]))
+    with pytest.raises(TapeFormatError):
+        store.from_bytes(_seal2(header | {"maps": [dict(entry, product=[1, entry["n_in"] // 2 or 1, entry["n"]])]},
+                                arrays))
 
 
 def test_a_version_1_file_with_loop_rows_is_refused():

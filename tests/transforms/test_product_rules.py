@@ -154,3 +154,65 @@ def test_a_product_of_two_terms():
     assert_close(t.value(x), u.value(x), 1e-13)
     assert_close(t.gradient(x), u.gradient(x), 1e-12, scale=magnitude(u.gradient(x)))
     assert sum(1 for s in walk(t.tape) if s.map is not None) >= 1
+
+
+A_DATA = RNG.normal(size=(70, 80))
+
+
+def row_times_data(x, xp=np):  # x @ A with A a closure constant: a one-row product reading the data in place
+    v = x @ A_DATA
+    return xp.sum(v * v * (1.0 + v))
+
+
+def matrix_times_vector(p, xp=np):  # W @ h with W traced: a one-column product
+    W, h = p[:2100].reshape(70, 30), p[2100:]
+    v = W @ h
+    return xp.sum(v * v * v)
+
+
+@pytest.mark.parametrize("f, n", [(row_times_data, 70), (matrix_times_vector, 2130)])
+def test_vector_products_are_product_loops_with_the_bits_of_the_gather_loop(f, n, monkeypatch):
+    x = RNG.normal(size=n) * 0.5
+    t = tapead.record(f, x)
+    assert any(product_length(m) for m in t.maps)
+    grad = tapead.value_and_grad(t.tape)
+    plan = loops.Plan(grad, map_runs(grad), loops.pointers(grad, [n]), data="@k.data")
+    assert plan.nests and all(nest.stage is None for nest in plan.nests.values())  # data transposed at recording
+    g = t.gradient(x)
+    assert np.array_equal(g, tapead.evaluate(tapead.grad(t.tape), x))  # arithmetic only: the interpreter's bits
+    monkeypatch.setattr(products, "nest", lambda m, a, b: None)
+    assert np.array_equal(g, tapead.record(f, x).gradient(x))
+    u = tapead.record(f, x, structured=False)
+    assert_close(g, u.gradient(x), 1e-12, scale=magnitude(g))
+    fd = fd_gradient(f, x)
+    assert_close(g, fd, 1e-7, scale=magnitude(fd))
+
+
+def test_the_quadratic_form_gradient_and_hessian():
+    A = RNG.normal(size=(90, 90))
+    x = RNG.normal(size=90)
+    t = tapead.record(lambda v: v.T @ A @ v, x)
+    assert any(product_length(m) for m in t.maps)
+    assert_close(t.gradient(x), (A + A.T) @ x, 1e-12, scale=magnitude((A + A.T) @ x))
+    assert np.array_equal(t.hessian(x), A + A.T)  # each entry one addition: exact
+
+
+def test_constants_in_bulk_keep_the_array_order_and_are_shared():
+    from tapead.tracing.recorder import Recorder
+    rec = Recorder(on_branch=None)
+    block = np.array([[3.0, -0.0], [3.0, np.nan]])
+    ids = rec.constants(block)
+    assert ids.tolist() == [[0, 1], [2, 3]]  # one node per entry, in order (repeated values too)
+    assert rec.constants(block.copy()) is ids  # the same block again: the same nodes
+    assert [rec.values[i] for i in ids.ravel()][:3] == [3.0, -0.0, 3.0]
+    assert np.signbit(rec.values[1]) and np.isnan(rec.values[3])
+    assert rec.constants(block.T).tolist() == [[4, 5], [6, 7]]  # another order is another block
+
+
+def test_distinct_of_a_few_large_slots_matches_unique():
+    from tapead.ir.structure import distinct
+    rng = np.random.default_rng(3)
+    for a in (rng.integers(0, 10**7, size=(40, 3)), rng.integers(0, 50, size=(400, 5))):
+        values, where = distinct(a)
+        want, inverse = np.unique(a, return_inverse=True)
+        assert np.array_equal(values, want) and np.array_equal(where, inverse.reshape(a.shape))
