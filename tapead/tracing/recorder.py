@@ -6,7 +6,7 @@ It deals in integer node ids; the tracer types of ``tracer.py`` wrap those ids f
 from __future__ import annotations
 
 import struct
-from itertools import compress, repeat
+from itertools import repeat
 
 import numpy as np
 
@@ -29,6 +29,16 @@ _pack = struct.Struct("<d").pack
 # table): the concrete values of a recording fold without a numpy call
 _PYTHON_FOLD = {row.code: row.python for row in OPS.values() if row.python is not None}
 
+
+
+def _set(values: list, rows, new) -> None:
+    """``values[r] = new`` for every node ``r`` of a map's rows (a range: one slice assignment; ``new`` a value
+    or a sequence as long as ``rows``)."""
+    if isinstance(rows, range) and rows.step == 1:
+        values[rows.start:rows.stop] = new if not isinstance(new, int) else [new] * len(rows)
+        return
+    for r, v in zip(rows, new if not isinstance(new, int) else [new] * len(rows)):
+        values[r] = v
 
 BULK = 64  # numbers from which constants are made in bulk (``Recorder.constants``: a data table), not one by one
 
@@ -233,30 +243,30 @@ class Recorder:
                     stack.extend(nargs[n])
                 elif kinds[n] == _MAPOUT:  # a map is kept whole: all its rows and everything its tables read
                     rows, m = self.maps[nargs[n][0]]
-                    for r in rows:
-                        live[r] = 1
+                    _set(live, rows, 1)
                     stack.extend(m.read_slots().tolist())
-        # slots: inputs and params, then the live constants, then the live instructions, each in recording order
-        slot = [-1] * len(kinds)
-        for s, nid in enumerate(self.inputs + self.params):
-            slot[nid] = s
+        # slots: inputs and params, then the live constants, then the live instructions, each in recording order;
+        # constants and map rows (a data block, a product's entries) are numbered by numpy, not node by node
+        kind = np.array(kinds, np.int64)
+        alive = np.frombuffer(bytes(live), np.uint8).astype(bool)
+        slot = np.full(len(kinds), -1, np.int64)
+        slot[self.inputs + self.params] = np.arange(len(self.inputs) + len(self.params))
         s = len(self.inputs) + len(self.params)
-        live_nodes = list(compress(range(len(kinds)), live))
-        consts = [nid for nid in live_nodes if kinds[nid] == _CONST]
-        for nid in consts:
-            slot[nid] = s
-            s += 1
+        consts = np.flatnonzero(alive & (kind == _CONST))
+        slot[consts] = s + np.arange(len(consts))
+        s += len(consts)
+        rest = np.flatnonzero(alive & (kind != _CONST) & (kind != _INPUT) & (kind != _PARAM)).tolist()
+        slot = slot.tolist()  # a list while instructions are renumbered one by one (fast item access)
         flat: list[int] = []  # the code table, row after row
         maps: list = []
-        for nid in live_nodes:
+        for nid in rest:
             k = kinds[nid]
             if k == _MAPOUT:
                 if slot[nid] < 0:  # a map's first row in recording order: all its rows here, in row order
                     rows, m = self.maps[nargs[nid][0]]
                     maps.append(m)
-                    for r in rows:
-                        slot[r] = s
-                        s += 1
+                    _set(slot, rows, range(s, s + len(rows)))
+                    s += len(rows)
                     flat += placeholder_rows(len(maps) - 1, len(rows)).ravel().tolist()
             elif k >= 0:
                 slot[nid] = s
@@ -280,7 +290,7 @@ class Recorder:
             slots = np.array(slot, np.int64)
             maps = [m.remap(lambda t: slots[t.astype(np.int64)]) for m in maps]
         tape = Tape(code=code, maps=tuple(maps),
-                    consts=np.array([nargs[n][0] for n in consts], np.float64),
+                    consts=np.array([nargs[n][0] for n in consts.tolist()], np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
                     guards=np.array(guards, np.int32).reshape(-1, 2),
