@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import TapeFormatError
 from .structure import Map, Out, distinct, dot_code, dot_length
 from .tape import Tape
 
@@ -59,6 +60,31 @@ class Product(Map):
     @property
     def factors(self) -> tuple[np.ndarray, np.ndarray]:
         return self.a, self.b
+
+    def __reduce__(self):  # a pickle carries the factors only: the tables are always built from them
+        return Product, (self.a, self.b, self.body.assume_finite)
+
+    def __setstate__(self, state) -> None:  # any other route that sets state rebuilds from the factors
+        try:
+            Product.__init__(self, state.get("a"), state.get("b"),
+                             bool(getattr(state.get("body"), "assume_finite", False)))
+        except (AttributeError, TypeError, ValueError, OverflowError) as e:
+            raise TapeFormatError(f"a product loop's state does not make one: {e}") from None
+
+    def consistent(self) -> str | None:
+        """What is wrong with the record (validation reads this: ``__init__`` builds every field), or None."""
+        a, b = self.a, self.b
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == np.int32 and
+                b.dtype == np.int32 and a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0] >= 1):
+            return "its factors are not two int32 matrices of matching inner size"
+        if dot_length(self.body) != a.shape[1] or self.kinds != (Out.EACH,) or self.scatter_size or \
+                not (isinstance(self.dst, np.ndarray) and self.dst.shape == (self.n, 0)):
+            return "its body, outputs or scatter do not make a product"
+        if self._tables is not None:
+            built = Product(a, b).tables
+            if not (isinstance(self._tables, np.ndarray) and np.array_equal(self._tables, built)):
+                return "its tables do not follow from its factors"
+        return None
 
     @property
     def tables(self) -> np.ndarray:  # type: ignore[override]

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import TapeFormatError
 from ..table.ops import BY_CODE, OPS
-from .contraction import Product, as_product
+from .contraction import Product
 from .structure import KINDS, MAP_ROW, Map, Out, dot_length
 from .tape import Tape
 from .validate import MAX_CONSTS, MAX_OPS, MAX_OUTPUTS, MAX_SLOTS, check_loaded
@@ -253,7 +253,9 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
         raise TapeFormatError("tape file shapes and counts are inconsistent (too many slots, or the output "
                               "shape does not match the number of outputs)")
     # before any array is built or anything compiled; a loop's table cells are reads like instructions' arguments
-    check_loaded(declared, n_code + sum(n * n_in for n, n_in, *_ in loops), n_outputs)
+    # a product's reads are paid for by its factors (what the file holds), not by the table they imply
+    check_loaded(declared, n_code + sum(_table_bytes(n, n_in, product) // 4 for n, n_in, *_, product in loops),
+                 n_outputs)
     arrays = []
     for dtype, size in zip(("<i4", "<f8", "<i4", "<i4"), sizes):
         arrays.append(np.frombuffer(data, dtype=dtype, count=size // int(dtype[2]), offset=start))
@@ -280,8 +282,7 @@ def _from_bytes(data: bytes, loops_allowed: bool) -> Tape:
                 raise TapeFormatError(f"maps[{len(maps)}] is a product whose body is not a {product[1]}-term dot product")
             maps.append(Product(*tables, body.assume_finite))
         else:
-            loop = Map(body, tables, kinds, dst, scatter_size)
-            maps.append(as_product(loop) or loop)  # a product loop written as tables comes back by its factors
+            maps.append(Map(body, tables, kinds, dst, scatter_size))
     code = arrays[0].astype(np.int32).reshape(-1, 4)
     if len(code):
         op = code[:, 0]

@@ -94,7 +94,7 @@ def _check(tape) -> None:
 def _check_maps(tape, code: np.ndarray, first: int, is_map: np.ndarray) -> None:
     """Map records: each a valid body, tables reading only slots defined before its run, and its run of rows
     exactly where ``code`` says (see tapead.structure)."""
-    from .structure import KINDS, Map, Out, dot_length
+    from .structure import KINDS, Map, Out
     maps = tape.maps
     if not isinstance(maps, tuple) or not all(isinstance(m, Map) for m in maps):
         raise TapeFormatError("maps must be a tuple of Map records")
@@ -108,9 +108,10 @@ def _check_maps(tape, code: np.ndarray, first: int, is_map: np.ndarray) -> None:
         n_in = body.n_inputs
         factors = getattr(m, "factors", None)
         if factors is not None:  # a product, checked through its factors: its tables are built only on demand
+            wrong = m.consistent()
+            if wrong is not None:
+                raise TapeFormatError(f"map {index}: a product: {wrong}")
             tables = np.concatenate([f.ravel() for f in factors])
-            if dot_length(body) != m.a.shape[1] or m.a.shape[1] != m.b.shape[0]:
-                raise TapeFormatError(f"map {index}: a product whose factors do not fit its body")
         elif not isinstance(tables := m.tables, np.ndarray) or tables.dtype != np.int32 or tables.ndim != 2 or tables.shape[1] != n_in or body.input_shapes != ((n_in,),):
             raise TapeFormatError(f"map {index}: tables of shape {tables.shape} do not fit a body of {n_in} inputs")
         if len(m.kinds) != body.n_outputs or not all(k in KINDS for k in m.kinds):

@@ -41,6 +41,7 @@ def _set(values: list, rows, new) -> None:
         values[r] = v
 
 BULK = 64  # numbers from which constants are made in bulk (``Recorder.constants``: a data table), not one by one
+FEW = 16  # distinct values up to which a block's constants are shared nodes (``const``), not one per entry
 
 class Recorder:
     """Collects the instructions of one tape. Nodes are ``(kind, args)``: kind an op code, or input/param/const."""
@@ -106,12 +107,18 @@ class Recorder:
         one node per entry in the array's order, appended in bulk: the tape keeps its constants in recording
         order, so the kernel reads the block in place with the array's strides (a product loop's rows, not a
         gather). The same block again (a loop, then its reverse) is the same nodes. They are not entered in the
-        identity tables, which only scalar instructions consult (``const`` is the way for those)."""
+        identity tables, which only scalar instructions consult; a block of at most ``FEW`` distinct values
+        (zeros, labels) is made of ``const`` nodes instead, as one by one."""
         block = np.ascontiguousarray(values, np.float64)
         key = block.tobytes() + str(block.shape).encode()
         known = self._blocks.get(key)
         if known is not None:
             return known
+        patterns, inverse = np.unique(block.view(np.int64), return_inverse=True)
+        if len(patterns) <= FEW:  # zeros, ones, labels: shared constants the identities know, as ``const`` makes
+            ids = np.array([self.const(v) for v in patterns.view(np.float64).tolist()], np.int64)
+            self._blocks[key] = ids[inverse.reshape(block.shape)]
+            return self._blocks[key]
         first = len(self.kinds)
         vals = block.ravel().tolist()
         self.kinds.extend(repeat(_CONST, len(vals)))

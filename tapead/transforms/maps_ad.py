@@ -250,24 +250,26 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     leaving through one. Returns the rows' tangents and the masks of the rows that have one. ``replay`` and
     ``forward`` are ``tapead.ad``'s sweeps."""
     n, n_in = m.n, m.body.n_inputs
-    columns = m.tables.T.tolist()
-    active = []
-    for i, col in enumerate(columns):
-        has = [tan[s] is not None for s in col]
-        if not any(has):
-            continue
-        if not all(has) or any(mask[s] is not None for s in col):
-            raise Unstructured("iterations differ in their tangents")
-        active.append(i)
+    slots, where = distinct(m.tables)  # each slot looked at once; numpy spreads the answers over the columns
+    where = where.reshape(m.tables.shape)
+    tangents = [tan[s] for s in slots.tolist()]
+    has = np.array([t is not None for t in tangents], bool)[where]
+    masked = np.array([mask[s] is not None for s in slots.tolist()], bool)[where]
+    active = [i for i in range(n_in) if has[:, i].any()]
+    if any(not has[:, i].all() or masked[:, i].any() for i in active):
+        raise Unstructured("iterations differ in their tangents")
     if not active:
         return [None] * m.rows, {}
-    found = _new_body(m, vals, [tan[s] for i in active for s in columns[i]])
+    found = _new_body(m, vals, [t for t in tangents if t is not None])
     if found is None:
         raise Unstructured("a loop's forward sweep needs traced values")
     rec, body, cols, x = found
+    live = np.flatnonzero(np.array([t is not None for t in tangents], bool))
+    ids = np.zeros(len(slots), np.int64)
+    ids[live] = _ids(rec, [tangents[k] for k in live.tolist()])
     seeds: list = [None] * n_in
     for i in active:
-        seeds[i] = cols.value(_ids(rec, [tan[s] for s in columns[i]]))
+        seeds[i] = cols.value(np.ascontiguousarray(ids[where[:, i]]))
     bvals = replay(m.body, x, [])
     bmask: list = []
     btan = forward(m.body, bvals, seeds, bmask)

@@ -153,6 +153,65 @@ def test_a_product_whose_body_is_not_a_dot_product_is_refused():
                                 arrays))
 
 
+def test_a_product_file_declaring_more_inputs_than_its_factors_pay_for_is_refused():
+    """Its reads are paid for by the factors the file holds (k (r + c) slots), not by the r c 2 k table they
+    imply: a 0.6 MB file may not declare 5e8 inputs."""
+    from tapead.ir.contraction import Product
+    from tapead.ir.structure import placeholder_rows
+    r = c = 64
+    k = 1024
+    n_in = 500_000_000
+    product = Product(np.arange(r * k).reshape(r, k), np.arange(k * c).reshape(k, c))
+    t = Tape(code=placeholder_rows(0, r * c), consts=np.zeros(0), input_shapes=((n_in,),), param_shape=None,
+             outputs=np.array([n_in], np.int32), output_shape=(1,), maps=(product,))
+    with pytest.raises(TapeFormatError, match="declares 500,000,000 inputs"):
+        store.from_bytes(store.to_bytes(t))
+
+
+def test_a_pickled_product_is_rebuilt_from_its_factors():
+    """A pickle that sets a product's state (cached tables that disagree with its factors) gets its tables built
+    from the factors, which validation checks; a record whose cached tables disagree is refused."""
+    import copyreg
+    import pickle
+    from tapead.ir.contraction import Product
+    a = np.array([[0, 2, 1], [3, 5, 4]])
+    b = np.array([[6, 7], [8, 9], [0, 1]])
+    good = Product(a, b)
+    forged = np.array(good.tables)
+    forged[:, 0] = 13  # a later slot: the map's own row
+
+    class Crafted:
+        def __reduce__(self):
+            return copyreg._reconstructor, (Product, object, None), dict(good.__dict__, _tables=forged)
+
+    rebuilt = pickle.loads(pickle.dumps(Crafted()))
+    assert np.array_equal(rebuilt.tables, good.tables)
+    assert np.array_equal(pickle.loads(pickle.dumps(good)).tables, good.tables)
+    object.__setattr__(rebuilt, "_tables", forged)
+    assert "do not follow from its factors" in rebuilt.consistent()
+    t = Tape(code=placeholder_rows_of(4), consts=np.zeros(0), input_shapes=((10,),), param_shape=None,
+             outputs=np.arange(10, 14).astype(np.int32), output_shape=(4,), maps=(rebuilt,))
+    with pytest.raises(TapeFormatError, match="do not follow"):
+        t.check()
+    float_factors = Product(a, b)
+    object.__setattr__(float_factors, "a", a.astype(np.float64))
+    assert float_factors.consistent() is not None
+
+
+def placeholder_rows_of(rows: int) -> np.ndarray:
+    from tapead.ir.structure import placeholder_rows
+    return placeholder_rows(0, rows)
+
+
+def test_a_plain_loop_with_a_dot_body_stays_a_plain_loop_through_a_file():
+    """Only a loop written as a product comes back as one: the hash of a saved tape does not change."""
+    X2 = np.linspace(-1, 1, 200).reshape(100, 2)
+    t = tapead.record(lambda w: np.sum(np.sin(np.sum(X2 * w, axis=1))), np.array([0.3, -0.2]))
+    loaded = store.from_bytes(store.to_bytes(t))
+    assert [type(m).__name__ for m in loaded.maps] == [type(m).__name__ for m in t.maps]
+    assert loaded.hash == t.tape.hash
+
+
 def test_a_version_1_file_with_loop_rows_is_refused():
     header, arrays = _split(store.to_bytes(TAPES["lj"][0]))
     with pytest.raises(TapeFormatError):

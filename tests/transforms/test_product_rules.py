@@ -198,15 +198,18 @@ def test_the_quadratic_form_gradient_and_hessian():
 
 
 def test_constants_in_bulk_keep_the_array_order_and_are_shared():
-    from tapead.tracing.recorder import Recorder
+    from tapead.tracing.recorder import FEW, Recorder
     rec = Recorder(on_branch=None)
-    block = np.array([[3.0, -0.0], [3.0, np.nan]])
+    block = np.arange(2.0 * FEW).reshape(2, FEW)
+    block[0, 1], block[1, 0], block[1, 1] = -0.0, np.nan, block[0, 0]
     ids = rec.constants(block)
-    assert ids.tolist() == [[0, 1], [2, 3]]  # one node per entry, in order (repeated values too)
+    assert ids.tolist() == np.arange(2 * FEW).reshape(2, FEW).tolist()  # one node per entry, in order
     assert rec.constants(block.copy()) is ids  # the same block again: the same nodes
-    assert [rec.values[i] for i in ids.ravel()][:3] == [3.0, -0.0, 3.0]
-    assert np.signbit(rec.values[1]) and np.isnan(rec.values[3])
-    assert rec.constants(block.T).tolist() == [[4, 5], [6, 7]]  # another order is another block
+    values = [rec.values[i] for i in ids.ravel()]
+    assert np.signbit(values[1]) and np.isnan(values[FEW]) and values[FEW + 1] == values[0]
+    assert rec.constants(block.T).ravel().tolist() == list(range(2 * FEW, 4 * FEW))  # another order: another block
+    few = rec.constants(np.array([0.0, 1.0, 0.0, -0.0, 1.0] * 20))  # labels, zeros: shared nodes, as ``const``
+    assert len(set(few.tolist())) == 3 and few[0] == rec.const(0.0) and few[3] == rec.const(-0.0)
 
 
 def test_distinct_of_a_few_large_slots_matches_unique():
