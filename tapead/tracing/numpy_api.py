@@ -188,6 +188,9 @@ CUSTOM.update(_jacobi.CUSTOM)
 CUSTOM.update(_more.CUSTOM)
 CUSTOM.update(_stats.CUSTOM)
 CUSTOM[np.dot] = _contract.dot
+CUSTOM[np.inner] = _contract.inner
+CUSTOM[np.outer] = _contract.outer
+CUSTOM[np.einsum] = _contract.einsum
 CUSTOM[np.i0] = _special.i0
 
 

@@ -219,3 +219,44 @@ def test_distinct_of_a_few_large_slots_matches_unique():
         values, where = distinct(a)
         want, inverse = np.unique(a, return_inverse=True)
         assert np.array_equal(values, want) and np.array_equal(where, inverse.reshape(a.shape))
+
+
+EINSUM = {
+    "ij,jk->ik": lambda x, xp: xp.einsum("ij,jk->ik", x[:180].reshape(20, 9), x[180:].reshape(9, 20)),
+    "ij,kj->ik": lambda x, xp: xp.einsum("ij,kj->ik", x[:180].reshape(20, 9), x[180:].reshape(20, 9)),
+    "ji,jk->ik": lambda x, xp: xp.einsum("ji,jk->ik", x[:180].reshape(9, 20), x[180:].reshape(9, 20)),
+    "i,ij->j": lambda x, xp: xp.einsum("i,ij->j", x[:4], x[40:].reshape(4, 80)),
+    "inner": lambda x, xp: xp.inner(x[:180].reshape(20, 9), x[180:].reshape(20, 9)),
+    "outer": lambda x, xp: xp.outer(x[:100], x[100:200]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EINSUM))
+def test_einsum_inner_and_outer_of_traced_operands_stay_loops(name):
+    g = EINSUM[name]
+    n = 200 if name == "outer" else 360
+
+    def f(x, xp=np):
+        return xp.sum(xp.sin(g(x, xp)))
+
+    x = RNG.normal(size=n) * 0.5
+    t = tapead.record(f, x)
+    assert t.maps and (name == "outer" or any(product_length(m) for m in t.maps))
+    assert_close(t.value(x), f(x), 1e-12, scale=magnitude(f(x)))
+    u = tapead.record(f, x, structured=False)
+    assert_close(t.gradient(x), u.gradient(x), 1e-12, scale=magnitude(u.gradient(x)))
+    import autograd
+    import autograd.numpy as anp
+    ref = autograd.grad(lambda q: f(q, anp))(x)
+    assert_close(t.gradient(x), ref, 1e-12, scale=magnitude(ref))
+
+
+def test_other_einsum_forms_run_on_the_cells():
+    x = RNG.normal(size=144)
+    for spec in ("ii->i", "ij->ji", "ij,jk"):
+        def f(v, spec=spec):
+            m = v.reshape(12, 12)
+            return np.sum(np.sin(np.einsum(spec, m) if spec.count(",") == 0 else np.einsum(spec, m, m)))
+        t = tapead.record(f, x)
+        assert_close(t.value(x), f(x), 1e-12, scale=magnitude(f(x)))
+        assert_close(t.gradient(x), tapead.record(f, x, structured=False).gradient(x), 1e-12)
