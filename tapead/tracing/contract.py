@@ -81,10 +81,9 @@ def _vector_product(x, y):
     """``v @ M`` (a traced vector times a matrix) and ``M @ v`` (a traced matrix times a vector) as the product
     loops of a one-row or one-column matrix, or None."""
     if _traced_vector(x) is not None and _matrix(y) is not None:
-        done = matrix_product(TracedArray(x.cells.reshape(1, -1)), y)
+        done = matrix_product(x.reshape(1, -1), y)
     elif isinstance(x, TracedArray) and x.ndim == 2 and isinstance(y, (TracedArray, np.ndarray)) and y.ndim == 1:
-        column = y.cells if isinstance(y, TracedArray) else y
-        done = matrix_product(x, TracedArray(column.reshape(-1, 1)) if isinstance(y, TracedArray) else column.reshape(-1, 1))
+        done = matrix_product(x, y.reshape(-1, 1))
     else:
         return None
     return None if done is None else TracedArray(done.cells.reshape(-1))

@@ -255,7 +255,7 @@ class Recorder:
         # slots: inputs and params, then the live constants, then the live instructions, each in recording order;
         # constants and map rows (a data block, a product's entries) are numbered by numpy, not node by node
         kind = np.array(kinds, np.int64)
-        alive = np.frombuffer(bytes(live), np.uint8).astype(bool)
+        alive = np.frombuffer(live, np.uint8).astype(bool)
         slot = np.full(len(kinds), -1, np.int64)
         slot[self.inputs + self.params] = np.arange(len(self.inputs) + len(self.params))
         s = len(self.inputs) + len(self.params)

@@ -52,8 +52,8 @@ def reverse_product(m: Map, start: int, vals: list, adj: list, mask: list, act: 
         return False
     a_slots, b_slots = p.a, p.b
     n, width = a_slots.shape[0], b_slots.shape[1]
-    live = np.frombuffer(bytes(act), np.uint8).astype(bool)
-    a_act, b_act = live[a_slots], live[b_slots]
+    live = np.frombuffer(act, np.uint8)  # a view: only the factors' slots are read
+    a_act, b_act = live[a_slots].astype(bool), live[b_slots].astype(bool)
     active = np.concatenate([a_slots[a_act], b_slots[b_act]])
     if not len(active) or len(np.unique(active)) != len(active) or max(n, width) > MAX_TERMS:
         return False
