@@ -10,6 +10,8 @@ Families (each but the first also in a second spelling that must cost the same):
   and ``np.linalg.det``, and the same written component by component; hand-written: none (JAX is the peer).
 - ``logreg_matmul`` / ``logreg_sum``: logistic regression with ``X @ w`` and ``np.sum(X * w, axis=1)``, ``X``
   and ``y`` closure constants; hand-written: ``X.T @ (sigmoid(X w) - y) / n``.
+- ``logreg_hessian``: the dense Hessian of ``logreg_matmul`` over 10,000 rows, the size its number of features;
+  hand-written: ``X.T @ diag(s (1 - s)) @ X / n`` in numpy.
 - ``quadratic``: ``x.T @ A @ x``; hand-written: ``(A + A.T) @ x``.
 - ``eigh_hessian``: the dense Hessian (not the gradient) of a scalar of a k x k ``eigh``'s eigenvalues and
   eigenvectors (lower triangle read, as numpy); JAX is the peer (``jit(hessian)``, its LAPACK rule).
@@ -31,9 +33,11 @@ import time
 import numpy as np
 
 CASES = {"mlp": (256,), "mlp_wide": (256,), "lj_rows": (100, 300), "lj_cols": (100, 300), "neo_stack": (10000,), "neo_components": (10000,),
-         "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000), "eigh_hessian": (4, 6)}
+         "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000), "eigh_hessian": (4, 6),
+         "logreg_hessian": (20, 200)}
 QUICK = {"mlp": (64,), "lj_rows": (100,), "lj_cols": (100,), "neo_stack": (1000,), "neo_components": (1000,),
-         "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,), "eigh_hessian": (6,)}
+         "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,), "eigh_hessian": (6,),
+         "logreg_hessian": (20,)}
 
 
 def _lj(n: int, xp, cols: bool):
@@ -96,18 +100,19 @@ def _neo(ne: int, xp, stack: bool):
     return f, (X0 @ np.array([[1.02, 0.01], [-0.02, 0.99]])).ravel(), None
 
 
-def _logreg(n: int, xp, matmul: bool):
+def _logreg(n: int, xp, matmul: bool, d: int = 20, hessian: bool = False):
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(n, 20)), (rng.uniform(size=n) < 0.5).astype(float)
+    X, y = rng.normal(size=(n, d)), (rng.uniform(size=n) < 0.5).astype(float)
 
     def f(w):
         z = X @ w if matmul else xp.sum(X * w, axis=1)
         return xp.sum(xp.logaddexp(0.0, z) - y * z) / n
 
     def hand(w):
-        return X.T @ (1 / (1 + np.exp(-(X @ w))) - y) / n
+        s = 1 / (1 + np.exp(-(X @ w)))
+        return (X.T * (s * (1 - s))) @ X / n if hessian else X.T @ (s - y) / n
 
-    return f, rng.normal(size=20) * 0.1, hand
+    return f, rng.normal(size=d) * 0.1, hand
 
 
 def _quadratic(n: int, xp):
@@ -180,6 +185,8 @@ def build(name: str, size: int, xp):
         return _lj(size, xp, name == "lj_cols")
     if name.startswith("neo_"):
         return _neo(size, xp, name == "neo_stack")
+    if name == "logreg_hessian":  # the size is the number of features, over 10,000 rows
+        return _logreg(10_000, xp, True, size, hessian=True)
     if name.startswith("logreg_"):
         return _logreg(size, xp, name == "logreg_matmul")
     if name == "eigh_hessian":

@@ -23,6 +23,20 @@ def _pieces(n_items: int, size: int) -> list[tuple[int, int]]:
     return [(a, min(a + size, n_items)) for a in range(0, n_items, size)]
 
 
+class _Names(dict):
+    """Slot -> its LLVM value in one piece; a constant is spelled when first asked for."""
+
+    def __init__(self, consts, lo: int, hi: int):
+        super().__init__()
+        self.consts, self.lo, self.hi = consts, lo, hi
+
+    def __missing__(self, s: int) -> str:
+        if not self.lo <= s < self.hi:
+            raise KeyError(s)
+        v = self[s] = _literal(float(self.consts[s - self.lo]))
+        return v
+
+
 def lower_chunked(tape: Tape, fname: str, in_groups, out_groups, chunk: int, stores) -> tuple[list, list]:
     """(module-level lines, point-function lines) for ``@fname`` cut into pieces of ``chunk`` records.
 
@@ -86,13 +100,13 @@ def lower_chunked(tape: Tape, fname: str, in_groups, out_groups, chunk: int, sto
     where_in = []
     for k, size in enumerate(in_groups):
         where_in += [(k, j) for j in range(size)]
-    consts = [_literal(v) for v in tape.consts.tolist()]
+    consts = tape.consts  # spelled when read (a constant Hessian's million entries are copied out, not named)
     ptr_params = [f"ptr %x{k}" for k in range(len(in_groups))] + ["ptr %p", "ptr %w"] + \
         [f"ptr %o{k}" for k in range(len(out_groups))]
     module: list[str] = []
     for p, items in enumerate(pieces):
         body: list[str] = []
-        name: dict[int, str] = {}
+        name = _Names(consts, first_const, first)
 
         def ref(s: int) -> str:
             v = name.get(s)
@@ -104,7 +118,7 @@ def lower_chunked(tape: Tape, fname: str, in_groups, out_groups, chunk: int, sto
             elif s < first_const:
                 body.append(f"  %a{s} = getelementptr inbounds double, ptr %p, i64 {s - n_in}")
             elif s < first:
-                name[s] = consts[s - first_const]
+                name[s] = _literal(float(consts[s - first_const]))
                 return name[s]
             else:
                 body.append(f"  %a{s} = getelementptr inbounds double, ptr %w, i64 {cell[s]}")
@@ -129,7 +143,8 @@ def lower_chunked(tape: Tape, fname: str, in_groups, out_groups, chunk: int, sto
             else:
                 _, k, a, b, off = item
                 for s in outs[off + a:off + b]:
-                    ref(s)
+                    if not first_const <= s < first:  # (constants are spelled only if stored one by one)
+                        ref(s)
                 body.append(f"  %null = icmp eq ptr %o{k}, null")
                 body.append("  br i1 %null, label %skip, label %store")
                 body.append("store:")

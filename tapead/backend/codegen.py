@@ -211,8 +211,14 @@ def _lower_unrolled(tape: Tape, size: int, cut: int) -> bool:
     as loops and 1.5 million unrolled (54 s of compilation, against seconds)."""
     if sum(m.rows for m in tape.maps) > MAX_CELLS or size > LOOP_CUT:
         return True
-    outside = int((tape.code[:, 0] >= 0).sum()) + tape.n_outputs + len(tape.guards)
+    outside = int((tape.code[:, 0] >= 0).sum()) + _store_runs(tape.outputs) + len(tape.guards)
     return size > cut and outside > cut
+
+
+def _store_runs(outputs: np.ndarray) -> int:
+    """Stores the outputs cost at most: one per run of consecutive slots (a loop's rows are copied out by one
+    memcpy per run; a 200 x 200 Hessian of sum rows is one run, not 40,000 stores)."""
+    return int(np.count_nonzero(np.diff(outputs.astype(np.int64)) != 1)) + 1 if len(outputs) else 0
 
 
 def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(), chunk: int | None = None,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..ir.tape import Tape
 
 CONST_RUN = 8  # constant outputs in a row stored by one memcpy from a table
@@ -42,10 +44,11 @@ def emit_stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: l
                 if zeros:
                     body.append(f"  %q{k}.{a} = getelementptr inbounds double, ptr %o{k}, i64 {a}")
                     body.append(f"  call void @llvm.memset.p0.i64(ptr %q{k}.{a}, i8 0, i64 {8 * (b - a)}, i1 false)")
-                elif b - a >= CONST_RUN:
+                elif b - a >= CONST_RUN:  # the values as one byte string (LLVM parses it far faster than literals)
                     table = f"@{prefix}.c{k}.{a}"
-                    values = ", ".join(f"double {name[s]}" for s in outs[a:b])
-                    globals_.append(f"{table} = private unnamed_addr constant [{b - a} x double] [{values}], align 8")
+                    raw = consts[np.asarray(outs[a:b], np.int64) - lo].astype("<f8").tobytes()
+                    globals_.append(f"{table} = private unnamed_addr constant [{len(raw)} x i8] "
+                                    f"c\"\\{raw.hex(chr(92))}\", align 8")
                     body.append(f"  %q{k}.{a} = getelementptr inbounds double, ptr %o{k}, i64 {a}")
                     body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{a}, ptr {table}, i64 {8 * (b - a)}, "
                                 "i1 false)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import struct
 from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 
@@ -39,6 +40,13 @@ def _set(values: list, rows, new) -> None:
         return
     for r, v in zip(rows, new if not isinstance(new, int) else [new] * len(rows)):
         values[r] = v
+
+def _pick(values: list, at: np.ndarray) -> list:
+    """``[values[i] for i in at]``, by ``operator.itemgetter`` (a million constants' values without a Python loop)."""
+    if len(at) < 2:
+        return [values[i] for i in at.tolist()]
+    return list(itemgetter(*at.tolist())(values))
+
 
 BULK = 64  # numbers from which constants are made in bulk (``Recorder.constants``: a data table), not one by one
 FEW = 16  # distinct values up to which a block's constants are shared nodes (``const``), not one per entry
@@ -114,8 +122,10 @@ class Recorder:
         known = self._blocks.get(key)
         if known is not None:
             return known
-        patterns, inverse = np.unique(block.view(np.int64), return_inverse=True)
-        if len(patterns) <= FEW:  # zeros, ones, labels: shared constants the identities know, as ``const`` makes
+        bits = block.view(np.int64)
+        few = len(np.unique(bits.ravel()[:4 * FEW])) <= FEW  # (a data set shows it is not in its first entries)
+        patterns, inverse = np.unique(bits, return_inverse=True) if few else (None, None)
+        if few and len(patterns) <= FEW:  # zeros, ones, labels: shared constants the identities know, as ``const`` makes
             ids = np.array([self.const(v) for v in patterns.view(np.float64).tolist()], np.int64)
             self._blocks[key] = ids[inverse.reshape(block.shape)]
             return self._blocks[key]
@@ -240,7 +250,9 @@ class Recorder:
         ``finished_sites`` then holds each of the tape's guards' source line (for branch errors)."""
         kinds, nargs = self.kinds, self.args
         outputs = [self.aliases.get(o, o) for o in outputs]  # read fused rows: the loop they came from may drop
+        kind = np.array(kinds, np.int64)
         live = bytearray(len(kinds))
+        marks = np.frombuffer(live, np.uint8)  # a view: what a map reads is marked by numpy
         stack = list(outputs) + [g for g, _ in self.guards]
         while stack:
             n = stack.pop()
@@ -251,11 +263,15 @@ class Recorder:
                 elif kinds[n] == _MAPOUT:  # a map is kept whole: all its rows and everything its tables read
                     rows, m = self.maps[nargs[n][0]]
                     _set(live, rows, 1)
-                    stack.extend(m.read_slots().tolist())
+                    read = m.read_slots()
+                    read = read[marks[read] == 0]
+                    leaf = kind[read] < 0
+                    leaf &= kind[read] != _MAPOUT  # constants, inputs, params: nothing to follow (a data block)
+                    marks[read[leaf]] = 1
+                    stack.extend(read[~leaf].tolist())
         # slots: inputs and params, then the live constants, then the live instructions, each in recording order;
         # constants and map rows (a data block, a product's entries) are numbered by numpy, not node by node
-        kind = np.array(kinds, np.int64)
-        alive = np.frombuffer(live, np.uint8).astype(bool)
+        alive = marks.astype(bool)
         slot = np.full(len(kinds), -1, np.int64)
         slot[self.inputs + self.params] = np.arange(len(self.inputs) + len(self.params))
         s = len(self.inputs) + len(self.params)
@@ -297,7 +313,7 @@ class Recorder:
             slots = np.array(slot, np.int64)
             maps = [m.remap(lambda t: slots[t.astype(np.int64)]) for m in maps]
         tape = Tape(code=code, maps=tuple(maps),
-                    consts=np.array([nargs[n][0] for n in consts.tolist()], np.float64),
+                    consts=np.array(_pick(self.values, consts), np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
                     guards=np.array(guards, np.int32).reshape(-1, 2),

@@ -12,7 +12,7 @@ import numpy as np
 from . import ad
 from .ad import node_ids, keep_guards, backward, forward, fresh, replay
 from ..errors import InputError
-from . import directions, separable
+from . import affine, directions, separable
 from ..ir.structure import scalar, work
 from ..ir.tape import Tape
 
@@ -55,9 +55,21 @@ def tangent_sweeps(tape: Tape, directions: list) -> tuple:
     return rec, vals, columns
 
 
-def finish_tape(rec, tape: Tape, values: list, output_shape, input_shapes=None) -> Tape:
-    return rec.finish(node_ids(rec, ad._zero_if_none(values)), output_shape,
-                      tape.input_shapes if input_shapes is None else input_shapes, tape.param_shape)
+def finish_tape(rec, tape: Tape, values: list, output_shape, input_shapes=None, block=None) -> Tape:
+    """The tape of ``values`` (tracers, floats, None for zero), then the entries of ``block`` (a constant array,
+    entered as one block of constants), recorded in ``rec`` with ``tape``'s inputs and params."""
+    ids = node_ids(rec, ad._zero_if_none(values))
+    if block is not None:
+        ids += rec.constants(block).ravel().tolist()
+    return rec.finish(ids, output_shape, tape.input_shapes if input_shapes is None else input_shapes,
+                      tape.param_shape)
+
+
+def _finish_hessian(rec, g: Tape, first: list, H, output_shape) -> Tape:
+    """``finish_tape`` of ``first`` then the Hessian entries ``H`` (a list, or a constant array)."""
+    if isinstance(H, np.ndarray):
+        return finish_tape(rec, g, first, output_shape, block=H)
+    return finish_tape(rec, g, first + H, output_shape)
 
 
 def resolve_outputs(tape: Tape, mode: str) -> str:
@@ -139,7 +151,9 @@ def _symmetric(T: list, n: int, row0: int = 0) -> list:
 def _hessian_sweeps(tape: Tape, weights: bool, gradient_outputs: bool = False) -> tuple:
     """The one Hessian algorithm: ``(recorder, g, first, H)`` with ``H`` the n x n entries (row-major) of the forward
     sweeps along each unit vector of the gradient program ``g``, upper triangle read and mirrored (so exactly
-    symmetric), and ``first`` the outputs of ``g`` (``[value, gradient]`` for a scalar tape).
+    symmetric), and ``first`` the outputs of ``g`` (``[value, gradient]`` for a scalar tape). Where the gradient
+    is affine in the inputs with constant coefficients (a quadratic form), ``H`` is instead that constant
+    matrix (an array), computed by array rules (``affine``) without sweeping.
 
     ``hessian_tape`` and ``value_gradient_hessian_tape`` finish the same recording with different outputs, so
     every entry is the same sequence of operations in both: the Hessian of ``tape.hessian``,
@@ -150,8 +164,16 @@ def _hessian_sweeps(tape: Tape, weights: bool, gradient_outputs: bool = False) -
     if not weights:
         _scalar(tape)
     g, row0 = (ad.vjp(tape), 0) if weights else (ad.value_and_grad(tape), 1)
-    g = scalar(g)  # forward sweeps read scalar instructions, and the slots read below are the sweeps' slots
     n = tape.n_inputs
+    J = affine.constant_jacobian(g, g.outputs[row0:row0 + n], n)
+    if J is not None:  # the gradient is affine: its Jacobian, by array rules, is the (constant) Hessian
+        rec, xs, ps = fresh(g)
+        first = []
+        if gradient_outputs:
+            vals = replay(g, xs, ps)
+            first = [vals[s] for s in g.outputs.tolist()]
+        return rec, g, first, np.triu(J) + np.triu(J, 1).T  # the upper triangle, mirrored, as below
+    g = scalar(g)  # forward sweeps read scalar instructions, and the slots read below are the sweeps' slots
     # outside a loop over directions: the entries, and the gradient program when the tape returns its outputs
     # (value_gradient_hessian), else at most the replayed tape (what its guards need)
     outside = n * n + len(g.guards) + (n + 1 + len(g.code) if gradient_outputs else len(scalar(tape).code))
@@ -176,7 +198,7 @@ def _separable_hessian(tape: Tape, with_value_gradient: bool) -> Tape | None:
     def separable_pays() -> bool:
         alone = sep if not with_value_gradient else separable.hessian(tape, hessian_tape, False)
         rec, g, _, H = _hessian_sweeps(tape, False)
-        return work(alone) <= work(finish_tape(rec, g, H, (tape.n_inputs, tape.n_inputs)))
+        return work(alone) <= work(_finish_hessian(rec, g, [], H, (tape.n_inputs, tape.n_inputs)))
 
     ir = getattr(tape, "tape", tape)  # (a Function reads through to its Tape)
     return sep if ir.memo("separable_hessian_pays", separable_pays) else None
@@ -196,7 +218,7 @@ def hessian_tape(tape: Tape, weights: bool = False) -> Tape:
         if sep is not None:
             return sep
     rec, g, _, H = _hessian_sweeps(tape, weights)
-    return finish_tape(rec, g, H, (tape.n_inputs, tape.n_inputs))
+    return _finish_hessian(rec, g, [], H, (tape.n_inputs, tape.n_inputs))
 
 
 def hvp_tape(tape: Tape) -> Tape:
@@ -218,7 +240,7 @@ def value_gradient_hessian_tape(tape: Tape) -> Tape:
         return sep
     rec, g, first, H = _hessian_sweeps(tape, False, gradient_outputs=True)
     n = tape.n_inputs
-    return finish_tape(rec, g, first + H, (1 + n + n * n,))
+    return _finish_hessian(rec, g, first, H, (1 + n + n * n,))
 
 
 __all__ = ["jacobian_tape", "hessian_tape", "hvp_tape", "value_gradient_hessian_tape",

@@ -15,12 +15,14 @@ with repeated indices under a select) gets the union of their conditions, as the
 """
 from __future__ import annotations
 
+from itertools import repeat
+
 import numpy as np
 
 from ..errors import TapeadError
 from ..table.ops import OPS, gt, select
 from ..tracing.maparray import Columns
-from ..tracing.recorder import BULK, Recorder
+from ..tracing.recorder import BULK, Recorder, _pick
 from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from ..tracing.tracer import Scalar
@@ -33,14 +35,28 @@ def _recorder(values) -> Recorder | None:
     return None
 
 
+def traced(values: list) -> np.ndarray:
+    """Which values are tracers (one C-level pass: a million-entry data block is looked at without a Python
+    loop)."""
+    return np.fromiter(map(isinstance, values, repeat(Scalar)), bool, len(values))
+
+
 def _ids(rec: Recorder, values: list) -> np.ndarray:
     """Node ids of tracer values and constants (None is a zero); many numbers (a data table a loop reads)
     become constants in bulk."""
-    ids = np.array([v.id if isinstance(v, Scalar) else -1 for v in values], np.int64)
-    rest = np.flatnonzero(ids < 0)
+    on = traced(values)
+    ids = np.full(len(values), -1, np.int64)
+    at = np.flatnonzero(on)
+    if len(at):
+        ids[at] = [values[k].id for k in at.tolist()]
+    rest = np.flatnonzero(~on)
     if len(rest):
-        numbers = [0.0 if values[k] is None else float(values[k]) for k in rest.tolist()]
-        ids[rest] = rec.constants(numbers) if len(rest) >= BULK else [rec.const(v) for v in numbers]
+        picked = _pick(values, rest)
+        try:
+            numbers = np.array(picked, np.float64)
+        except TypeError:  # a None (a zero) among them
+            numbers = np.array([0.0 if v is None else float(v) for v in picked], np.float64)
+        ids[rest] = rec.constants(numbers) if len(rest) >= BULK else [rec.const(v) for v in numbers.tolist()]
     return ids
 
 
@@ -60,7 +76,7 @@ def factor_ids(m, vals: list):
     slots' values in the recorder of the first traced one (numbers become constants); recorder None when no
     value is traced."""
     slots = m.read_slots()
-    values = [vals[s] for s in slots.tolist()]
+    values = _pick(vals, slots)
     rec = _recorder(values)
     if rec is None:
         return None, None

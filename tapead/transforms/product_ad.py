@@ -19,9 +19,9 @@ import numpy as np
 
 from ..ir.contraction import Product, as_product
 from ..ir.structure import Map
-from ..tracing.recorder import BULK
+from ..tracing.recorder import BULK, _pick
 from ..tracing.tracer import Scalar
-from .maps_ad import _ids, factor_ids
+from .maps_ad import _ids, factor_ids, traced
 
 MAX_TERMS = 2048  # terms of one adjoint entry (the other side of the product): beyond, the body would be huge
 
@@ -35,8 +35,8 @@ def _product(rec, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _transposed(rec, new, slots: np.ndarray, vals: list) -> np.ndarray:
     """Node ids of the transpose of a factor: a factor of constants (a data matrix) becomes a transposed block of
     constants, which the kernel reads by rows, instead of a copy into rows at every call."""
-    values = [vals[s] for s in slots.ravel().tolist()]
-    if len(values) >= BULK and not any(isinstance(v, Scalar) for v in values):
+    values = _pick(vals, slots.ravel())
+    if len(values) >= BULK and not traced(values).any():
         return rec.constants(np.array(values, np.float64).reshape(slots.shape).T)
     return new(slots).T
 
