@@ -12,8 +12,8 @@ Hessian of ``x.T @ A @ x``: 7 s of Python), and fold to the same constants.
 The answer is exact in the sense of the sweeps up to rounding: an entry that adds several nonzero terms may add
 them in another order (a product's terms go through ``matmul``); an entry with one or two terms (every entry of
 ``A + A.T``) has the sweeps' bits, up to the sign of a zero. Anything not affine with constant coefficients in
-the outputs' cone (a product of two traced values, a parameter as a coefficient, a guard, a loop other than a
-product) gives None, and the caller sweeps.
+the outputs' cone (a product of two traced values, a parameter as a coefficient, an infinite or NaN
+coefficient, a guard, a loop other than a product) gives None, and the caller sweeps.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def constant_jacobian(tape: Tape, outputs=None, inputs: int | None = None) -> np
     (other inputs are coefficients that are not constant: a product with one is not affine)."""
     n, first = tape.n_inputs if inputs is None else inputs, tape.first_result
     outs = np.asarray(tape.outputs if outputs is None else outputs, np.int64)
-    if len(tape.guards) or n == 0:
+    if len(tape.guards) or n == 0 or n * n > CAP:
         return None
     steps = walk(tape)
     need = np.zeros(tape.n_slots, bool)
@@ -81,8 +81,8 @@ def _instruction_tangent(tape: Tape, row, args: tuple, tan: dict) -> np.ndarray 
     if row.weights is None:
         return None
     weights = row.weights(1.0, *(_constant(tape, a) for a in args))
-    if weights is None:
-        return None
+    if weights is None or not all(w is None or np.isfinite(w) for w in weights):
+        return None  # (an infinite or NaN weight times a zero component is NaN where the sweeps have no term)
     total = None
     for a, w in zip(args, weights):
         if a in tan:
@@ -115,6 +115,8 @@ def _product_tangents(tape: Tape, m, tan: dict):
     if not ((fixed >= lo) & (fixed < hi)).all():
         return _NOT_AFFINE
     C = tape.consts[fixed.astype(np.int64) - lo]
+    if not np.isfinite(C).all():  # inf * 0 in a matmul is NaN where the sweeps have no term
+        return _NOT_AFFINE
     d = np.array([tan.get(s, zero) for s in moving.ravel().tolist()]).reshape(moving.shape + (n,))
     if a_on:  # dC[i, j] = sum_l dA[i, l] B[l, j]
         out = np.matmul(C.T, d)  # (rows, m, n)

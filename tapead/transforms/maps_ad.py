@@ -16,6 +16,7 @@ with repeated indices under a select) gets the union of their conditions, as the
 from __future__ import annotations
 
 from itertools import repeat
+from operator import is_
 
 import numpy as np
 
@@ -52,10 +53,10 @@ def _ids(rec: Recorder, values: list) -> np.ndarray:
     rest = np.flatnonzero(~on)
     if len(rest):
         picked = _pick(values, rest)
-        try:
-            numbers = np.array(picked, np.float64)
-        except TypeError:  # a None (a zero) among them
-            numbers = np.array([0.0 if v is None else float(v) for v in picked], np.float64)
+        zeros = np.fromiter(map(is_, picked, repeat(None)), bool, len(picked))  # None is a zero
+        if zeros.any():
+            picked = [0.0 if z else v for z, v in zip(zeros.tolist(), picked)]
+        numbers = np.array(picked, np.float64)
         ids[rest] = rec.constants(numbers) if len(rest) >= BULK else [rec.const(v) for v in numbers.tolist()]
     return ids
 

@@ -170,6 +170,8 @@ def sparse(tape: Tape, body_pattern: Callable, body_hessian: Callable) -> Tape |
         return None
     m, k, body = found
     rows, cols = body_pattern(body)
+    if not len(rows):  # a body linear in its inputs: no entries (the scalar form gives the empty Hessian)
+        return None
     fused, keys = _placed_map(m, k, tape.n_inputs, body_hessian(body), rows, cols)
     order = np.argsort(keys)  # the places are distinct: output e (the pattern, sorted row-major) is row order[e]
     return _scatter_tape(tape, fused, np.arange(len(keys)), order, len(keys), (len(keys),))

@@ -117,3 +117,18 @@ def test_a_quadratic_hessian_vs_jax():
     x = np.linspace(-1, 1, n)
     want = np.asarray(jax.hessian(lambda v: v @ (jax.numpy.asarray(A) @ v))(jax.numpy.asarray(x)))
     assert_close(tapead.record(quadratic(A), x).hessian(x), want, 1e-13, scale=magnitude(A))
+
+
+def test_an_infinite_or_nan_coefficient_is_left_to_the_sweeps():
+    # inf * 0 would be NaN in every entry its row meets; the sweeps have no term there
+    n = 6
+    A = np.arange(36.0).reshape(6, 6) / 10
+    A[2, 3] = np.nan
+    c = np.arange(1.0, 7.0)
+    c[0] = np.inf
+    x = np.linspace(-1, 1, n)
+    for f in (quadratic(A), lambda v: np.sum(c * v * v)):
+        fun = tapead.record(f, x)
+        assert _gradient_jacobian(fun) is None
+        H = fun.hessian(x)
+        assert np.count_nonzero(np.isnan(H)) <= 2  # only the entries the coefficient itself reaches

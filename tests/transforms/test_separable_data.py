@@ -137,3 +137,24 @@ def test_logistic_regression_hessian_vs_jax():
 
     want = np.asarray(jax.hessian(jf)(jnp.asarray(w)))
     assert_close(tapead.record(logreg, w).hessian(w), want, 1e-13, scale=magnitude(want))
+
+
+def test_a_body_linear_in_its_inputs_has_an_empty_sparse_hessian():
+    c = np.linspace(0.5, 1.5, 300)
+    fun = tapead.record(lambda x: np.sum(c * x + np.sin(c)), np.linspace(-1, 1, 300))
+    rows, cols, values = fun.sparse_hessian(np.linspace(-1, 1, 300))
+    assert len(rows) == len(cols) == len(values) == 0
+    assert np.count_nonzero(fun.hessian(np.linspace(-1, 1, 300))) == 0
+
+
+def test_iterations_without_a_cotangent_are_seeded_with_a_zero_constant_not_nan():
+    def f(x):
+        y = np.exp(x) * x
+        return np.sum(y[:100]) + np.sum(y[150:] ** 2)
+
+    x = np.linspace(-1, 1, 300)
+    fun = tapead.record(f, x)
+    from tapead.transforms import ad
+    g = ad.grad(fun.tape)
+    assert not np.isnan(g.consts).any() and all(not np.isnan(m.body.consts).any() for m in g.maps)
+    assert_close(fun.gradient(x), tapead.record(f, x, structured=False).gradient(x), 1e-13)
