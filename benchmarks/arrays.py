@@ -13,6 +13,7 @@ Families (each but the first also in a second spelling that must cost the same):
 - ``logreg_hessian``: the dense Hessian of ``logreg_matmul`` over 10,000 rows, the size its number of features;
   hand-written: ``X.T @ diag(s (1 - s)) @ X / n`` in numpy.
 - ``quadratic``: ``x.T @ A @ x``; hand-written: ``(A + A.T) @ x``.
+- ``quadratic_hessian``: the dense Hessian of ``quadratic``; hand-written: ``A + A.T``.
 - ``eigh_hessian``: the dense Hessian (not the gradient) of a scalar of a k x k ``eigh``'s eigenvalues and
   eigenvectors (lower triangle read, as numpy); JAX is the peer (``jit(hessian)``, its LAPACK rule).
 
@@ -34,10 +35,10 @@ import numpy as np
 
 CASES = {"mlp": (256,), "mlp_wide": (256,), "lj_rows": (100, 300), "lj_cols": (100, 300), "neo_stack": (10000,), "neo_components": (10000,),
          "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000), "eigh_hessian": (4, 6),
-         "logreg_hessian": (20, 200)}
+         "logreg_hessian": (20, 200), "quadratic_hessian": (200, 1000)}
 QUICK = {"mlp": (64,), "lj_rows": (100,), "lj_cols": (100,), "neo_stack": (1000,), "neo_components": (1000,),
          "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,), "eigh_hessian": (6,),
-         "logreg_hessian": (20,)}
+         "logreg_hessian": (20,), "quadratic_hessian": (200,)}
 
 
 def _lj(n: int, xp, cols: bool):
@@ -115,13 +116,13 @@ def _logreg(n: int, xp, matmul: bool, d: int = 20, hessian: bool = False):
     return f, rng.normal(size=d) * 0.1, hand
 
 
-def _quadratic(n: int, xp):
+def _quadratic(n: int, xp, hessian: bool = False):
     A = np.random.default_rng(1).normal(size=(n, n))
 
     def f(x):
         return x.T @ A @ x
 
-    return f, np.linspace(-1, 1, n), lambda x: (A + A.T) @ x
+    return f, np.linspace(-1, 1, n), (lambda x: A + A.T) if hessian else (lambda x: (A + A.T) @ x)
 
 
 def _eigh(k: int, xp):
@@ -191,7 +192,7 @@ def build(name: str, size: int, xp):
         return _logreg(size, xp, name == "logreg_matmul")
     if name == "eigh_hessian":
         return _eigh(size, xp)
-    return _quadratic(size, xp)
+    return _quadratic(size, xp, name == "quadratic_hessian")
 
 
 def _median_rounds(fns: dict, rounds: int = 7) -> dict:

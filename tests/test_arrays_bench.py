@@ -37,3 +37,9 @@ def test_the_two_spellings_of_each_family_record_the_same_size():
         fa, xa, _ = arrays.build(a, size, np)
         fb, xb, _ = arrays.build(b, size, np)
         assert len(tapead.record(fa, xa)) == len(tapead.record(fb, xb))
+
+
+@pytest.mark.parametrize("name, size", [("logreg_hessian", 5), ("quadratic_hessian", 50)])
+def test_the_array_hessians_check_against_their_closed_forms(name, size):
+    r = arrays.run_case(name, size)
+    assert r["err_hand"] < 1e-12 and r.get("err_jax", 0.0) < 1e-11 and r["replay_tapead"] > 0
