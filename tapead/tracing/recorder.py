@@ -280,7 +280,8 @@ class Recorder:
         s += len(consts)
         rest = np.flatnonzero(alive & (kind != _CONST) & (kind != _INPUT) & (kind != _PARAM)).tolist()
         slot = slot.tolist()  # a list while instructions are renumbered one by one (fast item access)
-        flat: list[int] = []  # the code table, row after row
+        flat: list[int] = []  # the code table, row after row (scalar instructions; a map's rows join as arrays)
+        pieces: list[np.ndarray] = []
         maps: list = []
         for nid in rest:
             k = kinds[nid]
@@ -290,7 +291,8 @@ class Recorder:
                     maps.append(m)
                     _set(slot, rows, range(s, s + len(rows)))
                     s += len(rows)
-                    flat += placeholder_rows(len(maps) - 1, len(rows)).ravel().tolist()
+                    pieces += [np.array(flat, np.int32).reshape(-1, 4), placeholder_rows(len(maps) - 1, len(rows))]
+                    flat = []
             elif k >= 0:
                 slot[nid] = s
                 s += 1
@@ -301,7 +303,7 @@ class Recorder:
                     flat += (k, slot[a[0]], -1, -1)
                 else:
                     flat += (k, *[slot[x] for x in a], *(-1,) * (3 - len(a)))
-        code = np.array(flat, np.int32).reshape(-1, 4)
+        code = np.concatenate(pieces + [np.array(flat, np.int32).reshape(-1, 4)]).astype(np.int32, copy=False)
         # guards on the same comparison and outcome are one guard
         seen, guards, sites = set(), [], []
         for (g, e), site in zip(self.guards, self.guard_sites or [""] * len(self.guards)):

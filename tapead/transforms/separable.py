@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import ad
+from . import ad, lowrank
 from ..table.ops import BY_CODE
 from ..ir.structure import Map, Out, map_runs, placeholder_rows
 from ..ir.tape import Tape
@@ -186,9 +186,11 @@ def hessian(tape: Tape, body_hessian: Callable[[Tape], Tape], with_value_gradien
         return None
     m, k, body = found
     n = tape.n_inputs
-    pairs = np.arange(k * k)
-    fused, keys = _placed_map(m, k, n, body_hessian(body), pairs // k, pairs % k)
-    H = _scatter_tape(tape, fused, keys, np.arange(len(keys)), n * n, (n, n))
+    H = lowrank.hessian(tape, m, k, body, body_hessian)  # a function of one linear form: C^T diag(phi'') C
+    if H is None:
+        pairs = np.arange(k * k)
+        fused, keys = _placed_map(m, k, n, body_hessian(body), pairs // k, pairs % k)
+        H = _scatter_tape(tape, fused, keys, np.arange(len(keys)), n * n, (n, n))
     if not with_value_gradient:
         return H
     vg = ad.value_and_grad(tape)  # the tape of tape.value_and_gradient, and this Hessian, in one recording

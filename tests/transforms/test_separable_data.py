@@ -9,8 +9,9 @@ import pytest
 
 import tapead
 from check import assert_close, fd_hessian, magnitude
+from tapead.ir.contraction import Product
 from tapead.ir.structure import Out
-from tapead.transforms import higher, separable
+from tapead.transforms import higher, lowrank, separable
 
 RNG = np.random.default_rng(11)
 N, D = 400, 6
@@ -50,11 +51,12 @@ def _separable_map(fun):
     return H.maps[0]
 
 
-def test_a_data_set_read_by_the_loop_keeps_the_hessian_separable_and_its_entries_sums():
+def test_a_sum_of_a_function_of_one_linear_form_has_the_product_hessian():
     w = RNG.normal(size=D) * 0.3
     fun = tapead.record(logreg, w)
-    m = _separable_map(fun)
-    assert m.kinds == (Out.SUM,) * (D * D) and m.scatter_size == 0  # w is read whole by every row
+    H_tape = higher.hessian_tape(fun.tape)
+    assert any(isinstance(m, Product) for m in H_tape.maps)  # X^T diag(phi'') X as one product loop
+    assert lowrank.linear_form(separable._body(fun.tape)[2], D) is not None
     H = fun.hessian(w)
     assert np.array_equal(H, H.T)
     assert_close(H, logreg_hessian(w), 1e-13, scale=magnitude(H))
@@ -63,8 +65,26 @@ def test_a_data_set_read_by_the_loop_keeps_the_hessian_separable_and_its_entries
     assert np.array_equal(H2, H) and v == fun.value(w) and np.array_equal(g, fun.gradient(w))
     rows, cols = fun.hessian_sparsity()
     assert len(rows) == D * D
-    r, c, values = fun.sparse_hessian(w)
-    assert np.array_equal(r, rows) and np.array_equal(c, cols) and np.array_equal(values, H[rows, cols])
+    r, c, values = fun.sparse_hessian(w)  # (the separable sums: equal to rounding)
+    assert np.array_equal(r, rows) and np.array_equal(c, cols)
+    assert_close(values, H[rows, cols], 1e-13, scale=magnitude(H))
+
+
+def test_two_linear_forms_of_broadcast_inputs_are_separable_with_sum_entries():
+    Z = RNG.normal(size=(N, D))
+
+    def f(w):
+        return np.sum(np.log(1.0 + (X @ w) ** 2) * np.exp(0.1 * (Z @ w))) / N
+
+    w = RNG.normal(size=D) * 0.3
+    fun = tapead.record(f, w)
+    m = _separable_map(fun)
+    assert m.kinds == (Out.SUM,) * (D * D) and m.scatter_size == 0  # w is read whole by every row
+    H = fun.hessian(w)
+    assert np.array_equal(H, H.T)
+    want = tapead.record(f, w, structured=False).hessian(w)
+    assert_close(H, want, 1e-12, scale=magnitude(want))
+    assert_close(H, fd_hessian(fun.gradient, w), 1e-6, scale=magnitude(want))
 
 
 def test_an_element_reference_shape_read_as_data_keeps_a_finite_element_hessian_separable():
@@ -158,3 +178,28 @@ def test_iterations_without_a_cotangent_are_seeded_with_a_zero_constant_not_nan(
     g = ad.grad(fun.tape)
     assert not np.isnan(g.consts).any() and all(not np.isnan(m.body.consts).any() for m in g.maps)
     assert_close(fun.gradient(x), tapead.record(f, x, structured=False).gradient(x), 1e-13)
+
+
+def test_a_linear_form_with_an_offset_and_a_poisson_likelihood():
+    b = RNG.normal(size=N)
+
+    def f(w):
+        z = X @ w + b
+        return np.sum(np.exp(z) - Y * z)
+
+    w = RNG.normal(size=D) * 0.1
+    fun = tapead.record(f, w)
+    assert lowrank.linear_form(separable._body(fun.tape)[2], D) is not None
+    s = np.exp(X @ w + b)
+    assert_close(fun.hessian(w), (X.T * s) @ X, 1e-13, scale=magnitude((X.T * s) @ X))
+
+
+def test_an_input_also_read_outside_the_linear_form_is_not_low_rank():
+    def f(w):
+        return np.sum(np.tanh(X @ w) * w[0])
+
+    w = RNG.normal(size=D) * 0.3
+    fun = tapead.record(f, w)
+    assert lowrank.linear_form(separable._body(fun.tape)[2], D) is None
+    want = tapead.record(f, w, structured=False).hessian(w)
+    assert_close(fun.hessian(w), want, 1e-12, scale=magnitude(want))
