@@ -35,13 +35,20 @@ from ..ir.tape import Tape
 
 def _columns(tape: Tape, m: Map) -> np.ndarray | None:
     """Which of map ``m``'s table columns read inputs (True) and which read data, constants or parameters
-    (False); None when a column reads anything else (a computed slot) or mixes the two."""
+    (False); None when a column reads anything else (a computed slot), mixes the two, or reads a constant that
+    is infinite or NaN (parameters are values of the call: their non-finite values are not looked at)."""
     if not m.n:
         return None
     T = m.tables
     active = (T < tape.n_inputs).all(axis=0)
     data = ((T >= tape.n_inputs) & (T < tape.first_result)).all(axis=0)
-    return active if (active | data).all() else None
+    if not (active | data).all():
+        return None
+    read = T[:, data].ravel().astype(np.int64)
+    read = read[read >= tape.first_const]
+    if not np.isfinite(tape.consts[read - tape.first_const]).all():
+        return None  # inf * 0 in the body's Hessian would be NaN where the scalar sweeps have no term
+    return active
 
 
 def separable(tape: Tape) -> tuple[Map, dict[int, float]] | None:

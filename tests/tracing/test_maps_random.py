@@ -195,6 +195,10 @@ def check_program(prog: Program, P0: np.ndarray, P1: np.ndarray) -> None:
     G = tapead.grad(s)
     for got in (s.gradient(P1), G.evaluate(P1).reshape(P1.shape), G.value(P1).reshape(P1.shape)):
         assert_close(got, g, 1e-10, atol=1e-12, scale=magnitude(g, value))
+    if not len(s.guards):  # Hessians: separable (a loop reading data too), affine or swept, against the sweeps
+        H, want = s.hessian(P1), u.hessian(P1)
+        assert_close(H, want, 1e-9, atol=1e-12, scale=magnitude(want, g))
+        assert np.array_equal(s.value_gradient_hessian(P1)[2], H, equal_nan=True)
     if stats["margin"] > MARGIN and stats["largest"] < LIMIT:
         # a smaller step than the default: steep oscillating bodies (sin of x^4 over 74 copies of one point) have
         # third derivatives in the 1e6 that the default step's truncation error cannot resolve

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tapead
 from check import assert_close, fd_hessian, magnitude
@@ -203,3 +205,49 @@ def test_an_input_also_read_outside_the_linear_form_is_not_low_rank():
     assert lowrank.linear_form(separable._body(fun.tape)[2], D) is None
     want = tapead.record(f, w, structured=False).hessian(w)
     assert_close(fun.hessian(w), want, 1e-12, scale=magnitude(want))
+
+
+PHIS = {  # phi(z, y): the body's function of its linear form, y a data value
+    "logistic": lambda z, y: np.logaddexp(0.0, z) - y * z,
+    "poisson": lambda z, y: np.exp(0.3 * z) - y * z,
+    "cauchy": lambda z, y: np.log(1.0 + (z - y) ** 2),
+    "tanh": lambda z, y: np.tanh(z) * y + z * z,
+}
+
+
+@settings(deadline=None, max_examples=max(10, settings().max_examples // 4))
+@given(st.sampled_from(sorted(PHIS)), st.integers(1, 7), st.integers(2, 40), st.booleans(), st.booleans(),
+       st.integers(0, 2 ** 16))
+def test_random_sums_of_functions_of_a_linear_form(phi, d, n, offset, extra, seed):
+    """Random generalised linear models: the product form (or the separable sums, when a second term reads the
+    inputs) against the unrolled tape's sweeps, finite differences and value_gradient_hessian."""
+    rng = np.random.default_rng(seed)
+    Xr, yr, br = rng.normal(size=(n, d)), rng.normal(size=n), rng.normal(size=n) if offset else np.zeros(n)
+
+    def f(w):
+        z = Xr @ w + br if offset else np.sum(Xr * w, axis=1)
+        total = np.sum(PHIS[phi](z, yr))
+        return total + np.sum(np.sin(Xr[:, 0] * w[0])) if extra else 0.5 * total
+
+    w = 0.3 * rng.normal(size=d)
+    fun = tapead.record(f, w, structured=True)
+    H, want = fun.hessian(w), tapead.record(f, w, structured=False).hessian(w)
+    assert np.array_equal(H, H.T)
+    assert_close(H, want, 1e-10, atol=1e-13, scale=magnitude(want))
+    assert np.array_equal(fun.value_gradient_hessian(w)[2], H)
+    assert_close(H, fd_hessian(fun.gradient, w), 1e-5, atol=1e-7, scale=magnitude(want))
+
+
+def test_an_infinite_data_value_leaves_the_hessian_to_the_sweeps():
+    Xi = X.copy()
+    Xi[7, 1] = np.inf
+
+    def f(w):
+        return np.sum(Y * (Xi @ w)) + np.sum(np.exp(0.1 * np.sum(X * w, axis=1)))
+
+    w = RNG.normal(size=D) * 0.3
+    fun = tapead.record(f, w)
+    assert separable.separable(fun.tape) is None
+    want = tapead.record(f, w, structured=False).hessian(w)
+    assert np.array_equal(np.isnan(fun.hessian(w)), np.isnan(want))
+    assert_close(np.nan_to_num(fun.hessian(w)), np.nan_to_num(want), 1e-13, scale=magnitude(np.nan_to_num(want)))
