@@ -8,6 +8,7 @@ themselves written in ops, so the derivative program is recorded too. Higher ord
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
 
 from ..errors import TapeadError
 from ..table.ops import BY_CODE, OPS, select
@@ -16,7 +17,7 @@ from ..ir.tape import Tape
 from ..tracing.tracer import Scalar
 from ..ir.structure import read_slots, scalar, walk
 from .maps_ad import Unstructured, forward_map, replay_map, reverse_map
-from .product_ad import reverse_product
+from .product_ad import forward_product, reverse_product
 import numpy as np
 
 # the NaN-masking class (a fact of the op table): a cotangent through such an op is zero on the branch not taken
@@ -199,19 +200,20 @@ def _forward_plan(tape: Tape) -> tuple[list, list]:
 def _plan_forward(tape: Tape) -> tuple[list, list]:
     """The plan ``_forward_plan`` memoises."""
     steps: list = []
-    users: list = [[] for _ in range(tape.n_slots)]
+    users: dict = defaultdict(list)  # (only slots something reads: a million-entry data block has no readers)
     for step in walk(tape):
         i = step.start
         if step.map is not None:  # one step at its first row (its other rows: None), read by what its tables read
             steps.append((step.map, None))
             steps.extend([None] * (step.end - step.start - 1))
-            for a in step.map.read_slots().tolist():
-                users[a].append(i)
+            read = step.map.read_slots()
+            for a in read[(read < tape.first_const) | (read >= tape.first_result)].tolist():  # (constants carry
+                users[a].append(i)  # no tangents: a data block the loop reads is not listed)
             continue
         steps.append((step.row, list(step.args)))
         for a in set(step.args):
             users[a].append(i)
-    return steps, users
+    return steps, dict(users)
 
 
 def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -> list:
@@ -232,7 +234,7 @@ def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -
     tan: list = list(tangents) + [None] * (tape.n_slots - tape.n_inputs)
     mask: list = [None] * tape.n_slots
     first = tape.first_result
-    todo = sorted({i for s, t in enumerate(tangents) if t is not None for i in users[s]})
+    todo = sorted({i for s, t in enumerate(tangents) if t is not None for i in users.get(s, ())})
     queued = set(todo)
     heappop, heappush, unset = heapq.heappop, heapq.heappush, _UNSET
     while todo:
@@ -240,12 +242,13 @@ def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -
         row, args = steps[i]
         out = first + i
         if args is None:  # a map
-            rows, row_masks = forward_map(row, vals, tan, mask, replay, forward)
+            found = forward_product(row, vals, tan, mask)  # dA B: one product, not the body's sweep per entry
+            rows, row_masks = found if found is not None else forward_map(row, vals, tan, mask, replay, forward)
             for r, t in enumerate(rows):
                 if t is not None:
                     tan[out + r] = t
                     mask[out + r] = row_masks.get(r)
-                    for u in users[out + r]:
+                    for u in users.get(out + r, ()):
                         if u not in queued:
                             queued.add(u)
                             heappush(todo, u)
@@ -288,7 +291,7 @@ def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -
         else:
             mask[out] = _mask_of(total)
         tan[out] = total
-        for u in users[out]:
+        for u in users.get(out, ()):
             if u not in queued:
                 queued.add(u)
                 heappush(todo, u)

@@ -1,4 +1,5 @@
-"""Reverse mode of matrix products: the adjoint of ``C = A B`` is ``G Bᵀ`` and ``Aᵀ G``, two products.
+"""Reverse and forward mode of matrix products: the adjoint of ``C = A B`` is ``G Bᵀ`` and ``Aᵀ G``, two
+products; the tangent of ``C`` with one factor carrying tangents is ``dA B`` (or ``A dB``), one product.
 
 A product loop (``tapead.ir.contraction``) is a map, and ``maps_ad.reverse_map`` would reverse it as one: a loop
 over the entries of ``C`` whose body sends ``g * B[l, j]`` to ``A[i, l]`` and ``g * A[i, l]`` to ``B[l, j]``,
@@ -12,6 +13,12 @@ the same products in the same order. That holds only when each active slot recei
 operand entry: the rule applies when the active slots of ``A`` and ``B`` are all distinct (``X @ X``, a
 broadcast row, would add two entries' sums where the scatter interleaves them: those keep the scatter), every
 entry of ``C`` has a cotangent and none came through a select (a masked seed needs ``maps_ad``'s masks).
+
+Forward: the body's forward sweep with tangents on the ``a`` columns only is ``t_l = da_l * b_l`` added in the
+order ``l = 0, 1, ...``: the body of the product ``dA B``, so that product has the sweep's bits (the same for
+``A dB``). With both factors carrying tangents the sweep adds ``da b + a db`` per term, which two products would
+add in another order: that case, a masked tangent, or a factor with tangents on some entries only (the sweep's
+symbolic zeros) keep ``maps_ad.forward_map``.
 """
 from __future__ import annotations
 
@@ -75,3 +82,25 @@ def reverse_product(m: Map, start: int, vals: list, adj: list, mask: list, act: 
                 mask[u] = either(mask[u], None, rec)
                 adj[u] = adj[u] + contribution
     return True
+
+
+def forward_product(m: Map, vals: list, tan: list, mask: list):
+    """``(row tangents, {})`` of product loop ``m`` as the product ``dA B`` or ``A dB`` (module docstring), or None
+    when ``m`` is not a product this rule covers."""
+    p = as_product(m)
+    if p is None:
+        return None
+    sides = []
+    for f in (p.a, p.b):
+        slots = f.ravel().tolist()
+        has = [tan[s] is not None for s in slots]
+        if any(has) and (not all(has) or any(mask[s] is not None for s in slots)):
+            return None
+        sides.append(any(has))
+    if sides[0] == sides[1]:  # (both: another order of additions; neither: nothing to carry)
+        return None if sides[0] else ([None] * m.rows, {})
+    rec, new = factor_ids(p, vals)
+    moving = p.a if sides[0] else p.b
+    d = _ids(rec, [tan[s] for s in moving.ravel().tolist()]).reshape(moving.shape)
+    entries = _product(rec, d, new(p.b)) if sides[0] else _product(rec, new(p.a), d)
+    return [Scalar(rec, e) for e in entries.ravel().tolist()], {}
