@@ -18,7 +18,8 @@ Forward: the body's forward sweep with tangents on the ``a`` columns only is ``t
 order ``l = 0, 1, ...``: the body of the product ``dA B``, so that product has the sweep's bits (the same for
 ``A dB``). With both factors carrying tangents the sweep adds ``da b + a db`` per term, which two products would
 add in another order: that case, a masked tangent, or a factor with tangents on some entries only (the sweep's
-symbolic zeros) keep ``maps_ad.forward_map``.
+symbolic zeros) keep ``maps_ad.forward_map``, as does a recording with ``assume_finite`` (its sweep folds
+``dA * 0`` for a zero that is one shared constant node, which a product would multiply).
 """
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def forward_product(m: Map, vals: list, tan: list, mask: list):
     if sides[0] == sides[1]:  # (both: another order of additions; neither: nothing to carry)
         return None if sides[0] else ([None] * m.rows, {})
     rec, new = factor_ids(p, vals)
+    if rec.assume_finite:  # the sweep folds dA * 0 of a shared zero constant away there; a product multiplies
+        return None
     moving = p.a if sides[0] else p.b
     d = _ids(rec, [tan[s] for s in moving.ravel().tolist()]).reshape(moving.shape)
     entries = _product(rec, d, new(p.b)) if sides[0] else _product(rec, new(p.a), d)
