@@ -41,7 +41,7 @@ def _set(values: list, rows, new) -> None:
     for r, v in zip(rows, new if not isinstance(new, int) else [new] * len(rows)):
         values[r] = v
 
-def _pick(values: list, at: np.ndarray) -> list:
+def pick(values: list, at: np.ndarray) -> list:
     """``[values[i] for i in at]``, by ``operator.itemgetter`` (a million constants' values without a Python loop)."""
     if len(at) < 2:
         return [values[i] for i in at.tolist()]
@@ -315,7 +315,7 @@ class Recorder:
             slots = np.array(slot, np.int64)
             maps = [m.remap(lambda t: slots[t.astype(np.int64)]) for m in maps]
         tape = Tape(code=code, maps=tuple(maps),
-                    consts=np.array(_pick(self.values, consts), np.float64),
+                    consts=np.array(pick(self.values, consts), np.float64),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
                     guards=np.array(guards, np.int32).reshape(-1, 2),

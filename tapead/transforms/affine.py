@@ -45,22 +45,26 @@ def constant_jacobian(tape: Tape, outputs=None, inputs: int | None = None) -> np
             need[list(step.args)] = True
     eye = np.eye(n)
     tan: dict[int, np.ndarray] = {i: eye[i] for i in range(n) if need[i]}
+    carries = np.zeros(tape.n_slots, bool)  # the slots in ``tan`` (a data factor is looked at by numpy)
+    carries[list(tan)] = True
     held = n * n
     for step in steps:
         if step.map is not None:
             if not need[first + step.start:first + step.end].any():
                 continue
-            rows = _product_tangents(tape, step.map, tan)
+            rows = _product_tangents(tape, step.map, tan, carries, n)
             if rows is _NOT_AFFINE:
                 return None
             if rows is not None:
                 tan.update(zip(range(first + step.start, first + step.end), rows))
+                carries[first + step.start:first + step.end] = True
                 held += rows.size
-        elif need[first + step.start] and any(a in tan for a in step.args):
-            t = _instruction_tangent(tape, step.row, step.args, tan)
+        elif need[first + step.start] and carries[list(step.args)].any():
+            t = _instruction_tangent(tape, step.row, step.args, tan, n)
             if t is None:
                 return None
             tan[first + step.start] = t
+            carries[first + step.start] = True
             held += n
         if held > CAP:
             return None
@@ -73,11 +77,11 @@ def _constant(tape: Tape, slot: int) -> float | None:
     return float(tape.consts[slot - tape.first_const]) if tape.first_const <= slot < tape.first_result else None
 
 
-def _instruction_tangent(tape: Tape, row, args: tuple, tan: dict) -> np.ndarray | None:
+def _instruction_tangent(tape: Tape, row, args: tuple, tan: dict, n: int) -> np.ndarray | None:
     """The tangent row of one scalar instruction with at least one argument carrying one, or None when it is not
     linear with constant coefficients in those arguments."""
     if row.no_derivative:
-        return np.zeros(len(next(iter(tan.values()))))
+        return np.zeros(n)
     if row.weights is None:
         return None
     weights = row.weights(1.0, *(_constant(tape, a) for a in args))
@@ -96,19 +100,17 @@ def _instruction_tangent(tape: Tape, row, args: tuple, tan: dict) -> np.ndarray 
 _NOT_AFFINE = object()
 
 
-def _product_tangents(tape: Tape, m, tan: dict):
+def _product_tangents(tape: Tape, m, tan: dict, carries: np.ndarray, n: int):
     """The tangent rows of a product loop's entries (row-major), None when neither factor carries tangents,
     ``_NOT_AFFINE`` when both do, one factor is not made of constants, or the loop is no product."""
     p = as_product(m)
-    a_on = p is not None and any(s in tan for s in p.a.ravel().tolist())
-    b_on = p is not None and any(s in tan for s in p.b.ravel().tolist())
     if p is None:
-        return _NOT_AFFINE if any(s in tan for s in m.read_slots().tolist()) else None
+        return _NOT_AFFINE if carries[m.read_slots()].any() else None
+    a_on, b_on = bool(carries[p.a].any()), bool(carries[p.b].any())
     if not (a_on or b_on):
         return None
     if a_on and b_on:
         return _NOT_AFFINE
-    n = len(next(iter(tan.values())))
     zero = np.zeros(n)
     fixed, moving = (p.b, p.a) if a_on else (p.a, p.b)
     lo, hi = tape.first_const, tape.first_result

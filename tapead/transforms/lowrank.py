@@ -24,6 +24,7 @@ from ..ir.contraction import Product
 from ..ir.structure import Map, Out, walk
 from ..ir.tape import Tape
 from ..table.ops import BY_CODE, OPS
+from ..tracing.recorder import Recorder
 
 _MUL, _ADD = OPS["mul"].code, OPS["add"].code
 
@@ -105,7 +106,6 @@ def hessian(tape: Tape, m: Map, k: int, body: Tape, body_hessian) -> Tape | None
 
 
 def _copy_body() -> Tape:
-    from ..tracing.recorder import Recorder
     rec = Recorder()
     return rec.finish([rec.input()], (1,), ((1,),), None)
 

@@ -16,14 +16,14 @@ with repeated indices under a select) gets the union of their conditions, as the
 from __future__ import annotations
 
 from itertools import repeat
-from operator import is_
+from operator import is_, is_not
 
 import numpy as np
 
 from ..errors import TapeadError
 from ..table.ops import OPS, gt, select
 from ..tracing.maparray import Columns
-from ..tracing.recorder import BULK, Recorder, _pick
+from ..tracing.recorder import BULK, Recorder, pick
 from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from ..tracing.tracer import Scalar
@@ -42,6 +42,11 @@ def traced(values: list) -> np.ndarray:
     return np.fromiter(map(isinstance, values, repeat(Scalar)), bool, len(values))
 
 
+def present(values: list) -> np.ndarray:
+    """Which values are not None (tangents, masks), in one C-level pass."""
+    return np.fromiter(map(is_not, values, repeat(None)), bool, len(values))
+
+
 def _ids(rec: Recorder, values: list) -> np.ndarray:
     """Node ids of tracer values and constants (None is a zero); many numbers (a data table a loop reads)
     become constants in bulk."""
@@ -52,7 +57,7 @@ def _ids(rec: Recorder, values: list) -> np.ndarray:
         ids[at] = [values[k].id for k in at.tolist()]
     rest = np.flatnonzero(~on)
     if len(rest):
-        picked = _pick(values, rest)
+        picked = pick(values, rest)
         zeros = np.fromiter(map(is_, picked, repeat(None)), bool, len(picked))  # None is a zero
         if zeros.any():
             picked = [0.0 if z else v for z, v in zip(zeros.tolist(), picked)]
@@ -77,7 +82,7 @@ def factor_ids(m, vals: list):
     slots' values in the recorder of the first traced one (numbers become constants); recorder None when no
     value is traced."""
     slots = m.read_slots()
-    values = _pick(vals, slots)
+    values = pick(vals, slots)
     rec = _recorder(values)
     if rec is None:
         return None, None

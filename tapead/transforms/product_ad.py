@@ -27,9 +27,9 @@ import numpy as np
 
 from ..ir.contraction import Product, as_product
 from ..ir.structure import Map
-from ..tracing.recorder import BULK, _pick
+from ..tracing.recorder import BULK, pick
 from ..tracing.tracer import Scalar
-from .maps_ad import _ids, factor_ids, traced
+from .maps_ad import _ids, factor_ids, present, traced
 
 MAX_TERMS = 2048  # terms of one adjoint entry (the other side of the product): beyond, the body would be huge
 
@@ -43,7 +43,7 @@ def _product(rec, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _transposed(rec, new, slots: np.ndarray, vals: list) -> np.ndarray:
     """Node ids of the transpose of a factor: a factor of constants (a data matrix) becomes a transposed block of
     constants, which the kernel reads by rows, instead of a copy into rows at every call."""
-    values = _pick(vals, slots.ravel())
+    values = pick(vals, slots.ravel())
     if len(values) >= BULK and not traced(values).any():
         return rec.constants(np.array(values, np.float64).reshape(slots.shape).T)
     return new(slots).T
@@ -92,18 +92,17 @@ def forward_product(m: Map, vals: list, tan: list, mask: list):
     if p is None:
         return None
     sides = []
-    for f in (p.a, p.b):
-        slots = f.ravel().tolist()
-        has = [tan[s] is not None for s in slots]
-        if any(has) and (not all(has) or any(mask[s] is not None for s in slots)):
+    for f in (p.a, p.b):  # (a data factor's million slots: looked at in C-level passes)
+        has = present(pick(tan, f.ravel()))
+        if has.any() and (not has.all() or present(pick(mask, f.ravel())).any()):
             return None
-        sides.append(any(has))
+        sides.append(bool(has.any()))
     if sides[0] == sides[1]:  # (both: another order of additions; neither: nothing to carry)
         return None if sides[0] else ([None] * m.rows, {})
     rec, new = factor_ids(p, vals)
     if rec.assume_finite:  # the sweep folds dA * 0 of a shared zero constant away there; a product multiplies
         return None
     moving = p.a if sides[0] else p.b
-    d = _ids(rec, [tan[s] for s in moving.ravel().tolist()]).reshape(moving.shape)
+    d = _ids(rec, pick(tan, moving.ravel())).reshape(moving.shape)
     entries = _product(rec, d, new(p.b)) if sides[0] else _product(rec, new(p.a), d)
     return [Scalar(rec, e) for e in entries.ravel().tolist()], {}

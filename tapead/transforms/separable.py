@@ -28,7 +28,7 @@ import numpy as np
 
 from . import ad, lowrank
 from ..table.ops import BY_CODE
-from ..ir.structure import Map, Out, map_runs, placeholder_rows
+from ..ir.structure import Map, Out, map_runs, placeholder_rows, scalar
 from ..ir.tape import Tape
 
 
@@ -146,7 +146,6 @@ def _placed_map(m: Map, k: int, n: int, hb: Tape, rows: np.ndarray, cols: np.nda
     entries ``(rows[e], cols[e])``, adding each into its place, and the place of each of its rows (sums, then
     the scatter range)."""
     if hb.maps:  # a body Hessian built as a loop over directions: a map body is scalar code
-        from ..ir.structure import scalar
         hb = scalar(hb)
     fixed, rest, keys, inverse = _places(m, k, n, rows, cols)
     entries = np.concatenate([fixed, rest])
