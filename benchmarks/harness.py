@@ -117,6 +117,8 @@ def tapead_candidates(tape, case, task: str, X: np.ndarray, threads: int = 1,
     except TypeError:  # a method without out=: time it returning fresh arrays
         out = None
     wait_for_background_compiles(tape)
+    if not batch:  # once compiled, the method may be the kernel's native method (an attribute of the tape)
+        method = _tapead_call(tape, task)
     if out is None:
         arg, last = (X if batch else x), {}
         warm = Candidate("tapead", lambda: last.__setitem__("r", method(arg)), len(X) if batch else 1,

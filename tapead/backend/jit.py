@@ -276,9 +276,8 @@ _POOL_ENGINES: dict = {}  # id(kernel) -> its engine, for kernels that free a po
 def compile_kernel(ir, spec, elsewhere: bool = False) -> Kernel:
     """Compile the IR of a ``kernelspec.KernelSpec`` at its level into a Kernel with its point, batch, fast-batch
     and entry functions bound."""
-    extra = (spec.name + "_entry",) if spec.entry else ()
-    return Kernel(ir, spec.name, len(spec.in_groups), len(spec.out_groups), spec.opt, extra, spec.fast_masks,
-                  elsewhere)
+    return Kernel(ir, spec.name, len(spec.in_groups), len(spec.out_groups), spec.opt, tuple(spec.entries),
+                  spec.fast_masks, elsewhere)
 
 
 def cached_engine(ir, tm, opt: int) -> tuple[object, bool]:

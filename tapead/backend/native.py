@@ -13,6 +13,7 @@ fast path never changes results or errors, only their cost, and accepts exactly 
 from __future__ import annotations
 
 import ctypes
+import sys
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -22,12 +23,19 @@ from ..transforms.kernelspec import FALLBACK
 
 _PYBUF_ANY = 0x0004 | 0x0008 | 0x0010 | 0x0020  # FORMAT | ND | STRIDES | C_CONTIGUOUS
 _PYBUF_WRITE = _PYBUF_ANY | 0x0001
-_API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDouble", "PyObject_Vectorcall")
+_API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDouble", "PyObject_Vectorcall",
+        "Py_DecRef")
 _NONE_SYMBOL = "tapead_py_none"  # resolved at load time: None's address differs between processes
 _NDARRAY_SYMBOL = "tapead_ndarray_type"  # numpy.ndarray's type object: outputs must be exactly this type
 # PyObject's ob_type is the last pointer of the object header (after the reference count, and after the extra
 # fields of debug or free-threaded builds): its offset is the header size minus one pointer.
 _OB_TYPE = object.__basicsize__ - ctypes.sizeof(ctypes.c_void_p)
+_OB_SIZE = object.__basicsize__  # a tuple's length follows the object header, its items follow the length
+_TUPLE_ITEMS = tuple.__basicsize__
+# a method's keywords, matched by identity with the interned names (every call site's literal keyword is one);
+# any other spelling goes to the Python method, which answers the same
+_KEYWORDS = ("params", "out")
+_KEYWORD_SYMBOL = "tapead_keyword_"
 _registered = False
 
 
@@ -40,6 +48,7 @@ _new_function = ctypes.pythonapi.PyCFunction_NewEx
 _new_function.restype = ctypes.py_object
 _new_function.argtypes = [ctypes.POINTER(_MethodDef), ctypes.py_object, ctypes.py_object]
 METH_FASTCALL = 0x0080
+METH_KEYWORDS = 0x0002
 
 
 def _register_api() -> None:
@@ -50,28 +59,53 @@ def _register_api() -> None:
             llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value)
         llvm.add_symbol(_NONE_SYMBOL, id(None))
         llvm.add_symbol(_NDARRAY_SYMBOL, id(np.ndarray))
+        for word in _KEYWORDS:
+            llvm.add_symbol(_KEYWORD_SYMBOL + word, id(sys.intern(word)))
         _registered = True
 
 
 def lower_entry(spec) -> str:
-    """IR for ``PyObject *NAME_entry(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs)``, the native
-    entry point of the kernel a ``kernelspec.KernelSpec`` describes.
+    """IR of a kernel's native Python entry points (``kernelspec.KernelSpec`` describes the kernel).
 
-    ``args = (inputs..., params, outs...)``. ``params`` must be None for a tape without params and an array
-    for one with them; an out may be None (the kernel skips it). Returns the last out array (new reference),
-    or with ``scalar_result`` a float built from the kernel's single output; otherwise it returns
-    ``fallback(*args)``, the Python path (which converts, dispatches branches or raises).
+    ``PyObject *NAME_entry(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs)`` takes the kernel's own
+    argument order, ``args = (inputs..., params, outs...)``: ``params`` must be None for a tape without params
+    and an array for one with them; an out may be None (the kernel skips it). It returns the last out array (new
+    reference), or with ``scalar_result`` a float built from the kernel's single output; otherwise it returns
+    ``fallback(*args)``, the Python path (which converts, dispatches branches or raises). Where the spec has a
+    ``method`` layout, ``NAME_method`` takes the Function method's arguments as well (``lower_method``).
     """
-    name, kernel_name = spec.name + "_entry", spec.name
+    return "\n".join(_declarations() + _lower_run(spec) + _lower_positional(spec) + lower_method(spec)) + "\n"
+
+
+def _declarations() -> list[str]:
+    return ["%buf = type { ptr, ptr, i64, i64, i32, i32, ptr, ptr, ptr, ptr, ptr }",
+            "declare i32 @PyObject_GetBuffer(ptr, ptr, i32)", "declare void @PyBuffer_Release(ptr)",
+            "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)",
+            "declare ptr @PyObject_Vectorcall(ptr, ptr, i64, ptr)", "declare void @Py_DecRef(ptr)",
+            f"@{_NONE_SYMBOL} = external global i8", f"@{_NDARRAY_SYMBOL} = external global i8"] + \
+        [f"@{_KEYWORD_SYMBOL}{word} = external global i8" for word in _KEYWORDS]
+
+
+def _lower_positional(spec) -> list[str]:
+    """``NAME_entry``: the kernel's argument order, checked by ``NAME_run``, else the fallback."""
+    name, k = spec.name, len(spec.in_shapes) + 1 + len(spec.out_shapes)
+    return [f"define ptr @{name}_entry(ptr %self, ptr %args, i64 %nargs) {{", "entry:",
+            f"  %nok = icmp eq i64 %nargs, {k}", "  br i1 %nok, label %run, label %fallback", "run:",
+            f"  %r = call ptr @{name}_run(ptr %args)", "  %ok = icmp ne ptr %r, null",
+            "  br i1 %ok, label %done, label %fallback", "done:", "  ret ptr %r", "fallback:",
+            "  %fb = call ptr @PyObject_Vectorcall(ptr %self, ptr %args, i64 %nargs, ptr null)", "  ret ptr %fb",
+            "}"]
+
+
+def _lower_run(spec) -> list[str]:
+    """``ptr NAME_run(PyObject *const *args)``: the kernel's result for exactly right arguments (all ``k`` of
+    them, in the kernel's order), else NULL with no Python error set."""
+    name, kernel_name = spec.name + "_run", spec.name
     in_shapes, params_shape, out_shapes, scalar_result = spec.in_shapes, spec.param_shape, spec.out_shapes, \
         spec.scalar_result
     specs = [(s, "in") for s in in_shapes] + [(params_shape, "params")] + [(s, "out") for s in out_shapes]
     k = len(specs)
-    L = ["%buf = type { ptr, ptr, i64, i64, i32, i32, ptr, ptr, ptr, ptr, ptr }",
-         "declare i32 @PyObject_GetBuffer(ptr, ptr, i32)", "declare void @PyBuffer_Release(ptr)",
-         "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)",
-         "declare ptr @PyObject_Vectorcall(ptr, ptr, i64, ptr)", f"@{_NONE_SYMBOL} = external global i8",
-         f"@{_NDARRAY_SYMBOL} = external global i8"]
+    L = []
     # release every acquired buffer (flags in %acq)
     L += [f"define internal void @{name}_release(ptr %bufs, ptr %acq) {{", "r0:"]
     for j in range(k):
@@ -80,14 +114,14 @@ def lower_entry(spec) -> str:
               f"  %b{j} = getelementptr [{k} x %buf], ptr %bufs, i64 0, i64 {j}",
               f"  call void @PyBuffer_Release(ptr %b{j})", f"  br label %r{j + 1}", f"r{j + 1}:"]
     L += ["  ret void", "}"]
-    L += [f"define ptr @{name}(ptr %self, ptr %args, i64 %nargs) {{", "entry:",
+    L += [f"define internal ptr @{name}(ptr %args) {{", "entry:",
           f"  %bufs = alloca [{k} x %buf]", f"  %acq = alloca [{k} x i8]", f"  %ptrs = alloca [{k} x ptr]",
           f"  %lens = alloca [{k} x i64]", "  %result = alloca double"]
     for j in range(k):
         L += [f"  %acq{j} = getelementptr i8, ptr %acq, i64 {j}", f"  store i8 0, ptr %acq{j}",
               f"  %pt{j} = getelementptr ptr, ptr %ptrs, i64 {j}", f"  store ptr null, ptr %pt{j}",
               f"  %ln{j} = getelementptr i64, ptr %lens, i64 {j}", f"  store i64 0, ptr %ln{j}"]
-    L += [f"  %nok = icmp eq i64 %nargs, {k}", "  br i1 %nok, label %a0, label %fail"]
+    L += ["  br label %a0"]
     for j, (shape, kind) in enumerate(specs):
         L += [f"a{j}:", f"  %ap{j} = getelementptr ptr, ptr %args, i64 {j}", f"  %o{j} = load ptr, ptr %ap{j}",
               f"  %none{j} = icmp eq ptr %o{j}, @{_NONE_SYMBOL}"]
@@ -136,20 +170,83 @@ def lower_entry(spec) -> str:
         args = args[:n_kernel] + ["ptr %result"]
     L += [f"  %st = call i32 @{kernel_name}({', '.join(args)})",
           f"  call void @{name}_release(ptr %bufs, ptr %acq)",
-          "  %stbad = icmp ne i32 %st, 0", "  br i1 %stbad, label %fallback, label %success", "success:"]
+          "  %stbad = icmp ne i32 %st, 0", "  br i1 %stbad, label %refused, label %success", "success:"]
     if scalar_result:
         L += ["  %v = load double, ptr %result", "  %fl = call ptr @PyFloat_FromDouble(double %v)",
               "  ret ptr %fl"]
     else:
         L += [f"  %rc = load i64, ptr %o{k - 1}", "  %rc1 = add i64 %rc, 1", f"  store i64 %rc1, ptr %o{k - 1}",
               f"  ret ptr %o{k - 1}"]
-    # anything not exactly right: the Python path (the function's bound object) answers with the same arguments
+    # anything not exactly right: NULL, and the caller hands the call to the Python path
     L += ["fail:", f"  call void @{name}_release(ptr %bufs, ptr %acq)", "  call void @PyErr_Clear()",
-          "  br label %fallback", "fallback:",
-          "  %fb = call ptr @PyObject_Vectorcall(ptr %self, ptr %args, i64 %nargs, ptr null)", "  ret ptr %fb", "}"]
-    return "\n".join(L) + "\n"
+          "  ret ptr null", "refused:", "  ret ptr null", "}"]
+    return L
 
 
+def lower_method(spec) -> list[str]:
+    """``PyObject *NAME_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)``
+    (METH_FASTCALL | METH_KEYWORDS): the Function method's own call, ``value(x, ..., params=None[, out=None])``
+    or ``gradient(x, params=None, out=None)``, answered without Python when every argument is exactly right.
+
+    ``self`` is the pair ``(fallback, allocate)``. Inputs are positional; the keywords ``params`` and ``out``
+    (where the layout has an out) fill their slots, a missing or None ``out`` is ``allocate()``d. Any other
+    call (another keyword, another count, arguments ``NAME_run`` refuses) is ``fallback(*args, **kwargs)``
+    with the call's own arguments: the Python method, so results and errors are the same either way.
+    """
+    if spec.method is None:
+        return []
+    out_slot, allocate = spec.method
+    name, n = spec.name, len(spec.in_shapes)
+    k = n + 1 + len(spec.out_shapes)
+    L = [f"define ptr @{name}_method(ptr %self, ptr %args, i64 %nargs, ptr %kw) {{", "entry:",
+         f"  %argv = alloca [{k} x ptr]", "  %outv = alloca ptr", "  store ptr null, ptr %outv",
+         f"  %fbp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS}", "  %fb = load ptr, ptr %fbp"]
+    for j in range(k):
+        L += [f"  %av{j} = getelementptr ptr, ptr %argv, i64 {j}"]
+        if j < n:
+            L += [f"  %ap{j} = getelementptr ptr, ptr %args, i64 {j}", f"  %x{j} = load ptr, ptr %ap{j}",
+                  f"  store ptr %x{j}, ptr %av{j}"]
+        else:
+            L += [f"  store ptr @{_NONE_SYMBOL}, ptr %av{j}"]
+    L += [f"  %nok = icmp eq i64 %nargs, {n}", "  br i1 %nok, label %kws, label %fallback", "kws:",
+          "  %haskw = icmp ne ptr %kw, null", "  br i1 %haskw, label %kwn, label %kwdone", "kwn:",
+          f"  %nkwp = getelementptr i8, ptr %kw, i64 {_OB_SIZE}", "  %nkw = load i64, ptr %nkwp", "  br label %kwc0"]
+    for i in range(len(_KEYWORDS)):  # each keyword at most once (Python refuses repeats before the call)
+        L += [f"kwc{i}:", f"  %more{i} = icmp ugt i64 %nkw, {i}", f"  br i1 %more{i}, label %kw{i}, label %kwdone",
+              f"kw{i}:", f"  %knp{i} = getelementptr i8, ptr %kw, i64 {_TUPLE_ITEMS + 8 * i}",
+              f"  %kn{i} = load ptr, ptr %knp{i}", f"  %kvp{i} = getelementptr ptr, ptr %args, i64 {n + i}",
+              f"  %kv{i} = load ptr, ptr %kvp{i}", f"  %isp{i} = icmp eq ptr %kn{i}, @{_KEYWORD_SYMBOL}params",
+              f"  br i1 %isp{i}, label %kp{i}, label %ko{i}", f"kp{i}:", f"  store ptr %kv{i}, ptr %av{n}",
+              f"  br label %kwc{i + 1}", f"ko{i}:"]
+        if out_slot is None:
+            L += ["  br label %fallback"]
+        else:
+            L += [f"  %iso{i} = icmp eq ptr %kn{i}, @{_KEYWORD_SYMBOL}out",
+                  f"  br i1 %iso{i}, label %kout{i}, label %fallback", f"kout{i}:", f"  store ptr %kv{i}, ptr %outv",
+                  f"  br label %kwc{i + 1}"]
+    L += [f"kwc{len(_KEYWORDS)}:", f"  %toomany = icmp ugt i64 %nkw, {len(_KEYWORDS)}",
+          "  br i1 %toomany, label %fallback, label %kwdone", "kwdone:"]
+    if out_slot is None:
+        L += ["  br label %run", "run:"]
+    else:
+        L += ["  %o = load ptr, ptr %outv", "  %onull = icmp eq ptr %o, null",
+              f"  %onone = icmp eq ptr %o, @{_NONE_SYMBOL}", "  %absent = or i1 %onull, %onone",
+              f"  br i1 %absent, label %{'alloc' if allocate else 'fallback'}, label %given", "given:",
+              f"  store ptr %o, ptr %av{out_slot}", "  br label %run"]
+        if allocate:
+            L += ["alloc:", f"  %alp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 8}",
+                  "  %al = load ptr, ptr %alp", "  %new = call ptr @PyObject_Vectorcall(ptr %al, ptr null, i64 0, ptr null)",
+                  "  %newnull = icmp eq ptr %new, null", "  br i1 %newnull, label %allocfail, label %allocok",
+                  "allocfail:", "  call void @PyErr_Clear()", "  br label %fallback", "allocok:",
+                  f"  store ptr %new, ptr %av{out_slot}", "  br label %run"]
+        L += ["run:", "  %own = phi ptr " + ", ".join(["[null, %given]"] + (["[%new, %allocok]"] if allocate else []))]
+    L += [f"  %r = call ptr @{name}_run(ptr %argv)"]
+    if out_slot is not None:  # drop the array allocated here (NULL: nothing); a result holds its own reference
+        L += ["  call void @Py_DecRef(ptr %own)"]
+    L += ["  %ok = icmp ne ptr %r, null", "  br i1 %ok, label %done, label %fallback", "done:", "  ret ptr %r",
+          "fallback:", "  %res = call ptr @PyObject_Vectorcall(ptr %fb, ptr %args, i64 %nargs, ptr %kw)",
+          "  ret ptr %res", "}"]
+    return L
 
 
 def _overlap_check(specs: list, k: int) -> list[str]:
@@ -176,13 +273,16 @@ def _overlap_check(specs: list, k: int) -> list[str]:
     return L + [f"  br i1 {hit}, label %fail, label %call", "call:"]
 
 
-def builtin(address: int, name: str, fallback=None):
+def builtin(address: int, name: str, fallback=None, keywords: bool = False, doc: str | None = None):
     """Wrap a compiled entry point as a Python builtin function; returns ``(function, keep_alive)``.
 
-    ``fallback`` (default: a function returning FALLBACK) answers every call the native path cannot.
+    ``fallback`` (default: a function returning FALLBACK) is the function's ``self``: for ``NAME_entry`` what
+    answers every call the native path cannot, for ``NAME_method`` (``keywords``) the pair ``(fallback,
+    allocate)``. ``keep_alive`` (the method record) must live as long as the function.
     """
     _register_api()
-    method = _MethodDef(name.encode(), address, METH_FASTCALL, None)
+    flags = METH_FASTCALL | (METH_KEYWORDS if keywords else 0)
+    method = _MethodDef(name.encode(), address, flags, doc.encode() if doc else None)
     return _new_function(ctypes.byref(method), fallback or _sentinel, None), method
 
 

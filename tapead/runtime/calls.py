@@ -30,6 +30,7 @@ from ..backend.native import builtin, lower_entry, prepare
 from .binding import Bound, bind, evaluate, lead as _lead, named_inputs, result as _result  # noqa: F401
 from ..ir.tape import Tape
 from .threads import default_threads, run_batch
+from .methods import bind_method
 
 _compile_lock = threading.Lock()
 OPS_PER_THREAD = 200000  # an explicit threads=k splits a batch only when each thread gets this many ops
@@ -64,6 +65,7 @@ def _build(fun, kind: str, opt: int | None = None, elsewhere: bool = False,
     k.entry, k.entry_keep = builtin(k.addresses[spec.name + "_entry"], spec.name)
     k.n_ops = records(derived)
     fun._entries[ENTRY[kind]] = k.entry
+    bind_method(fun, spec, k)
     # the background O2 build: of an O0 kernel, and of a kernel with loops whose batches run faster unrolled
     if opt is None and (k.opt == 0 or flat_batches_pay(derived)) and \
             os.environ.get("TAPEAD_BACKGROUND_O2", "1") != "0":

@@ -16,6 +16,7 @@ from ..transforms import ad
 from ..arrays import as_float_array, check_aliasing, check_out
 from .binding import bind, named_inputs
 from .derived_cache import derived_tape
+from .methods import alias
 from ..errors import BranchError, InputError
 from ..transforms.higher import (gradient_program, jacobian_blocks_tape, output_offsets, resolve_outputs, hessian_tape,
                                    hvp_tape, value_gradient_hessian_tape)
@@ -160,7 +161,10 @@ def hessian(fun, *args, params=None, out=None, weights=None):
          check_out(out, lead + s + s, "out").reshape(lead + (n, n)))
     if out is not None:
         check_aliasing([("out", H)], named_inputs(b) + [("weights", xs[-1] if weights is not None else None)])
-    dense_hessian(fun, weights is not None).value(*xs, params=b.p, out=H)
+    d = dense_hessian(fun, weights is not None)
+    if weights is None and s and d.output_shape == s + s:
+        alias(d, fun, "hessian")  # ``fun.hessian(x, params=, out=)`` is ``d.value``'s native method
+    d.value(*xs, params=b.p, out=H)
     return _blocks(fun, H, lead)
 
 

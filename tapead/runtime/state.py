@@ -10,7 +10,8 @@ from typing import Any
 
 class EvaluationState:
     __slots__ = ("kernels", "programs", "derived", "natives", "paths", "mixed", "retired", "upgraded", "patterns",
-                 "shipments", "fast_derived")
+                 "shipments", "fast_derived",
+                 "aliases", "bound")
 
     def __init__(self):
         self.kernels: dict[str, tuple] = {}  # kind -> (the tape compiled, or None for this one; Kernel)
@@ -26,3 +27,7 @@ class EvaluationState:
         # what -> (the derived Function, the out shape its fast path takes, its tape's output shape): read by
         # every single-point Hessian or Jacobian call, so those shapes are looked up once
         self.fast_derived: dict[tuple, tuple] = {}
+        # (owner Function, weakly; method name, kind): where this Function's native method of that kind is also
+        # bound (a Function's ``hessian`` is its Hessian Function's ``value``): ``runtime.methods.alias``
+        self.aliases: list = []
+        self.bound: dict[str, tuple] = {}  # kind -> (KernelSpec, Kernel) of the native method bound last

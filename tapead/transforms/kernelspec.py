@@ -87,10 +87,29 @@ class KernelSpec:
     cpu: str | None = None  # None: the host's CPU and features
 
     @property
+    def entries(self) -> list[str]:
+        """The native Python entry points the object defines: ``@name_entry`` with an entry, and
+        ``@name_method`` where the kind's Function method maps onto the kernel (``method``)."""
+        return ([self.name + "_entry"] if self.entry else []) + \
+            ([self.name + "_method"] if self.entry and self.method is not None else [])
+
+    @property
+    def method(self) -> tuple[int | None, bool] | None:
+        """How the Function method of this kind (``value``, ``gradient``) maps onto the entry's arguments
+        ``(inputs..., params, outs...)``: ``(the slot out= fills or None, whether a missing out is allocated)``;
+        None where the method takes another form (several arguments' gradients: a tuple of outs)."""
+        n = len(self.in_shapes)
+        if self.kind == "value":
+            return (None, False) if self.scalar_result else (n + 1, True)
+        if self.kind == "value_and_gradient" and n == 1:
+            return n + 2, True
+        return None
+
+    @property
     def symbols(self) -> list[str]:
         """The functions a compiled object of this spec must define (checked before cached code runs)."""
-        return ([self.name, self.name + "_batch"] + ([self.name + "_entry"] if self.entry else []) +
-                [fast_batch_name(self.name, m) for m in self.fast_masks])
+        return [self.name, self.name + "_batch"] + self.entries + [fast_batch_name(self.name, m)
+                                                                   for m in self.fast_masks]
 
     def key_text(self) -> str:
         """Everything but the tape and the generator that decides the kernel's IR text."""

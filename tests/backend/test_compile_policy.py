@@ -23,6 +23,7 @@ def test_large_tapes_start_at_o0_and_swap_in_o2(monkeypatch):
     tape = tapead.record(chain, np.linspace(0, 1, 20))
     x = np.linspace(-1, 1, 20)
     g0 = tape.gradient(x)
+    o0_method = tape.gradient
     derived, k = kernel(tape, "value_and_gradient")
     assert len(derived) > 2000 and k.opt == 0
     assert tape.stats["kernels"]["kernel/value_and_gradient"]["opt"] in (0, 2)  # the swap may already be done
@@ -33,6 +34,8 @@ def test_large_tapes_start_at_o0_and_swap_in_o2(monkeypatch):
         opt=2, ops=len(derived), seconds=tape.stats["kernels"]["kernel/value_and_gradient"]["seconds"])
     g2 = tape.gradient(x)
     assert np.array_equal(g0, g2)  # no fast-math: O0 and O2 give the same bits
+    assert tape.gradient is not o0_method  # the native method of the O2 kernel is bound in its place
+    assert np.array_equal(o0_method(x), g2)  # and one held from before still runs the O0 kernel
     X = np.random.default_rng(0).normal(size=(50, 20))
     assert np.array_equal(tape.gradient(X)[7], tape.gradient(X[7]))
 

@@ -1,0 +1,164 @@
+"""Native methods: once compiled, ``f.value`` and ``f.gradient`` are builtins answering exactly right single-point
+calls without Python, and every other call exactly as the class's Python method does."""
+from __future__ import annotations
+
+import gc
+import inspect
+import sys
+import types
+import weakref
+
+import numpy as np
+import pytest
+
+import tapead
+from tapead.errors import InputError
+from tapead.function import Function
+
+
+def rosen(x):
+    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def vector(x):
+    return np.sin(x) * x[0]
+
+
+def weighted(x, p):
+    return np.sum(p * x ** 2) + np.prod(x)
+
+
+X = np.linspace(-0.7, 1.3, 6)
+
+
+def _native(f, name):
+    return type(f.__dict__.get(name)) is types.BuiltinFunctionType
+
+
+@pytest.fixture()
+def f():
+    t = tapead.record(rosen, X)
+    t.gradient(X)
+    t.value(X)
+    return t
+
+
+def test_methods_become_builtins_after_the_first_compile(f):
+    assert _native(f, "gradient") and _native(f, "value")
+    assert Function.gradient.__doc__ == f.gradient.__doc__
+    assert str(inspect.signature(f.gradient)) == "(x, /, *more, params=None, out=None, threads=None)"
+
+
+def test_native_method_results_are_the_python_methods_bit_for_bit(f):
+    x = X + 0.25
+    g, ref = np.empty(6), np.empty(6)
+    assert f.gradient(x, out=g) is g
+    Function.gradient(f, x, out=ref)
+    assert g.tobytes() == ref.tobytes()
+    a, b = f.gradient(x), f.gradient(x)  # allocated: a fresh array per call
+    assert a is not b and a.tobytes() == ref.tobytes() and b.tobytes() == ref.tobytes()
+    assert sys.getrefcount(a) == 2  # the native method drops its own reference to what it allocated
+    v = f.value(x)
+    assert type(v) is float and v == Function.value(f, x)
+    assert f.gradient(x, out=None).tobytes() == ref.tobytes()
+    assert f.gradient(x, params=None, out=g) is g
+
+
+def test_calls_the_native_method_cannot_answer_go_to_the_python_method(f):
+    x = X + 0.25
+    ref = Function.gradient(f, x)
+    assert np.array_equal(f.gradient(list(x)), ref)  # converted
+    assert np.array_equal(f.gradient(x.astype(np.float32)), Function.gradient(f, x.astype(np.float32)))
+    assert np.array_equal(f.gradient(x, out=np.empty(6), threads=1), ref)
+    assert np.array_equal(f.gradient(x[::-1][::-1].copy(), **{"".join(["o", "ut"]): np.empty(6)}), ref)
+    assert np.array_equal(f.gradient(np.stack([x, x])), np.stack([ref, ref]))  # a batch
+    strided = np.empty(12)[::2]
+    with pytest.raises(InputError) as native_error:
+        f.gradient(x, out=strided)
+    with pytest.raises(InputError) as python_error:
+        Function.gradient(f, x, out=strided)
+    assert str(native_error.value) == str(python_error.value)
+    with pytest.raises(InputError):
+        f.gradient(x, out=x)  # aliasing
+    with pytest.raises(InputError):
+        f.gradient(np.ones(5))
+    with pytest.raises(InputError):
+        f.gradient(x, params=np.ones(2))
+    with pytest.raises(TypeError):
+        f.gradient(x, outt=np.empty(6))
+    o1, o2 = np.empty(()), np.empty(())  # a scalar tape's value takes no out natively: Python answers
+    assert f.value(x, out=o1) == Function.value(f, x, out=o2) and o1 == o2
+    assert f.value(x, threads=1) == Function.value(f, x)
+
+
+def test_params_and_array_valued_values():
+    p = np.array([1.0, 2.0, 3.0])
+    f = tapead.record(weighted, X[:3], params=p)
+    x = X[:3] + 0.5
+    g = np.empty(3)
+    ref = Function.gradient(f, x, params=p)
+    assert f.gradient(x, params=p, out=g) is g and g.tobytes() == ref.tobytes()
+    assert _native(f, "gradient")
+    assert f.gradient(x, out=g, params=p) is g and g.tobytes() == ref.tobytes()
+    with pytest.raises(InputError):
+        f.gradient(x, out=g)  # params missing
+    h = tapead.record(vector, X)
+    v = h.value(X)
+    assert _native(h, "value")
+    out = np.empty(6)
+    assert h.value(X + 1, out=out) is out and out.tobytes() == Function.value(h, X + 1).tobytes()
+    assert h.value(X + 1).tobytes() == out.tobytes() and v.shape == (6,)
+
+
+def test_a_method_kept_after_its_function_is_dropped_still_answers_everything():
+    f = tapead.record(rosen, X)
+    f.gradient(X)
+    gradient = f.gradient
+    ref = weakref.ref(f)
+    x = X + 0.125
+    expected = Function.gradient(f, x)
+    del f
+    assert ref() is None  # freed without the cycle collector: the method holds its Function weakly
+    g = np.empty(6)
+    assert gradient(x, out=g) is g and g.tobytes() == expected.tobytes()
+    assert np.array_equal(gradient(list(x)), expected)  # a Function of the same tape answers the rest
+    gc.collect()
+
+
+def test_branches_take_the_python_path_and_record_the_other_side():
+    def kink(x):
+        return np.sum(x ** 2) if x[0] > 0 else np.sum(np.sin(x))
+
+    f = tapead.record(kink, np.array([1.0, 2.0]))
+    f.gradient(np.array([1.0, 2.0]))
+    assert _native(f, "gradient")
+    x = np.array([-1.0, 0.5])
+    assert np.array_equal(f.gradient(x), np.cos(x))
+    assert f.value(x) == np.sum(np.sin(x))
+
+
+def test_several_arguments_keep_the_python_gradient_and_a_native_value():
+    f = tapead.record(lambda a, b: np.sum(a * b), np.ones(2), np.ones(2))
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    assert f.value(a, b) == 11.0
+    ga, gb = f.gradient(a, b)
+    assert np.array_equal(ga, b) and np.array_equal(gb, a)
+    assert "gradient" not in f.__dict__ and _native(f, "value")
+    assert f.value(a, b) == 11.0
+
+
+def test_the_hessian_method_is_its_hessian_functions_native_value():
+    f = tapead.record(rosen, X)
+    H = f.hessian(X)
+    assert _native(f, "hessian")
+    out = np.empty((6, 6))
+    x = X + 0.5
+    assert f.hessian(x, out=out) is out
+    assert out.tobytes() == Function.hessian(f, x).tobytes()
+    assert f.hessian(x).tobytes() == out.tobytes() and H.shape == (6, 6)
+    with pytest.raises(InputError):
+        f.hessian(x, out=np.empty((6, 5)))
+    w = f.hessian(x, weights=None)
+    assert w.tobytes() == out.tobytes()
+    g = tapead.record(lambda x: np.sum(x ** 3), np.ones((2, 3)))  # out (2, 3, 2, 3): the Python path
+    assert g.hessian(np.ones((2, 3))).shape == (2, 3, 2, 3) and "hessian" not in g.__dict__
