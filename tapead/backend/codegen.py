@@ -40,6 +40,7 @@ CUT_ABOVE = 20000
 LOOP_CUT = 200_000  # records (loop bodies once) up to which a kernel with loops keeps them, however large
 CHUNK = 2000
 INLINE_LIMIT = 4000  # records up to which the point function is inlined into the batch loops
+CALL_INLINE = 1000  # ... and into a loop over points that is not vectorised, or the native entry (see call_site)
 MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)\ndeclare void @llvm.memset.p0.i64(ptr, i8, i64, i1)"
 
 
@@ -269,10 +270,11 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     if plan is not None:
         tables.extend(data_global(plan))
     lines[:0] = tables + [MEMCPY]  # constant tables, pieces, and the memcpy/memset the stores may call
-    lines.extend(general_batch(name, callee, in_groups, out_groups))
     vectorise = vectorise_points(batch_tape)
+    inline = vectorise or kernel_records(batch_tape) <= CALL_INLINE
+    lines.extend(general_batch(name, callee, in_groups, out_groups, inline))
     for mask in fast_masks:
-        lines.extend(fast_batch(name, mask, in_groups, out_groups, vectorise, callee))
+        lines.extend(fast_batch(name, mask, in_groups, out_groups, vectorise, callee, inline))
     return "\n".join(lines) + "\n"
 
 
@@ -344,7 +346,7 @@ def generator_digest() -> str:
     they do)."""
     from . import chunking
     return (f"{sources.digest('backend', 'transforms/kernelspec')} {CUT_ABOVE} {LOOP_CUT} {CHUNK} {CONST_RUN} "
-            f"{INLINE_LIMIT} "
+            f"{INLINE_LIMIT} {CALL_INLINE} "
             f"{chunking.STACK_CELLS} {chunking.POOL}")
 
 

@@ -18,6 +18,7 @@ import sys
 import llvmlite.binding as llvm
 import numpy as np
 
+from .batchloops import call_site
 from .jit import initialize
 from ..transforms.kernelspec import FALLBACK
 
@@ -64,7 +65,7 @@ def _register_api() -> None:
         _registered = True
 
 
-def lower_entry(spec) -> str:
+def lower_entry(spec, inline: bool = True) -> str:
     """IR of a kernel's native Python entry points (``kernelspec.KernelSpec`` describes the kernel).
 
     ``PyObject *NAME_entry(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs)`` takes the kernel's own
@@ -73,8 +74,10 @@ def lower_entry(spec) -> str:
     reference), or with ``scalar_result`` a float built from the kernel's single output; otherwise it returns
     ``fallback(*args)``, the Python path (which converts, dispatches branches or raises). Where the spec has a
     ``method`` layout, ``NAME_method`` takes the Function method's arguments as well (``lower_method``).
+    ``inline`` False calls the kernel rather than inlining it (``batchloops.call_site``: a large kernel).
     """
-    return "\n".join(_declarations() + _lower_run(spec) + _lower_positional(spec) + lower_method(spec)) + "\n"
+    return "\n".join(_declarations() + _lower_run(spec, inline) + _lower_positional(spec) + lower_method(spec)) + \
+        "\n"
 
 
 def _declarations() -> list[str]:
@@ -97,7 +100,7 @@ def _lower_positional(spec) -> list[str]:
             "}"]
 
 
-def _lower_run(spec) -> list[str]:
+def _lower_run(spec, inline: bool) -> list[str]:
     """``ptr NAME_run(PyObject *const *args)``: the kernel's result for exactly right arguments (all ``k`` of
     them, in the kernel's order), else NULL with no Python error set."""
     name, kernel_name = spec.name + "_run", spec.name
@@ -168,7 +171,7 @@ def _lower_run(spec) -> list[str]:
         args.append(f"ptr %kp{j}")
     if scalar_result:
         args = args[:n_kernel] + ["ptr %result"]
-    L += [f"  %st = call i32 @{kernel_name}({', '.join(args)})",
+    L += [f"  %st = call i32 @{kernel_name}({', '.join(args)}){call_site(inline)}",
           f"  call void @{name}_release(ptr %bufs, ptr %acq)",
           "  %stbad = icmp ne i32 %st, 0", "  br i1 %stbad, label %refused, label %success", "success:"]
     if scalar_result:

@@ -21,7 +21,7 @@ from . import branches
 from ..arrays import as_float_array, check_aliasing, check_out
 from ..arrays import pointer as _pointer
 from ..transforms import kernelspec
-from ..backend.codegen import flat_batches_pay, kernel_key, kernel_records, lower_kernel
+from ..backend.codegen import CALL_INLINE, flat_batches_pay, kernel_key, kernel_records, lower_kernel
 from ..errors import InputError
 from ..ir.interpret import interpret
 from ..backend.jit import Abandoned, Kernel, Source, compile_kernel, stop_background_builds, stopping
@@ -59,7 +59,8 @@ def _build(fun, kind: str, opt: int | None = None, elsewhere: bool = False,
     derived = branches.program(fun, kind)
     level = opt if opt is not None else first_level(kernel_records(derived))
     spec = kernelspec.spec(tape, kind, derived, level, flat)
-    ir = Source(lambda: lower_kernel(derived, spec) + lower_entry(spec), kernel_key(derived, spec))
+    inline = kernel_records(derived) <= CALL_INLINE
+    ir = Source(lambda: lower_kernel(derived, spec) + lower_entry(spec, inline), kernel_key(derived, spec))
     prepare()
     k = compile_kernel(ir, spec, elsewhere=elsewhere)
     k.entry, k.entry_keep = builtin(k.addresses[spec.name + "_entry"], spec.name)
