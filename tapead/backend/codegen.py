@@ -344,10 +344,10 @@ def generator_digest() -> str:
     """What, besides the tape, decides the IR text: the source of every backend module and of the kernel
     specification, and the size constants (a kernel cache keyed without generating the text must change when
     they do)."""
-    from . import chunking
+    from . import chunking, native
     return (f"{sources.digest('backend', 'transforms/kernelspec')} {CUT_ABOVE} {LOOP_CUT} {CHUNK} {CONST_RUN} "
             f"{INLINE_LIMIT} {CALL_INLINE} "
-            f"{chunking.STACK_CELLS} {chunking.POOL}")
+            f"{chunking.STACK_CELLS} {chunking.POOL} {native.LAYOUT}")
 
 
 def tape_digest(tape: Tape) -> str:

@@ -37,6 +37,7 @@ _TUPLE_ITEMS = tuple.__basicsize__
 # any other spelling goes to the Python method, which answers the same
 _KEYWORDS = ("params", "out")
 _KEYWORD_SYMBOL = "tapead_keyword_"
+LAYOUT = f"{_OB_TYPE} {_OB_SIZE} {_TUPLE_ITEMS} {sys.implementation.cache_tag}"  # what the entries' IR assumes of objects
 _registered = False
 
 
@@ -176,7 +177,8 @@ def _lower_run(spec, inline: bool) -> list[str]:
           "  %stbad = icmp ne i32 %st, 0", "  br i1 %stbad, label %refused, label %success", "success:"]
     if scalar_result:
         L += ["  %v = load double, ptr %result", "  %fl = call ptr @PyFloat_FromDouble(double %v)",
-              "  ret ptr %fl"]
+              "  %flnull = icmp eq ptr %fl, null", "  br i1 %flnull, label %nofloat, label %float", "nofloat:",
+              "  call void @PyErr_Clear()", "  ret ptr null", "float:", "  ret ptr %fl"]
     else:
         L += [f"  %rc = load i64, ptr %o{k - 1}", "  %rc1 = add i64 %rc, 1", f"  store i64 %rc1, ptr %o{k - 1}",
               f"  ret ptr %o{k - 1}"]
@@ -203,7 +205,9 @@ def lower_method(spec) -> list[str]:
     k = n + 1 + len(spec.out_shapes)
     L = [f"define ptr @{name}_method(ptr %self, ptr %args, i64 %nargs, ptr %kw) {{", "entry:",
          f"  %argv = alloca [{k} x ptr]", "  %outv = alloca ptr", "  store ptr null, ptr %outv",
-         f"  %fbp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS}", "  %fb = load ptr, ptr %fbp"]
+         f"  %fbp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS}", "  %fb = load ptr, ptr %fbp",
+         # the count first: a call without arguments may pass no array at all (args NULL)
+         f"  %nok = icmp eq i64 %nargs, {n}", "  br i1 %nok, label %kws, label %fallback", "kws:"]
     for j in range(k):
         L += [f"  %av{j} = getelementptr ptr, ptr %argv, i64 {j}"]
         if j < n:
@@ -211,8 +215,7 @@ def lower_method(spec) -> list[str]:
                   f"  store ptr %x{j}, ptr %av{j}"]
         else:
             L += [f"  store ptr @{_NONE_SYMBOL}, ptr %av{j}"]
-    L += [f"  %nok = icmp eq i64 %nargs, {n}", "  br i1 %nok, label %kws, label %fallback", "kws:",
-          "  %haskw = icmp ne ptr %kw, null", "  br i1 %haskw, label %kwn, label %kwdone", "kwn:",
+    L += ["  %haskw = icmp ne ptr %kw, null", "  br i1 %haskw, label %kwn, label %kwdone", "kwn:",
           f"  %nkwp = getelementptr i8, ptr %kw, i64 {_OB_SIZE}", "  %nkw = load i64, ptr %nkwp", "  br label %kwc0"]
     for i in range(len(_KEYWORDS)):  # each keyword at most once (Python refuses repeats before the call)
         L += [f"kwc{i}:", f"  %more{i} = icmp ugt i64 %nkw, {i}", f"  br i1 %more{i}, label %kw{i}, label %kwdone",

@@ -31,21 +31,34 @@ class MethodFallback:
 
     __slots__ = ("ref", "method", "revive", "keep")
 
-    def __init__(self, fun, name: str):
-        cls = type(fun)
+    def __init__(self, fun, name: str, cls):
         self.ref = weakref.ref(fun)
         self.method = getattr(cls, name)
         self.revive = (cls, fun.tape, dict(fn=fun.fn, on_branch=fun.on_branch, guard_sites=fun.guard_sites,
                                            structured=fun.structured))
         self.keep = None
 
-    def __call__(self, *args, **kwargs):
+    def function(self):
         fun = self.ref()
         if fun is None:
             cls, tape, settings = self.revive
             fun = cls(tape, **settings)
             self.ref = lambda: fun  # (no cycle: that Function does not hold this method)
-        return self.method(fun, *args, **kwargs)
+        return fun
+
+    def __call__(self, *args, **kwargs):
+        return self.method(self.function(), *args, **kwargs)
+
+
+class MethodSelf(tuple):
+    """The native method's ``self``: the pair ``(fallback, allocate)`` the entry reads (a tuple's items, at the
+    offset ``native.lower_method`` reads them). A builtin pickles as ``getattr(self, name)``: this pickles as
+    its Function, so a pickled method is that Function's method (multiprocessing, Dask)."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return self[0].function().__reduce__()
 
 
 def bind_method(fun, spec, k) -> None:
@@ -75,11 +88,14 @@ def alias(fun, owner, name: str, kind: str = "value") -> None:
 
 
 def _bind(owner, name: str, spec, k) -> None:
+    cls = next(c for c in type(owner).__mro__ if name in c.__dict__)  # the class defining the method
+    if cls is not type(owner).__mro__[-2]:  # not Function's own: a subclass overrides it, every call reaches it
+        return
     out_slot, allocate = spec.method
     shape = spec.out_shapes[out_slot - len(spec.in_shapes) - 1] if out_slot is not None else None
-    fallback = MethodFallback(owner, name)
+    fallback = MethodFallback(owner, name, cls)
     fn, record = builtin(k.addresses[spec.name + "_method"], name,
-                         (fallback, functools.partial(np.empty, shape) if allocate else None), keywords=True,
+                         MethodSelf((fallback, functools.partial(np.empty, shape) if allocate else None)), keywords=True,
                          doc=_documented(fallback.method))
     fallback.keep = (k, record)
     owner.__dict__[name] = fn

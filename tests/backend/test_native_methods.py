@@ -2,8 +2,10 @@
 calls without Python, and every other call exactly as the class's Python method does."""
 from __future__ import annotations
 
+import collections
 import gc
 import inspect
+import pickle
 import sys
 import types
 import weakref
@@ -162,3 +164,37 @@ def test_the_hessian_method_is_its_hessian_functions_native_value():
     assert w.tobytes() == out.tobytes()
     g = tapead.record(lambda x: np.sum(x ** 3), np.ones((2, 3)))  # out (2, 3, 2, 3): the Python path
     assert g.hessian(np.ones((2, 3))).shape == (2, 3, 2, 3) and "hessian" not in g.__dict__
+
+
+def test_calls_without_arguments_from_c_get_the_python_error(f):
+    with pytest.raises(InputError):
+        next(iter(f.gradient, None))  # C calls with no argument array at all
+    with pytest.raises(InputError):
+        collections.defaultdict(f.value)["missing"]
+
+
+def test_native_methods_pickle_as_their_functions_methods(f):
+    x = X + 0.5
+    for name in ("gradient", "value"):
+        method = getattr(f, name)
+        assert _native(f, name)
+        back = pickle.loads(pickle.dumps(method))
+        assert np.array_equal(back(x), method(x))
+    f.hessian(X)
+    assert np.array_equal(pickle.loads(pickle.dumps(f.hessian))(x), f.hessian(x))
+
+
+def test_a_subclass_overriding_a_method_keeps_every_call():
+    class Logged(Function):
+        calls = 0
+
+        def gradient(self, *args, **kwargs):
+            Logged.calls += 1
+            return super().gradient(*args, **kwargs)
+
+    f = Logged(tapead.record(rosen, X).tape)
+    for _ in range(5):
+        f.gradient(X)
+    assert Logged.calls == 5 and "gradient" not in f.__dict__
+    f.value(X)
+    assert _native(f, "value")  # not overridden: native
