@@ -66,8 +66,10 @@ class Map:
 
     def __post_init__(self):
         for name in ("tables", "dst"):
-            a = np.array(getattr(self, name), dtype=np.int32, copy=True)
-            a.setflags(write=False)
+            a = getattr(self, name)
+            if not (type(a) is np.ndarray and a.dtype == np.int32 and a.base is None and not a.flags.writeable):
+                a = np.array(a, dtype=np.int32, copy=True)  # (a frozen array of its own is kept as it is)
+                a.setflags(write=False)
             object.__setattr__(self, name, a)
         # named kinds; anything else is kept as given, for validation to refuse (a hand-made or damaged map)
         object.__setattr__(self, "kinds", tuple(Out(k) if k in KINDS else k for k in self.kinds))
@@ -106,7 +108,7 @@ class Map:
 
     def read_slots(self) -> np.ndarray:
         """The distinct slots the tables read, ascending."""
-        return distinct(self.tables)[0]
+        return distinct(self.tables, inverse=False)[0]
 
     def remap(self, new) -> "Map":
         """The same map with table entries ``new(tables)`` (slots renumbered, or node ids in a recorder)."""
@@ -211,21 +213,28 @@ def read_slots(tape) -> np.ndarray:
     return tape.memo("read_slots", compute)
 
 
-def distinct(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct(indices: np.ndarray, inverse: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """``np.unique(indices, return_inverse=True)`` for the non-negative slot indices of tables, without sorting:
     a table of 1.5 million entries over a few thousand slots costs one pass (a sort cost 30 ms per table). A
-    short array of large slots (a few hundred among a million) is sorted instead: the pass is over the slots."""
-    a = np.asarray(indices, dtype=np.int64)
+    short array of large slots (a few hundred among a million) is sorted instead: the pass is over the slots.
+    The inverse (int32 where it fits: tables of tens of millions of entries) is left out with ``inverse=False``."""
+    a = np.asarray(indices)
+    if a.dtype.kind not in "iu":
+        a = a.astype(np.int64)
     if a.size == 0:
-        return a.ravel(), a.copy()
+        return np.zeros(0, np.int64), (a.astype(np.int64) if inverse else None)
     top = int(a.max()) + 1
     if a.size * 64 < top:
-        values, inverse = np.unique(a, return_inverse=True)
-        return values, inverse.reshape(a.shape)
+        if not inverse:
+            return np.unique(a).astype(np.int64), None
+        values, where = np.unique(a, return_inverse=True)
+        return values.astype(np.int64), where.reshape(a.shape)
     present = np.zeros(top, bool)
     present[a.ravel()] = True
     values = np.flatnonzero(present)
-    rank = np.cumsum(present) - 1
+    if not inverse:
+        return values, None
+    rank = np.cumsum(present, dtype=np.int32 if len(values) < 2 ** 31 else np.int64) - 1
     return values, rank[a]
 
 

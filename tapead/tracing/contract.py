@@ -20,7 +20,8 @@ import numpy as np
 from ..errors import TracingError
 from ..ir.contraction import Product
 from . import tracer
-from .maparray import emit_with_values, outer_ids
+from .columns import outer_ids
+from .maparray import emit_with_values
 from .tracer import Scalar, TracedArray
 
 MAX_OUTPUTS = 1024  # sums over the loop one ``x @ C`` body may carry

@@ -15,7 +15,8 @@ import numpy as np
 
 from . import tracer
 from .maparray import MapArray
-from .tracer import Scalar, TracedArray, recorder_of, shape_of, to_cells
+from .gather import GatheredArray, recorder_of_array
+from .tracer import Scalar, TracedArray, shape_of, to_cells
 
 
 class LastAxisMap(TracedArray):
@@ -136,7 +137,8 @@ def last_axis_loop(fn, args: tuple):
 def _recorder(args: tuple):
     """The recorder of the first traced value among the operands, or None."""
     for a in args:
-        rec = a.rec if isinstance(a, Scalar) else recorder_of(a.cells) if type(a) is TracedArray else None
+        rec = a.rec if isinstance(a, Scalar) else recorder_of_array(a) if type(a) in (TracedArray, GatheredArray) \
+            else None
         if rec is not None:
             return rec
     return None

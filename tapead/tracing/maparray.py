@@ -17,44 +17,17 @@ builder; later use of its arrays recomputes them in a fresh copy of the body (ch
 """
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
-from .recorder import _CONST, _INPUT, BULK, Recorder
+from .recorder import _INPUT, Recorder
 from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from . import tracer
-from .tracer import Scalar, TracedArray, operand_id, recorder_of, shape_of, to_cells, wrap
+from .tracer import Scalar, TracedArray, operand_id, shape_of, to_cells, wrap
+from .columns import Columns, outer_ids
+from .gather import GatheredArray, node_ids_of, recorder_of_array
 
 MAP_MIN = 64  # leading-axis length from which recording keeps an elementwise operation a loop (record(structured=None))
-
-
-class Columns:
-    """The inputs of a loop body being built (a map's, or a map's reverse): one body input per distinct table
-    column of outer nodes, in order."""
-
-    def __init__(self, outer: Recorder, body: Recorder, columns: list | None = None, index: dict | None = None):
-        self.outer, self.body = outer, body
-        self.columns: list[np.ndarray] = columns or []  # per body input: outer node id per iteration
-        self.index: dict[bytes, int] = index or {}  # a column's bytes -> its body input node
-
-    def value(self, ids: np.ndarray):
-        """The body value reading outer nodes ``ids`` (one per iteration): a body input, or a constant when every
-        iteration reads the same constant."""
-        first = int(ids[0])
-        if self.outer.kinds[first] == _CONST and (ids == first).all():
-            return self.outer.args[first][0]
-        key = ids.tobytes()
-        nid = self.index.get(key)
-        if nid is None:
-            nid = self.index[key] = self.body.input()
-            self.columns.append(ids)
-        return Scalar(self.body, nid)
-
-    def table(self, n: int) -> np.ndarray:
-        """The columns as a map's tables, ``(n, inputs)``."""
-        return np.stack(self.columns, axis=1) if self.columns else np.zeros((n, 0), np.int64)
 
 
 class Builder:
@@ -75,7 +48,8 @@ class Builder:
         while b.closed:
             if b.successor is None:
                 c = b.inputs
-                b.successor = Builder(b.outer, b.n, Columns(b.outer, b.body.copy(), list(c.columns), dict(c.index)))
+                index = {key: list(known) for key, known in c.index.items()}
+                b.successor = Builder(b.outer, b.n, Columns(b.outer, b.body.copy(), list(c.columns), index))
             b = b.successor
         return b
 
@@ -308,6 +282,9 @@ def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
         return np.broadcast_to(_cell(b.column(np.full(b.n, operand_id(b.outer, a)))), block_shape)
     if isinstance(a, (int, float, np.integer, np.floating)):
         return np.broadcast_to(_cell(float(a)), block_shape)
+    ids = node_ids_of(a) if type(a) is GatheredArray and a.rec is b.outer and a.shape[0] == b.n else None
+    if ids is not None:  # rows gathered as node ids: the table columns as they are
+        return _columns(b, ids, block_shape)
     cells = np.asarray(to_cells(a))
     if cells.dtype != object:
         cells = cells.astype(np.float64)
@@ -318,34 +295,15 @@ def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
             c = row[e]
             out[e] = b.column(np.full(b.n, operand_id(b.outer, c))) if isinstance(c, Scalar) else float(c)
         return np.broadcast_to(out, block_shape)
-    ids = outer_ids(b.outer, cells)
-    out = np.empty(cells.shape[1:], object)
+    return _columns(b, outer_ids(b.outer, cells), block_shape)
+
+
+def _columns(b: Builder, ids: np.ndarray, block_shape: tuple) -> np.ndarray:
+    """One body value per column of outer node ids ``(n, *block)``, broadcast to ``block_shape``."""
+    out = np.empty(ids.shape[1:], object)
     for e in np.ndindex(out.shape):
-        out[e] = b.column(np.ascontiguousarray(ids[(slice(None),) + e]))
+        out[e] = b.column(ids[(slice(None),) + e])  # (a view: the column is copied once, into the table)
     return np.broadcast_to(out, block_shape)
-
-
-def outer_ids(rec: Recorder, cells: np.ndarray) -> np.ndarray:
-    """The outer node id of every element (constants enter the constant pool)."""
-    if cells.dtype != object:  # a constant array (a data set): its constants in bulk
-        if cells.size >= BULK:
-            return rec.constants(cells)
-        return np.array([rec.const(v) for v in cells.ravel().tolist()], np.int64).reshape(cells.shape)
-    out = np.empty(cells.shape, np.int64)
-    flat = out.reshape(-1)
-    cells = cells.ravel()
-    try:  # the common case, every cell a tracer of this recorder: two C-level passes, no Python per cell
-        if set(map(_REC, cells)) == {rec}:
-            flat[:] = np.fromiter(map(_ID, cells), np.int64, cells.size)
-            return out
-    except AttributeError:  # a float or a foreign value among the cells
-        pass
-    for i, c in enumerate(cells):
-        flat[i] = c.id if type(c) is Scalar and c.rec is rec else operand_id(rec, c)
-    return out
-
-
-_REC, _ID = operator.attrgetter("rec"), operator.attrgetter("id")
 
 
 def apply(fn, args: tuple, rec: Recorder, shape: tuple) -> MapArray:
@@ -377,8 +335,8 @@ def map_recorder(args: tuple):
             break
     if rec is None:
         for a in args:  # (a MapArray materialised by an assignment is an ordinary traced array now)
-            if isinstance(a, TracedArray) and (type(a) is TracedArray or a._flat is not None):
-                rec = recorder_of(a.cells)
+            if isinstance(a, TracedArray) and (type(a) is not MapArray or a._flat is not None):
+                rec = recorder_of_array(a)
                 if rec is not None:
                     break
         if rec is None or rec.map_min is None:

@@ -15,11 +15,13 @@ def _not_installed(*args, **kwargs):
 
 class Surface:
     """The numpy surface traced values dispatch to, by name: numpy_api (ufuncs and numpy functions),
-    elementwise (astype), maparray and lastaxis (loops), contract (products as loops) implement it and register
+    elementwise (astype), maparray and lastaxis (loops), contract (products as loops), gather (rows picked by
+    index arrays) implement it and register
     their entry points here when they load, so this module imports none of them (``import tapead`` loads them
     all). One named slot per entry point; an unregistered one says how to load it."""
 
-    NAMES = ("array_ufunc", "array_function", "cast", "apply_map", "map_recorder", "last_axis_loop", "contract")
+    NAMES = ("array_ufunc", "array_function", "cast", "apply_map", "map_recorder", "last_axis_loop", "contract",
+             "gather")
     __slots__ = NAMES
 
     def __init__(self):

@@ -276,17 +276,16 @@ class TracedArray:
     size = property(lambda self: self.cells.size)
     T = property(lambda self: TracedArray(self.cells.T))
 
-    def __repr__(self):
-        return f"<traced array shape={self.shape}>"
-
-    def __len__(self):
-        return len(self.cells)
+    def __repr__(self): return f"<traced array shape={self.shape}>"
+    def __len__(self): return len(self.cells)
 
     def __iter__(self):
         return (wrap(c) for c in self.cells)
 
     def __getitem__(self, idx):
-        return wrap(self.cells[_index(idx)])
+        idx = _index(idx)  # many rows picked by an index array while recording loops: node ids (``gather``)
+        done = SURFACE.gather(self, idx) if type(idx) is np.ndarray and idx.size >= 64 else None
+        return wrap(self.cells[idx]) if done is None else done
 
     def __setitem__(self, idx, value):
         cells = to_cells(value)

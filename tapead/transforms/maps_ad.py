@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import TapeadError
 from ..table.ops import OPS, gt, select
-from ..tracing.maparray import Columns
+from ..tracing.columns import Columns
 from ..tracing.recorder import BULK, Recorder, pick
 from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
@@ -170,7 +170,8 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     if all(adj[s] is None for s in rows):
         return
     n, n_in = m.n, m.body.n_inputs
-    active_cols = [i for i in range(n_in) if any(act[s] for s in distinct(m.tables[:, i])[0].tolist())]
+    active = np.frombuffer(act, np.uint8)  # (the bytearray itself, no copy)
+    active_cols = [i for i in range(n_in) if active[m.tables[:, i]].any()]
     if not active_cols:
         return
     found = _new_body(m, vals, [adj[s] for s in rows])
