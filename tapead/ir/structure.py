@@ -66,10 +66,8 @@ class Map:
 
     def __post_init__(self):
         for name in ("tables", "dst"):
-            a = getattr(self, name)
-            if not (type(a) is np.ndarray and a.dtype == np.int32 and a.base is None and not a.flags.writeable):
-                a = np.array(a, dtype=np.int32, copy=True)  # (a frozen array of its own is kept as it is)
-                a.setflags(write=False)
+            a = np.array(getattr(self, name), dtype=np.int32, copy=True)
+            a.setflags(write=False)
             object.__setattr__(self, name, a)
         # named kinds; anything else is kept as given, for validation to refuse (a hand-made or damaged map)
         object.__setattr__(self, "kinds", tuple(Out(k) if k in KINDS else k for k in self.kinds))

@@ -29,6 +29,7 @@ class Columns:
         first = int(ids[0])
         if self.outer.kinds[first] == _CONST and (ids == first).all():
             return self.outer.args[first][0]
+        ids = ids.astype(np.int64, copy=False)  # (equal columns hash alike whatever their integer type)
         known = self.index.setdefault(hash(ids.tobytes()), [])
         nid = next((nid for pos, nid in known if np.array_equal(self.columns[pos], ids)), None)
         if nid is None:
@@ -42,7 +43,6 @@ class Columns:
         table = np.empty((n, len(self.columns)), np.int32)
         for i, column in enumerate(self.columns):
             table[:, i] = column
-        table.setflags(write=False)  # (frozen: the map keeps it without a copy)
         return table
 
 

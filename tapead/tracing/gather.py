@@ -21,20 +21,19 @@ _REC, _ID = operator.attrgetter("rec"), operator.attrgetter("id")
 
 
 class GatheredArray(TracedArray):
-    """A traced array of node ids (see the module doc); ``cells`` are made on first use."""
+    """A traced array of node ids (see the module doc); ``cells`` are made on first use, by numpy's gather of the
+    source's tracers as they were when gathered (``source``: a shallow copy, as small as the source)."""
 
-    __slots__ = ("rec", "ids", "_cells")
+    __slots__ = ("rec", "ids", "source", "index", "_cells")
 
-    def __init__(self, rec, ids: np.ndarray):
-        self.rec, self.ids, self._cells = rec, ids, None
+    def __init__(self, rec, ids: np.ndarray, source: np.ndarray, index: np.ndarray):
+        self.rec, self.ids, self.source, self.index, self._cells = rec, ids, source, index, None
 
     @property
     def cells(self) -> np.ndarray:
         if self._cells is None:
-            rec = self.rec
-            cells = np.empty(self.ids.shape, object)
-            cells.reshape(-1)[:] = [Scalar(rec, i) for i in self.ids.reshape(-1).tolist()]
-            self._cells = cells
+            self._cells = self.source[self.index]
+            self.source = self.index = None
         return self._cells
 
     def node_ids(self) -> np.ndarray | None:
@@ -77,7 +76,11 @@ def gather(a: TracedArray, idx: np.ndarray):
     if rec is None or rec.map_min is None:
         return None
     ids = node_ids_of(a)
-    return None if ids is None else GatheredArray(rec, ids[idx])
+    if ids is None:
+        return None
+    if type(a) is GatheredArray:  # (its cells not made: ``node_ids``) rows of rows: one index into its source
+        return GatheredArray(rec, ids[idx], a.source, a.index[idx])
+    return GatheredArray(rec, ids[idx], a.cells.copy(), idx.copy())
 
 
 tracer.install(gather=gather)

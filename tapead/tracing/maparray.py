@@ -282,7 +282,8 @@ def operand_block(a, b: Builder, shape: tuple) -> np.ndarray:
         return np.broadcast_to(_cell(b.column(np.full(b.n, operand_id(b.outer, a)))), block_shape)
     if isinstance(a, (int, float, np.integer, np.floating)):
         return np.broadcast_to(_cell(float(a)), block_shape)
-    ids = node_ids_of(a) if type(a) is GatheredArray and a.rec is b.outer and a.shape[0] == b.n else None
+    ids = node_ids_of(a) if type(a) is GatheredArray and a.rec is b.outer and a.ndim == len(shape) and \
+        a.shape[0] == b.n else None
     if ids is not None:  # rows gathered as node ids: the table columns as they are
         return _columns(b, ids, block_shape)
     cells = np.asarray(to_cells(a))

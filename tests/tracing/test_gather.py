@@ -41,6 +41,19 @@ def with_constant_cells(x):
     return np.sum(p[k] ** 2 * p[k[::-1]])
 
 
+def broadcast_along_the_last_axis(x):
+    a = np.sin(x[:, None] * np.ones((3 * N, 3 * N)))  # a loop over axis 0
+    q = x[np.arange(3 * N)[::-1].copy()]  # gathered, (3N,): broadcasts along the last axis, not the loop's
+    return np.sum(a * q)
+
+
+def source_assigned_after(x):
+    p = x.reshape(N, 3).copy()
+    q = p[I]
+    p[0, 0] = 7.0 * p[0, 0]  # numpy's gather is a copy: q keeps the old rows
+    return np.sum(q.T ** 2) + np.sum(p[J] * q)
+
+
 def negative(x):
     p = x.reshape(N, 3)
     return np.sum(np.exp(-(p[-I - 1] - p[J]) ** 2))
@@ -56,7 +69,8 @@ def without_gather(monkeypatch):
     return record
 
 
-@pytest.mark.parametrize("f", [pair_energy, assigned, regathered, with_constant_cells, negative])
+@pytest.mark.parametrize("f", [pair_energy, assigned, regathered, with_constant_cells, negative,
+                               broadcast_along_the_last_axis, source_assigned_after])
 def test_gathered_rows_record_the_same_tape(f, without_gather):
     t = tapead.record(f, X)
     ref = without_gather(f)
@@ -79,6 +93,19 @@ def test_rows_are_node_ids_until_the_cells_are_needed():
 
     tapead.record(f, X)
     assert seen == {"type": GatheredArray, "made": False, "shape": (len(I), 3), "len": len(I)}
+
+
+def test_made_cells_are_the_sources_tracers():
+    seen = {}
+
+    def f(x):
+        p = x.reshape(N, 3)
+        q = p[I][::2]
+        seen["same"] = all(q.cells[k, 1] is p.cells[I[2 * k], 1] for k in range(len(q)))
+        return np.sum(q)
+
+    tapead.record(f, X)
+    assert seen["same"]
 
 
 def test_indices_out_of_range_raise_numpys_error():
