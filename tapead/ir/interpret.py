@@ -20,8 +20,8 @@ def interpret(tape: Tape, x: np.ndarray, p: np.ndarray | None = None) -> tuple[n
         slots[i] = x[:, i]
     for i in range(tape.n_params):
         slots[tape.n_inputs + i] = np.broadcast_to(p[:, i], (n,))
-    for i, c in enumerate(tape.consts.tolist()):  # (read-only views: a body run over 4.5 million iterations)
-        slots[tape.first_const + i] = np.broadcast_to(np.float64(c), (n,))
+    for i, c in enumerate(tape.consts.tolist()):  # full arrays, not broadcast views: numpy's power takes a
+        slots[tape.first_const + i] = np.full(n, c)  # shortcut for a scalar-like exponent (sqrt(-inf) is NaN)
     first = tape.first_result
     free = tape.memo("interpret_last_reads", lambda: _last_reads(tape))
     with np.errstate(all="ignore"):
