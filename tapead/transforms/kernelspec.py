@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import ad, higher
-from ..ir.structure import records
+from ..ir.structure import records, work
 from ..ir.tape import Tape
 
 FALLBACK = object()  # what a native entry returns when the Python path must handle a call (runtime and backend)
@@ -131,8 +131,8 @@ def spec(tape: Tape, kind: str, derived: Tape, opt: int, flat: bool = False) -> 
     elif kind == "value":
         masks = ((True,),)
     else:
-        masks = ((False,) + (True,) * n_args,) + (((True,) * (1 + n_args),) if records(derived) <= ONE_LOOP_LIMIT
-                                                  else ())
+        size = work(derived) if flat else records(derived)  # (flat batch loops inline the unrolled tape)
+        masks = ((False,) + (True,) * n_args,) + (((True,) * (1 + n_args),) if size <= ONE_LOOP_LIMIT else ())
     return KernelSpec(kind, "tapead_" + kind, tuple(tape.input_sizes), tuple(k.out_groups(tape)),
                       tuple(tape.input_shapes), tape.param_shape, tuple(k.out_shapes(tape)), scalar_result, masks,
                       flat, True, opt)
