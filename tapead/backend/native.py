@@ -20,7 +20,7 @@ import numpy as np
 
 from .batchloops import call_site
 from .jit import initialize
-from ..transforms.kernelspec import FALLBACK
+from ..transforms.kernelspec import FALLBACK, fast_batch_name
 
 _PYBUF_ANY = 0x0004 | 0x0008 | 0x0010 | 0x0020  # FORMAT | ND | STRIDES | C_CONTIGUOUS
 _PYBUF_WRITE = _PYBUF_ANY | 0x0001
@@ -37,6 +37,9 @@ _TUPLE_ITEMS = tuple.__basicsize__
 # any other spelling goes to the Python method, which answers the same
 _KEYWORDS = ("params", "out")
 _KEYWORD_SYMBOL = "tapead_keyword_"
+# operations up to which the native method runs a batch itself, on the calling thread: above that the Python
+# path's cost (~15 us) is small beside the work, and it may split the batch over threads (ctypes releases the GIL)
+BATCH_OPS = 200_000
 LAYOUT = f"{_OB_TYPE} {_OB_SIZE} {_TUPLE_ITEMS} {sys.implementation.cache_tag}"  # what the entries' IR assumes of objects
 _registered = False
 
@@ -66,7 +69,7 @@ def _register_api() -> None:
         _registered = True
 
 
-def lower_entry(spec, inline: bool = True) -> str:
+def lower_entry(spec, inline: bool = True, records: int = 0) -> str:
     """IR of a kernel's native Python entry points (``kernelspec.KernelSpec`` describes the kernel).
 
     ``PyObject *NAME_entry(PyObject *fallback, PyObject *const *args, Py_ssize_t nargs)`` takes the kernel's own
@@ -75,10 +78,22 @@ def lower_entry(spec, inline: bool = True) -> str:
     reference), or with ``scalar_result`` a float built from the kernel's single output; otherwise it returns
     ``fallback(*args)``, the Python path (which converts, dispatches branches or raises). Where the spec has a
     ``method`` layout, ``NAME_method`` takes the Function method's arguments as well (``lower_method``).
-    ``inline`` False calls the kernel rather than inlining it (``batchloops.call_site``: a large kernel).
+    ``inline`` False calls the kernel rather than inlining it (``batchloops.call_site``: a large kernel);
+    ``records`` (the kernel's size) bounds the batches the method runs itself (``BATCH_OPS``).
     """
-    return "\n".join(_declarations() + _lower_run(spec, inline) + _lower_positional(spec) + lower_method(spec)) + \
-        "\n"
+    batch = _method_batch(spec, records)
+    return "\n".join(_declarations() + _lower_run(spec, inline) + (_lower_run(spec, inline, batch) if batch else [])
+                     + _lower_positional(spec) + lower_method(spec, batch is not None)) + "\n"
+
+
+def _method_batch(spec, records: int) -> tuple | None:
+    """``(outs present, most points)`` of the batches the native method runs itself, or None: a method with an
+    out (a scalar value has nowhere to put a batch) and a kernel small enough for a few points."""
+    if spec.method is None or spec.method[0] is None or not records:
+        return None
+    slot = spec.method[0] - len(spec.in_shapes) - 1
+    points = BATCH_OPS // records
+    return (tuple(i == slot for i in range(len(spec.out_shapes))), points) if points >= 2 else None
 
 
 def _declarations() -> list[str]:
@@ -101,10 +116,15 @@ def _lower_positional(spec) -> list[str]:
             "}"]
 
 
-def _lower_run(spec, inline: bool) -> list[str]:
+def _lower_run(spec, inline: bool, batch: tuple | None = None) -> list[str]:
     """``ptr NAME_run(PyObject *const *args)``: the kernel's result for exactly right arguments (all ``k`` of
-    them, in the kernel's order), else NULL with no Python error set."""
-    name, kernel_name = spec.name + "_run", spec.name
+    them, in the kernel's order), else NULL with no Python error set.
+
+    With ``batch`` (``(outs present, at most this many points)``), ``ptr NAME_run_batch(args)`` instead: inputs and
+    outs with one more leading axis of the same N (1 <= N <= the bound), params shared or absent, exactly the outs
+    ``batch`` names present; the batch loop runs on the calling thread (without the GIL's release, so only small
+    batches: the bound keeps them to about 200,000 operations)."""
+    name, kernel_name = spec.name + ("_run_batch" if batch else "_run"), spec.name
     in_shapes, params_shape, out_shapes, scalar_result = spec.in_shapes, spec.param_shape, spec.out_shapes, \
         spec.scalar_result
     specs = [(s, "in") for s in in_shapes] + [(params_shape, "params")] + [(s, "out") for s in out_shapes]
@@ -120,19 +140,21 @@ def _lower_run(spec, inline: bool) -> list[str]:
     L += ["  ret void", "}"]
     L += [f"define internal ptr @{name}(ptr %args) {{", "entry:",
           f"  %bufs = alloca [{k} x %buf]", f"  %acq = alloca [{k} x i8]", f"  %ptrs = alloca [{k} x ptr]",
-          f"  %lens = alloca [{k} x i64]", "  %result = alloca double"]
+          f"  %lens = alloca [{k} x i64]", "  %result = alloca double", "  %nb = alloca i64"]
     for j in range(k):
         L += [f"  %acq{j} = getelementptr i8, ptr %acq, i64 {j}", f"  store i8 0, ptr %acq{j}",
               f"  %pt{j} = getelementptr ptr, ptr %ptrs, i64 {j}", f"  store ptr null, ptr %pt{j}",
               f"  %ln{j} = getelementptr i64, ptr %lens, i64 {j}", f"  store i64 0, ptr %ln{j}"]
     L += ["  br label %a0"]
+    outs = [j for j, (_, kind) in enumerate(specs) if kind == "out"]
     for j, (shape, kind) in enumerate(specs):
         L += [f"a{j}:", f"  %ap{j} = getelementptr ptr, ptr %args, i64 {j}", f"  %o{j} = load ptr, ptr %ap{j}",
               f"  %none{j} = icmp eq ptr %o{j}, @{_NONE_SYMBOL}"]
-        if shape is None:  # a tape without params accepts only None
+        lead = 1 if batch and kind != "params" else 0
+        if shape is None or (batch and kind == "out" and not batch[0][outs.index(j)]):  # only None accepted
             L += [f"  br i1 %none{j}, label %a{j + 1}, label %fail"]
             continue
-        absent = f"%a{j + 1}" if kind == "out" else "%fail"
+        absent = f"%a{j + 1}" if kind == "out" and not batch else "%fail"
         flags = _PYBUF_WRITE if kind == "out" else _PYBUF_ANY
         if kind == "out":  # exactly numpy.ndarray (no subclass, no memoryview), as the Python path requires
             L += [f"  br i1 %none{j}, label {absent}, label %t{j}", f"t{j}:",
@@ -149,11 +171,20 @@ def _lower_run(spec, inline: bool) -> list[str]:
               f"  %fmp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 6", f"  %fm{j} = load ptr, ptr %fmp{j}",
               f"  %fc{j} = load i16, ptr %fm{j}", f"  %ok{j} = icmp eq i16 %fc{j}, 100",  # "d\0"
               f"  %ndp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 5", f"  %nd{j} = load i32, ptr %ndp{j}",
-              f"  %oknd{j} = icmp eq i32 %nd{j}, {len(shape)}", f"  %okb{j} = and i1 %ok{j}, %oknd{j}",
+              f"  %oknd{j} = icmp eq i32 %nd{j}, {len(shape) + lead}", f"  %okb{j} = and i1 %ok{j}, %oknd{j}",
               f"  br i1 %okb{j}, label %d{j}, label %fail", f"d{j}:",
               f"  %shp{j} = getelementptr %buf, ptr %b{j}, i32 0, i32 7", f"  %sh{j} = load ptr, ptr %shp{j}"]
         ok = "true"
-        for d, size in enumerate(shape):
+        if lead:  # the batch axis: input 0 sets N (1 <= N <= the bound), every other array has the same N
+            L += [f"  %n{j} = load i64, ptr %sh{j}"]
+            if j == 0:
+                L += [f"  store i64 %n0, ptr %nb", "  %nlo = icmp sge i64 %n0, 1",
+                      f"  %nhi = icmp sle i64 %n0, {batch[1]}", "  %nin = and i1 %nlo, %nhi"]
+                ok = "%nin"
+            else:
+                L += [f"  %nv{j} = load i64, ptr %nb", f"  %ne{j} = icmp eq i64 %n{j}, %nv{j}"]
+                ok = f"%ne{j}"
+        for d, size in enumerate(shape, start=lead):
             L += [f"  %dp{j}.{d} = getelementptr i64, ptr %sh{j}, i64 {d}",
                   f"  %dv{j}.{d} = load i64, ptr %dp{j}.{d}", f"  %de{j}.{d} = icmp eq i64 %dv{j}.{d}, {size}",
                   f"  %dk{j}.{d} = and i1 {ok}, %de{j}.{d}"]
@@ -172,9 +203,21 @@ def _lower_run(spec, inline: bool) -> list[str]:
         args.append(f"ptr %kp{j}")
     if scalar_result:
         args = args[:n_kernel] + ["ptr %result"]
-    L += [f"  %st = call i32 @{kernel_name}({', '.join(args)}){call_site(inline)}",
-          f"  call void @{name}_release(ptr %bufs, ptr %acq)",
-          "  %stbad = icmp ne i32 %st, 0", "  br i1 %stbad, label %refused, label %success", "success:"]
+    if batch:  # ``@name_batch_<mask>`` where the spec has that loop, else the general one
+        present, _ = batch
+        L += ["  %n = load i64, ptr %nb"]
+        head = ["i64 %n"] + args[:n_kernel - 1] + [args[n_kernel - 1], "i64 0"]
+        if tuple(present) in spec.fast_masks:
+            callee = fast_batch_name(kernel_name, present)
+            args = head + [a for a, m in zip(args[n_kernel:], present) if m]
+        else:
+            callee, args = kernel_name + "_batch", head + args[n_kernel:] + ["ptr null"]
+        L += [f"  %st = call i32 @{callee}({', '.join(args)})",
+              f"  call void @{name}_release(ptr %bufs, ptr %acq)"]
+    else:
+        L += [f"  %st = call i32 @{kernel_name}({', '.join(args)}){call_site(inline)}",
+              f"  call void @{name}_release(ptr %bufs, ptr %acq)"]
+    L += ["  %stbad = icmp ne i32 %st, 0", "  br i1 %stbad, label %refused, label %success", "success:"]
     if scalar_result:
         L += ["  %v = load double, ptr %result", "  %fl = call ptr @PyFloat_FromDouble(double %v)",
               "  %flnull = icmp eq ptr %fl, null", "  br i1 %flnull, label %nofloat, label %float", "nofloat:",
@@ -188,7 +231,7 @@ def _lower_run(spec, inline: bool) -> list[str]:
     return L
 
 
-def lower_method(spec) -> list[str]:
+def lower_method(spec, batches: bool = False) -> list[str]:
     """``PyObject *NAME_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)``
     (METH_FASTCALL | METH_KEYWORDS): the Function method's own call, ``value(x, ..., params=None[, out=None])``
     or ``gradient(x, params=None, out=None)``, answered without Python when every argument is exactly right.
@@ -196,7 +239,8 @@ def lower_method(spec) -> list[str]:
     ``self`` is the pair ``(fallback, allocate)``. Inputs are positional; the keywords ``params`` and ``out``
     (where the layout has an out) fill their slots, a missing or None ``out`` is ``allocate()``d. Any other
     call (another keyword, another count, arguments ``NAME_run`` refuses) is ``fallback(*args, **kwargs)``
-    with the call's own arguments: the Python method, so results and errors are the same either way.
+    with the call's own arguments: the Python method, so results and errors are the same either way. With
+    ``batches``, arguments with one more leading axis go to ``NAME_run_batch`` (small batches, an ``out`` given).
     """
     if spec.method is None:
         return []
@@ -246,7 +290,13 @@ def lower_method(spec) -> list[str]:
                   "allocfail:", "  call void @PyErr_Clear()", "  br label %fallback", "allocok:",
                   f"  store ptr %new, ptr %av{out_slot}", "  br label %run"]
         L += ["run:", "  %own = phi ptr " + ", ".join(["[null, %given]"] + (["[%new, %allocok]"] if allocate else []))]
-    L += [f"  %r = call ptr @{name}_run(ptr %argv)"]
+    L += [f"  %r1 = call ptr @{name}_run(ptr %argv)"]
+    if batches:  # not one point: a batch? (an allocated out has a point's shape: the Python path answers)
+        L += ["  %r1null = icmp eq ptr %r1, null", "  br i1 %r1null, label %tryb, label %gotr", "tryb:",
+              f"  %rb = call ptr @{name}_run_batch(ptr %argv)", "  br label %gotr", "gotr:",
+              "  %r = phi ptr [%r1, %run], [%rb, %tryb]"]
+    else:
+        L += ["  %r = getelementptr i8, ptr %r1, i64 0"]
     if out_slot is not None:  # drop the array allocated here (NULL: nothing); a result holds its own reference
         L += ["  call void @Py_DecRef(ptr %own)"]
     L += ["  %ok = icmp ne ptr %r, null", "  br i1 %ok, label %done, label %fallback", "done:", "  ret ptr %r",

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..ir.structure import records
+from ..ir.structure import records, work
 from ..transforms import ad
 from . import branches
 from ..arrays import as_float_array, check_aliasing, check_out
@@ -59,8 +59,9 @@ def _build(fun, kind: str, opt: int | None = None, elsewhere: bool = False,
     derived = branches.program(fun, kind)
     level = opt if opt is not None else first_level(kernel_records(derived))
     spec = kernelspec.spec(tape, kind, derived, level, flat)
-    inline = kernel_records(derived) <= CALL_INLINE
-    ir = Source(lambda: lower_kernel(derived, spec) + lower_entry(spec, inline), kernel_key(derived, spec))
+    size = kernel_records(derived)
+    ir = Source(lambda: lower_kernel(derived, spec) + lower_entry(spec, size <= CALL_INLINE, work(derived)),
+                kernel_key(derived, spec))
     prepare()
     k = compile_kernel(ir, spec, elsewhere=elsewhere)
     k.entry, k.entry_keep = builtin(k.addresses[spec.name + "_entry"], spec.name)

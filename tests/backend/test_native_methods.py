@@ -198,3 +198,47 @@ def test_a_subclass_overriding_a_method_keeps_every_call():
     assert Logged.calls == 5 and "gradient" not in f.__dict__
     f.value(X)
     assert _native(f, "value")  # not overridden: native
+
+
+def test_small_batches_with_out_run_natively_and_the_rest_in_python():
+    f = tapead.record(rosen, X)
+    B = np.random.default_rng(1).normal(size=(20, 6))
+    G, ref = np.empty((20, 6)), np.empty((20, 6))
+    f.gradient(B, out=G)
+    Function.gradient(f, B, out=ref)
+    assert _native(f, "gradient") and G.tobytes() == ref.tobytes()
+    assert f.gradient(B, out=G) is G and G.tobytes() == ref.tobytes()
+    assert f.gradient(B).tobytes() == ref.tobytes()  # allocated: the Python path
+    big = np.random.default_rng(2).normal(size=(5000, 6))  # beyond the native bound: the Python path
+    assert f.gradient(big).tobytes() == Function.gradient(f, big).tobytes()
+    with pytest.raises(InputError):
+        f.gradient(B, out=B)  # aliasing
+    with pytest.raises(InputError):
+        f.gradient(B, out=np.empty((19, 6)))
+    assert f.gradient(np.empty((0, 6)), out=np.empty((0, 6))).shape == (0, 6)
+    h = tapead.record(vector, X)
+    V, Vref = np.empty((20, 6)), np.empty((20, 6))
+    h.value(X)
+    assert h.value(B, out=V) is V and V.tobytes() == Function.value(h, B, out=Vref).tobytes()
+
+
+def test_batches_with_params_and_branches():
+    p = np.array([1.0, 2.0, 3.0])
+    f = tapead.record(weighted, X[:3], params=p)
+    B = np.random.default_rng(3).normal(size=(10, 3))
+    G = np.empty((10, 3))
+    f.gradient(X[:3], params=p)
+    assert f.gradient(B, params=p, out=G) is G  # shared params
+    assert G.tobytes() == Function.gradient(f, B, params=p).tobytes()
+    P = np.random.default_rng(4).normal(size=(10, 3))  # one row per point: the Python path
+    assert f.gradient(B, params=P, out=G).tobytes() == Function.gradient(f, B, params=P).tobytes()
+
+    def kink(x):
+        return np.sum(x ** 2) if x[0] > 0 else np.sum(np.sin(x))
+
+    k = tapead.record(kink, np.array([1.0, 2.0]))
+    k.gradient(np.array([1.0, 2.0]))
+    mixed = np.array([[1.0, 2.0], [-1.0, 0.5], [3.0, -2.0]])  # a point on the other path: guards fail
+    out = np.empty((3, 2))
+    assert k.gradient(mixed, out=out) is out
+    assert np.array_equal(out, [[2.0, 4.0], np.cos([-1.0, 0.5]), [6.0, -4.0]])
