@@ -27,6 +27,7 @@ _PYBUF_WRITE = _PYBUF_ANY | 0x0001
 _API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDouble", "PyObject_Vectorcall",
         "Py_DecRef")
 _NONE_SYMBOL = "tapead_py_none"  # resolved at load time: None's address differs between processes
+_TRUE_SYMBOL = "tapead_py_true"  # (as None's: resolved at load time)
 _NDARRAY_SYMBOL = "tapead_ndarray_type"  # numpy.ndarray's type object: outputs must be exactly this type
 # PyObject's ob_type is the last pointer of the object header (after the reference count, and after the extra
 # fields of debug or free-threaded builds): its offset is the header size minus one pointer.
@@ -64,6 +65,7 @@ def _register_api() -> None:
             llvm.add_symbol(name, ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value)
         llvm.add_symbol(_NONE_SYMBOL, id(None))
         llvm.add_symbol(_NDARRAY_SYMBOL, id(np.ndarray))
+        llvm.add_symbol(_TRUE_SYMBOL, id(True))
         for word in _KEYWORDS:
             llvm.add_symbol(_KEYWORD_SYMBOL + word, id(sys.intern(word)))
         _registered = True
@@ -101,7 +103,8 @@ def _declarations() -> list[str]:
             "declare i32 @PyObject_GetBuffer(ptr, ptr, i32)", "declare void @PyBuffer_Release(ptr)",
             "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)",
             "declare ptr @PyObject_Vectorcall(ptr, ptr, i64, ptr)", "declare void @Py_DecRef(ptr)",
-            f"@{_NONE_SYMBOL} = external global i8", f"@{_NDARRAY_SYMBOL} = external global i8"] + \
+            f"@{_NONE_SYMBOL} = external global i8", f"@{_NDARRAY_SYMBOL} = external global i8",
+            f"@{_TRUE_SYMBOL} = external global i8"] + \
         [f"@{_KEYWORD_SYMBOL}{word} = external global i8" for word in _KEYWORDS]
 
 
@@ -291,8 +294,11 @@ def lower_method(spec, batches: bool = False) -> list[str]:
                   f"  store ptr %new, ptr %av{out_slot}", "  br label %run"]
         L += ["run:", "  %own = phi ptr " + ", ".join(["[null, %given]"] + (["[%new, %allocok]"] if allocate else []))]
     L += [f"  %r1 = call ptr @{name}_run(ptr %argv)"]
-    if batches:  # not one point: a batch? (an allocated out has a point's shape: the Python path answers)
-        L += ["  %r1null = icmp eq ptr %r1, null", "  br i1 %r1null, label %tryb, label %gotr", "tryb:",
+    if batches:  # not one point: a batch? (an allocated out has a point's shape: the Python path answers), unless
+        # self's third item (``batches``) is not True: batches with points on other paths are the Python path's
+        L += ["  %r1null = icmp eq ptr %r1, null", f"  %bsp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 16}",
+              "  %bs = load ptr, ptr %bsp", f"  %bon = icmp eq ptr %bs, @{_TRUE_SYMBOL}", "  %try = and i1 %r1null, %bon",
+              "  br i1 %try, label %tryb, label %gotr", "tryb:",
               f"  %rb = call ptr @{name}_run_batch(ptr %argv)", "  br label %gotr", "gotr:",
               "  %r = phi ptr [%r1, %run], [%rb, %tryb]"]
     else:

@@ -30,7 +30,7 @@ from ..backend.native import builtin, lower_entry, prepare
 from .binding import Bound, bind, evaluate, lead as _lead, named_inputs, result as _result  # noqa: F401
 from ..ir.tape import Tape
 from .threads import default_threads, run_batch
-from .methods import bind_method
+from .methods import bind_method, rebind
 
 _compile_lock = threading.Lock()
 OPS_PER_THREAD = 200000  # an explicit threads=k splits a batch only when each thread gets this many ops
@@ -136,9 +136,11 @@ def _run(fun, kind: str, b: Bound, outs: list, threads: int | None = None):
         if not failed:
             return 0
         fun.state.mixed.add(kind)
+        rebind(fun, kind)  # (the native method leaves such batches to this path from now on)
     status = np.zeros(n, np.int32)
     if run_batch(k, b, ptrs, p, outs, t, status) == 0:
         fun.state.mixed.discard(kind)
+        rebind(fun, kind)
         return 0
     return status
 

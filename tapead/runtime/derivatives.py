@@ -165,7 +165,7 @@ def hessian(fun, *args, params=None, out=None, weights=None):
     if weights is None and s and d.output_shape == s + s:
         alias(d, fun, "hessian")  # ``fun.hessian(x, params=, out=)`` is ``d.value``'s native method
     d.value(*xs, params=b.p, out=H)
-    return _blocks(fun, H, lead)
+    return out if out is not None else _blocks(fun, H, lead)  # (out= is filled and returned, as elsewhere)
 
 
 def _directions(fun, b, lead: tuple, vs_raw: list, shapes: list):

@@ -51,7 +51,7 @@ class MethodFallback:
 
 
 class MethodSelf(tuple):
-    """The native method's ``self``: the pair ``(fallback, allocate)`` the entry reads (a tuple's items, at the
+    """The native method's ``self``: ``(fallback, allocate, batches)``, what the entry reads (a tuple's items, at the
     offset ``native.lower_method`` reads them). A builtin pickles as ``getattr(self, name)``: this pickles as
     its Function, so a pickled method is that Function's method (multiprocessing, Dask)."""
 
@@ -69,11 +69,21 @@ def bind_method(fun, spec, k) -> None:
     if spec.method is None:
         return
     fun.state.bound[spec.kind] = (spec, k)
-    _bind(fun, kernelspec.KINDS[spec.kind].public, spec, k)
+    batches = spec.kind not in fun.state.mixed
+    _bind(fun, kernelspec.KINDS[spec.kind].public, spec, k, batches)
     for ref, name, kind in fun.state.aliases:
         owner = ref()
         if owner is not None and kind == spec.kind:
-            _bind(owner, name, spec, k)
+            _bind(owner, name, spec, k, batches)
+
+
+def rebind(fun, kind: str) -> None:
+    """Bind the native methods of ``kind`` again after the Python path changed its mind about batches with
+    points on other paths (``fun.state.mixed``): while it expects them, the native method leaves batches to it
+    (its loop with statuses), rather than running a loop whose guards fail and then the Python path's too."""
+    hit = fun.state.bound.get(kind)
+    if hit is not None:
+        bind_method(fun, *hit)
 
 
 def alias(fun, owner, name: str, kind: str = "value") -> None:
@@ -84,10 +94,10 @@ def alias(fun, owner, name: str, kind: str = "value") -> None:
         fun.state.aliases.append((weakref.ref(owner), name, kind))
         hit = fun.state.bound.get(kind)
         if hit is not None:
-            _bind(owner, name, *hit)
+            _bind(owner, name, *hit, kind not in fun.state.mixed)
 
 
-def _bind(owner, name: str, spec, k) -> None:
+def _bind(owner, name: str, spec, k, batches: bool) -> None:
     cls = next(c for c in type(owner).__mro__ if name in c.__dict__)  # the class defining the method
     if cls is not type(owner).__mro__[-2]:  # not Function's own: a subclass overrides it, every call reaches it
         return
@@ -95,7 +105,8 @@ def _bind(owner, name: str, spec, k) -> None:
     shape = spec.out_shapes[out_slot - len(spec.in_shapes) - 1] if out_slot is not None else None
     fallback = MethodFallback(owner, name, cls)
     fn, record = builtin(k.addresses[spec.name + "_method"], name,
-                         MethodSelf((fallback, functools.partial(np.empty, shape) if allocate else None)), keywords=True,
+                         MethodSelf((fallback, functools.partial(np.empty, shape) if allocate else None, batches)),
+                         keywords=True,
                          doc=_documented(fallback.method))
     fallback.keep = (k, record)
     owner.__dict__[name] = fn

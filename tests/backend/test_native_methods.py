@@ -242,3 +242,17 @@ def test_batches_with_params_and_branches():
     out = np.empty((3, 2))
     assert k.gradient(mixed, out=out) is out
     assert np.array_equal(out, [[2.0, 4.0], np.cos([-1.0, 0.5]), [6.0, -4.0]])
+    assert k.gradient.__self__[2] is False  # such batches are the Python path's now (its loop with statuses)
+    assert k.gradient(mixed, out=out) is out and np.array_equal(out[1], np.cos([-1.0, 0.5]))
+    one_path = np.array([[1.0, 2.0], [2.0, 1.0]])
+    assert np.array_equal(k.gradient(one_path, out=np.empty((2, 2))), 2 * one_path)
+    assert k.gradient.__self__[2] is True  # a batch without failures: native batches again
+
+
+def test_a_batch_of_hessians_returns_out_on_both_paths():
+    f = tapead.record(rosen, X)
+    f.hessian(X)
+    B = np.random.default_rng(5).normal(size=(4, 6))
+    H, ref = np.empty((4, 6, 6)), np.empty((4, 6, 6))
+    assert f.hessian(B, out=H) is H and Function.hessian(f, B, out=ref) is ref
+    assert H.tobytes() == ref.tobytes()
