@@ -117,8 +117,12 @@ def tapead_candidates(tape, case, task: str, X: np.ndarray, threads: int = 1,
     except TypeError:  # a method without out=: time it returning fresh arrays
         out = None
     wait_for_background_compiles(tape)
-    if not batch:  # once compiled, the method may be the kernel's native method (an attribute of the tape)
-        method = _tapead_call(tape, task)
+    # once compiled, the method may be the kernel's native method (an attribute of the tape), as users call it
+    method = _tapead_call(tape, task)
+    if batch and "threads" in inspect.signature(method).parameters:
+        method = functools.partial(method, threads=threads)
+    elif batch and threads > 1:
+        method = _threaded(method, threads)
     if out is None:
         arg, last = (X if batch else x), {}
         warm = Candidate("tapead", lambda: last.__setitem__("r", method(arg)), len(X) if batch else 1,

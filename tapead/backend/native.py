@@ -28,6 +28,7 @@ _API = ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear", "PyFloat_FromDo
         "Py_DecRef")
 _NONE_SYMBOL = "tapead_py_none"  # resolved at load time: None's address differs between processes
 _TRUE_SYMBOL = "tapead_py_true"  # (as None's: resolved at load time)
+_ONE_SYMBOL = "tapead_py_one"  # the int 1 (CPython keeps one object for it)
 _NDARRAY_SYMBOL = "tapead_ndarray_type"  # numpy.ndarray's type object: outputs must be exactly this type
 # PyObject's ob_type is the last pointer of the object header (after the reference count, and after the extra
 # fields of debug or free-threaded builds): its offset is the header size minus one pointer.
@@ -36,7 +37,7 @@ _OB_SIZE = object.__basicsize__  # a tuple's length follows the object header, i
 _TUPLE_ITEMS = tuple.__basicsize__
 # a method's keywords, matched by identity with the interned names (every call site's literal keyword is one);
 # any other spelling goes to the Python method, which answers the same
-_KEYWORDS = ("params", "out")
+_KEYWORDS = ("params", "out", "threads")
 _KEYWORD_SYMBOL = "tapead_keyword_"
 # operations up to which the native method runs a batch itself, on the calling thread: above that the Python
 # path's cost (~15 us) is small beside the work, and it may split the batch over threads (ctypes releases the GIL)
@@ -66,6 +67,7 @@ def _register_api() -> None:
         llvm.add_symbol(_NONE_SYMBOL, id(None))
         llvm.add_symbol(_NDARRAY_SYMBOL, id(np.ndarray))
         llvm.add_symbol(_TRUE_SYMBOL, id(True))
+        llvm.add_symbol(_ONE_SYMBOL, id(1))
         for word in _KEYWORDS:
             llvm.add_symbol(_KEYWORD_SYMBOL + word, id(sys.intern(word)))
         _registered = True
@@ -89,13 +91,15 @@ def lower_entry(spec, inline: bool = True, records: int = 0) -> str:
 
 
 def _method_batch(spec, records: int) -> tuple | None:
-    """``(outs present, most points)`` of the batches the native method runs itself, or None: a method with an
-    out (a scalar value has nowhere to put a batch) and a kernel small enough for a few points."""
-    if spec.method is None or spec.method[0] is None or not records:
+    """``(outs present, most points)`` of the batches the native method runs itself (an ``out`` given), or None:
+    a kernel small enough for a few points. A scalar tape's value takes its batch's ``out`` (N,) as the one out
+    its point call does not have."""
+    if spec.method is None or not records or BATCH_OPS // records < 2:
         return None
+    if spec.method[0] is None:
+        return (True,), BATCH_OPS // records
     slot = spec.method[0] - len(spec.in_shapes) - 1
-    points = BATCH_OPS // records
-    return (tuple(i == slot for i in range(len(spec.out_shapes))), points) if points >= 2 else None
+    return tuple(i == slot for i in range(len(spec.out_shapes))), BATCH_OPS // records
 
 
 def _declarations() -> list[str]:
@@ -104,7 +108,7 @@ def _declarations() -> list[str]:
             "declare void @PyErr_Clear()", "declare ptr @PyFloat_FromDouble(double)",
             "declare ptr @PyObject_Vectorcall(ptr, ptr, i64, ptr)", "declare void @Py_DecRef(ptr)",
             f"@{_NONE_SYMBOL} = external global i8", f"@{_NDARRAY_SYMBOL} = external global i8",
-            f"@{_TRUE_SYMBOL} = external global i8"] + \
+            f"@{_TRUE_SYMBOL} = external global i8", f"@{_ONE_SYMBOL} = external global i8"] + \
         [f"@{_KEYWORD_SYMBOL}{word} = external global i8" for word in _KEYWORDS]
 
 
@@ -130,6 +134,8 @@ def _lower_run(spec, inline: bool, batch: tuple | None = None) -> list[str]:
     name, kernel_name = spec.name + ("_run_batch" if batch else "_run"), spec.name
     in_shapes, params_shape, out_shapes, scalar_result = spec.in_shapes, spec.param_shape, spec.out_shapes, \
         spec.scalar_result
+    if batch and scalar_result:  # a batch of a scalar tape's values: an out of N values
+        out_shapes, scalar_result = ((),), False
     specs = [(s, "in") for s in in_shapes] + [(params_shape, "params")] + [(s, "out") for s in out_shapes]
     k = len(specs)
     L = []
@@ -239,23 +245,25 @@ def lower_method(spec, batches: bool = False) -> list[str]:
     (METH_FASTCALL | METH_KEYWORDS): the Function method's own call, ``value(x, ..., params=None[, out=None])``
     or ``gradient(x, params=None, out=None)``, answered without Python when every argument is exactly right.
 
-    ``self`` is the pair ``(fallback, allocate)``. Inputs are positional; the keywords ``params`` and ``out``
-    (where the layout has an out) fill their slots, a missing or None ``out`` is ``allocate()``d. Any other
-    call (another keyword, another count, arguments ``NAME_run`` refuses) is ``fallback(*args, **kwargs)``
-    with the call's own arguments: the Python method, so results and errors are the same either way. With
-    ``batches``, arguments with one more leading axis go to ``NAME_run_batch`` (small batches, an ``out`` given).
+    ``self`` is ``(fallback, allocate, batches)``. Inputs are positional; the keywords ``params`` and ``out``
+    (where the layout has an out) fill their slots, a missing or None ``out`` is ``allocate()``d, and
+    ``threads`` may be None or 1. Any other call (another keyword or value, another count, arguments
+    ``NAME_run`` refuses) is ``fallback(*args, **kwargs)`` with the call's own arguments: the Python method, so
+    results and errors are the same either way. With ``batches`` (and ``self``'s third item True), arguments
+    with one more leading axis go to ``NAME_run_batch`` (small batches, an ``out`` given).
     """
     if spec.method is None:
         return []
     out_slot, allocate = spec.method
     name, n = spec.name, len(spec.in_shapes)
     k = n + 1 + len(spec.out_shapes)
+    outs_kw = out_slot is not None or batches  # (a scalar value's out= is a batch's)
     L = [f"define ptr @{name}_method(ptr %self, ptr %args, i64 %nargs, ptr %kw) {{", "entry:",
-         f"  %argv = alloca [{k} x ptr]", "  %outv = alloca ptr", "  store ptr null, ptr %outv",
+         f"  %argv = alloca [{k + 1} x ptr]", "  %outv = alloca ptr", "  store ptr null, ptr %outv",
          f"  %fbp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS}", "  %fb = load ptr, ptr %fbp",
          # the count first: a call without arguments may pass no array at all (args NULL)
          f"  %nok = icmp eq i64 %nargs, {n}", "  br i1 %nok, label %kws, label %fallback", "kws:"]
-    for j in range(k):
+    for j in range(k + 1):  # (slot k: a scalar value's batch out)
         L += [f"  %av{j} = getelementptr ptr, ptr %argv, i64 {j}"]
         if j < n:
             L += [f"  %ap{j} = getelementptr ptr, ptr %args, i64 {j}", f"  %x{j} = load ptr, ptr %ap{j}",
@@ -269,9 +277,13 @@ def lower_method(spec, batches: bool = False) -> list[str]:
               f"kw{i}:", f"  %knp{i} = getelementptr i8, ptr %kw, i64 {_TUPLE_ITEMS + 8 * i}",
               f"  %kn{i} = load ptr, ptr %knp{i}", f"  %kvp{i} = getelementptr ptr, ptr %args, i64 {n + i}",
               f"  %kv{i} = load ptr, ptr %kvp{i}", f"  %isp{i} = icmp eq ptr %kn{i}, @{_KEYWORD_SYMBOL}params",
-              f"  br i1 %isp{i}, label %kp{i}, label %ko{i}", f"kp{i}:", f"  store ptr %kv{i}, ptr %av{n}",
-              f"  br label %kwc{i + 1}", f"ko{i}:"]
-        if out_slot is None:
+              f"  br i1 %isp{i}, label %kp{i}, label %kt{i}", f"kp{i}:", f"  store ptr %kv{i}, ptr %av{n}",
+              f"  br label %kwc{i + 1}", f"kt{i}:",
+              # threads=None or threads=1 (one thread is what this entry runs); any other value: Python decides
+              f"  %ist{i} = icmp eq ptr %kn{i}, @{_KEYWORD_SYMBOL}threads", f"  br i1 %ist{i}, label %ktv{i}, label %ko{i}",
+              f"ktv{i}:", f"  %tn{i} = icmp eq ptr %kv{i}, @{_NONE_SYMBOL}", f"  %t1{i} = icmp eq ptr %kv{i}, @{_ONE_SYMBOL}",
+              f"  %tok{i} = or i1 %tn{i}, %t1{i}", f"  br i1 %tok{i}, label %kwc{i + 1}, label %fallback", f"ko{i}:"]
+        if not outs_kw:
             L += ["  br label %fallback"]
         else:
             L += [f"  %iso{i} = icmp eq ptr %kn{i}, @{_KEYWORD_SYMBOL}out",
@@ -279,7 +291,15 @@ def lower_method(spec, batches: bool = False) -> list[str]:
                   f"  br label %kwc{i + 1}"]
     L += [f"kwc{len(_KEYWORDS)}:", f"  %toomany = icmp ugt i64 %nkw, {len(_KEYWORDS)}",
           "  br i1 %toomany, label %fallback, label %kwdone", "kwdone:"]
-    if out_slot is None:
+    if out_slot is None and batches:  # a scalar value: out= given means a batch, else one point
+        L += ["  %o = load ptr, ptr %outv", "  %onull = icmp eq ptr %o, null",
+              f"  %onone = icmp eq ptr %o, @{_NONE_SYMBOL}", "  %absent = or i1 %onull, %onone",
+              "  br i1 %absent, label %run, label %valuesb", "valuesb:", f"  store ptr %o, ptr %av{k}",
+              f"  %vbsp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 16}", "  %vbs = load ptr, ptr %vbsp",
+              f"  %vbon = icmp eq ptr %vbs, @{_TRUE_SYMBOL}", "  br i1 %vbon, label %vb, label %fallback", "vb:",
+              f"  %rv = call ptr @{name}_run_batch(ptr %argv)", "  %rvok = icmp ne ptr %rv, null",
+              "  br i1 %rvok, label %vdone, label %fallback", "vdone:", "  ret ptr %rv", "run:"]
+    elif out_slot is None:
         L += ["  br label %run", "run:"]
     else:
         L += ["  %o = load ptr, ptr %outv", "  %onull = icmp eq ptr %o, null",
@@ -294,7 +314,7 @@ def lower_method(spec, batches: bool = False) -> list[str]:
                   f"  store ptr %new, ptr %av{out_slot}", "  br label %run"]
         L += ["run:", "  %own = phi ptr " + ", ".join(["[null, %given]"] + (["[%new, %allocok]"] if allocate else []))]
     L += [f"  %r1 = call ptr @{name}_run(ptr %argv)"]
-    if batches:  # not one point: a batch? (an allocated out has a point's shape: the Python path answers), unless
+    if batches and out_slot is not None:  # not one point: a batch? (an allocated out has a point's shape: the Python path answers), unless
         # self's third item (``batches``) is not True: batches with points on other paths are the Python path's
         L += ["  %r1null = icmp eq ptr %r1, null", f"  %bsp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 16}",
               "  %bs = load ptr, ptr %bsp", f"  %bon = icmp eq ptr %bs, @{_TRUE_SYMBOL}", "  %try = and i1 %r1null, %bon",

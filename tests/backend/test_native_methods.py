@@ -208,6 +208,15 @@ def test_small_batches_with_out_run_natively_and_the_rest_in_python():
     Function.gradient(f, B, out=ref)
     assert _native(f, "gradient") and G.tobytes() == ref.tobytes()
     assert f.gradient(B, out=G) is G and G.tobytes() == ref.tobytes()
+    calls = []
+    fallback = f.gradient.__self__[0]
+    original = fallback.method
+    fallback.method = lambda *a, **k: calls.append(1) or original(*a, **k)
+    assert f.gradient(B, out=G, threads=1) is G and f.gradient(B, threads=None, out=G) is G
+    assert calls == []  # threads=1 and None: the native batch
+    assert f.gradient(B, out=G, threads=2) is G and calls == [1]  # more threads: the Python path decides
+    fallback.method = original
+    assert G.tobytes() == ref.tobytes()
     assert f.gradient(B).tobytes() == ref.tobytes()  # allocated: the Python path
     big = np.random.default_rng(2).normal(size=(5000, 6))  # beyond the native bound: the Python path
     assert f.gradient(big).tobytes() == Function.gradient(f, big).tobytes()
@@ -256,3 +265,24 @@ def test_a_batch_of_hessians_returns_out_on_both_paths():
     H, ref = np.empty((4, 6, 6)), np.empty((4, 6, 6))
     assert f.hessian(B, out=H) is H and Function.hessian(f, B, out=ref) is ref
     assert H.tobytes() == ref.tobytes()
+
+
+def test_a_scalar_tapes_value_batch_with_out_runs_natively():
+    f = tapead.record(rosen, X)
+    f.value(X)
+    B = np.random.default_rng(6).normal(size=(30, 6))
+    V, ref = np.empty(30), np.empty(30)
+    calls = []
+    fallback = f.value.__self__[0]
+    original = fallback.method
+    fallback.method = lambda *a, **k: calls.append(1) or original(*a, **k)
+    assert f.value(B, out=V) is V and calls == []
+    fallback.method = original
+    assert V.tobytes() == Function.value(f, B, out=ref).tobytes()
+    o = np.empty(())
+    assert f.value(X, out=o) == Function.value(f, X) == o  # one point with an out: the Python path
+    with pytest.raises(InputError):
+        f.value(B, out=np.empty(29))
+    with pytest.raises(InputError):
+        f.value(B, out=np.empty((30, 1)))
+    assert np.array_equal(f.value(B), ref)  # no out: the Python path allocates
