@@ -245,9 +245,9 @@ def lower_method(spec, batches: bool = False) -> list[str]:
     (METH_FASTCALL | METH_KEYWORDS): the Function method's own call, ``value(x, ..., params=None[, out=None])``
     or ``gradient(x, params=None, out=None)``, answered without Python when every argument is exactly right.
 
-    ``self`` is ``(fallback, allocate, batches)``. Inputs are positional; the keywords ``params`` and ``out``
+    ``self`` is ``(fallback, allocate, batches, takes threads)``. Inputs are positional; the keywords ``params`` and ``out``
     (where the layout has an out) fill their slots, a missing or None ``out`` is ``allocate()``d, and
-    ``threads`` may be None or 1. Any other call (another keyword or value, another count, arguments
+    ``threads`` may be None or 1 where the Python method takes it. Any other call (another keyword or value, another count, arguments
     ``NAME_run`` refuses) is ``fallback(*args, **kwargs)`` with the call's own arguments: the Python method, so
     results and errors are the same either way. With ``batches`` (and ``self``'s third item True), arguments
     with one more leading axis go to ``NAME_run_batch`` (small batches, an ``out`` given).
@@ -282,7 +282,10 @@ def lower_method(spec, batches: bool = False) -> list[str]:
               # threads=None or threads=1 (one thread is what this entry runs); any other value: Python decides
               f"  %ist{i} = icmp eq ptr %kn{i}, @{_KEYWORD_SYMBOL}threads", f"  br i1 %ist{i}, label %ktv{i}, label %ko{i}",
               f"ktv{i}:", f"  %tn{i} = icmp eq ptr %kv{i}, @{_NONE_SYMBOL}", f"  %t1{i} = icmp eq ptr %kv{i}, @{_ONE_SYMBOL}",
-              f"  %tok{i} = or i1 %tn{i}, %t1{i}", f"  br i1 %tok{i}, label %kwc{i + 1}, label %fallback", f"ko{i}:"]
+              f"  %tsp{i} = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 24}", f"  %ts{i} = load ptr, ptr %tsp{i}",
+              f"  %tm{i} = icmp eq ptr %ts{i}, @{_TRUE_SYMBOL}",  # (self's fourth item: the method takes threads)
+              f"  %tv{i} = or i1 %tn{i}, %t1{i}", f"  %tok{i} = and i1 %tv{i}, %tm{i}",
+              f"  br i1 %tok{i}, label %kwc{i + 1}, label %fallback", f"ko{i}:"]
         if not outs_kw:
             L += ["  br label %fallback"]
         else:

@@ -51,7 +51,7 @@ class MethodFallback:
 
 
 class MethodSelf(tuple):
-    """The native method's ``self``: ``(fallback, allocate, batches)``, what the entry reads (a tuple's items, at the
+    """The native method's ``self``: ``(fallback, allocate, batches, takes threads)``, what the entry reads (a tuple's items, at the
     offset ``native.lower_method`` reads them). A builtin pickles as ``getattr(self, name)``: this pickles as
     its Function, so a pickled method is that Function's method (multiprocessing, Dask)."""
 
@@ -105,7 +105,8 @@ def _bind(owner, name: str, spec, k, batches: bool) -> None:
     shape = spec.out_shapes[out_slot - len(spec.in_shapes) - 1] if out_slot is not None else None
     fallback = MethodFallback(owner, name, cls)
     fn, record = builtin(k.addresses[spec.name + "_method"], name,
-                         MethodSelf((fallback, functools.partial(np.empty, shape) if allocate else None, batches)),
+                         MethodSelf((fallback, functools.partial(np.empty, shape) if allocate else None, batches,
+                                     "threads" in inspect.signature(fallback.method).parameters)),
                          keywords=True,
                          doc=_documented(fallback.method))
     fallback.keep = (k, record)

@@ -162,6 +162,8 @@ def test_the_hessian_method_is_its_hessian_functions_native_value():
         f.hessian(x, out=np.empty((6, 5)))
     w = f.hessian(x, weights=None)
     assert w.tobytes() == out.tobytes()
+    with pytest.raises(TypeError):
+        f.hessian(x, out=out, threads=1)  # Function.hessian takes no threads: neither does its native method
     g = tapead.record(lambda x: np.sum(x ** 3), np.ones((2, 3)))  # out (2, 3, 2, 3): the Python path
     assert g.hessian(np.ones((2, 3))).shape == (2, 3, 2, 3) and "hessian" not in g.__dict__
 
