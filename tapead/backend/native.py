@@ -42,7 +42,7 @@ _KEYWORD_SYMBOL = "tapead_keyword_"
 # operations up to which the native method runs a batch itself, on the calling thread: above that the Python
 # path's cost (~15 us) is small beside the work, and it may split the batch over threads (ctypes releases the GIL)
 BATCH_OPS = 200_000
-LAYOUT = f"{_OB_TYPE} {_OB_SIZE} {_TUPLE_ITEMS} {sys.implementation.cache_tag}"  # what the entries' IR assumes of objects
+LAYOUT = f"{_OB_TYPE} {_OB_SIZE} {_TUPLE_ITEMS} {sys.implementation.cache_tag}"  # the object layout the IR reads
 _registered = False
 
 
@@ -245,12 +245,13 @@ def lower_method(spec, batches: bool = False) -> list[str]:
     (METH_FASTCALL | METH_KEYWORDS): the Function method's own call, ``value(x, ..., params=None[, out=None])``
     or ``gradient(x, params=None, out=None)``, answered without Python when every argument is exactly right.
 
-    ``self`` is ``(fallback, allocate, batches, takes threads)``. Inputs are positional; the keywords ``params`` and ``out``
-    (where the layout has an out) fill their slots, a missing or None ``out`` is ``allocate()``d, and
-    ``threads`` may be None or 1 where the Python method takes it. Any other call (another keyword or value, another count, arguments
-    ``NAME_run`` refuses) is ``fallback(*args, **kwargs)`` with the call's own arguments: the Python method, so
-    results and errors are the same either way. With ``batches`` (and ``self``'s third item True), arguments
-    with one more leading axis go to ``NAME_run_batch`` (small batches, an ``out`` given).
+    ``self`` is ``(fallback, allocate, batches, takes threads)``. Inputs are positional; the keywords ``params``
+    and ``out`` (where the layout has an out) fill their slots, a missing or None ``out`` is ``allocate()``d,
+    and ``threads`` may be None or 1 where the Python method takes it. Any other call (another keyword or value,
+    another count, arguments ``NAME_run`` refuses) is ``fallback(*args, **kwargs)`` with the call's own
+    arguments: the Python method, so results and errors are the same either way. With ``batches`` (and
+    ``self``'s ``batches`` True), arguments with one more leading axis go to ``NAME_run_batch`` (small batches,
+    an ``out`` given).
     """
     if spec.method is None:
         return []
@@ -280,11 +281,10 @@ def lower_method(spec, batches: bool = False) -> list[str]:
               f"  br i1 %isp{i}, label %kp{i}, label %kt{i}", f"kp{i}:", f"  store ptr %kv{i}, ptr %av{n}",
               f"  br label %kwc{i + 1}", f"kt{i}:",
               # threads=None or threads=1 (one thread is what this entry runs); any other value: Python decides
-              f"  %ist{i} = icmp eq ptr %kn{i}, @{_KEYWORD_SYMBOL}threads", f"  br i1 %ist{i}, label %ktv{i}, label %ko{i}",
-              f"ktv{i}:", f"  %tn{i} = icmp eq ptr %kv{i}, @{_NONE_SYMBOL}", f"  %t1{i} = icmp eq ptr %kv{i}, @{_ONE_SYMBOL}",
-              f"  %tsp{i} = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 24}", f"  %ts{i} = load ptr, ptr %tsp{i}",
-              f"  %tm{i} = icmp eq ptr %ts{i}, @{_TRUE_SYMBOL}",  # (self's fourth item: the method takes threads)
-              f"  %tv{i} = or i1 %tn{i}, %t1{i}", f"  %tok{i} = and i1 %tv{i}, %tm{i}",
+              f"  %ist{i} = icmp eq ptr %kn{i}, @{_KEYWORD_SYMBOL}threads",
+              f"  br i1 %ist{i}, label %ktv{i}, label %ko{i}", f"ktv{i}:",
+              f"  %tn{i} = icmp eq ptr %kv{i}, @{_NONE_SYMBOL}", f"  %t1{i} = icmp eq ptr %kv{i}, @{_ONE_SYMBOL}",
+              *_self_is_true(3, f"tm{i}"), f"  %tv{i} = or i1 %tn{i}, %t1{i}", f"  %tok{i} = and i1 %tv{i}, %tm{i}",
               f"  br i1 %tok{i}, label %kwc{i + 1}, label %fallback", f"ko{i}:"]
         if not outs_kw:
             L += ["  br label %fallback"]
@@ -298,8 +298,7 @@ def lower_method(spec, batches: bool = False) -> list[str]:
         L += ["  %o = load ptr, ptr %outv", "  %onull = icmp eq ptr %o, null",
               f"  %onone = icmp eq ptr %o, @{_NONE_SYMBOL}", "  %absent = or i1 %onull, %onone",
               "  br i1 %absent, label %run, label %valuesb", "valuesb:", f"  store ptr %o, ptr %av{k}",
-              f"  %vbsp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 16}", "  %vbs = load ptr, ptr %vbsp",
-              f"  %vbon = icmp eq ptr %vbs, @{_TRUE_SYMBOL}", "  br i1 %vbon, label %vb, label %fallback", "vb:",
+              *_self_is_true(2, "vbon"), "  br i1 %vbon, label %vb, label %fallback", "vb:",
               f"  %rv = call ptr @{name}_run_batch(ptr %argv)", "  %rvok = icmp ne ptr %rv, null",
               "  br i1 %rvok, label %vdone, label %fallback", "vdone:", "  ret ptr %rv", "run:"]
     elif out_slot is None:
@@ -311,16 +310,16 @@ def lower_method(spec, batches: bool = False) -> list[str]:
               f"  store ptr %o, ptr %av{out_slot}", "  br label %run"]
         if allocate:
             L += ["alloc:", f"  %alp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 8}",
-                  "  %al = load ptr, ptr %alp", "  %new = call ptr @PyObject_Vectorcall(ptr %al, ptr null, i64 0, ptr null)",
+                  "  %al = load ptr, ptr %alp",
+                  "  %new = call ptr @PyObject_Vectorcall(ptr %al, ptr null, i64 0, ptr null)",
                   "  %newnull = icmp eq ptr %new, null", "  br i1 %newnull, label %allocfail, label %allocok",
                   "allocfail:", "  call void @PyErr_Clear()", "  br label %fallback", "allocok:",
                   f"  store ptr %new, ptr %av{out_slot}", "  br label %run"]
         L += ["run:", "  %own = phi ptr " + ", ".join(["[null, %given]"] + (["[%new, %allocok]"] if allocate else []))]
     L += [f"  %r1 = call ptr @{name}_run(ptr %argv)"]
-    if batches and out_slot is not None:  # not one point: a batch? (an allocated out has a point's shape: the Python path answers), unless
-        # self's third item (``batches``) is not True: batches with points on other paths are the Python path's
-        L += ["  %r1null = icmp eq ptr %r1, null", f"  %bsp = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 16}",
-              "  %bs = load ptr, ptr %bsp", f"  %bon = icmp eq ptr %bs, @{_TRUE_SYMBOL}", "  %try = and i1 %r1null, %bon",
+    if batches and out_slot is not None:  # not one point: a batch? (an allocated out has a point's shape: the
+        # Python path answers), unless self's ``batches`` is not True: batches with points on other paths
+        L += ["  %r1null = icmp eq ptr %r1, null", *_self_is_true(2, "bon"), "  %try = and i1 %r1null, %bon",
               "  br i1 %try, label %tryb, label %gotr", "tryb:",
               f"  %rb = call ptr @{name}_run_batch(ptr %argv)", "  br label %gotr", "gotr:",
               "  %r = phi ptr [%r1, %run], [%rb, %tryb]"]
@@ -332,6 +331,12 @@ def lower_method(spec, batches: bool = False) -> list[str]:
           "fallback:", "  %res = call ptr @PyObject_Vectorcall(ptr %fb, ptr %args, i64 %nargs, ptr %kw)",
           "  ret ptr %res", "}"]
     return L
+
+
+def _self_is_true(item: int, tag: str) -> list[str]:
+    """IR setting ``%tag`` to whether item ``item`` of the method's ``self`` tuple is True."""
+    return [f"  %{tag}.p = getelementptr i8, ptr %self, i64 {_TUPLE_ITEMS + 8 * item}",
+            f"  %{tag}.v = load ptr, ptr %{tag}.p", f"  %{tag} = icmp eq ptr %{tag}.v, @{_TRUE_SYMBOL}"]
 
 
 def _overlap_check(specs: list, k: int) -> list[str]:

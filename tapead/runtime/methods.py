@@ -4,9 +4,10 @@ A small call's cost was mostly Python's: the method call, its keyword arguments,
 entry (about 0.1 us of a 0.2 us gradient). Once a kernel is compiled, its ``@name_method`` entry
 (``native.lower_method``: the method's own arguments, keywords matched by identity) is wrapped as a builtin and
 stored on the Function as an instance attribute, which shadows the class's method: ``fun.gradient`` is then the
-builtin itself. A call it cannot answer exactly (another dtype, a list, a batch, ``threads=``, a failed guard)
-goes, with its own arguments, to the class's Python method, so results and errors never depend on which path
-answered. ``type(fun).gradient`` is always the Python method.
+builtin itself (small batches with ``out=`` included). A call it cannot answer exactly (another dtype, a list,
+a large batch, ``threads`` other than None or 1, a failed guard) goes, with its own arguments, to the class's
+Python method, so results and errors never depend on which path answered. ``type(fun).gradient`` is always the
+Python method.
 """
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ class MethodFallback:
 
 
 class MethodSelf(tuple):
-    """The native method's ``self``: ``(fallback, allocate, batches, takes threads)``, what the entry reads (a tuple's items, at the
-    offset ``native.lower_method`` reads them). A builtin pickles as ``getattr(self, name)``: this pickles as
-    its Function, so a pickled method is that Function's method (multiprocessing, Dask)."""
+    """The native method's ``self``: ``(fallback, allocate, batches, takes threads)``, what the entry reads (a
+    tuple's items, at the offset ``native.lower_method`` reads them). A builtin pickles as ``getattr(self,
+    name)``: this pickles as its Function, so a pickled method is that Function's method (multiprocessing,
+    Dask)."""
 
     __slots__ = ()
 
@@ -104,22 +106,23 @@ def _bind(owner, name: str, spec, k, batches: bool) -> None:
     out_slot, allocate = spec.method
     shape = spec.out_shapes[out_slot - len(spec.in_shapes) - 1] if out_slot is not None else None
     fallback = MethodFallback(owner, name, cls)
+    doc, takes_threads = _described(fallback.method)
     fn, record = builtin(k.addresses[spec.name + "_method"], name,
                          MethodSelf((fallback, functools.partial(np.empty, shape) if allocate else None, batches,
-                                     "threads" in inspect.signature(fallback.method).parameters)),
-                         keywords=True,
-                         doc=_documented(fallback.method))
+                                     takes_threads)), keywords=True, doc=doc)
     fallback.keep = (k, record)
     owner.__dict__[name] = fn
 
 
-def _documented(method) -> str:
-    """The Python method's docstring headed by its text signature (``gradient(x, /, *more, params=None, ...)``
-    then ``--``), which ``inspect.signature`` reads from a builtin; annotations and a sentinel default are left
-    out (the text form takes literals only)."""
+@functools.lru_cache(maxsize=None)
+def _described(method) -> tuple[str, bool]:
+    """``(doc, takes threads)`` of a Python method, worked out once per method (methods are bound again at every
+    O2 swap and change of ``mixed``). The doc is the method's docstring headed by its text signature
+    (``gradient(x, /, *more, params=None, ...)`` then ``--``), which ``inspect.signature`` reads from a builtin;
+    annotations and a sentinel default are left out (the text form takes literals only)."""
     sig = inspect.signature(method)
     params = [p.replace(annotation=inspect.Parameter.empty,
                         default=p.default if p.default in (None, True, False) else inspect.Parameter.empty)
               for p in list(sig.parameters.values())[1:]]
     text = str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
-    return f"{method.__name__}{text}\n--\n\n{method.__doc__ or ''}"
+    return f"{method.__name__}{text}\n--\n\n{method.__doc__ or ''}", "threads" in sig.parameters

@@ -10,8 +10,7 @@ from typing import Any
 
 class EvaluationState:
     __slots__ = ("kernels", "programs", "derived", "natives", "paths", "mixed", "retired", "upgraded", "patterns",
-                 "shipments", "fast_derived",
-                 "aliases", "bound")
+                 "shipments", "fast_derived", "aliases", "bound")
 
     def __init__(self):
         self.kernels: dict[str, tuple] = {}  # kind -> (the tape compiled, or None for this one; Kernel)
