@@ -14,6 +14,10 @@ Families (each but the first also in a second spelling that must cost the same):
   hand-written: ``X.T @ diag(s (1 - s)) @ X / n`` in numpy.
 - ``quadratic``: ``x.T @ A @ x``; hand-written: ``(A + A.T) @ x``.
 - ``quadratic_hessian``: the dense Hessian of ``quadratic``; hand-written: ``A + A.T``.
+- ``stacked_matmul`` / ``stacked_einsum``: ``sum(tanh(A @ B))`` over ``n`` stacked 3x3 traced matrices, spelled
+  ``A @ B`` and ``np.einsum("nij,njk->nik", A, B)``; hand-written: numpy backpropagation (two stacked products).
+- ``tensordot``: ``sum(tanh(np.tensordot(X, W, axes=([1, 2], [0, 1]))))`` with ``X`` a (n, 4, 5) closure
+  constant and ``W`` traced (4, 5, 8); hand-written: numpy (``tensordot`` of ``X`` and the cotangent).
 - ``eigh_hessian``: the dense Hessian (not the gradient) of a scalar of a k x k ``eigh``'s eigenvalues and
   eigenvectors (lower triangle read, as numpy); JAX is the peer (``jit(hessian)``, its LAPACK rule).
 
@@ -35,10 +39,11 @@ import numpy as np
 
 CASES = {"mlp": (256,), "mlp_wide": (256,), "lj_rows": (100, 300), "lj_cols": (100, 300), "neo_stack": (10000,), "neo_components": (10000,),
          "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000), "eigh_hessian": (4, 6),
-         "logreg_hessian": (20, 200), "quadratic_hessian": (200, 1000)}
+         "logreg_hessian": (20, 200), "quadratic_hessian": (200, 1000), "stacked_matmul": (10000,),
+         "stacked_einsum": (10000,), "tensordot": (10000,)}
 QUICK = {"mlp": (64,), "lj_rows": (100,), "lj_cols": (100,), "neo_stack": (1000,), "neo_components": (1000,),
          "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,), "eigh_hessian": (6,),
-         "logreg_hessian": (20,), "quadratic_hessian": (200,)}
+         "logreg_hessian": (20,), "quadratic_hessian": (200,), "stacked_matmul": (1000,), "tensordot": (1000,)}
 
 
 def _lj(n: int, xp, cols: bool):
@@ -179,7 +184,37 @@ def _mlp(batch: int, xp, width: tuple = (8, 64)):
     return f, rng.normal(size=n) * 0.2, hand
 
 
+def _stacked(n: int, xp, einsum: bool):
+    def f(x):
+        A, B = x[:9 * n].reshape(n, 3, 3), x[9 * n:].reshape(n, 3, 3)
+        return xp.sum(xp.tanh(xp.einsum("nij,njk->nik", A, B) if einsum else A @ B))
+
+    def hand(x):
+        A, B = x[:9 * n].reshape(n, 3, 3), x[9 * n:].reshape(n, 3, 3)
+        G = 1 - np.tanh(A @ B) ** 2
+        return np.concatenate([(G @ B.transpose(0, 2, 1)).ravel(), (A.transpose(0, 2, 1) @ G).ravel()])
+
+    return f, np.random.default_rng(2).normal(size=18 * n) * 0.5, hand
+
+
+def _tensordot(n: int, xp):
+    X = np.random.default_rng(3).normal(size=(n, 4, 5))
+
+    def f(w):
+        return xp.sum(xp.tanh(xp.tensordot(X, w.reshape(4, 5, 8), axes=([1, 2], [0, 1]))))
+
+    def hand(w):
+        G = 1 - np.tanh(np.tensordot(X, w.reshape(4, 5, 8), axes=([1, 2], [0, 1]))) ** 2
+        return np.tensordot(X, G, axes=([0], [0])).ravel()
+
+    return f, np.random.default_rng(4).normal(size=160) * 0.2, hand
+
+
 def build(name: str, size: int, xp):
+    if name.startswith("stacked_"):
+        return _stacked(size, xp, name == "stacked_einsum")
+    if name == "tensordot":
+        return _tensordot(size, xp)
     if name.startswith("mlp"):
         return _mlp(size, xp, (32, 256) if name == "mlp_wide" else (8, 64))
     if name.startswith("lj_"):

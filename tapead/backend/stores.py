@@ -20,22 +20,27 @@ def emit_stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: l
     lo, hi = tape.first_const, tape.first_result
     consts = tape.consts
     cells = getattr(name, "cells", None)  # map rows in the loops' work array: runs of them are one memcpy
+    slots = np.asarray(outs, np.int64)
+    # where each run starting at an output ends (numpy, not a Python step per output: 10^5 gradient entries)
+    if cells is not None:
+        at = np.full(len(slots), -1, np.int64)
+        inside = (slots >= 0) & (slots < len(cells.at))
+        at[inside] = cells.at[slots[inside]]
+        row_end = _run_ends((at[1:] == at[:-1] + 1) & (at[:-1] >= 0))
+    const_end = _run_ends(((slots >= lo) & (slots < hi))[1:] & ((slots >= lo) & (slots < hi))[:-1])
+    is_const = (slots >= lo) & (slots < hi)
     j = 0
     while j < len(outs):
-        if cells is not None and outs[j] in cells:
-            end = j + 1
-            while end < len(outs) and cells.get(outs[end]) == cells[outs[j]] + end - j:
-                end += 1
+        if cells is not None and at[j] >= 0:
+            end = int(row_end[j])
             if end - j >= CONST_RUN:
                 body.append(f"  %q{k}.{j} = getelementptr inbounds double, ptr %o{k}, i64 {j}")
-                body.append(f"  %q{k}.{j}m = getelementptr inbounds double, ptr %mem, i64 {cells[outs[j]]}")
+                body.append(f"  %q{k}.{j}m = getelementptr inbounds double, ptr %mem, i64 {int(at[j])}")
                 body.append(f"  call void @llvm.memcpy.p0.p0.i64(ptr %q{k}.{j}, ptr %q{k}.{j}m, i64 {8 * (end - j)}, "
                             "i1 false)")
                 j = end
                 continue
-        end = j
-        while end < len(outs) and lo <= outs[end] < hi:
-            end += 1
+        end = int(const_end[j]) if is_const[j] else j
         if end - j >= CONST_RUN:
             zero = [zero_runs and consts[s - lo] == 0.0 and not math.copysign(1.0, consts[s - lo]) < 0
                     for s in outs[j:end]]
@@ -59,6 +64,14 @@ def emit_stores(tape: Tape, name: dict, outs: list, k: int, prefix: str, body: l
         end = max(end, j + 1)
         _each(name, outs, k, j, end, body)
         j = end
+
+
+def _run_ends(linked: np.ndarray) -> np.ndarray:
+    """For each position ``j`` of ``len(linked) + 1`` outputs, the end of the run from ``j`` on in which each
+    output is linked to the next (``linked[i]``: output ``i`` and ``i + 1`` continue one run)."""
+    n = len(linked) + 1
+    breaks = np.append(np.flatnonzero(~linked) + 1, n)
+    return breaks[np.searchsorted(breaks, np.arange(n), side="right")]
 
 
 def _each(name: dict, outs: list, k: int, a: int, b: int, body: list) -> None:

@@ -113,25 +113,8 @@ def product(x, y):
     return None
 
 
-def dot(a, b, out=None):
-    """``np.dot``: a loop as ``product`` says, else numpy's dot on the traced cells."""
-    if out is not None:
-        raise TracingError("np.dot(..., out=...) on traced values: assign the result instead")
-    done = product(a, b)
-    return done if done is not None else tracer.wrap(np.dot(tracer.to_cells(a), tracer.to_cells(b)))
-
-
 def _traced(*operands) -> bool:
     return any(isinstance(a, TracedArray) for a in operands)
-
-
-def inner(a, b):
-    """``np.inner``: for matrices ``a @ b.T`` (a product loop when large enough), else numpy on the cells."""
-    if _traced(a, b) and np.ndim(a) == 2 and np.ndim(b) == 2:
-        done = product(a, b.T)
-        if done is not None:
-            return done
-    return tracer.wrap(np.inner(tracer.to_cells(a), tracer.to_cells(b)))
 
 
 def outer(a, b, out=None):
@@ -143,40 +126,3 @@ def outer(a, b, out=None):
     left = a.reshape(-1) if isinstance(a, TracedArray) else np.ravel(a)
     right = b.reshape(-1) if isinstance(b, TracedArray) else np.ravel(b)
     return left[:, None] * right[None, :]
-
-
-def einsum(*operands, **kwargs):
-    """``np.einsum`` of two operands that is a matrix or matrix-vector product (``"ij,jk->ik"``, ``"ij,kj->ik"``,
-    ``"ji,jk->ik"``, ``"ij,j->i"``, ``"i,ij->j"``, ...: one index summed, the others kept in order) as a
-    product loop; anything else runs numpy on the cells."""
-    done = _einsum_product(operands) if not kwargs else None
-    if done is not None:
-        return done
-    cells = [tracer.to_cells(o) if isinstance(o, TracedArray) else o for o in operands]
-    return tracer.wrap(np.einsum(*cells, **kwargs))
-
-
-def _einsum_product(operands):
-    if len(operands) != 3 or not isinstance(operands[0], str) or not _traced(*operands[1:]):
-        return None
-    spec, a, b = operands[0].replace(" ", ""), operands[1], operands[2]
-    if "->" not in spec or "." in spec:
-        return None
-    inputs, output = spec.split("->")
-    if inputs.count(",") != 1:
-        return None
-    sa, sb = inputs.split(",")
-    shared = set(sa) & set(sb)
-    if len(shared) != 1 or len(set(sa)) != len(sa) or len(set(sb)) != len(sb) or np.ndim(a) != len(sa) or \
-            np.ndim(b) != len(sb) or not 1 <= len(sa) <= 2 or not 1 <= len(sb) <= 2 or len(sa) + len(sb) < 3:
-        return None
-    j = shared.pop()
-    keep = [c for c in sa if c != j] + [c for c in sb if c != j]
-    if j in output or list(output) != keep:
-        return None
-    left = a if sa[-1] == j else a.T  # the summed index last on the left, first on the right
-    right = b if sb[0] == j else b.T
-    return product(left, right)
-
-
-tracer.install(contract=product)

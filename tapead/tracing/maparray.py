@@ -209,6 +209,24 @@ class MapArray(TracedArray):
     def sum(self, *args, **kwargs): return np.sum(self, *args, **kwargs)
     def mean(self, *args, **kwargs): return np.mean(self, *args, **kwargs)
 
+    # structural methods that move only block axes (or the loop axis elsewhere) stay loops (``mapstack``)
+    def reshape(self, *shape, order="C"):
+        return self._in_body(np.reshape, TracedArray.reshape, (shape[0] if len(shape) == 1 else shape,),
+                             {"order": order}, shape)
+
+    def transpose(self, *axes):
+        return self._in_body(np.transpose, TracedArray.transpose,
+                             (axes[0] if len(axes) == 1 else (axes or None),), {}, axes)
+
+    def swapaxes(self, a, b):
+        return self._in_body(np.swapaxes, TracedArray.swapaxes, (a, b), {}, (a, b))
+
+    T = property(lambda self: self.transpose())
+
+    def _in_body(self, func, fallback, args: tuple, kwargs: dict, original: tuple):
+        done = IN_BODY[func](self, *args, **kwargs) if func in IN_BODY else None
+        return done if done is not None else fallback(self, *original, **kwargs)
+
 
 IN_BODY: dict = {}  # numpy functions on one iteration's block, filled by mapstack (None: materialise instead)
 

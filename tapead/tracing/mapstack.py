@@ -5,14 +5,16 @@ xc - xa], -1)``, ``F = Ds @ Dinv`` (``Dinv`` a stacked constant, one matrix per 
 Each of these acts on one iteration's block at a time, so it records once, in the body: ``np.stack`` and
 ``np.concatenate`` along a block axis stack the blocks; a stacked ``@`` multiplies the blocks (a per-iteration
 constant operand becomes body inputs reading the tape's constants, which the kernel reads as data); ``det`` and
-``inv`` of blocks up to 3x3 are their closed forms (they choose nothing, so the body holds no guard). Anything
-else returns None and the caller materialises, as before.
+``inv`` of blocks up to 3x3 are their closed forms (they choose nothing, so the body holds no guard); transposes,
+``swapaxes``, reshapes that keep the loop axis, ``trace`` and ``diagonal`` over block axes move the block
+(``C = F.transpose(0, 2, 1) @ F``, ``np.trace(C, axis1=1, axis2=2)``). Anything else returns None and the caller
+materialises, as before.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import maparray
+from . import axisloops, maparray
 from .maparray import MapArray, operand_block
 from .tracer import TracedArray, shape_of, to_cells
 
@@ -128,5 +130,68 @@ def dot(a, b, out=None):
     return times_constant(a, b) if out is None else None
 
 
+def _structured(a) -> bool:
+    return type(a) is MapArray and a.structured
+
+
+def transpose(a, axes=None):
+    """Axes moved: the block's own axes in the body; the loop axis moved elsewhere is a loop over that axis
+    (``axisloops.AxisMap``: ``F.T`` of a (n, 3) loop is a (3, n) one)."""
+    if not _structured(a):
+        return None
+    nd = a.ndim
+    try:
+        axes = list(range(nd))[::-1] if axes is None else [int(x) % nd for x in np.atleast_1d(axes)]
+    except (TypeError, ValueError):
+        return None
+    if sorted(axes) != list(range(nd)):
+        return None
+    b, block = a._live()
+    inner = MapArray(b, np.asarray(block, dtype=object).transpose([x - 1 for x in axes if x != 0]))
+    at = axes.index(0)
+    return inner if at == 0 else axisloops.AxisMap(inner, nd - 1 - at)
+
+
+def swapaxes(a, axis1, axis2):
+    if not _structured(a):
+        return None
+    perm = list(range(a.ndim))
+    i, j = int(axis1) % a.ndim, int(axis2) % a.ndim
+    perm[i], perm[j] = perm[j], perm[i]
+    return transpose(a, perm)
+
+
+def reshape(a, shape, order="C"):
+    """A reshape that keeps the loop axis (``(n, 9) -> (n, 3, 3)``): the block reshaped in the body."""
+    if not _structured(a) or order != "C":
+        return None
+    shape = tuple(int(d) for d in np.atleast_1d(shape))
+    n, size = a.shape[0], a.block.size
+    if not shape or shape[0] not in (n, -1) or (shape[0] == -1 and (any(d < 0 for d in shape[1:]) or
+                                                                     int(np.prod(shape[1:])) != size)):
+        return None
+    rest = shape[1:]
+    if rest.count(-1) > 1 or (-1 not in rest and int(np.prod(rest)) != size):
+        return None
+    b, block = a._live()
+    return MapArray(b, np.asarray(block, dtype=object).reshape(rest))
+
+
+def _block_axes(func):
+    """``func`` (``np.trace``/``np.diagonal``) over two block axes, on each block; else None."""
+    def in_body(a, offset=0, axis1=0, axis2=1, *rest, **kwargs):
+        if not _structured(a) or rest or any(v is not None for v in kwargs.values()):
+            return None
+        i, j = int(axis1) % a.ndim, int(axis2) % a.ndim
+        if 0 in (i, j) or i == j:
+            return None
+        b, block = a._live()
+        return _result(b, func(TracedArray(np.asarray(block, dtype=object)), offset, i - 1, j - 1))
+    in_body.__name__ = func.__name__
+    return in_body
+
+
 maparray.IN_BODY.update({np.stack: stack, np.concatenate: concatenate, np.matmul: matmul, np.dot: dot,
-                         np.linalg.det: det, np.linalg.inv: inv})
+                         np.linalg.det: det, np.linalg.inv: inv, np.transpose: transpose, np.swapaxes: swapaxes,
+                         np.reshape: reshape, np.trace: _block_axes(np.trace),
+                         np.diagonal: _block_axes(np.diagonal)})

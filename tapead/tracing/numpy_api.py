@@ -13,8 +13,8 @@ import numpy as np
 from . import elementwise as ew
 from . import linalg as _linalg, linalg_jacobi as _jacobi, maparray, numpy_more as _more  # noqa: F401
 from . import numpy_stats as _stats
-from . import lastaxis, mapstack  # noqa: F401  (install loops over the last axis, stacking in loop bodies)
-from . import contract as _contract
+from . import axisloops, mapstack  # noqa: F401  (install loops over later axes, stacking in loop bodies)
+from . import contract as _contract, einsum as _einsum
 from . import special as _special
 from ..table import ops, ops_extra  # noqa: F401  (every row registered before the tables below read them)
 from . import tracer
@@ -56,7 +56,7 @@ def array_ufunc(ufunc, method, inputs, kwargs):
         raise TracingError(f"np.{name}.{method}: keyword arguments {sorted(extra)} are not supported on traced "
                            "values")
     if name == "matmul" and method == "__call__":
-        done = _contract.product(*inputs) if len(inputs) == 2 else None
+        done = _einsum.product(*inputs) if len(inputs) == 2 else None
         return done if done is not None else wrap(np.matmul(*(to_cells(a) for a in inputs)))
     if name == "add" and method == "at":
         return _stats.add_at(*inputs)
@@ -187,10 +187,11 @@ CUSTOM.update(_linalg.CUSTOM)
 CUSTOM.update(_jacobi.CUSTOM)
 CUSTOM.update(_more.CUSTOM)
 CUSTOM.update(_stats.CUSTOM)
-CUSTOM[np.dot] = _contract.dot
-CUSTOM[np.inner] = _contract.inner
+CUSTOM[np.dot] = _einsum.dot
+CUSTOM[np.inner] = _einsum.inner
+CUSTOM[np.tensordot] = _einsum.tensordot
 CUSTOM[np.outer] = _contract.outer
-CUSTOM[np.einsum] = _contract.einsum
+CUSTOM[np.einsum] = _einsum.einsum
 CUSTOM[np.i0] = _special.i0
 
 

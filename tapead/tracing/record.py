@@ -3,6 +3,7 @@
 ``tapead.record`` wraps the result in a ``tapead.Function``; this module knows nothing of evaluation."""
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any, Callable
 
 import numpy as np
@@ -16,9 +17,12 @@ from .maparray import fuse
 
 
 def _traced(rec: Recorder, values: np.ndarray, make) -> Any:
-    cells = np.empty(values.shape, object)
-    for idx in np.ndindex(values.shape):
-        cells[idx] = Scalar(rec, make(float(values[idx])))
+    """One tracer per entry of ``values``, made in bulk (``make``: ``rec.inputs``/``rec.params``; no Python step per
+    entry beyond the tracer itself: a network's or a mesh's 10^5 inputs)."""
+    ids = make(values.ravel().tolist())
+    cells = np.empty(values.size, object)
+    cells[:] = list(map(Scalar, repeat(rec, len(ids)), ids))
+    cells = cells.reshape(values.shape)
     return TracedArray(cells) if values.ndim else cells[()]
 
 
@@ -59,12 +63,12 @@ def trace(f: Callable, *args, params=None, on_branch: str = "retape", assume_fin
         from .maparray import MAP_MIN
         rec.map_min = MAP_MIN if structured is None else 2
     values = [as_float_array(a, f"argument {i}") for i, a in enumerate(args)]
-    traced = [_traced(rec, v, rec.input) for v in values]
+    traced = [_traced(rec, v, rec.inputs_of) for v in values]
     param_shape = None
     if params is not None:
         p = as_float_array(params, "params")
         param_shape = p.shape
-        traced.append(_traced(rec, p, rec.param))
+        traced.append(_traced(rec, p, rec.params_of))
     result = f(*traced)
     ids, shape = output_ids(rec, result)
     if len(rec.maps) > 1:

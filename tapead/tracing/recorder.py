@@ -98,6 +98,23 @@ class Recorder:
         self.params.append(nid)
         return nid
 
+    def inputs_of(self, values: list) -> range:
+        """One input node per value, in bulk (what ``input`` does for each, without a call per value)."""
+        return self._leaves(_INPUT, values, self.inputs)
+
+    def params_of(self, values: list) -> range:
+        """One parameter node per value, in bulk."""
+        return self._leaves(_PARAM, values, self.params)
+
+    def _leaves(self, kind: int, values: list, into: list) -> range:
+        first = len(self.kinds)
+        ids = range(first, first + len(values))
+        self.kinds.extend(repeat(kind, len(values)))
+        self.args.extend(repeat((), len(values)))
+        self.values.extend(values)
+        into.extend(ids)
+        return ids
+
     def const(self, value: float) -> int:
         bits = _pack(value)
         nid = self._const_ids.get(bits)

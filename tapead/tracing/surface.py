@@ -1,7 +1,7 @@
 """The numpy surface traced values dispatch to, as one registry of named entry points.
 
 ``tracer`` defines the traced types; what their numpy operations do lives in the modules above it (numpy_api,
-elementwise, maparray, lastaxis, contract), which register their entry points here when they load. So ``tracer``
+elementwise, maparray, axisloops, contract), which register their entry points here when they load. So ``tracer``
 imports none of them, and every entry point has one name and one owner.
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ def _not_installed(*args, **kwargs):
 
 class Surface:
     """The numpy surface traced values dispatch to, by name: numpy_api (ufuncs and numpy functions),
-    elementwise (astype), maparray and lastaxis (loops), contract (products as loops), gather (rows picked by
+    elementwise (astype), maparray and axisloops (loops), contract (products as loops), gather (rows picked by
     index arrays) implement it and register
     their entry points here when they load, so this module imports none of them (``import tapead`` loads them
     all). One named slot per entry point; an unregistered one says how to load it."""
 
-    NAMES = ("array_ufunc", "array_function", "cast", "apply_map", "map_recorder", "last_axis_loop", "contract",
+    NAMES = ("array_ufunc", "array_function", "cast", "apply_map", "map_recorder", "axis_loop", "contract",
              "gather")
     __slots__ = NAMES
 

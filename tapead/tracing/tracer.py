@@ -249,7 +249,7 @@ def wrap(r):
 
 
 def elementwise(fn, *args):
-    done = SURFACE.last_axis_loop(fn, args)  # a loop over the last axis (the (3, n) layout), else None
+    done = SURFACE.axis_loop(fn, args)  # a loop over a later axis (the (3, n) layout), else None
     if done is not None:
         return done
     loop = SURFACE.map_recorder(args)
@@ -377,8 +377,8 @@ class TracedArray:
 
 
 def _product(x, y, numpy_product):
-    """``x @ y``: a loop where a constant matrix meets a traced vector (``contract``), else on the cells."""
-    done = SURFACE.contract(x, y)
+    """``x @ y`` or ``x.dot(y)``: a loop where one applies (``einsum.product``), else on the cells."""
+    done = SURFACE.contract(x, y, numpy_product)
     return done if done is not None else wrap(numpy_product(to_cells(x), to_cells(y)))
 
 

@@ -8,6 +8,7 @@ themselves written in ops, so the derivative program is recorded too. Higher ord
 from __future__ import annotations
 
 import heapq
+from itertools import repeat
 from collections import defaultdict
 
 from ..errors import TapeadError
@@ -28,9 +29,13 @@ _UNSET = object()
 def fresh(tape: Tape, n_extra_inputs: int = 0):
     """A recorder with the tape's inputs (plus extra inputs) and params as tracers."""
     rec = Recorder(assume_finite=tape.assume_finite)
-    xs = [Scalar(rec, rec.input()) for _ in range(tape.n_inputs + n_extra_inputs)]
-    ps = [Scalar(rec, rec.param()) for _ in range(tape.n_params)]
-    return rec, xs, ps
+    return rec, tracers(rec, rec.inputs_of([None] * (tape.n_inputs + n_extra_inputs))), \
+        tracers(rec, rec.params_of([None] * tape.n_params))
+
+
+def tracers(rec: Recorder, ids: range) -> list:
+    """A tracer of each node (made in bulk: a network's 10^5 inputs)."""
+    return list(map(Scalar, repeat(rec, len(ids)), ids))
 
 
 def replay(tape: Tape, xs: list, ps: list) -> list:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ad import backward, forward, fresh, keep_guards, node_ids, replay, _zero_if_none
+from .ad import backward, forward, fresh, keep_guards, node_ids, replay, tracers, _zero_if_none
 from ..ir.structure import Map, Out
 from .separable import linear_weights
 from ..table.ops import BY_CODE
@@ -133,7 +133,7 @@ def _body(g: Tape, directions: int, reverse: bool, row0: int = 0) -> Tape | None
     if len(g.code) > BODY_LIMIT:
         return None
     rec = Recorder(assume_finite=g.assume_finite)  # (no params: g's are inputs of the body)
-    xs = [Scalar(rec, rec.input()) for _ in range(g.n_inputs + g.n_params + directions)]
+    xs = tracers(rec, rec.inputs_of([None] * (g.n_inputs + g.n_params + directions)))
     x, p, d = xs[:g.n_inputs], xs[g.n_inputs:g.n_inputs + g.n_params], xs[g.n_inputs + g.n_params:]
     vals = replay(g, x, p)
     if reverse:

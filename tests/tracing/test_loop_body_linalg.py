@@ -1,5 +1,6 @@
-"""Stacking and small linear algebra of loop arrays stay in the loop body: a neo-Hookean energy written with
-``np.stack``, ``Ds @ Dinv`` and ``np.linalg.det`` is one loop like the component-wise form, and both compute what
+"""Stacking, small linear algebra and block transposes of loop arrays stay in the loop body: a neo-Hookean energy
+written with ``np.stack``, ``Ds @ Dinv``, ``np.linalg.det``, ``Fᵀ F`` and its trace is one loop like the
+component-wise form, and both compute what
 the unrolled tape computes (values, gradients, HVPs), with gradients against central differences."""
 from __future__ import annotations
 
@@ -50,7 +51,23 @@ def inverse_and_concatenate(x):
     return np.sum(G * G) + np.sum(M @ np.array([1.0, -2.0])) + np.sum(np.dot(xb - xc, np.array([[1.0, 2.0], [0.0, 3.0]])))
 
 
-CASES = [neo_hookean, components, inverse_and_concatenate]
+def cauchy_green(x):
+    """``C = Fᵀ F`` spelled four ways, its trace and diagonal, a reshape that keeps the loop axis, ``.T``."""
+    P = x.reshape(NV, 2)
+    xa, xb, xc = P[T[:, 0]], P[T[:, 1]], P[T[:, 2]]
+    F = np.stack([xb - xa, xc - xa], -1) @ DINV
+    C1 = F.transpose(0, 2, 1) @ F
+    C2 = np.einsum("nki,nkj->nij", F, F)
+    C3 = np.swapaxes(F, 1, 2) @ F
+    C4 = np.transpose(F, (0, 2, 1)) @ F.reshape(NE, 4).reshape(-1, 2, 2)
+    I1 = np.trace(C1, axis1=1, axis2=2)
+    J = np.linalg.det(F)
+    d = np.diagonal(C2, axis1=1, axis2=2)  # (NE, 2)
+    return np.sum(0.5 * (I1 - 2) - np.log(J) + 0.5 * np.log(J) ** 2) + 0.1 * np.sum(C3 * C4) + \
+        0.01 * np.sum(d.T ** 2 * np.array([[1.0], [2.0]]))
+
+
+CASES = [neo_hookean, components, inverse_and_concatenate, cauchy_green]
 
 
 @pytest.mark.parametrize("f", CASES, ids=lambda f: f.__name__)

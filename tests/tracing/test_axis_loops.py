@@ -1,5 +1,5 @@
-"""Loops over the last axis: programs written with the long axis last ((3, n) positions, per-column data) record
-as loops, and compute what the unrolled tape computes, to rounding (a loop's sums add in iteration order, the
+"""Loops over later axes: programs written with the long axis last ((3, n) positions, per-column data) or in the
+middle ((2, n, 3) fields) record as loops, and compute what the unrolled tape computes, to rounding (a loop's sums add in iteration order, the
 unrolled tape's reductions in numpy's order), with gradients against central differences."""
 from __future__ import annotations
 
@@ -44,7 +44,26 @@ def morse_columns(x):
     return np.sum((1 - e) ** 2) + np.sum(d / r)
 
 
-CASES = [lj3, weighted_rows, with_vector_and_select, morse_columns]
+def middle_axis(x):
+    """A (2, pairs, 3) field: the long axis in the middle, reduced over the others and indexed around it."""
+    X = x.reshape(3, N)
+    d = X[:, I] - X[:, J]  # (3, pairs): a loop over the last axis
+    f = np.stack([d.T, 0.5 * d.T ** 2])  # (2, pairs, 3): materialised, then a loop over the middle axis
+    g = np.sin(f) * np.linspace(1.0, 2.0, 3)  # a trailing (3,) vector broadcast
+    r = np.sum(g * g, axis=(0, 2))  # over the short axes: (pairs,)
+    return np.sum(np.sqrt(r + 0.1)) + np.sum(g[1, :, 0] * g[0, :, 2]) + np.mean(np.sum(g, axis=1) ** 2)
+
+
+def middle_axis_keepdims(x):
+    X = x.reshape(3, N)
+    f = np.stack([X[:, I], X[:, J]]).transpose(0, 2, 1)  # (2, pairs, 3)
+    e = np.exp(-0.3 * f)
+    s = np.sum(e, axis=1, keepdims=True)  # over the loop: (2, 1, 3)
+    t = np.sum(e * e, axis=2, keepdims=True)  # in the body: (2, pairs, 1)
+    return np.sum(s ** 2) + np.sum(np.log(t))
+
+
+CASES = [lj3, weighted_rows, with_vector_and_select, morse_columns, middle_axis, middle_axis_keepdims]
 
 
 def _point(seed: int) -> np.ndarray:
@@ -57,7 +76,8 @@ def test_last_axis_programs_are_loops_and_match_the_unrolled_tape(f):
     x0, x1 = _point(0), _point(1)
     s = tapead.record(f, x0)
     u = tapead.record(f, x0, structured=False)
-    assert len(s.maps) >= 1 and len(s) < 10 and len(u) > 100  # a loop, not 66 x 3 scalars
+    assert len(s.maps) >= 1 and len(u) > 100  # a loop, not 66 x 3 scalars
+    assert len(s) < 10 if f not in (middle_axis, middle_axis_keepdims) else len(s) * 5 < len(u)  # (np.stack materialises)
     assert_close(u.value(x1), f(x1), 1e-13, scale=magnitude(f(x1)))
     assert_matches_unrolled(f, x1, s, u)
     g = s.gradient(x1)
