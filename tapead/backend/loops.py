@@ -266,19 +266,31 @@ def run_groups(dst: np.ndarray) -> list[list[int]]:
         rel = dst[:, c] - dst[0, c]
         if np.count_nonzero(rel[1:] == rel[:-1]) * 2 >= n:
             groups.setdefault(rel.tobytes(), []).append(c)
-    out = []
-    for group in groups.values():
-        if all(_held_alone(dst, c) for c in group):
-            out.append(group)
-    return out
+    if not groups:
+        return []
+    alone = held_alone(dst)
+    return [group for group in groups.values() if alone[group].all()]
 
 
-def _held_alone(dst: np.ndarray, c: int) -> bool:
-    """No column but ``c`` targets, at iteration ``k``, a cell ``c``'s register holds during ``k``."""
-    held_now = dst[:, c]
-    held_before = np.concatenate([dst[:1, c], dst[:-1, c]])
-    others = np.delete(dst, c, axis=1)
-    return not (np.any(others == held_now[:, None]) or np.any(others == held_before[:, None]))
+def held_alone(dst: np.ndarray) -> np.ndarray:
+    """Per column ``c``: no other column targets, at any iteration ``k``, a cell ``c``'s register holds during
+    ``k`` (``dst[k, c]`` or ``dst[k - 1, c]``). Counted for all columns at once: each row's targets sorted, and
+    each held cell's occurrences in its row looked up (``searchsorted``), less the column's own."""
+    n, cols = dst.shape
+    d = dst.astype(np.int64)
+    lo = int(d.min())
+    width = int(d.max()) - lo + 1
+    keys = (d - lo) + np.arange(n, dtype=np.int64)[:, None] * width  # (row, target) as one sorted-able number
+    flat = np.sort(keys, axis=None)
+
+    def count(values: np.ndarray) -> np.ndarray:  # occurrences of each (row k, values[k, c]) in row k
+        q = (values - lo) + np.arange(n, dtype=np.int64)[:, None] * width
+        return np.searchsorted(flat, q, side="right") - np.searchsorted(flat, q, side="left")
+
+    before = np.concatenate([d[:1], d[:-1]])
+    now_elsewhere = count(d) > 1
+    before_elsewhere = count(before) - (before == d) > 0
+    return ~(now_elsewhere | before_elsewhere).any(axis=0)
 
 
 def _run_accumulate(pre: str, g: int, group: list, dst: np.ndarray, values: list, plan: Plan, globals_: list,

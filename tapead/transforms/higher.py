@@ -119,12 +119,15 @@ def jacobian_tape(tape: Tape, mode: str = "auto") -> Tape:
 
 
 def jacobian_blocks_tape(tape: Tape, mode: str) -> Tape:
-    """The Jacobian with one contiguous block per argument (``output_shape + shape_k``), flattened and concatenated."""
+    """The Jacobian with one contiguous block per argument (``output_shape + shape_k``), flattened and concatenated;
+    for one argument shaped ``output_shape + input_shape`` (what ``jacobian(x, out=J)`` fills, so its native
+    method answers that call)."""
     rec, J = _jacobian_matrix(tape, mode)
     off = output_offsets(tape)
     flat = [J[i][j] for k in range(len(tape.input_shapes)) for i in range(tape.n_outputs)
             for j in range(off[k], off[k + 1])]
-    return finish_tape(rec, tape, flat, (len(flat),))
+    one = len(tape.input_shapes) == 1
+    return finish_tape(rec, tape, flat, tape.output_shape + tape.input_shapes[0] if one else (len(flat),))
 
 
 def _scalar(tape: Tape) -> None:

@@ -146,3 +146,26 @@ def test_register_runs_add_exactly_as_one_at_a_time(kinds, n, m, seed):
             want[dst[k, c]] += values[k, c]
     got = _accumulate_like_the_kernel(dst, values, want.size)
     assert got.tobytes() == want.tobytes()
+
+
+def _held_alone_one(dst: np.ndarray, c: int) -> bool:
+    """The rule, column by column: no other column targets ``dst[k, c]`` or ``dst[k - 1, c]`` at iteration k."""
+    held_now = dst[:, c]
+    held_before = np.concatenate([dst[:1, c], dst[:-1, c]])
+    others = np.delete(dst, c, axis=1)
+    return not (np.any(others == held_now[:, None]) or np.any(others == held_before[:, None]))
+
+
+def test_held_alone_for_all_columns_at_once_is_the_rule_column_by_column():
+    from tapead.backend.loops import held_alone
+    rng = np.random.default_rng(4)
+    for t in range(1500):
+        n, cols = int(rng.integers(1, 30)), int(rng.integers(1, 6))
+        dst = rng.integers(0, int(rng.integers(1, 40)), size=(n, cols))
+        if t % 3 == 0:
+            dst = np.sort(dst, axis=0)  # runs of one target, as pairs i < j give
+        if t % 5 == 0:
+            dst = np.arange(n)[:, None] * cols + np.arange(cols) + rng.integers(0, 2, size=(n, cols)) * (t % 7)
+        dst = dst.astype(np.int32)
+        want = [_held_alone_one(dst, c) for c in range(cols)]
+        assert held_alone(dst).tolist() == want, dst

@@ -168,6 +168,32 @@ def test_the_hessian_method_is_its_hessian_functions_native_value():
     assert g.hessian(np.ones((2, 3))).shape == (2, 3, 2, 3) and "hessian" not in g.__dict__
 
 
+def test_the_jacobian_method_is_its_jacobian_functions_native_value():
+    f = tapead.record(vector, X)
+    J = f.jacobian(X)
+    assert _native(f, "jacobian") and J.shape == (6, 6)
+    out = np.empty((6, 6))
+    x = X + 0.5
+    assert f.jacobian(x, out=out) is out
+    assert out.tobytes() == Function.jacobian(f, x).tobytes()
+    ref = np.empty((6, 6))
+    assert Function.jacobian(f, x, out=ref) is ref and ref.tobytes() == out.tobytes()  # out returned on both paths
+    assert f.jacobian(x, mode="forward").tobytes() == Function.jacobian(f, x, mode="forward").tobytes()
+    B = np.stack([x, X])
+    assert f.jacobian(B).shape == (2, 6, 6) and f.jacobian(B)[0].tobytes() == out.tobytes()
+    with pytest.raises(InputError):
+        f.jacobian(x, out=np.empty((6, 5)))
+    with pytest.raises(InputError):
+        f.jacobian(x, out=np.empty((6, 12))[:, ::2])  # a strided view: the Python path's error
+    with pytest.raises(InputError):
+        f.jacobian(out[0], out=out)  # the input overlaps out
+    g = tapead.record(lambda a, b: a * b[0], np.ones(3), np.ones(2))  # two arguments: blocks, the Python path
+    assert [j.shape for j in g.jacobian(np.ones(3), np.ones(2))] == [(3, 3), (3, 2)] and "jacobian" not in g.__dict__
+    h = tapead.record(lambda a: a ** 3, np.ones((2, 3)))  # out (2, 3, 2, 3)
+    assert h.jacobian(np.ones((2, 3))).shape == (2, 3, 2, 3) and _native(h, "jacobian")
+    assert tapead.record(lambda a: a * 2.0, 1.5).jacobian(1.5) == 2.0  # a scalar of a scalar: a float
+
+
 def test_calls_without_arguments_from_c_get_the_python_error(f):
     with pytest.raises(InputError):
         next(iter(f.gradient, None))  # C calls with no argument array at all
