@@ -14,6 +14,7 @@ recorder's loop threshold), counted from the end.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
 from . import tracer
 from .maparray import MapArray
@@ -63,11 +64,16 @@ class AxisMap(TracedArray):
         if self.inner.structured and len(parts) <= self.ndim and \
                 all(isinstance(q, (int, np.integer, slice)) for q in parts) and \
                 (len(parts) <= p or parts[p] == slice(None)):
+            parts = tuple(int(q) if isinstance(q, np.integer) else q for q in parts)
             before, after = parts[:p], parts[p + 1:]
             r = self.inner[(slice(None),) + before + after]
-            dropped = sum(isinstance(q, (int, np.integer)) for q in after)
-            return _lift(r, self.back - dropped)
+            if type(r) is MapArray and r.structured:
+                return _lift(r, self.back - sum(isinstance(q, int) for q in after))
         return TracedArray.__getitem__(self, idx)
+
+    def __setitem__(self, idx, value):
+        self.inner.settle()  # (its source and views first: the write reaches them all)
+        TracedArray.__setitem__(self, idx, value)
 
     def __array_function__(self, func, types, args, kwargs):
         if (func is np.sum or func is np.mean) and args and args[0] is self and self.inner.structured:
@@ -94,7 +100,7 @@ def _reduce(func, a: AxisMap, axis=None, dtype=None, out=None, keepdims=False, *
     if out is not None or kwargs or (dtype is not None and np.dtype(dtype) != np.float64):
         return None
     ndim, p = a.ndim, a.axis
-    axes = set(range(ndim)) if axis is None else {int(x) % ndim for x in np.atleast_1d(axis)}
+    axes = set(range(ndim)) if axis is None else set(normalize_axis_tuple(axis, ndim))  # (numpy's errors)
     inner_axes = tuple(sorted(0 if x == p else x + 1 if x < p else x for x in axes))
     r = func(a.inner, axis=inner_axes, keepdims=bool(keepdims))
     if p not in axes:

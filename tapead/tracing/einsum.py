@@ -225,7 +225,9 @@ def tensordot_loops(a, b, axes=2):
             xa, xb = ([int(v)] if _ndim(v) == 0 else [int(u) for u in v] for v in axes)
     except (TypeError, ValueError):
         return None
-    xa, xb = [v % na if na else v for v in xa], [v % nb if nb else v for v in xb]
+    if any(not -na <= v < na for v in xa) or any(not -nb <= v < nb for v in xb):
+        return None  # (numpy on the cells raises its own error)
+    xa, xb = [v % na for v in xa], [v % nb for v in xb]
     if len(xa) != len(xb) or len(set(xa)) != len(xa) or len(set(xb)) != len(xb) or na + nb > 40:
         return None
     letters = string.ascii_letters
@@ -297,7 +299,7 @@ def inner(a, b):
     """``np.inner``: for matrices ``a @ b.T``, for vectors and N-D arrays the last axes contracted."""
     done = None
     if _traced(a, b) and _ndim(a) == 2 and _ndim(b) == 2:
-        done = contract.product(a, b.T)
+        done = contract.product(a, b.T if isinstance(b, TracedArray) else np.transpose(b))
     if done is None and _traced(a, b):
         done = inner_nd(a, b)
     return _or_cells(done, np.inner, a, b)
@@ -314,7 +316,7 @@ def einsum(*operands, **kwargs):
     done = einsum_loops(*operands) if not kwargs else None
     if done is not None:
         return done
-    cells = [tracer.to_cells(o) if isinstance(o, TracedArray) else o for o in operands]
+    cells = [tracer.to_cells(o) if isinstance(o, (TracedArray, tracer.Scalar)) else o for o in operands]
     return tracer.wrap(np.einsum(*cells, **kwargs))
 
 

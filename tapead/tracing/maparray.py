@@ -17,6 +17,8 @@ builder; later use of its arrays recomputes them in a fresh copy of the body (ch
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .recorder import _INPUT, Recorder
@@ -96,13 +98,20 @@ class MapArray(TracedArray):
     elementwise operations, ``np.sum``/``np.mean`` and ``[:, ...]`` indexing stay in the loop body. Assignment
     into it materialises it for good: from then on it is an ordinary TracedArray (numpy's in-place semantics)."""
 
-    __slots__ = ("builder", "block", "_flat")
+    __slots__ = ("builder", "block", "_flat", "origin", "views", "__weakref__")
     __array_priority__ = 1001
 
-    def __init__(self, builder: Builder, block: np.ndarray):
+    def __init__(self, builder: Builder, block: np.ndarray, origin: tuple | None = None):
         self.builder = builder
         self.block = block  # object array of body Scalars and floats
         self._flat = None
+        # a view numpy would make (a transpose, a reshape, ``a[:, k]``): ``(source, fn)`` with this array's cells
+        # ``fn(source's cells)``, so that once either is written to, both are the same cells (``_settle``)
+        self.origin = origin
+        self.views = None  # weak references to the views made of this array
+        if origin is not None:
+            origin[0].views = origin[0].views or []
+            origin[0].views.append(weakref.ref(self))
 
     @property
     def cells(self) -> np.ndarray:
@@ -137,7 +146,11 @@ class MapArray(TracedArray):
         return live, block
 
     def materialise(self) -> TracedArray:
-        """The array as outer traced scalars (``each`` outputs): what the scalar path works with."""
+        """The array as outer traced scalars (``each`` outputs): what the scalar path works with (a view's:
+        its source's, as numpy's view of them)."""
+        if self._flat is None and self.origin is not None:
+            source, fn = self.origin
+            self._flat = TracedArray(fn(source.materialise().cells))
         if self._flat is None:
             b, block = self._live()
             outer = b.outer
@@ -171,13 +184,27 @@ class MapArray(TracedArray):
     def __getitem__(self, idx):
         parts = idx if isinstance(idx, tuple) else (idx,)
         if self._flat is None and parts and isinstance(parts[0], slice) and parts[0] == slice(None) and \
-                all(p is None or isinstance(p, (int, slice)) for p in parts[1:]):
+                all(p is None or isinstance(p, (int, np.integer, slice)) for p in parts[1:]):
+            parts = tuple(int(p) if isinstance(p, np.integer) else p for p in parts)
             b, block = self._live()
-            return MapArray(b, np.asarray(block[tuple(parts[1:])], dtype=object))
+            return MapArray(b, np.asarray(block[parts[1:]], dtype=object), (self, lambda c: c[parts]))
         return self.materialise()[idx]
 
     def __setitem__(self, idx, value):
+        self.settle()
         self.materialise()[idx] = value
+
+    def settle(self) -> None:
+        """Before a write: this array, its source and every view of them become cells (the views numpy's views
+        of the source's cells), so the write reaches all of them."""
+        root = self
+        while root.origin is not None:
+            root = root.origin[0]
+        todo = [root]
+        while todo:
+            a = todo.pop()
+            a.materialise()
+            todo += [v for v in (r() for r in a.views or ()) if v is not None]
 
     def __array_function__(self, func, types, args, kwargs):
         if args and args[0] is self and self._flat is None:

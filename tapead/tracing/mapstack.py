@@ -3,16 +3,19 @@
 Finite-element code builds per-element matrices from loop arrays and works on them: ``Ds = np.stack([xb - xa,
 xc - xa], -1)``, ``F = Ds @ Dinv`` (``Dinv`` a stacked constant, one matrix per element), ``np.linalg.det(F)``.
 Each of these acts on one iteration's block at a time, so it records once, in the body: ``np.stack`` and
-``np.concatenate`` along a block axis stack the blocks; a stacked ``@`` multiplies the blocks (a per-iteration
+``np.concatenate`` along a block axis stack the blocks (``np.stack`` in front of the loop axis too: the loop is then
+over the result's second axis, an ``axisloops.AxisMap``); a stacked ``@`` multiplies the blocks (a per-iteration
 constant operand becomes body inputs reading the tape's constants, which the kernel reads as data); ``det`` and
 ``inv`` of blocks up to 3x3 are their closed forms (they choose nothing, so the body holds no guard); transposes,
-``swapaxes``, reshapes that keep the loop axis, ``trace`` and ``diagonal`` over block axes move the block
+``swapaxes``, reshapes that keep the loop axis, ``trace`` and ``diagonal`` over block axes, ``np.cross`` of two
+loops' vectors act on the block
 (``C = F.transpose(0, 2, 1) @ F``, ``np.trace(C, axis1=1, axis2=2)``). Anything else returns None and the caller
 materialises, as before.
 """
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
 from . import axisloops, maparray
 from .maparray import MapArray, operand_block
@@ -55,11 +58,14 @@ def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     b = _loop(arrays)
     if b is None or len({shape_of(a) for a in arrays}) != 1:
         return None
-    axis = int(axis) % (len(shape_of(arrays[0])) + 1)
-    if axis == 0:  # along the loop axis: a new array of loops, not one loop
-        return None
+    ndim = len(shape_of(arrays[0])) + 1
+    axis = int(axis) % ndim
     blocks = _blocks(arrays, b)
-    return None if blocks is None else MapArray(b, np.stack(blocks, axis=axis - 1))
+    if blocks is None:
+        return None
+    if axis == 0:  # in front of the loop axis: the same loop, now over the result's second axis
+        return axisloops.AxisMap(MapArray(b, np.stack(blocks, axis=0)), ndim - 2)
+    return MapArray(b, np.stack(blocks, axis=axis - 1))
 
 
 def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
@@ -130,40 +136,63 @@ def dot(a, b, out=None):
     return times_constant(a, b) if out is None else None
 
 
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """``np.cross`` of two loops along their last (block) axis (triangle normals, dihedral angles): on each
+    iteration's vectors; any other axis choice materialises."""
+    if (axisa, axisb, axisc, axis) != (-1, -1, -1, None):
+        return None
+    loop = _loop((a, b))
+    if loop is None or len(shape_of(a)) < 2 or len(shape_of(b)) < 2:
+        return None
+    blocks = _blocks((a, b), loop)
+    return None if blocks is None else _result(loop, np.cross(TracedArray(blocks[0]), TracedArray(blocks[1])))
+
+
 def _structured(a) -> bool:
     return type(a) is MapArray and a.structured
 
 
+def _axes(axes, nd: int) -> list | None:
+    """Axes as numpy reads them (negative from the end), or None for any numpy would refuse (then the cells'
+    numpy call raises its own error)."""
+    try:
+        return list(normalize_axis_tuple(tuple(int(x) for x in np.atleast_1d(axes)), nd, allow_duplicate=True))
+    except (TypeError, ValueError):
+        return None
+
+
 def transpose(a, axes=None):
     """Axes moved: the block's own axes in the body; the loop axis moved elsewhere is a loop over that axis
-    (``axisloops.AxisMap``: ``F.T`` of a (n, 3) loop is a (3, n) one)."""
+    (``axisloops.AxisMap``: ``F.T`` of a (n, 3) loop is a (3, n) one). A view of ``a``, as numpy's."""
     if not _structured(a):
         return None
     nd = a.ndim
-    try:
-        axes = list(range(nd))[::-1] if axes is None else [int(x) % nd for x in np.atleast_1d(axes)]
-    except (TypeError, ValueError):
-        return None
-    if sorted(axes) != list(range(nd)):
+    axes = list(range(nd))[::-1] if axes is None else _axes(axes, nd)
+    if axes is None or sorted(axes) != list(range(nd)):
         return None
     b, block = a._live()
-    inner = MapArray(b, np.asarray(block, dtype=object).transpose([x - 1 for x in axes if x != 0]))
     at = axes.index(0)
+    inner = MapArray(b, np.asarray(block, dtype=object).transpose([x - 1 for x in axes if x != 0]),
+                     (a, lambda c: np.moveaxis(c.transpose(axes), at, 0)))
     return inner if at == 0 else axisloops.AxisMap(inner, nd - 1 - at)
 
 
 def swapaxes(a, axis1, axis2):
     if not _structured(a):
         return None
+    ij = _axes((axis1, axis2), a.ndim)
+    if ij is None:
+        return None
     perm = list(range(a.ndim))
-    i, j = int(axis1) % a.ndim, int(axis2) % a.ndim
-    perm[i], perm[j] = perm[j], perm[i]
+    perm[ij[0]], perm[ij[1]] = perm[ij[1]], perm[ij[0]]
     return transpose(a, perm)
 
 
-def reshape(a, shape, order="C"):
-    """A reshape that keeps the loop axis (``(n, 9) -> (n, 3, 3)``): the block reshaped in the body."""
-    if not _structured(a) or order != "C":
+def reshape(a, shape=None, order="C", *, newshape=None, copy=None):
+    """A reshape that keeps the loop axis (``(n, 9) -> (n, 3, 3)``): the block reshaped in the body (a view of
+    ``a`` unless ``copy=True``)."""
+    shape = newshape if shape is None else shape
+    if not _structured(a) or order != "C" or shape is None:
         return None
     shape = tuple(int(d) for d in np.atleast_1d(shape))
     n, size = a.shape[0], a.block.size
@@ -174,7 +203,9 @@ def reshape(a, shape, order="C"):
     if rest.count(-1) > 1 or (-1 not in rest and int(np.prod(rest)) != size):
         return None
     b, block = a._live()
-    return MapArray(b, np.asarray(block, dtype=object).reshape(rest))
+    whole = (n,) + tuple(block.reshape(rest).shape)
+    return MapArray(b, np.asarray(block, dtype=object).reshape(rest),
+                    None if copy else (a, lambda c: c.reshape(whole)))
 
 
 def _block_axes(func):
@@ -182,11 +213,14 @@ def _block_axes(func):
     def in_body(a, offset=0, axis1=0, axis2=1, *rest, **kwargs):
         if not _structured(a) or rest or any(v is not None for v in kwargs.values()):
             return None
-        i, j = int(axis1) % a.ndim, int(axis2) % a.ndim
-        if 0 in (i, j) or i == j:
+        ij = _axes((axis1, axis2), a.ndim)
+        if ij is None or 0 in ij or ij[0] == ij[1]:
             return None
+        i, j = ij
         b, block = a._live()
-        return _result(b, func(TracedArray(np.asarray(block, dtype=object)), offset, i - 1, j - 1))
+        r = func(TracedArray(np.asarray(block, dtype=object)), offset, i - 1, j - 1)
+        view = (a, lambda c: np.diagonal(c, offset, i, j)) if func is np.diagonal else None  # (numpy's: a view)
+        return MapArray(b, r.cells if isinstance(r, TracedArray) else np.asarray(to_cells(r)), view)
     in_body.__name__ = func.__name__
     return in_body
 
@@ -194,4 +228,4 @@ def _block_axes(func):
 maparray.IN_BODY.update({np.stack: stack, np.concatenate: concatenate, np.matmul: matmul, np.dot: dot,
                          np.linalg.det: det, np.linalg.inv: inv, np.transpose: transpose, np.swapaxes: swapaxes,
                          np.reshape: reshape, np.trace: _block_axes(np.trace),
-                         np.diagonal: _block_axes(np.diagonal)})
+                         np.diagonal: _block_axes(np.diagonal), np.cross: cross})

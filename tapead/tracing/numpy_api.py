@@ -21,7 +21,7 @@ from . import tracer
 from .elementwise import where  # noqa: F401  (tapead.where)
 from ..errors import TracingError
 from .elementwise import reduce_along as _reduce
-from .tracer import Scalar, TracedArray, elementwise, to_cells, wrap
+from .tracer import Scalar, TracedArray, elementwise, shape_of, to_cells, wrap
 
 
 def _square(x): return x * x
@@ -193,6 +193,15 @@ CUSTOM[np.tensordot] = _einsum.tensordot
 CUSTOM[np.outer] = _contract.outer
 CUSTOM[np.einsum] = _einsum.einsum
 CUSTOM[np.i0] = _special.i0
+
+
+def _size(a, axis=None):
+    shape = shape_of(a)
+    return int(np.prod(shape, dtype=np.int64)) if axis is None else shape[axis]
+
+
+# questions about the shape read the shape (through the cells they would materialise a loop array)
+CUSTOM.update({np.ndim: lambda a: len(shape_of(a)), np.shape: lambda a: tuple(shape_of(a)), np.size: _size})
 
 
 def array_function(func, args, kwargs):

@@ -114,3 +114,20 @@ def test_anything_else_materialises_and_stays_right():
     t = tapead.record(f, x)
     assert_close(t.value(x), f(x), 1e-13, scale=magnitude(f(x)))
     assert_close(t.gradient(x), fd_gradient(f, x), 1e-7, scale=magnitude(fd_gradient(f, x)))
+
+
+def test_stacking_loops_along_the_loop_axis_is_a_loop_over_the_second_axis():
+    def f(x):
+        a = np.sin(x[:300])
+        b = np.cos(x[300:]) * x[:300]
+        S = np.stack([a, b * b, a * b])  # (3, 300): the loop now over axis 1
+        T = np.stack([np.stack([a, b], -1), np.stack([b, a], -1)])  # (2, 300, 2): over the middle axis
+        return np.sum(S ** 2 * np.array([[1.0], [2.0], [3.0]])) + np.sum(np.exp(-T) * T[1, :, :1]) + \
+            np.sum(S[1] * S[2]) + np.sum(np.sum(T, axis=0) ** 2)
+
+    x = np.random.default_rng(6).normal(size=600)
+    s, u = tapead.record(f, x), tapead.record(f, x, structured=False)
+    assert len(s) < 10 and len(u) > 5000
+    assert_matches_unrolled(f, x * 0.9, s, u)
+    v = np.cos(np.arange(x.size))
+    assert_close(s.hvp(x, v=v), u.hvp(x, v=v), 1e-11, scale=magnitude(u.hvp(x, v=v)))

@@ -170,3 +170,14 @@ def test_random_two_operand_einsums_match_numpy_and_the_unrolled_tape(spec, cons
     assert_close(tapead.record(g, x).value(x), g(x), 1e-12, scale=magnitude(g(x)))
     u = tapead.record(f, x, structured=False)
     assert_close(t.gradient(x), u.gradient(x), 1e-12, scale=magnitude(u.gradient(x)))
+
+
+def test_shape_questions_do_not_materialise_a_loop():
+    def f(x):
+        a = np.sin(x.reshape(100, 3))
+        assert np.ndim(a) == 2 and np.shape(a) == (100, 3) and np.size(a) == 300 and np.size(a, -1) == 3
+        assert np.ndim(x[0]) == 0 and np.shape(x[0]) == () and np.size(x[0]) == 1
+        return np.sum(a ** 2)
+
+    t = tapead.record(f, np.linspace(0, 1, 300))
+    assert len(t) == 1 and len(t.maps) == 1  # one loop and its sum: nothing materialised

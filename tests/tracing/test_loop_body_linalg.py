@@ -95,7 +95,7 @@ def test_what_the_body_cannot_take_materialises_and_stays_right():
     def f(x):
         P = x.reshape(NV, 2)
         d = P[T[:, 1]] - P[T[:, 0]]
-        S = np.stack([d, d * d], axis=0)  # along the loop axis: not one loop
+        S = np.stack([d, d * d], axis=0)  # in front of the loop axis
         A = np.stack([d, d[:, ::-1]], -1)  # (NE, 2, 2)
         return np.sum(S ** 2) + np.sum(np.linalg.det(A @ A + np.eye(2)) ** 2) + np.sum(np.linalg.eigvalsh(A @ A.transpose(0, 2, 1) + np.eye(2)))
 
@@ -104,3 +104,28 @@ def test_what_the_body_cannot_take_materialises_and_stays_right():
     assert_close(t.value(x), f(x), 1e-12, scale=magnitude(f(x)))
     fd = fd_gradient(f, x)
     assert_close(t.gradient(x), fd, 1e-7, scale=magnitude(fd))
+
+
+def dihedral_energy(x, xp=np):
+    """A torsion term of a force field: ``np.cross`` of loop arrays, row norms, ``arctan2``."""
+    Q = np.stack([np.arange(90), np.arange(90) + 1, np.arange(90) + 2, np.arange(90) + 3], 1)
+    P = x.reshape(-1, 3)
+    p0, p1, p2, p3 = P[Q[:, 0]], P[Q[:, 1]], P[Q[:, 2]], P[Q[:, 3]]
+    b1, b2, b3 = p1 - p0, p2 - p1, p3 - p2
+    n1, n2 = xp.cross(b1, b2), xp.cross(b2, b3)
+    m1 = xp.cross(n1, b2 / xp.sqrt(xp.sum(b2 * b2, axis=1))[:, None])
+    phi = xp.arctan2(xp.sum(m1 * n2, axis=1), xp.sum(n1 * n2, axis=1))
+    return xp.sum(1.5 * (1 + xp.cos(3 * phi - 0.2)))
+
+
+def test_a_torsion_energy_with_cross_products_is_one_loop():
+    x = np.random.default_rng(8).normal(size=93 * 3)
+    s, u = tapead.record(dihedral_energy, x), tapead.record(dihedral_energy, x, structured=False)
+    assert len(s) <= 8 and len(s.maps) == 1 and len(u) > 3000
+    assert_matches_unrolled(dihedral_energy, x * 1.01, s, u, 1e-11)
+    import autograd
+    import autograd.numpy as anp
+    ref = autograd.grad(lambda q: dihedral_energy(q, anp))(x)
+    assert_close(s.gradient(x), ref, 1e-11, scale=magnitude(ref))
+    v = np.cos(np.arange(x.size))
+    assert_close(s.hvp(x, v=v), u.hvp(x, v=v), 1e-10, scale=magnitude(u.hvp(x, v=v)))
