@@ -222,7 +222,7 @@ class Function:
         ``mode="auto"`` uses forward sweeps when there are no more inputs than outputs, else reverse sweeps;
         ``"forward"``/``"reverse"`` force one.
         """
-        if type(out) is np.ndarray and not more and x is not _NO_ARGUMENT and \
+        if type(out) is np.ndarray and not more and x is not _NO_ARGUMENT and len(self.input_shapes) == 1 and \
                 self._fast_derived(("jacobian_blocks_tape", mode), x, params, out, _jacobian_shape):
             return out
         args = more if x is _NO_ARGUMENT else (x, *more)

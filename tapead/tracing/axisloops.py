@@ -46,7 +46,14 @@ class AxisMap(TracedArray):
 
     @property
     def cells(self) -> np.ndarray:
-        return np.moveaxis(self.inner.cells, 0, self.axis)
+        inner = self.inner
+        if inner._flat is None and inner.origin is None:
+            flat = inner.materialise().cells
+            if not inner.views:  # no view holds them yet: laid out as numpy's array is (C order, outer shape)
+                outer = np.ascontiguousarray(np.moveaxis(flat, 0, self.axis))
+                inner._flat = TracedArray(np.moveaxis(outer, self.axis, 0))
+                return outer
+        return np.moveaxis(inner.cells, 0, self.axis)
 
     @property
     def T(self):

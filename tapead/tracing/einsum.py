@@ -133,7 +133,20 @@ def _matrix(a2, b2):
         return a2 * b2  # an outer product: one multiply per entry, elementwise (a loop when long enough)
     if m == 1 and n == 1:  # the inner product of two vectors: one chain of additions on the cells (its Hessian
         return None  # keeps the array rules of ``affine``, which read scalar code; its size is the inputs' anyway)
-    return contract.product(a2, b2)
+    done = contract.product(a2, b2)
+    return done if done is not None else _long_terms(a2, b2)
+
+
+def _long_terms(a2, b2):
+    """A product with few entries and many terms (``X.T @ X`` of a traced (n, 3) ``X``: 9 entries of n terms)
+    as one loop over the terms, each entry a ``sum`` output (added in term order, as the dot product), or None
+    when the terms are fewer than the loop threshold or the entries more than a body carries."""
+    (m, k), n = shape_of(a2), shape_of(b2)[1]
+    t = _threshold(a2, b2)
+    if t is None or k < t or m * n > contract.MAX_OUTPUTS or not _traced(a2, b2):
+        return None
+    rows = a2.T if isinstance(a2, TracedArray) else np.transpose(a2)  # (k, m): the terms first
+    return np.sum(rows[:, :, None] * b2[:, None, :], axis=0)
 
 
 def _batched(a3, b3):
@@ -283,6 +296,10 @@ def product(x, y, numpy_product=np.matmul):
     """``x @ y`` (``numpy_product`` np.matmul) or ``x.dot(y)`` (np.dot): a loop as ``contract.product`` says
     for matrices and vectors, else as a stacked product or N-D dot here; None when neither applies."""
     done = contract.product(x, y)
+    if done is None and {_ndim(x), _ndim(y)} <= {1, 2} and _ndim(x) + _ndim(y) >= 3 and \
+            shape_of(x)[-1] == shape_of(y)[0]:  # (a vector against a matrix: a one-row or one-column product)
+        r = _long_terms(x if _ndim(x) == 2 else x.reshape(1, -1), y if _ndim(y) == 2 else y.reshape(-1, 1))
+        done = r if r is None or (_ndim(x) == 2 and _ndim(y) == 2) else r.reshape(-1)
     if done is None:
         done = stacked(x, y) if numpy_product is np.matmul else dot_nd(x, y)
     return done

@@ -20,6 +20,7 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
 from .recorder import _INPUT, Recorder
 from ..ir.contraction import Product, product_rows
@@ -151,6 +152,7 @@ class MapArray(TracedArray):
         if self._flat is None and self.origin is not None:
             source, fn = self.origin
             self._flat = TracedArray(fn(source.materialise().cells))
+            self.settle()  # (its cells are out: a plain view of them may be written, so the family must be cells)
         if self._flat is None:
             b, block = self._live()
             outer = b.outer
@@ -170,6 +172,8 @@ class MapArray(TracedArray):
                 for e, f in zip(where, b.emit(todo, [Out.EACH] * len(todo))):
                     cells[(slice(None),) + e] = _scalars(outer, np.arange(f, f + b.n))
             self._flat = TracedArray(cells)
+            if self.views:
+                self.settle()
         return self._flat
 
     def sum_leading(self):
@@ -236,23 +240,14 @@ class MapArray(TracedArray):
     def sum(self, *args, **kwargs): return np.sum(self, *args, **kwargs)
     def mean(self, *args, **kwargs): return np.mean(self, *args, **kwargs)
 
-    # structural methods that move only block axes (or the loop axis elsewhere) stay loops (``mapstack``)
-    def reshape(self, *shape, order="C"):
-        return self._in_body(np.reshape, TracedArray.reshape, (shape[0] if len(shape) == 1 else shape,),
-                             {"order": order}, shape)
+    # structural methods as their numpy functions: what moves only block axes (or the loop axis elsewhere) stays a
+    # loop (``mapstack``), the rest runs on the cells
+    def reshape(self, *shape, order="C", copy=None):
+        return np.reshape(self, shape[0] if len(shape) == 1 else shape, order=order, copy=copy)
 
-    def transpose(self, *axes):
-        return self._in_body(np.transpose, TracedArray.transpose,
-                             (axes[0] if len(axes) == 1 else (axes or None),), {}, axes)
-
-    def swapaxes(self, a, b):
-        return self._in_body(np.swapaxes, TracedArray.swapaxes, (a, b), {}, (a, b))
-
-    T = property(lambda self: self.transpose())
-
-    def _in_body(self, func, fallback, args: tuple, kwargs: dict, original: tuple):
-        done = IN_BODY[func](self, *args, **kwargs) if func in IN_BODY else None
-        return done if done is not None else fallback(self, *original, **kwargs)
+    def transpose(self, *axes): return np.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+    def swapaxes(self, a, b): return np.swapaxes(self, a, b)
+    T = property(lambda self: np.transpose(self))
 
 
 IN_BODY: dict = {}  # numpy functions on one iteration's block, filled by mapstack (None: materialise instead)
@@ -265,7 +260,7 @@ def rowwise(func, a: MapArray, rest: tuple, kwargs: dict):
     """``func(a, axis=...)`` over block axes only (the first axis untouched): inside the loop body; else None."""
     if rest or set(kwargs) - {"axis", "keepdims"} or kwargs.get("axis") is None:
         return None
-    axes = tuple(int(x) % a.ndim for x in np.atleast_1d(kwargs["axis"]))
+    axes = normalize_axis_tuple(kwargs["axis"], a.ndim)  # (numpy's errors for axes out of range)
     if 0 in axes:
         return None
     b, block = a._live()
@@ -295,7 +290,7 @@ def reduce(func, a: MapArray, axis=None, dtype=None, out=None, keepdims=False, *
     if out is not None or kwargs or (dtype is not None and np.dtype(dtype) != np.float64):
         return func(a.materialise(), axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kwargs)
     ndim = a.ndim
-    axes = tuple(range(ndim)) if axis is None else tuple(sorted({int(x) % ndim for x in np.atleast_1d(axis)}))
+    axes = tuple(range(ndim)) if axis is None else tuple(sorted(normalize_axis_tuple(axis, ndim)))
     count = float(np.prod([a.shape[i] for i in axes]))
     b, block = a._live()
     inner = tuple(i - 1 for i in axes if i > 0)

@@ -59,10 +59,11 @@ def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     if b is None or len({shape_of(a) for a in arrays}) != 1:
         return None
     ndim = len(shape_of(arrays[0])) + 1
-    axis = int(axis) % ndim
-    blocks = _blocks(arrays, b)
+    axis = _axes(axis, ndim)
+    blocks = None if axis is None else _blocks(arrays, b)
     if blocks is None:
         return None
+    axis = axis[0]
     if axis == 0:  # in front of the loop axis: the same loop, now over the result's second axis
         return axisloops.AxisMap(MapArray(b, np.stack(blocks, axis=0)), ndim - 2)
     return MapArray(b, np.stack(blocks, axis=axis - 1))
@@ -76,9 +77,10 @@ def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     if b is None:
         return None
     ndim = len(shape_of(arrays[0]))
-    axis = int(axis) % max(ndim, 1)
-    if axis == 0 or any(len(shape_of(a)) != ndim for a in arrays):
+    axis = _axes(axis, ndim)
+    if axis is None or axis[0] == 0 or any(len(shape_of(a)) != ndim for a in arrays):
         return None
+    axis = axis[0]
     blocks = _blocks(arrays, b)
     return None if blocks is None else MapArray(b, np.concatenate(blocks, axis=axis - 1))
 
@@ -142,8 +144,9 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
     if (axisa, axisb, axisc, axis) != (-1, -1, -1, None):
         return None
     loop = _loop((a, b))
-    if loop is None or len(shape_of(a)) < 2 or len(shape_of(b)) < 2:
-        return None
+    sa, sb = shape_of(a), shape_of(b)
+    if loop is None or len(sa) < 2 or len(sa) != len(sb) or sa[-1] != 3 or sb[-1] != 3:
+        return None  # (3-vectors of equal ranks only: numpy's broadcasting and its 2-vector forms on the cells)
     blocks = _blocks((a, b), loop)
     return None if blocks is None else _result(loop, np.cross(TracedArray(blocks[0]), TracedArray(blocks[1])))
 

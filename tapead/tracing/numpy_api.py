@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
 from . import elementwise as ew
 from . import linalg as _linalg, linalg_jacobi as _jacobi, maparray, numpy_more as _more  # noqa: F401
@@ -197,7 +198,8 @@ CUSTOM[np.i0] = _special.i0
 
 def _size(a, axis=None):
     shape = shape_of(a)
-    return int(np.prod(shape, dtype=np.int64)) if axis is None else shape[axis]
+    axes = range(len(shape)) if axis is None else normalize_axis_tuple(axis, len(shape))
+    return int(np.prod([shape[i] for i in axes], dtype=np.int64))
 
 
 # questions about the shape read the shape (through the cells they would materialise a loop array)

@@ -50,6 +50,10 @@ FORMS = {  # name: (f(x, xp) -> array, input size)
     "matmul_stacked_large": (lambda x, xp: x[:1200].reshape(3, 20, 20) @ x[1200:].reshape(3, 20, 20), 2400),
     "matmul_stack_by_matrix": (lambda x, xp: x.reshape(100, 6, 5) @ S, 3000),
     "matmul_matrix_by_stack": (lambda x, xp: S.T @ x.reshape(10, 5, 60), 3000),
+    "gram": (lambda x, xp: x.reshape(500, 3).T @ xp.sin(x.reshape(500, 3)), 1500),  # 9 entries of 500 terms
+    "gram_einsum": (lambda x, xp: xp.einsum("ni,nj->ij", x.reshape(500, 3), x.reshape(500, 3)), 1500),
+    "vector_matrix_long": (lambda x, xp: xp.cos(x[:500]) @ x.reshape(500, 3), 1500),
+    "matrix_vector_long": (lambda x, xp: x.reshape(3, 500) @ xp.cos(x[:500]), 1500),
     "dot_nd": (lambda x, xp: xp.dot(x[:1200].reshape(20, 10, 6), x[1200:].reshape(6, 30)), 1380),
     "method_dot_nd": (lambda x, xp: (x[:1200].reshape(20, 10, 6).dot if xp is np else  # (autograd: no .dot)
                                      lambda b: xp.dot(x[:1200].reshape(20, 10, 6), b))(x[1200:].reshape(6, 30)), 1380),
