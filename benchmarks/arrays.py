@@ -250,6 +250,8 @@ def run_case(name: str, size: int) -> dict:
     """One case in this process (the caller gives it a fresh one): measurements and checks."""
     import tapead
     f, x, hand = build(name, size, np)
+    warm = np.ones(3)  # tapead's modules loaded and LLVM initialised, as JAX's backend is warm below
+    tapead.record(lambda v: np.sum(np.sin(v) * v), warm).gradient(warm)
     t0 = time.perf_counter()
     t = tapead.record(f, x)
     hessian = name.endswith("_hessian")  # the dense Hessian is what this family measures

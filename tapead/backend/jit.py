@@ -18,6 +18,7 @@ import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
 from . import cache
+from .chunking import optimise_around_pieces
 from ..errors import CompileError
 
 _lock = threading.Lock()
@@ -82,8 +83,18 @@ def target_machine(opt: int = 2, *, jit: bool = True, cpu: str | None = None):
 
 
 def optimise(ir: str, tm, opt: int):
-    """Parse, verify and optimise IR text; returns the llvmlite module."""
+    """Parse, verify and optimise IR text; returns the llvmlite module. The straight-line pieces of a cut kernel
+    are compiled as written (``chunking.optimise_around_pieces``)."""
     initialize()
+    if opt > 0:
+        around = optimise_around_pieces(ir, lambda text: str(_run_pipeline(_parse(text, tm), tm, opt)))
+        if around is not None:
+            return _parse(around, tm)
+    module = _parse(ir, tm)
+    return _run_pipeline(module, tm, opt) if opt > 0 else module
+
+
+def _parse(ir: str, tm):
     try:
         module = llvm.parse_assembly(ir)
         module.verify()
@@ -91,14 +102,17 @@ def optimise(ir: str, tm, opt: int):
         raise CompileError(f"generated LLVM IR is invalid: {e}") from None
     module.triple = tm.triple
     module.data_layout = str(tm.target_data)
-    if opt > 0:
-        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-        pb = llvm.create_pass_builder(tm, pto)
-        mpm = pb.getModulePassManager()
-        try:
-            mpm.run(module, pb)
-        finally:
-            _free_pass_manager(mpm)
+    return module
+
+
+def _run_pipeline(module, tm, opt: int):
+    pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+    pb = llvm.create_pass_builder(tm, pto)
+    mpm = pb.getModulePassManager()
+    try:
+        mpm.run(module, pb)
+    finally:
+        _free_pass_manager(mpm)
     return module
 
 

@@ -28,7 +28,7 @@ class Columns:
         iteration reads the same constant."""
         first = int(ids[0])
         if self.outer.kinds[first] == _CONST and (ids == first).all():
-            return self.outer.args[first][0]
+            return self.outer.values[first]
         ids = ids.astype(np.int32, copy=False)  # (equal columns hash alike whatever their integer type)
         known = self.index.setdefault(hash(ids.tobytes()), [])
         nid = next((nid for pos, nid in known if np.array_equal(self.columns[pos], ids)), None)

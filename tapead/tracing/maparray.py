@@ -75,19 +75,17 @@ def emit_with_values(rec: Recorder, m: Map) -> int:
     """Emit map ``m`` into ``rec`` with its rows' values at the recorded point when every slot its tables read
     has one (guards branch on them); each distinct slot is read once, however many iterations read it."""
     from ..ir.interpret import map_rows
-    vals = rec.values
     if isinstance(m, Product):  # its factors, not its tables
         slots = m.read_slots()
-        read = [vals[i] for i in slots.tolist()]
-        if all(v is not None for v in read):
-            known = np.array(read, np.float64)
+        known = rec.values_at(slots)
+        if known is not None:
             return rec.emit_map(m, product_rows(m, lambda s: known[np.searchsorted(slots, s)][None])[0].tolist())
         return rec.emit_map(m)
     slots, where = distinct(m.tables)
-    read = [vals[i] for i in slots.tolist()]
+    known = rec.values_at(slots)
     values = None
-    if all(v is not None for v in read):
-        x = np.array(read, np.float64)[where] if read else np.zeros(m.tables.shape)
+    if known is not None:
+        x = known[where] if len(slots) else np.zeros(m.tables.shape)
         values = map_rows(m, x.reshape(1, m.n, -1))[0].tolist()
     return rec.emit_map(m, values)
 

@@ -68,6 +68,8 @@ class Recorder:
         self._const_ids: dict[bytes, int] = {}  # a constant's bit pattern (-0.0 and NaNs stay apart) -> node id
         self._const_of: dict[int, float] = {}  # node id -> value, for the constant nodes (what identities read)
         self._blocks: dict[bytes, np.ndarray] = {}  # bulk constants: their bits -> node ids (``constants``)
+        self._spans: list[tuple[int, np.ndarray]] = []  # (first node, flat values) of each bulk block
+        self._span_index = None  # the first node of each of ``_spans`` (an array), made when first asked for
         self.maps: list = []  # (row nodes in row order, Map with *node ids* in its tables) per map; None once fused
         self.map_min: int | None = None  # structured recording: elementwise results this long become loops
         self.open_maps: dict = {}  # leading-axis length -> the open maparray.Builder
@@ -80,6 +82,7 @@ class Recorder:
             setattr(other, name, list(getattr(self, name)))
         for name in ("_memo", "_const_ids", "_const_of", "_blocks"):
             setattr(other, name, dict(getattr(self, name)))
+        other._spans = list(self._spans)
         return other
 
     def _node(self, kind: int, args: tuple, value) -> int:
@@ -146,13 +149,43 @@ class Recorder:
             ids = np.array([self.const(v) for v in patterns.view(np.float64).tolist()], np.int64)
             self._blocks[key] = ids[inverse.reshape(block.shape)]
             return self._blocks[key]
-        first = len(self.kinds)
-        vals = block.ravel().tolist()
-        self.kinds.extend(repeat(_CONST, len(vals)))
-        self.args.extend(zip(vals))
-        self.values.extend(vals)
-        ids = self._blocks[key] = first + np.arange(len(vals)).reshape(block.shape)
+        first, flat = len(self.kinds), block.ravel()
+        self.kinds.extend(repeat(_CONST, flat.size))
+        self.args.extend(repeat((), flat.size))  # (a constant's value is ``values[id]``)
+        self.values.extend(flat.tolist())
+        self._spans.append((first, flat))
+        self._span_index = None
+        ids = self._blocks[key] = first + np.arange(flat.size).reshape(block.shape)
         return ids
+
+    def values_at(self, ids: np.ndarray) -> np.ndarray | None:
+        """The values of nodes ``ids`` at the recording point as an array (None when one is unknown): the
+        constants of bulk blocks are read from their arrays by numpy, the rest node by node."""
+        ids = np.asarray(ids, np.int64).ravel()
+        out = np.empty(len(ids), np.float64)
+        rest = np.ones(len(ids), bool)
+        if self._spans and len(ids):
+            if len(self._spans) <= 8:
+                lo, hi = int(ids.min()), int(ids.max())
+                spans = [(f, v) for f, v in self._spans if f <= hi and lo < f + len(v)]
+                if len(spans) == 1 and spans[0][0] <= lo and hi < spans[0][0] + len(spans[0][1]):
+                    return spans[0][1][ids - spans[0][0]]  # all in one block (a data matrix): one gather
+            else:  # many blocks: the ones the ids fall in, by bisection
+                if self._span_index is None:
+                    self._span_index = np.array([f for f, _ in self._spans], np.int64)
+                k = np.maximum(np.searchsorted(self._span_index, ids, "right") - 1, 0)
+                spans = [self._spans[i] for i in np.unique(k).tolist()]
+            for first, flat in spans:
+                at = np.flatnonzero((ids >= first) & (ids < first + len(flat)))
+                out[at] = flat[ids[at] - first]
+                rest[at] = False
+        at = np.flatnonzero(rest)
+        if len(at):
+            picked = pick(self.values, ids[at])
+            if None in picked:
+                return None
+            out[at] = picked
+        return out
 
     def const_value(self, nid: int) -> float | None:
         return self._const_of.get(nid)
@@ -332,7 +365,7 @@ class Recorder:
             slots = np.array(slot, np.int64)
             maps = [m.remap(lambda t: slots[t.astype(np.int64)]) for m in maps]
         tape = Tape(code=code, maps=tuple(maps),
-                    consts=np.array(pick(self.values, consts), np.float64),
+                    consts=self.values_at(consts),
                     input_shapes=input_shapes, param_shape=param_shape,
                     outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
                     guards=np.array(guards, np.int32).reshape(-1, 2),

@@ -76,7 +76,7 @@ class Scalar:
             ids = tuple([operand_id(rec, a) for a in args])
         nid = rec.emit(op, ids)
         if rec.kinds[nid] == _CONST:  # an identity answered with a constant
-            return rec.args[nid][0]
+            return rec.values[nid]
         return Scalar(rec, nid)
 
     def __repr__(self):

@@ -19,6 +19,7 @@ from ..tracing.tracer import Scalar
 from ..ir.structure import read_slots, scalar, walk
 from .maps_ad import Unstructured, forward_map, replay_map, reverse_map
 from .product_ad import forward_product, reverse_product
+from .slotvalues import SlotValues
 import numpy as np
 
 # the NaN-masking class (a fact of the op table): a cotangent through such an op is zero on the branch not taken
@@ -41,7 +42,7 @@ def tracers(rec: Recorder, ids: range) -> list:
 def replay(tape: Tape, xs: list, ps: list) -> list:
     """Run ``tape`` on the given values (tracers or floats); returns the value of every slot. A map is emitted
     whole into the tracers' recorder (its tables renamed), never unrolled."""
-    vals = list(xs) + list(ps) + tape.consts.tolist()
+    vals = SlotValues(xs, ps, tape.consts)
     for step in walk(tape):
         if step.map is not None:
             vals.extend(replay_map(step.map, vals))

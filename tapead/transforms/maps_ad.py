@@ -15,66 +15,16 @@ with repeated indices under a select) gets the union of their conditions, as the
 """
 from __future__ import annotations
 
-from itertools import repeat
-from operator import is_, is_not
-
 import numpy as np
 
 from ..errors import TapeadError
 from ..table.ops import OPS, gt, select
 from ..tracing.columns import Columns
-from ..tracing.recorder import BULK, Recorder, pick
+from ..tracing.recorder import Recorder
 from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from ..tracing.tracer import Scalar
-
-
-def _recorder(values) -> Recorder | None:
-    for v in values:
-        if isinstance(v, Scalar):
-            return v.rec
-    return None
-
-
-def traced(values: list) -> np.ndarray:
-    """Which values are tracers (one C-level pass: a million-entry data block is looked at without a Python
-    loop)."""
-    return np.fromiter(map(isinstance, values, repeat(Scalar)), bool, len(values))
-
-
-def present(values: list) -> np.ndarray:
-    """Which values are not None (tangents, masks), in one C-level pass."""
-    return np.fromiter(map(is_not, values, repeat(None)), bool, len(values))
-
-
-def _ids(rec: Recorder, values: list) -> np.ndarray:
-    """Node ids of tracer values and constants (None is a zero); many numbers (a data table a loop reads)
-    become constants in bulk."""
-    on = traced(values)
-    ids = np.full(len(values), -1, np.int64)
-    at = np.flatnonzero(on)
-    if len(at):
-        ids[at] = [values[k].id for k in at.tolist()]
-    rest = np.flatnonzero(~on)
-    if len(rest):
-        picked = pick(values, rest)
-        zeros = np.fromiter(map(is_, picked, repeat(None)), bool, len(picked))  # None is a zero
-        if zeros.any():
-            picked = [0.0 if z else v for z, v in zip(zeros.tolist(), picked)]
-        numbers = np.array(picked, np.float64)
-        ids[rest] = rec.constants(numbers) if len(rest) >= BULK else [rec.const(v) for v in numbers.tolist()]
-    return ids
-
-
-def _table_values(m: Map, vals: list) -> tuple[list, np.ndarray]:
-    """The values of the distinct slots map ``m``'s tables read, and each table entry's index among them: a
-    table of 500,000 iterations reads a few thousand slots, so Python touches each slot once, numpy the rest."""
-    slots, where = distinct(m.tables)
-    return [vals[s] for s in slots.tolist()], where.reshape(m.tables.shape)
-
-
-def _table_ids(rec: Recorder, values: list, where: np.ndarray) -> np.ndarray:
-    return _ids(rec, values)[where] if values else np.zeros(where.shape, np.int64)
+from .slotvalues import present, recorder_of, slot_ids, slot_numbers, traced, value_ids
 
 
 def factor_ids(m, vals: list):
@@ -82,11 +32,9 @@ def factor_ids(m, vals: list):
     slots' values in the recorder of the first traced one (numbers become constants); recorder None when no
     value is traced."""
     slots = m.read_slots()
-    values = pick(vals, slots)
-    rec = _recorder(values)
+    rec, ids = slot_ids(vals, slots)
     if rec is None:
         return None, None
-    ids = _ids(rec, values)
     return rec, lambda t: ids[np.searchsorted(slots, t)]
 
 
@@ -99,15 +47,15 @@ def replay_map(m: Map, vals: list) -> list:
             first = rec.emit_map(m.remap(new))
             return [Scalar(rec, first + r) for r in range(m.rows)]
         read = m.read_slots()
-        known = np.array([float(vals[s]) for s in read.tolist()])
+        known = slot_numbers(vals, read)
         return product_rows(m, lambda f: known[np.searchsorted(read, f)][None])[0].tolist()
-    values, where = _table_values(m, vals)
-    rec = _recorder(values)
+    slots, where = distinct(m.tables)
+    rec, ids = slot_ids(vals, slots)
     if rec is None:  # every input is a number (or the map reads nothing): evaluate it
         from ..ir.interpret import map_rows
-        x = np.array([float(v) for v in values], np.float64)[where].reshape(1, m.n, m.body.n_inputs)
+        x = slot_numbers(vals, slots)[where].reshape(1, m.n, m.body.n_inputs)
         return map_rows(m, x)[0].tolist()
-    tables = _table_ids(rec, values, where)
+    tables = ids[where].reshape(m.tables.shape)
     first = rec.emit_map(Map(m.body, tables, m.kinds, m.dst, m.scatter_size))
     return [Scalar(rec, first + r) for r in range(m.rows)]
 
@@ -115,11 +63,11 @@ def replay_map(m: Map, vals: list) -> list:
 def _new_body(m: Map, vals: list, extra: list):
     """``(outer recorder, body recorder, its Columns, the body's values of m's inputs)`` for a loop body built
     from map ``m``'s inputs (and the outer values in ``extra``), or None when no value is traced."""
-    values, where = _table_values(m, vals)
-    rec = _recorder(values + extra)
+    slots, where = distinct(m.tables)
+    rec, ids = slot_ids(vals, slots, extra)
     if rec is None:
         return None
-    tables = _table_ids(rec, values, where)
+    tables = ids[where].reshape(m.tables.shape)
     body = Recorder(assume_finite=rec.assume_finite)
     cols = Columns(rec, body)
     return rec, body, cols, [cols.value(np.ascontiguousarray(tables[:, i])) for i in range(m.body.n_inputs)]
@@ -140,7 +88,7 @@ def _seed(cols: Columns, slots: np.ndarray, adj: list, mask: list):
         return None
     masks = [mask[s] for s in seen.tolist()]
     rec = cols.outer
-    s = cols.value(_ids(rec, adjs)[where])
+    s = cols.value(value_ids(rec, adjs)[where])
     if any(a is None for a in adjs) or any(mk is not None for mk in masks):
         one, zero = rec.const(1.0), rec.const(0.0)
         cond = np.empty(len(adjs), np.int64)
@@ -246,7 +194,7 @@ def _read_outputs(m: Map, start: int, vals: list, rec, cols: Columns, bvals: lis
     for j, kind, off in m.outputs():
         s = int(m.body.outputs[j])
         if kind is Out.EACH and s >= first:
-            bvals[s] = cols.value(_ids(rec, vals[start + off:start + off + m.n]))
+            bvals[s] = cols.value(value_ids(rec, vals[start + off:start + off + m.n]))
 
 
 def _indicator(body, mask):
@@ -289,7 +237,7 @@ def forward_map(m: Map, vals: list, tan: list, mask: list, replay, forward) -> l
     rec, body, cols, x = found
     live = np.flatnonzero(np.array([t is not None for t in tangents], bool))
     ids = np.zeros(len(slots), np.int64)
-    ids[live] = _ids(rec, [tangents[k] for k in live.tolist()])
+    ids[live] = value_ids(rec, [tangents[k] for k in live.tolist()])
     seeds: list = [None] * n_in
     for i in active:
         seeds[i] = cols.value(np.ascontiguousarray(ids[where[:, i]]))

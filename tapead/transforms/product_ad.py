@@ -27,9 +27,10 @@ import numpy as np
 
 from ..ir.contraction import Product, as_product
 from ..ir.structure import Map
-from ..tracing.recorder import BULK, pick
+from ..tracing.recorder import pick
 from ..tracing.tracer import Scalar
-from .maps_ad import _ids, factor_ids, present, traced
+from .maps_ad import factor_ids
+from .slotvalues import constant_block, present, value_ids
 
 MAX_TERMS = 2048  # terms of one adjoint entry (the other side of the product): beyond, the body would be huge
 
@@ -43,10 +44,8 @@ def _product(rec, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _transposed(rec, new, slots: np.ndarray, vals: list) -> np.ndarray:
     """Node ids of the transpose of a factor: a factor of constants (a data matrix) becomes a transposed block of
     constants, which the kernel reads by rows, instead of a copy into rows at every call."""
-    values = pick(vals, slots.ravel())
-    if len(values) >= BULK and not traced(values).any():
-        return rec.constants(np.array(values, np.float64).reshape(slots.shape).T)
-    return new(slots).T
+    block = constant_block(vals, slots)
+    return rec.constants(block.T) if block is not None else new(slots).T
 
 
 def reverse_product(m: Map, start: int, vals: list, adj: list, mask: list, act: bytearray, either) -> bool:
@@ -68,7 +67,7 @@ def reverse_product(m: Map, start: int, vals: list, adj: list, mask: list, act: 
     rec, new = factor_ids(p, vals)
     if rec is None:
         return False
-    g = _ids(rec, seeds).reshape(n, width)
+    g = value_ids(rec, seeds).reshape(n, width)
     updates = []
     if a_act.any():  # dA[i, l] = sum_j G[i, j] B[l, j]
         updates.append((a_slots, a_act, _product(rec, g, _transposed(rec, new, b_slots, vals))))
@@ -103,6 +102,6 @@ def forward_product(m: Map, vals: list, tan: list, mask: list):
     if rec.assume_finite:  # the sweep folds dA * 0 of a shared zero constant away there; a product multiplies
         return None
     moving = p.a if sides[0] else p.b
-    d = _ids(rec, pick(tan, moving.ravel())).reshape(moving.shape)
+    d = value_ids(rec, pick(tan, moving.ravel())).reshape(moving.shape)
     entries = _product(rec, d, new(p.b)) if sides[0] else _product(rec, new(p.a), d)
     return [Scalar(rec, e) for e in entries.ravel().tolist()], {}
