@@ -35,7 +35,8 @@ def optimise_around_pieces(ir: str, run) -> str | None:
     the functions around the pieces (batch loops, entry points) are optimised; instruction selection and register
     allocation still run at the target machine's level on everything. The pieces are declared while the rest is
     optimised and put back after: no instruction of a piece changes, so neither do the results."""
-    pieces = list(_PIECE.finditer(ir))
+    at = ir.find(PIECE_MARK)  # (a plain search first: a kernel of data tables is tens of MB of text)
+    pieces = list(_PIECE.finditer(ir, at)) if at >= 0 else []
     if not pieces:
         return None
     head, at = [], 0

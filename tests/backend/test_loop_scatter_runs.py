@@ -160,7 +160,7 @@ def test_held_alone_for_all_columns_at_once_is_the_rule_column_by_column():
     from tapead.backend.loops import held_alone
     rng = np.random.default_rng(4)
     for t in range(1500):
-        n, cols = int(rng.integers(1, 30)), int(rng.integers(1, 6))
+        n, cols = int(rng.integers(1, 30)), int(rng.integers(1, 20))
         dst = rng.integers(0, int(rng.integers(1, 40)), size=(n, cols))
         if t % 3 == 0:
             dst = np.sort(dst, axis=0)  # runs of one target, as pairs i < j give
@@ -168,4 +168,5 @@ def test_held_alone_for_all_columns_at_once_is_the_rule_column_by_column():
             dst = np.arange(n)[:, None] * cols + np.arange(cols) + rng.integers(0, 2, size=(n, cols)) * (t % 7)
         dst = dst.astype(np.int32)
         want = [_held_alone_one(dst, c) for c in range(cols)]
-        assert held_alone(dst).tolist() == want, dst
+        assert held_alone(dst).tolist() == want, dst  # compared pairwise
+        assert held_alone(dst, pairwise=0).tolist() == want, dst  # counted in sorted rows
