@@ -40,7 +40,7 @@ import numpy as np
 CASES = {"mlp": (256,), "mlp_wide": (256,), "lj_rows": (100, 300), "lj_cols": (100, 300), "neo_stack": (10000,), "neo_components": (10000,),
          "logreg_matmul": (10000,), "logreg_sum": (10000,), "quadratic": (200, 1000), "eigh_hessian": (4, 6),
          "logreg_hessian": (20, 200), "quadratic_hessian": (200, 1000), "stacked_matmul": (10000,),
-         "stacked_einsum": (10000,), "tensordot": (10000,)}
+         "stacked_einsum": (10000,), "tensordot": (10000,), "heat": (32, 128)}
 QUICK = {"mlp": (64,), "lj_rows": (100,), "lj_cols": (100,), "neo_stack": (1000,), "neo_components": (1000,),
          "logreg_matmul": (1000,), "logreg_sum": (1000,), "quadratic": (200,), "eigh_hessian": (6,),
          "logreg_hessian": (20,), "quadratic_hessian": (200,), "stacked_matmul": (1000,), "tensordot": (1000,)}
@@ -210,7 +210,35 @@ def _tensordot(n: int, xp):
     return f, np.random.default_rng(4).normal(size=160) * 0.2, hand
 
 
+def _heat(n: int, xp, steps: int = 50):
+    """Explicit heat equation on an n x n grid with zero boundary values, written with np.pad and shifted slices;
+    hand-written: the adjoint stencil (the zero-padded 5-point Laplacian is symmetric, so the adjoint of a step is
+    the step), run backwards from 2 u_N."""
+    def lap(u, pad):
+        p = pad(u, 1)
+        return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * u
+
+    def f(x):
+        u = x.reshape(n, n)
+        for _ in range(steps):
+            u = u + 0.1 * lap(u, xp.pad)
+        return xp.sum(u * u)
+
+    def hand(x):
+        u = x.reshape(n, n)
+        for _ in range(steps):
+            u = u + 0.1 * lap(u, np.pad)
+        g = 2 * u
+        for _ in range(steps):
+            g = g + 0.1 * lap(g, np.pad)
+        return g.ravel()
+
+    return f, np.sin(np.linspace(0, 3, n * n)), hand
+
+
 def build(name: str, size: int, xp):
+    if name == "heat":
+        return _heat(size, xp)
     if name.startswith("stacked_"):
         return _stacked(size, xp, name == "stacked_einsum")
     if name == "tensordot":

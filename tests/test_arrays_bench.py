@@ -39,6 +39,16 @@ def test_the_two_spellings_of_each_family_record_the_same_size():
         assert len(tapead.record(fa, xa)) == len(tapead.record(fb, xb))
 
 
+def test_the_heat_stencil_checks_against_its_adjoint_stencil():
+    f, x, hand = arrays.build("heat", 6, np)
+    tape = tapead.record(f, x)
+    assert np.allclose(tape.gradient(x), hand(x), rtol=1e-12, atol=1e-12)
+    assert np.isclose(tape.value(x), f(x), rtol=1e-13)
+    h, e = 1e-6, np.eye(len(x))
+    fd = np.array([(f(x + h * v) - f(x - h * v)) / (2 * h) for v in e])
+    assert np.allclose(hand(x), fd, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("name, size", [("logreg_hessian", 5), ("quadratic_hessian", 50)])
 def test_the_array_hessians_check_against_their_closed_forms(name, size):
     r = arrays.run_case(name, size)

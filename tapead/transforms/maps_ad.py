@@ -15,12 +15,14 @@ with repeated indices under a select) gets the union of their conditions, as the
 """
 from __future__ import annotations
 
+from itertools import repeat
+
 import numpy as np
 
 from ..errors import TapeadError
 from ..table.ops import OPS, gt, select
 from ..tracing.columns import Columns
-from ..tracing.recorder import Recorder
+from ..tracing.recorder import Recorder, pick
 from ..ir.contraction import Product, product_rows
 from ..ir.structure import Map, Out, distinct
 from ..tracing.tracer import Scalar
@@ -169,23 +171,29 @@ def reverse_map(m: Map, start: int, vals: list, adj: list, mask: list, act: byte
     first = rec.emit_map(fused)
     offsets = m.offsets()
     for new_off, j in zip(fused.offsets(), again):
-        for k in range(n if m.kinds[j] is Out.EACH else 1):
-            old = vals[start + offsets[j] + k]
-            if isinstance(old, Scalar) and old.rec is rec:
-                rec.aliases[old.id] = first + new_off + k
+        lo = start + offsets[j]
+        olds = vals[lo:lo + (n if m.kinds[j] is Out.EACH else 1)]
+        rec.aliases.update((old.id, first + new_off + k) for k, old in enumerate(olds)
+                           if isinstance(old, Scalar) and old.rec is rec)
     scatter_first = first + fused.rows - fused.scatter_size
     unmasked = [c for c in range(len(outs)) if c not in set(masked)]
     plain = np.zeros(size, bool)  # targets some unmasked contribution reaches: no mask
     plain[dst[:, unmasked].ravel()] = True
-    for t, u in enumerate(targets.tolist()):
-        if act[u]:
-            g = Scalar(rec, scatter_first + t)
-            here = None if plain[t] or not masked else _positive(rec, scatter_first + size + t)
-            if adj[u] is None:
-                adj[u], mask[u] = g, here
-            else:
-                mask[u] = either(mask[u], here, rec)
-                adj[u] = adj[u] + g
+    live = np.frombuffer(act, np.uint8)[targets] != 0
+    fresh = live & ~present(pick(adj, targets))  # the first contribution to these: set, in one pass
+    if not masked:
+        ids = (scatter_first + np.flatnonzero(fresh)).tolist()
+        for u, g in zip(targets[fresh].tolist(), map(Scalar, repeat(rec), ids)):
+            adj[u], mask[u] = g, None
+        live &= ~fresh
+    for t, u in zip(np.flatnonzero(live).tolist(), targets[live].tolist()):
+        g = Scalar(rec, scatter_first + t)
+        here = None if plain[t] or not masked else _positive(rec, scatter_first + size + t)
+        if adj[u] is None:
+            adj[u], mask[u] = g, here
+        else:
+            mask[u] = either(mask[u], here, rec)
+            adj[u] = adj[u] + g
 
 
 def _read_outputs(m: Map, start: int, vals: list, rec, cols: Columns, bvals: list) -> None:
