@@ -39,18 +39,21 @@ def optimise_around_pieces(ir: str, run) -> str | None:
     pieces = list(_PIECE.finditer(ir, at)) if at >= 0 else []
     if not pieces:
         return None
+    called = set(_GLOBAL.findall("".join(m.group(0) for m in pieces)))
     head, at = [], 0
     for m in pieces:
         types = ", ".join(p.split()[0] for p in m.group(2).split(","))
         head += ir[at:m.start()].splitlines(keepends=True) + [f"declare i32 @{m.group(1)}({types}) nounwind\n"]
         at = m.end()
     head += ir[at:].splitlines(keepends=True)
+    if any(line.startswith("define ") and _declared(line) in called for line in head):
+        return None  # a piece calls a function of the module (a custom op's rule): it needs the inliner
     names = {m.group(1) for m in pieces}
     done = (run("".join(head)) + "\n").splitlines(keepends=True)
     done = [line for line in done if not (line.startswith("declare ") and _declared(line) in names)]
     # what only the pieces read (libm's functions, constant tables) the pipeline dropped as unused: put back
     there = {_named(line) for line in done} - {None}
-    wanted = set(_GLOBAL.findall("".join(m.group(0) for m in pieces))) - names - there
+    wanted = called - names - there
     lost = [line if line.endswith("\n") else line + "\n" for line in head if _named(line) in wanted]
     return "".join(done) + "".join(lost) + "".join(m.group(0) for m in pieces)
 

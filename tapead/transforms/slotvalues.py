@@ -3,8 +3,8 @@
 A replay keeps one value per slot (a tracer, a number, or None for a zero cotangent) in a list. A loop reading a
 data table (a closure constant of a million entries, a product's constant matrix) reads a million constant slots:
 looked at value by value, that is a dozen Python passes over a million objects per transform. ``SlotValues`` is
-that list knowing where the tape's constant pool lies, so the constants a loop reads become node ids of one bulk
-block of the recorder (``Recorder.constants``), made once per replay, by numpy; the other slots (the few a loop
+that list knowing where the tape's constant pool lies, so the constants a loop reads become node ids of bulk
+blocks of the recorder (``Recorder.constants``), each pool constant once per replay, by numpy; the other slots (the few a loop
 reads from traced values) are looked at one by one as before.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..tracing.tracer import Scalar
 
 class SlotValues(list):
     """The value of every slot of a tape being replayed: its inputs, params and constant pool, then its results
-    as they are appended. ``pool_ids(rec)`` is the node id of every pool constant in ``rec`` (made once)."""
+    as they are appended, and the node ids its pool constants have in a recorder (``pool_ids``)."""
 
     __slots__ = ("first_const", "consts", "_pool")
 
@@ -32,10 +32,17 @@ class SlotValues(list):
         self.extend(consts.tolist())
         self._pool = None
 
-    def pool_ids(self, rec: Recorder) -> np.ndarray:
+    def pool_ids(self, rec: Recorder, at: np.ndarray) -> np.ndarray:
+        """Node ids in ``rec`` of pool constants ``at`` (sorted, distinct indices into the pool): those not yet
+        made become one bulk block, so each pool constant has one node however many loops read it, and a
+        pool read only in part (a transposed copy beside the matrix) is not made whole."""
         if self._pool is None or self._pool[0] is not rec:
-            self._pool = (rec, rec.constants(self.consts).ravel())
-        return self._pool[1]
+            self._pool = (rec, np.full(len(self.consts), -1, np.int64))
+        ids = self._pool[1]
+        missing = at[ids[at] < 0]
+        if len(missing):
+            ids[missing] = rec.constants(self.consts[missing]).ravel()
+        return ids[at]
 
 
 def _in_pool(vals, slots: np.ndarray) -> np.ndarray | None:
@@ -99,7 +106,7 @@ def slot_ids(vals: list, slots: np.ndarray, extra: list = ()) -> tuple[Recorder 
         return None, None
     ids = np.empty(len(slots), np.int64)
     ids[~pool] = value_ids(rec, values)
-    ids[pool] = vals.pool_ids(rec)[slots[pool] - vals.first_const]
+    ids[pool] = vals.pool_ids(rec, slots[pool] - vals.first_const)
     return rec, ids
 
 

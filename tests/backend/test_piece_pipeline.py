@@ -77,3 +77,39 @@ def test_an_o2_cut_kernel_gives_the_bits_of_the_o0_kernel(monkeypatch, kind):
     tape.state.kernels[kind] = (derived, k2)
     tape._entries[calls.ENTRY[kind]] = k2.entry
     assert np.array_equal(np.array(call(x)), first)
+
+
+@tapead.custom_op
+def _softplus(x):
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+@_softplus.derivative
+def _(x):
+    return (1 / (1 + np.exp(-x)),)
+
+
+@pytest.mark.parametrize("kind", ["value", "value_and_gradient"])
+def test_pieces_calling_a_custom_rule_are_optimised_with_the_module(monkeypatch, kind):
+    """A custom op's rule is a function of the module that only the pieces call: kept out of the pipeline, it
+    would be dropped as unused (and never inlined), so such a kernel runs the whole pipeline."""
+    monkeypatch.setattr(codegen, "CUT_ABOVE", 200)
+    monkeypatch.setattr(codegen, "CHUNK", 60)
+    monkeypatch.setenv("TAPEAD_BACKGROUND_O2", "0")
+
+    def f(x):
+        u, v = x[0], x[1]
+        for k in range(60):
+            u, v = _softplus(v) + 0.5 * u, np.cos(u) * v - 0.01 * k
+        return u * v
+
+    x = np.array([0.3, 0.7])
+    tape = tapead.record(f, x)
+    call = tape.gradient if kind == "value_and_gradient" else tape.value
+    first = np.array(call(x))
+    derived, k2 = calls._build(tape, kind, opt=2)
+    ir = codegen.lower_kernel(derived, kernelspec.spec(tape.tape, kind, derived, 2, False))
+    assert ir.count(chunking.PIECE_MARK) >= 3 and chunking.optimise_around_pieces(ir, lambda t: t) is None
+    tape.state.kernels[kind] = (derived, k2)
+    tape._entries[calls.ENTRY[kind]] = k2.entry
+    assert np.array_equal(np.array(call(x)), first)

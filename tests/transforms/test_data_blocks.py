@@ -84,3 +84,18 @@ def test_a_transform_reads_a_data_table_without_copying_it():
     assert len(held) == X.size  # the forward product and its reverse read the same table: no copy
     vals = SlotValues([], [], tape.tape.consts)
     assert vals.first_const == 0 and vals.consts is tape.tape.consts and list(vals) == tape.tape.consts.tolist()
+
+
+def test_a_replay_makes_one_node_per_pool_constant_its_loops_read():
+    rec = Recorder()
+    xs = ad.tracers(rec, rec.inputs_of([None, None]))
+    consts = np.arange(300.0) * 0.5 + 0.25
+    vals = SlotValues(xs, [], consts)
+    a = vals.pool_ids(rec, np.arange(10, 110))
+    made = len(rec.kinds)
+    b = vals.pool_ids(rec, np.arange(50, 150))  # overlapping: only the 40 new ones are made
+    assert np.array_equal(b[:60], a[40:]) and len(rec.kinds) == made + 40
+    assert rec.values_at(b).tolist() == consts[50:150].tolist()
+    other = Recorder()  # another recorder gets its own nodes
+    c = vals.pool_ids(other, np.arange(0, 100))
+    assert other.values_at(c).tolist() == consts[:100].tolist()
