@@ -329,17 +329,22 @@ class Recorder:
         slot[consts] = s + np.arange(len(consts))
         s += len(consts)
         rest = np.flatnonzero(alive & (kind != _CONST) & (kind != _INPUT) & (kind != _PARAM)).tolist()
-        slot = slot.tolist()  # a list while instructions are renumbered one by one (fast item access)
+        # renumbered one by one: through a list (fast item access) unless the instructions are few among many
+        # nodes (a data table's constants), where converting every slot to a list and back would cost more
+        few = len(rest) * 8 < len(kinds)
+        if not few:
+            slot = slot.tolist()
+        at = slot.item if few else slot.__getitem__
         flat: list[int] = []  # the code table, row after row (scalar instructions; a map's rows join as arrays)
         pieces: list[np.ndarray] = []
         maps: list = []
         for nid in rest:
             k = kinds[nid]
             if k == _MAPOUT:
-                if slot[nid] < 0:  # a map's first row in recording order: all its rows here, in row order
+                if at(nid) < 0:  # a map's first row in recording order: all its rows here, in row order
                     rows, m = self.maps[nargs[nid][0]]
                     maps.append(m)
-                    _set(slot, rows, range(s, s + len(rows)))
+                    _set(slot, rows, np.arange(s, s + len(rows)) if few else range(s, s + len(rows)))
                     s += len(rows)
                     pieces += [np.array(flat, np.int32).reshape(-1, 4), placeholder_rows(len(maps) - 1, len(rows))]
                     flat = []
@@ -348,26 +353,26 @@ class Recorder:
                 s += 1
                 a = nargs[nid]
                 if len(a) == 2:
-                    flat += (k, slot[a[0]], slot[a[1]], -1)
+                    flat += (k, at(a[0]), at(a[1]), -1)
                 elif len(a) == 1:
-                    flat += (k, slot[a[0]], -1, -1)
+                    flat += (k, at(a[0]), -1, -1)
                 else:
-                    flat += (k, *[slot[x] for x in a], *(-1,) * (3 - len(a)))
+                    flat += (k, *[at(x) for x in a], *(-1,) * (3 - len(a)))
         code = np.concatenate(pieces + [np.array(flat, np.int32).reshape(-1, 4)]).astype(np.int32, copy=False)
         # guards on the same comparison and outcome are one guard
         seen, guards, sites = set(), [], []
         for (g, e), site in zip(self.guards, self.guard_sites or [""] * len(self.guards)):
-            if (slot[g], e) not in seen:
-                seen.add((slot[g], e))
-                guards.append((slot[g], e))
+            if (at(g), e) not in seen:
+                seen.add((at(g), e))
+                guards.append((at(g), e))
                 sites.append(site)
         if maps:
-            slots = np.array(slot, np.int64)
+            slots = slot if few else np.array(slot, np.int64)
             maps = [m.remap(lambda t: slots[t.astype(np.int64)]) for m in maps]
         tape = Tape(code=code, maps=tuple(maps),
                     consts=self.values_at(consts),
                     input_shapes=input_shapes, param_shape=param_shape,
-                    outputs=np.array([slot[o] for o in outputs], np.int32), output_shape=output_shape,
+                    outputs=np.array([at(o) for o in outputs], np.int32), output_shape=output_shape,
                     guards=np.array(guards, np.int32).reshape(-1, 2),
                     assume_finite=self.assume_finite if assume_finite is None else assume_finite)
         self.finished_sites = sites if any(sites) else None
