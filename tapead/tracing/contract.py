@@ -113,7 +113,8 @@ def product(x, y):
     return None
 
 
-def _traced(*operands) -> bool:
+def any_traced(*operands) -> bool:
+    """Whether any operand is a traced array (what decides if a contraction is recorded at all)."""
     return any(isinstance(a, TracedArray) for a in operands)
 
 
@@ -121,7 +122,7 @@ def outer(a, b, out=None):
     """``np.outer``: the broadcast product of the flattened operands (a loop when long enough)."""
     if out is not None:
         raise TracingError("np.outer(..., out=...) on traced values: assign the result instead")
-    if not _traced(a, b):
+    if not any_traced(a, b):
         return np.outer(a, b)
     left = a.reshape(-1) if isinstance(a, TracedArray) else np.ravel(a)
     right = b.reshape(-1) if isinstance(b, TracedArray) else np.ravel(b)

@@ -33,10 +33,6 @@ MAX_STACK = 64  # batch entries up to which a short batch of large products is o
 MAX_BODY = contract.MAX_BODY  # multiply-adds one iteration of a batched loop may hold
 
 
-def _traced(*operands) -> bool:
-    return any(isinstance(a, TracedArray) for a in operands)
-
-
 def _threshold(*operands) -> int | None:
     """The recorder's loop threshold (None: structured recording is off, so nothing here applies)."""
     for a in operands:
@@ -143,7 +139,7 @@ def _long_terms(a2, b2):
     when the terms are fewer than the loop threshold or the entries more than a body carries."""
     (m, k), n = shape_of(a2), shape_of(b2)[1]
     t = _threshold(a2, b2)
-    if t is None or k < t or m * n > contract.MAX_OUTPUTS or not _traced(a2, b2):
+    if t is None or k < t or m * n > contract.MAX_OUTPUTS or not contract.any_traced(a2, b2):
         return None
     rows = a2.T if isinstance(a2, TracedArray) else np.transpose(a2)  # (k, m): the terms first
     return np.sum(rows[:, :, None] * b2[:, None, :], axis=0)
@@ -169,7 +165,7 @@ def _batched(a3, b3):
 
 def einsum_loops(*operands):
     """``np.einsum(spec, *arrays)`` as loops (two or more operands, at least one traced), or None."""
-    if len(operands) < 3 or not isinstance(operands[0], str) or not _traced(*operands[1:]):
+    if len(operands) < 3 or not isinstance(operands[0], str) or not contract.any_traced(*operands[1:]):
         return None
     arrays = [_array(a) for a in operands[1:]]
     if any(a is None for a in arrays):
@@ -228,7 +224,7 @@ def _parse(spec: str, ndims: list[int]):
 
 def tensordot_loops(a, b, axes=2):
     """``np.tensordot`` as ``einsum`` spells it (the contracted axes paired in order), or None."""
-    if not _traced(a, b):
+    if not contract.any_traced(a, b):
         return None
     na, nb = _ndim(a), _ndim(b)
     try:
@@ -315,9 +311,9 @@ def dot(a, b, out=None):
 def inner(a, b):
     """``np.inner``: for matrices ``a @ b.T``, for vectors and N-D arrays the last axes contracted."""
     done = None
-    if _traced(a, b) and _ndim(a) == 2 and _ndim(b) == 2:
+    if contract.any_traced(a, b) and _ndim(a) == 2 and _ndim(b) == 2:
         done = contract.product(a, b.T if isinstance(b, TracedArray) else np.transpose(b))
-    if done is None and _traced(a, b):
+    if done is None and contract.any_traced(a, b):
         done = inner_nd(a, b)
     return _or_cells(done, np.inner, a, b)
 
