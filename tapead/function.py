@@ -299,11 +299,13 @@ class Function:
 
     def jacobian_sparsity(self):
         """``(rows, cols)`` of the structurally nonzero Jacobian entries (independent of any point)."""
-        return sparsity.jacobian_sparsity(self.tape)
+        with self.state.noting_unrolls("jacobian_sparsity"):
+            return sparsity.jacobian_sparsity(self.tape)
 
     def hessian_sparsity(self):
         """``(rows, cols)`` of the structurally nonzero Hessian entries (independent of any point)."""
-        return sparsity.hessian_sparsity(self.tape)
+        with self.state.noting_unrolls("hessian_sparsity"):
+            return sparsity.hessian_sparsity(self.tape)
 
     def assemble_gradient(self, X, C, M: int, params=None, out=None, threads: int | None = None):
         """Scatter-add every element's gradient into a global vector: ``g[C[e, j]] += grad f(X[e])[j]``.
@@ -347,12 +349,14 @@ class Function:
 
     @property
     def stats(self) -> dict:
-        """Branch statistics (paths known, re-records, compiles of other paths, points they answered) and, under
+        """Branch statistics (paths known, re-records, compiles of other paths, points they answered); under
         ``"kernels"``, each compiled kernel's optimisation level (0 until a background O2 build is swapped in),
-        its op count and compile seconds."""
+        its op count and compile seconds; under ``"unrolled"``, every time this process unrolled a tape with
+        loops into scalar instructions to build one of them: ``{"for": the derived tape or kernel, "why": the
+        step that needed the scalar form, "loops": how many, "rows": the scalar rows they became}``."""
         from .runtime.branches import stats
-        from .runtime.calls import kernel_levels
-        return dict(stats(self), kernels=kernel_levels(self))
+        from .runtime.calls import kernel_levels, unroll_notes
+        return dict(stats(self), kernels=kernel_levels(self), unrolled=unroll_notes(self))
 
     def evaluate(self, *args, params=None):
         """The numpy reference interpreter (no compilation): the oracle the kernels are tested against."""

@@ -201,7 +201,7 @@ def flat_batches_pay(tape: Tape) -> bool:
         return False
     if sum(m.n * len(m.body) for m in tape.maps) > CUT_ABOVE:  # a lower bound of the unrolled size: never unroll
         return False  # a 500,000-iteration loop to find out (that took seconds and gigabytes)
-    flat = scalar(tape)
+    flat = scalar(tape, "batch kernel: is an unrolled copy small enough to vectorise across points?")
     return kernel_records(flat) <= CUT_ABOVE and vectorise_points(flat)
 
 
@@ -231,7 +231,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
     size = kernel_records(tape)
     if tape.maps and _lower_unrolled(tape, size, cut):
-        tape = scalar(tape)  # cut into pieces (or too big for the loops' work array): lowered unrolled
+        tape = scalar(tape, "kernel: too big for one function, lowered unrolled and cut into pieces")
         size = kernel_records(tape)
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
@@ -264,7 +264,8 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     lines.append("}")
     callee, batch_tape = name, tape
     if flat_batches and flat_batches_pay(tape):
-        batch_tape, callee = scalar(tape), f"{name}.flat"
+        batch_tape = scalar(tape, "batch kernel: an unrolled copy vectorises across points")
+        callee = f"{name}.flat"
         tables.extend([f"define internal i32 @{callee}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{",
                        "entry:"] + _point_body(batch_tape, in_groups, out_groups, callee, tables) + ["}"])
     if plan is not None:

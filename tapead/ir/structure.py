@@ -21,9 +21,11 @@ Hessians, sparsity, saving) works on ``scalar(tape)``, so structure is an optimi
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -252,11 +254,31 @@ def work(tape) -> int:
     return _instructions(tape) + sum(m.n * len(m.body) for m in tape.maps)
 
 
-def scalar(tape):
-    """The tape with every map unrolled into scalar instructions (the tape itself when it has no maps)."""
+def scalar(tape, why: str = "asked for"):
+    """The tape with every map unrolled into scalar instructions (the tape itself when it has no maps). ``why``
+    says which step needs the scalar form and why; it is noted where someone listens (``noting_unrolls``: a
+    Function's ``stats["unrolled"]``), so a structured tape is never unrolled without saying so."""
     if not tape.maps:
         return tape
+    notes = _NOTES.get()
+    if notes is not None:
+        notes.append(dict(why=why, loops=len(tape.maps), rows=work(tape)))
     return tape.memo("scalar", lambda: unroll(tape))
+
+
+_NOTES: ContextVar[list | None] = ContextVar("tapead_unroll_notes", default=None)
+
+
+@contextmanager
+def noting_unrolls() -> Iterator[list]:
+    """Collect, in the list this yields, a note for every tape with loops ``scalar`` unrolls within the block
+    (``why``, its number of loops, and the scalar rows it becomes), in this thread and context."""
+    notes: list = []
+    token = _NOTES.set(notes)
+    try:
+        yield notes
+    finally:
+        _NOTES.reset(token)
 
 
 def unroll(tape):

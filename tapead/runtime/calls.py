@@ -53,6 +53,11 @@ def kernel(fun, kind: str) -> tuple[Tape, Kernel]:
 
 def _build(fun, kind: str, opt: int | None = None, elsewhere: bool = False,
            flat: bool = False) -> tuple[Tape, Kernel]:
+    with fun.state.noting_unrolls(f"kernel/{kind}"):
+        return _build_noted(fun, kind, opt, elsewhere, flat)
+
+
+def _build_noted(fun, kind: str, opt: int | None, elsewhere: bool, flat: bool) -> tuple[Tape, Kernel]:
     tape = fun.tape
     if opt is None:
         tape.check()  # the compile boundary: native code only ever sees a validated tape
@@ -291,3 +296,12 @@ def kernel_levels(fun, prefix: str = "") -> dict:
     for key, d in list(fun.state.derived.items()):  # derived tapes (Hessian, ...) with kernels of their own
         kernels.update(kernel_levels(d, prefix + "/".join(str(p) for p in key) + ":"))
     return kernels
+
+
+def unroll_notes(fun, prefix: str = "") -> list[dict]:
+    """``stats["unrolled"]``: the unrollings noted for a Function and for its derived Functions (their kernels),
+    each derived one's ``for`` prefixed by what it is, as ``kernel_levels`` names their kernels."""
+    notes = [dict(note, **{"for": prefix + note["for"]}) for note in fun.state.unrolled]
+    for key, d in list(fun.state.derived.items()):
+        notes += unroll_notes(d, prefix + "/".join(str(p) for p in key) + ":")
+    return notes

@@ -48,7 +48,9 @@ def derived(fun, key: tuple, build):
     disk cache; its kernels compile once)."""
     hit = fun.state.derived.get(key)
     if hit is None:
-        hit = fun.state.derived.setdefault(key, fun.derive(derived_tape(fun.tape, key, build)))
+        with fun.state.noting_unrolls("/".join(map(str, key))):
+            tape = derived_tape(fun.tape, key, build)
+        hit = fun.state.derived.setdefault(key, fun.derive(tape))
     return hit
 
 

@@ -5,12 +5,15 @@ by the runtime module that needs it; none changes what the Function computes. (T
 stay on the Function itself: the hot path reads them with one attribute lookup.)"""
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from ..ir.structure import noting_unrolls
 
 
 class EvaluationState:
     __slots__ = ("kernels", "programs", "derived", "natives", "paths", "mixed", "retired", "upgraded", "patterns",
-                 "shipments", "fast_derived", "aliases", "bound")
+                 "shipments", "fast_derived", "aliases", "bound", "unrolled")
 
     def __init__(self):
         self.kernels: dict[str, tuple] = {}  # kind -> (the tape compiled, or None for this one; Kernel)
@@ -30,3 +33,15 @@ class EvaluationState:
         # bound (a Function's ``hessian`` is its Hessian Function's ``value``): ``runtime.methods.alias``
         self.aliases: list = []
         self.bound: dict[str, tuple] = {}  # kind -> (KernelSpec, Kernel) of the native method bound last
+        self.unrolled: list[dict] = []  # every unrolling of a tape with loops done for this Function, and why
+
+    @contextmanager
+    def noting_unrolls(self, what: str) -> Iterator[None]:
+        """Note in ``unrolled`` (``stats["unrolled"]``) each tape with loops unrolled while building ``what``
+        (a derived tape, a kernel) in this process: which step needed the scalar form and why."""
+        with noting_unrolls() as notes:
+            yield
+        for note in notes:
+            entry = {"for": what, **note}
+            if entry not in self.unrolled:
+                self.unrolled.append(entry)

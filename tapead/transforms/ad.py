@@ -222,8 +222,10 @@ def _plan_forward(tape: Tape) -> tuple[list, list]:
     return steps, dict(users)
 
 
-def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -> list:
-    """Tangent of every slot given tangents of the inputs (None = zero): the forward sweep.
+def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None, fixed: dict | None = None) -> list:
+    """Tangent of every slot given tangents of the inputs (None = zero): the forward sweep. ``fixed`` gives the
+    tangents of computed slots taken as independent variables (``front``: a sweep along an affine combination
+    of the inputs seeded where it is computed): their own rules are not applied.
 
     Only instructions reached from a nonzero tangent are visited (in tape order, from a heap), so a sweep along
     one unit vector costs what depends on that input, not the whole tape: n sweeps of a Hessian cost the
@@ -240,13 +242,18 @@ def forward(tape: Tape, vals: list, tangents: list, masks: list | None = None) -
     tan: list = list(tangents) + [None] * (tape.n_slots - tape.n_inputs)
     mask: list = [None] * tape.n_slots
     first = tape.first_result
-    todo = sorted({i for s, t in enumerate(tangents) if t is not None for i in users.get(s, ())})
+    fixed = fixed or {}
+    for s, t in fixed.items():
+        tan[s] = t
+    todo = sorted({i for s, t in [*enumerate(tangents), *fixed.items()] if t is not None for i in users.get(s, ())})
     queued = set(todo)
     heappop, heappush, unset = heapq.heappop, heapq.heappush, _UNSET
     while todo:
         i = heappop(todo)
         row, args = steps[i]
         out = first + i
+        if out in fixed:
+            continue
         if args is None:  # a map
             found = forward_product(row, vals, tan, mask)  # dA B: one product, not the body's sweep per entry
             rows, row_masks = found if found is not None else forward_map(row, vals, tan, mask, replay, forward)
@@ -344,7 +351,7 @@ def jvp(tape: Tape) -> Tape:
     try:
         return _jvp(tape)
     except Unstructured:
-        return _jvp(scalar(tape))
+        return _jvp(scalar(tape, "forward mode: a loop cannot carry its tangents exactly (see maps_ad.forward_map)"))
 
 
 def _jvp(tape: Tape) -> Tape:

@@ -12,7 +12,7 @@ import numpy as np
 from . import ad
 from .ad import node_ids, keep_guards, backward, forward, fresh, replay
 from ..errors import InputError
-from . import affine, directions, separable
+from . import affine, directions, front, separable
 from ..ir.structure import scalar, work
 from ..ir.tape import Tape
 
@@ -84,7 +84,8 @@ def _jacobian_matrix(tape: Tape, mode: str) -> tuple:
     """(recorder, J) with J[i][j] = d output i / d input j, as recorded values (tracers, floats or None)."""
     m, n = tape.n_outputs, tape.n_inputs
     forward_mode = resolve_outputs(tape, mode) == "forward"
-    flat = scalar(tape) if forward_mode or not tape.maps else None  # (reverse sweeps keep a tape's loops)
+    flat = scalar(tape, "forward-mode Jacobian: the sweeps along each input read scalar instructions") \
+        if forward_mode or not tape.maps else None  # (reverse sweeps keep a tape's loops)
     # outside the loop: the m x n entries and at most the replayed tape (what its guards need)
     outside = m * n + (0 if flat is None else len(flat.code) + len(flat.guards))
     if flat is not None and (directions.as_loop(flat, n, outside) if forward_mode
@@ -176,10 +177,19 @@ def _hessian_sweeps(tape: Tape, weights: bool, gradient_outputs: bool = False) -
             vals = replay(g, xs, ps)
             first = [vals[s] for s in g.outputs.tolist()]
         return rec, g, first, np.triu(J) + np.triu(J, 1).T  # the upper triangle, mirrored, as below
-    g = scalar(g)  # forward sweeps read scalar instructions, and the slots read below are the sweeps' slots
+    g = scalar(g, "dense Hessian: the forward sweeps of the gradient read scalar instructions")  # (and the slots
+    # read below are the sweeps' slots)
+    reduced = front.cut(g, n, g.outputs[row0:row0 + n]) if len(g.code) <= directions.LOOP_OVER else None
+    if reduced is not None and len(g.code) * len(reduced[0]) <= directions.LOOP_OVER:
+        # the nonlinear part reads fewer affine combinations than inputs: sweep along those (small sweeps for sure,
+        # a choice that does not depend on the outputs kept: hessian_tape and value_gradient_hessian_tape agree)
+        rec, vals, H = front.hessian_entries(g, n, row0, *reduced)
+        return rec, g, [vals[s] for s in g.outputs.tolist()], H
     # outside a loop over directions: the entries, and the gradient program when the tape returns its outputs
     # (value_gradient_hessian), else at most the replayed tape (what its guards need)
-    outside = n * n + len(g.guards) + (n + 1 + len(g.code) if gradient_outputs else len(scalar(tape).code))
+    size = n + 1 + len(g.code) if gradient_outputs else \
+        len(scalar(tape, "dense Hessian: the unrolled size decides how the directions are swept").code)
+    outside = n * n + len(g.guards) + size
     loop = directions.hessian_loop(g, n, row0) if directions.as_loop(g, n, outside) else None
     if loop is not None:  # every direction reaches most of g: one loop over directions
         rec, first, H = loop
@@ -232,7 +242,8 @@ def hvp_tape(tape: Tape) -> Tape:
     hvp = ad.jvp(g)
     if not g.maps or work(tape) > BOTH_WAYS:
         return hvp
-    unrolled = ad.jvp(scalar(g))
+    unrolled = ad.jvp(scalar(g, "Hessian-vector product of a small tape: the unrolled sweep is built too, and "
+                                "kept when it executes less"))
     return unrolled if work(unrolled) < work(hvp) else hvp  # (ties keep the loops)
 
 

@@ -146,7 +146,7 @@ def _placed_map(m: Map, k: int, n: int, hb: Tape, rows: np.ndarray, cols: np.nda
     entries ``(rows[e], cols[e])``, adding each into its place, and the place of each of its rows (sums, then
     the scatter range)."""
     if hb.maps:  # a body Hessian built as a loop over directions: a map body is scalar code
-        hb = scalar(hb)
+        hb = scalar(hb, "partially separable Hessian: the body's Hessian, a loop over directions, becomes a loop body")
     fixed, rest, keys, inverse = _places(m, k, n, rows, cols)
     entries = np.concatenate([fixed, rest])
     n_in = m.tables.shape[1]

@@ -61,7 +61,8 @@ def _pattern(masks: list[int]) -> tuple[np.ndarray, np.ndarray]:
 def jacobian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     """``(rows, cols)`` of the structurally nonzero Jacobian entries (flattened outputs x flattened inputs),
     sorted row-major: the order of ``sparse_jacobian_tape``'s outputs."""
-    return tape.memo(("jacobian_sparsity",), lambda: _jacobian_pattern(scalar(tape)))  # read on scalar code
+    return tape.memo(("jacobian_sparsity",),
+                     lambda: _jacobian_pattern(scalar(tape, "Jacobian sparsity: read on scalar code")))
 
 
 def _jacobian_pattern(flat: Tape) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +97,7 @@ def hessian_sparsity(tape: Tape) -> tuple[np.ndarray, np.ndarray]:
     hit = separable.pattern(tape, hessian_sparsity)
     if hit is not None:
         return hit
-    tape = scalar(tape)  # the analysis reads scalar instructions
+    tape = scalar(tape, "Hessian sparsity: read on scalar instructions")
     return tape.memo(("hessian_sparsity",), lambda: _hessian_pattern(tape))
 
 
@@ -163,7 +164,7 @@ def sparse_jacobian_tape(tape: Tape) -> Tape:
     ``jacobian_sparsity(tape)``: one forward sweep per colour of ``color_columns``."""
     rows, cols = jacobian_sparsity(tape)
     colors = color_columns(rows, cols, tape.n_inputs)
-    rec, _, T = tangent_sweeps(scalar(tape), _groups(colors))
+    rec, _, T = tangent_sweeps(scalar(tape, "sparse Jacobian: colour sweeps read scalar instructions"), _groups(colors))
     values = [T[colors[j]][i] for i, j in zip(rows.tolist(), cols.tolist())]
     return finish_tape(rec, tape, values, (len(values),))
 
@@ -179,7 +180,7 @@ def sparse_hessian_tape(tape: Tape, weights: bool = False) -> Tape:
     rows, cols = hessian_sparsity(tape)
     colors = color_columns(rows, cols, tape.n_inputs)
     g = gradient_program(tape, weights)
-    rec, _, T = tangent_sweeps(scalar(g), _groups(colors))
+    rec, _, T = tangent_sweeps(scalar(g, "sparse Hessian: colour sweeps read scalar instructions"), _groups(colors))
     # every entry is recoverable from either triangle; reading only (min, max) lets the other half go dead
     values = [T[colors[max(i, j)]][min(i, j)] for i, j in zip(rows.tolist(), cols.tolist())]
     return finish_tape(rec, g, values, (len(values),))

@@ -1,0 +1,122 @@
+"""Hessians along the linear front: sweep the directions a program's nonlinear part sees, not every input.
+
+A pair potential reads its two atoms only through ``d = p_i - p_j``; a finite element reads its nodes through
+``Ds = [x_b - x_a, x_c - x_a]``. Every nonlinear instruction of such a program reads the inputs through a few
+affine combinations ``z = L x`` with a constant ``L``, so ``f(x) = h(L x)`` and ``H_f = L^T H_h L``.
+Forward-over-reverse along the unit inputs sweeps the gradient program once per input (six times for a pair,
+where the sweeps along ``p_j`` are those along ``p_i`` negated); sweeping it once per combination instead, each
+seeded where it is computed as if it were an input, costs ``len(z)`` sweeps, and a Hessian entry is then
+``H[p, q] = sum_a L[a, q] T_a[p]`` with ``T_a`` the gradient's tangent along combination ``a`` (for a pair: one
+sweep's entry, or its negation).
+
+The front (``cut``) is found on the gradient program itself, in slot order: a slot is *affine* when it is an
+input or an instruction linear with constant, finite coefficients (``Op.weights``) in its affine arguments; an
+affine slot read by anything else (or returned) must be seen by the sweeps, and becomes a cut variable unless it
+is already an affine function of earlier cut variables (``2 d`` once ``d`` is one). So every path from an input to
+a nonlinear instruction passes through the cut, which is what makes the seeded sweeps exact derivatives.
+
+The entries are the same numbers as the unit sweeps' up to rounding (an entry summing several terms of ``L``
+adds them in another order; for a pair every entry is one term, so the sweeps' bits up to the sign of a zero).
+The Hessian is still read from the upper triangle and mirrored: exactly symmetric.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import affine
+from .ad import forward, fresh, keep_guards, replay
+from ..ir.structure import walk
+from ..ir.tape import Tape
+
+_NONE, _AFFINE, _NONLINEAR = 0, 1, 2  # how a slot depends on the inputs differentiated
+
+
+def cut(g: Tape, n: int, outputs: np.ndarray) -> tuple[list[int], np.ndarray] | None:
+    """``(slots, L)``: the cut variables of the slots ``outputs`` of ``g`` (a scalar tape without guards) along
+    its first ``n`` inputs, with ``L`` their constant ``(len(slots), n)`` Jacobian, when there are at most three
+    quarters as many as inputs (above that, fewer sweeps would not pay for the terms per entry); else None.
+    Only the outputs' cone is looked at (the value a gradient program also returns may add affine terms to
+    nonlinear ones without making them cut variables)."""
+    if len(g.guards) or g.maps or n < 2:
+        return None
+    first, lo = g.first_result, g.first_const
+    steps = walk(g)
+    outs = np.asarray(outputs, np.int64)
+    need = np.zeros(g.n_slots, bool)
+    need[outs] = True
+    for step in reversed(steps):
+        if need[first + step.start]:
+            need[list(step.args)] = True
+    kind = np.zeros(g.n_slots, np.int8)
+    kind[:n] = _AFFINE
+    visited: list[tuple[int, list[int], bool]] = []  # (slot, arguments depending on the inputs, linear?)
+    for step in steps:
+        args = step.args
+        on = [a for a in args if kind[a]]
+        if not on or step.row.no_derivative or not need[first + step.start]:
+            continue
+        weights = step.row.weights(1.0, *(float(g.consts[a - lo]) if lo <= a < first else None for a in args)) \
+            if step.row.weights is not None else None
+        linear = weights is not None and all(
+            w is not None and math.isfinite(w) for a, w in zip(args, weights) if kind[a])
+        out = first + step.start
+        kind[out] = _AFFINE if linear and all(kind[a] == _AFFINE for a in on) else _NONLINEAR
+        visited.append((out, on, linear))
+    # ``seen``: slots whose tangent the outputs need: the outputs, the arguments of nonlinear instructions, and
+    # the arguments of a linear one mixing affine and nonlinear terms when its own result is seen (an affine term
+    # added to a pair energy is not, one inside a sine is); a seen multiple of one affine slot passes it upwards
+    seen = np.zeros(g.n_slots, bool)
+    seen[outs] = True
+    for out, on, linear in reversed(visited):
+        if not linear or (seen[out] and kind[out] == _NONLINEAR):
+            seen[on] = True
+        elif seen[out] and len(set(on)) == 1:  # -d, 2 d, 0.5 d: seeing d is seeing it (one variable, not two)
+            seen[out], seen[on[0]] = False, True
+    seen &= kind == _AFFINE
+    affine_rows = [(out, on) for out, on, _ in visited if kind[out] == _AFFINE]
+    raw = np.zeros(g.n_slots, bool)  # affine slots that reach an input along a path avoiding the cut
+    slots = [i for i in range(n) if seen[i]]
+    raw[:n] = ~seen[:n]
+    for out, on in affine_rows:
+        if raw[on].any():
+            if seen[out]:
+                slots.append(out)
+            else:
+                raw[out] = True
+        if 4 * len(slots) > 3 * n:
+            return None
+    if 4 * len(slots) > 3 * n:
+        return None
+    L = affine.constant_jacobian(g, slots, n)
+    return None if L is None else (slots, L)
+
+
+def hessian_entries(g: Tape, n: int, row0: int, slots: list[int], L: np.ndarray) -> tuple:
+    """``(recorder, slot values, H)``: ``g`` replayed, and the ``n x n`` Hessian entries (row-major; tracers,
+    floats or None for zero) of the gradient outputs ``g.outputs[row0:row0 + n]``, by one forward sweep per cut
+    variable, upper triangle read and mirrored."""
+    rec, xs, ps = fresh(g)
+    vals = replay(g, xs, ps)
+    keep_guards(rec, g, vals)
+    grads = g.outputs[row0:row0 + n].tolist()  # (the outputs ``cut`` was asked about)
+    at = [s for s in slots if s >= g.n_inputs]
+    T = []
+    for s in slots:
+        tangents = [1.0 if i == s else None for i in range(g.n_inputs)]
+        tan = forward(g, vals, tangents, fixed={a: (1.0 if a == s else None) for a in at})
+        T.append([tan[p] for p in grads])
+    terms = [[(a, float(L[a, q])) for a in np.flatnonzero(L[:, q]).tolist()] for q in range(n)]
+    upper = {}
+    for p in range(n):
+        for q in range(p, n):
+            total = None
+            for a, w in terms[q]:
+                t = T[a][p]
+                if t is None:
+                    continue
+                term = t if w == 1.0 else -t if w == -1.0 else w * t
+                total = term if total is None else total + term
+            upper[p, q] = total
+    return rec, vals, [upper[min(p, q), max(p, q)] for p in range(n) for q in range(n)]
