@@ -20,6 +20,7 @@ from . import products
 from .llvm_text import emit_op, literal as _literal
 from ..ir.contraction import Product
 from ..ir.structure import Map, Out, distinct
+from .register_runs import run_groups
 
 MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
 
@@ -244,68 +245,6 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         lines.append(f"  %{pre}sp{j} = getelementptr inbounds double, ptr %mem, i64 {base + offsets[j]}")
         lines.append(f"  store double %{pre}s{j}n, ptr %{pre}sp{j}")
         name[slot_j] = f"%{pre}s{j}n"
-
-
-def run_groups(dst: np.ndarray) -> list[list[int]]:
-    """Scatter columns whose target stays the same over runs of iterations (the ``i`` of pairs ``i < j``), grouped
-    by pattern (equal up to a constant). Such a column accumulates in a register and touches memory only when its
-    target changes: a chain of additions through one memory cell is bound by store-to-load latency, a register
-    chain by the addition's. The register holds the cell's value (loaded when a run starts), so additions happen
-    in the same order as one at a time.
-
-    Only when safe: during iteration ``k`` column ``c``'s register stands for cell ``dst[k-1, c]`` (until its
-    flush) and then ``dst[k, c]``, so no other column, in the group or not, may target either cell at iteration
-    ``k`` (it would add to memory the register later overwrites, or load a cell whose register is not yet
-    stored). With that, each cell a register holds sees only that column's additions while held, in iteration
-    order, exactly as one addition at a time gives."""
-    n, cols = dst.shape
-    if n < 4:
-        return []
-    groups: dict[bytes, list[int]] = {}
-    for c in range(cols):
-        rel = dst[:, c] - dst[0, c]
-        if np.count_nonzero(rel[1:] == rel[:-1]) * 2 >= n:
-            groups.setdefault(rel.tobytes(), []).append(c)
-    if not groups:
-        return []
-    alone = held_alone(dst)
-    return [group for group in groups.values() if alone[group].all()]
-
-
-PAIRWISE = 32  # scatter columns up to which ``held_alone`` compares columns pairwise (beyond: one sort); at
-# 500,000 iterations pairwise takes 0.07 / 0.43 / 0.81 s for 6 / 16 / 24 columns, the sort 0.52 / 1.98 / 2.95 s
-
-
-def held_alone(dst: np.ndarray, pairwise: int = PAIRWISE) -> np.ndarray:
-    """Per column ``c``: no other column targets, at any iteration ``k``, a cell ``c``'s register holds during
-    ``k`` (``dst[k, c]`` or ``dst[k - 1, c]``). A few columns (a pair loop's six) are compared pairwise, two
-    vector comparisons per pair (quadratic in the columns); more are counted at once: each row's targets sorted,
-    and each held cell's occurrences in its row looked up (``searchsorted``, a binary search per entry: 11 s for
-    a 4.5-million-pair loop's six columns, where the pairwise comparisons take 0.2 s)."""
-    n, cols = dst.shape
-    d = dst.astype(np.int64)
-    before = np.concatenate([d[:1], d[:-1]])
-    if cols <= pairwise:
-        now, held = np.ascontiguousarray(d.T), np.ascontiguousarray(before.T)  # columns as contiguous rows
-        alone = np.ones(cols, bool)
-        for c in range(cols):
-            for other in range(cols):
-                if other != c and ((now[other] == now[c]).any() or (now[other] == held[c]).any()):
-                    alone[c] = False
-                    break
-        return alone
-    lo = int(d.min())
-    width = int(d.max()) - lo + 1
-    keys = (d - lo) + np.arange(n, dtype=np.int64)[:, None] * width  # (row, target) as one sorted-able number
-    flat = np.sort(keys, axis=None)
-
-    def count(values: np.ndarray) -> np.ndarray:  # occurrences of each (row k, values[k, c]) in row k
-        q = (values - lo) + np.arange(n, dtype=np.int64)[:, None] * width
-        return np.searchsorted(flat, q, side="right") - np.searchsorted(flat, q, side="left")
-
-    now_elsewhere = count(d) > 1
-    before_elsewhere = count(before) - (before == d) > 0
-    return ~(now_elsewhere | before_elsewhere).any(axis=0)
 
 
 def _run_accumulate(pre: str, g: int, group: list, dst: np.ndarray, values: list, plan: Plan, globals_: list,

@@ -1,7 +1,7 @@
 """Loop gradients whose scatter targets repeat: compiled kernels against the interpreter and the unrolled tape.
 
 A reverse-mode loop scatters each gathered input's cotangent back to the slot it read. Where a target stays
-the same over runs of iterations the kernel accumulates it in a register (``loops.run_groups``), which is only
+the same over runs of iterations the kernel accumulates it in a register (``register_runs.run_groups``), which is only
 right when no other column touches a cell while a register holds it. Gather indices here are drawn in every
 pattern people write them in: random, sorted, runs of equal indices (``np.repeat``), shuffled runs, offset pairs
 (``I`` and ``I + 1``: the second column's run ends where the first's begins), pairs ``i < j`` and permutations.
@@ -105,7 +105,7 @@ def test_compiled_loop_derivatives_match_interpreter(kind, body, n, m, three, se
 def _accumulate_like_the_kernel(dst: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     """The scatter of ``lower_map`` step by step: run groups in registers (flushed column by column when their
     target changes, before the other columns add in column order), the last registers stored at the end."""
-    from tapead.backend.loops import run_groups
+    from tapead.backend.register_runs import run_groups
 
     mem = np.full(size, -0.0)
     groups = run_groups(dst)
@@ -157,7 +157,7 @@ def _held_alone_one(dst: np.ndarray, c: int) -> bool:
 
 
 def test_held_alone_for_all_columns_at_once_is_the_rule_column_by_column():
-    from tapead.backend.loops import held_alone
+    from tapead.backend.register_runs import held_alone
     rng = np.random.default_rng(4)
     for t in range(1500):
         n, cols = int(rng.integers(1, 30)), int(rng.integers(1, 20))
@@ -166,7 +166,10 @@ def test_held_alone_for_all_columns_at_once_is_the_rule_column_by_column():
             dst = np.sort(dst, axis=0)  # runs of one target, as pairs i < j give
         if t % 5 == 0:
             dst = np.arange(n)[:, None] * cols + np.arange(cols) + rng.integers(0, 2, size=(n, cols)) * (t % 7)
-        dst = dst.astype(np.int32)
+        if t % 4 == 1:  # columns sharing patterns, shifted: an atom's x, y, z columns of pairs i < j
+            base = [np.sort(rng.integers(0, 6, n)) * 3, rng.integers(0, 6, n) * 3]
+            dst = np.stack([base[int(rng.integers(0, 2))] + int(rng.integers(-3, 4)) for _ in range(cols)], axis=1)
+        dst = dst.astype(np.int32) if t % 11 else dst.astype(np.int64) * (1 << 40) - (1 << 41)
         want = [_held_alone_one(dst, c) for c in range(cols)]
-        assert held_alone(dst).tolist() == want, dst  # compared pairwise
+        assert held_alone(dst).tolist() == want, dst  # compared by patterns
         assert held_alone(dst, pairwise=0).tolist() == want, dst  # counted in sorted rows
