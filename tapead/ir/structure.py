@@ -56,6 +56,12 @@ def placeholder_rows(index: int, rows: int) -> np.ndarray:
 _ADD, _MUL = OPS["add"].code, OPS["mul"].code
 
 
+def _frozen(a) -> bool:
+    """An int32 array a map made: read-only, owning its data (no writeable base can change it), contiguous."""
+    return isinstance(a, np.ndarray) and a.dtype == np.int32 and not a.flags.writeable and a.flags.owndata \
+        and a.flags.c_contiguous
+
+
 @dataclass(frozen=True, eq=False)
 class Map:
     """One map record: ``body`` run ``n`` times on gathered slots (see the module docstring)."""
@@ -68,8 +74,10 @@ class Map:
 
     def __post_init__(self):
         for name in ("tables", "dst"):
-            a = np.array(getattr(self, name), dtype=np.int32, copy=True)
-            a.setflags(write=False)
+            a = getattr(self, name)
+            if not _frozen(a):  # (another map's table is shared, not copied: a reverse loop reads its forward's)
+                a = np.array(a, dtype=np.int32, copy=True)
+                a.setflags(write=False)
             object.__setattr__(self, name, a)
         # named kinds; anything else is kept as given, for validation to refuse (a hand-made or damaged map)
         object.__setattr__(self, "kinds", tuple(Out(k) if k in KINDS else k for k in self.kinds))
