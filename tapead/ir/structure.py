@@ -265,7 +265,8 @@ def work(tape) -> int:
 def scalar(tape, why: str = "asked for"):
     """The tape with every map unrolled into scalar instructions (the tape itself when it has no maps). ``why``
     says which step needs the scalar form and why; it is noted where someone listens (``noting_unrolls``: a
-    Function's ``stats["unrolled"]``), so a structured tape is never unrolled without saying so."""
+    Function's ``stats["unrolled"]``), each time it is asked for (a copy kept from an earlier call included), so
+    a structured tape is never read as scalar code without saying so."""
     if not tape.maps:
         return tape
     notes = _NOTES.get()

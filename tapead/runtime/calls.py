@@ -91,7 +91,9 @@ def _upgrade(fun, kind: str) -> None:
     if stopping():
         return
     try:
-        hit = _build(fun, kind, opt=2, elsewhere=True, flat=flat_batches_pay(branches.program(fun, kind)))
+        with fun.state.noting_unrolls(f"kernel/{kind}"):
+            flat = flat_batches_pay(branches.program(fun, kind))
+        hit = _build(fun, kind, opt=2, elsewhere=True, flat=flat)
     except Abandoned:  # the interpreter is exiting: the O0 kernel served every call there was
         return
     with _compile_lock:

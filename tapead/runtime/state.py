@@ -5,10 +5,14 @@ by the runtime module that needs it; none changes what the Function computes. (T
 stay on the Function itself: the hot path reads them with one attribute lookup.)"""
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..ir.structure import noting_unrolls
+
+
+_NOTING = threading.Lock()
 
 
 class EvaluationState:
@@ -41,7 +45,8 @@ class EvaluationState:
         (a derived tape, a kernel) in this process: which step needed the scalar form and why."""
         with noting_unrolls() as notes:
             yield
-        for note in notes:
-            entry = {"for": what, **note}
-            if entry not in self.unrolled:
-                self.unrolled.append(entry)
+        with _NOTING:  # (a background build notes from its own thread)
+            for note in notes:
+                entry = {"for": what, **note}
+                if entry not in self.unrolled:
+                    self.unrolled.append(entry)

@@ -15,9 +15,11 @@ affine slot read by anything else (or returned) must be seen by the sweeps, and 
 is already an affine function of earlier cut variables (``2 d`` once ``d`` is one). So every path from an input to
 a nonlinear instruction passes through the cut, which is what makes the seeded sweeps exact derivatives.
 
-The entries are the same numbers as the unit sweeps' up to rounding (an entry summing several terms of ``L``
-adds them in another order; for a pair every entry is one term, so the sweeps' bits up to the sign of a zero).
-The Hessian is still read from the upper triangle and mirrored: exactly symmetric.
+Where the derivatives are finite, the entries are the same numbers as the unit sweeps' up to rounding (an entry
+summing several terms of ``L`` adds them in another order; for a pair every entry is one term, so the sweeps'
+bits up to the sign of a zero). Where they are not, the two may differ in NaN and infinity: a coefficient 0 of
+``L`` adds no term, where a unit sweep multiplied an infinite partial by it. The Hessian is still read from the
+upper triangle and mirrored: exactly symmetric.
 """
 from __future__ import annotations
 
@@ -33,10 +35,11 @@ from ..ir.tape import Tape
 _NONE, _AFFINE, _NONLINEAR = 0, 1, 2  # how a slot depends on the inputs differentiated
 
 
-def cut(g: Tape, n: int, outputs: np.ndarray) -> tuple[list[int], np.ndarray] | None:
-    """``(slots, L)``: the cut variables of the slots ``outputs`` of ``g`` (a scalar tape without guards) along
-    its first ``n`` inputs, with ``L`` their constant ``(len(slots), n)`` Jacobian, when there are at most three
-    quarters as many as inputs (above that, fewer sweeps would not pay for the terms per entry); else None.
+def cut(g: Tape, n: int, outputs: np.ndarray) -> tuple[list[list[int]], np.ndarray] | None:
+    """``(groups, L)``: the cut variables of the slots ``outputs`` of ``g`` (a scalar tape without guards) along
+    its first ``n`` inputs, grouped by combination (a loop's reverse recomputes its body, so a combination may be
+    computed twice), with ``L`` the constant ``(len(groups), n)`` Jacobian of the combinations; None unless the
+    sweeps along them and the terms each entry then adds visit fewer instructions than the unit sweeps.
     Only the outputs' cone is looked at (the value a gradient program also returns may add affine terms to
     nonlinear ones without making them cut variables)."""
     if len(g.guards) or g.maps or n < 2:
@@ -85,27 +88,64 @@ def cut(g: Tape, n: int, outputs: np.ndarray) -> tuple[list[int], np.ndarray] | 
                 slots.append(out)
             else:
                 raw[out] = True
-        if 4 * len(slots) > 3 * n:
+        if len(slots) > 2 * n:  # (a loop's reverse recomputes its body: each combination may appear twice)
             return None
-    if 4 * len(slots) > 3 * n:
+    L = affine.constant_jacobian(g, slots, n) if slots else None
+    if L is None:
         return None
-    L = affine.constant_jacobian(g, slots, n)
-    return None if L is None else (slots, L)
+    # cut variables with the same combination are one direction (seeded together: forward mode is linear)
+    _, first, which = np.unique(L, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    groups = [[] for _ in order]
+    for s, w in zip(slots, np.ravel(which).tolist()):
+        groups[rank[w]].append(s)
+    L = L[first[order]]
+    # what the entries add up: a term with weight 1 is one addition, another a product and an addition
+    terms = sum((q + 1) * (2 * int(np.count_nonzero(L[:, q])) - int(np.count_nonzero(L[:, q] == 1.0)))
+                for q in range(n))
+    nonlinear = kind == _NONLINEAR
+    unit = _sweeps_cost(g, [[j] for j in range(n)], set(), nonlinear)
+    return (groups, L) if _sweeps_cost(g, groups, set(slots), nonlinear) + terms < unit else None
 
 
-def hessian_entries(g: Tape, n: int, row0: int, slots: list[int], L: np.ndarray) -> tuple:
+def _sweeps_cost(g: Tape, seeds: list[list[int]], fixed: set, counted: np.ndarray) -> int:
+    """The nonlinear instructions (``counted``) forward sweeps seeded at each of ``seeds`` (a group of slots
+    each) reach, all together: one pass with a bit per sweep (a slot in ``fixed`` carries its own seeds only, as
+    ``forward`` treats it). Affine instructions are not counted: constant seeds fold through them."""
+    first = g.first_result
+    reach = [0] * g.n_slots
+    for bit, group in enumerate(seeds):
+        for s in group:
+            reach[s] |= 1 << bit
+    total = 0
+    for step in walk(g):
+        out = first + step.start
+        if out not in fixed:
+            bits = 0
+            if not step.row.no_derivative:
+                for a in step.args:
+                    bits |= reach[a]
+            reach[out] = bits
+        if counted[out]:
+            total += reach[out].bit_count()
+    return total
+
+
+def hessian_entries(g: Tape, n: int, row0: int, groups: list[list[int]], L: np.ndarray) -> tuple:
     """``(recorder, slot values, H)``: ``g`` replayed, and the ``n x n`` Hessian entries (row-major; tracers,
-    floats or None for zero) of the gradient outputs ``g.outputs[row0:row0 + n]``, by one forward sweep per cut
-    variable, upper triangle read and mirrored."""
+    floats or None for zero) of the gradient outputs ``g.outputs[row0:row0 + n]``, by one forward sweep per
+    combination (its cut variables seeded together), upper triangle read and mirrored."""
     rec, xs, ps = fresh(g)
     vals = replay(g, xs, ps)
     keep_guards(rec, g, vals)
     grads = g.outputs[row0:row0 + n].tolist()  # (the outputs ``cut`` was asked about)
-    at = [s for s in slots if s >= g.n_inputs]
+    at = [s for group in groups for s in group if s >= g.n_inputs]
     T = []
-    for s in slots:
-        tangents = [1.0 if i == s else None for i in range(g.n_inputs)]
-        tan = forward(g, vals, tangents, fixed={a: (1.0 if a == s else None) for a in at})
+    for group in groups:
+        tangents = [1.0 if i in group else None for i in range(g.n_inputs)]
+        tan = forward(g, vals, tangents, fixed={a: (1.0 if a in group else None) for a in at})
         T.append([tan[p] for p in grads])
     terms = [[(a, float(L[a, q])) for a in np.flatnonzero(L[:, q]).tolist()] for q in range(n)]
     upper = {}
