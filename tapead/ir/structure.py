@@ -21,15 +21,14 @@ Hessians, sparsity, saving) works on ``scalar(tape)``, so structure is an optimi
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from ..table.ops import BY_CODE, OPS
+from .notes import listening
 
 MAP_ROW = -1  # the op code of a map's placeholder rows (never an op table index: validate refuses it elsewhere)
 
@@ -115,8 +114,10 @@ class Map:
         return list(zip(range(len(self.kinds)), self.kinds, self.offsets()))
 
     def read_slots(self) -> np.ndarray:
-        """The distinct slots the tables read, ascending."""
-        return distinct(self.tables, inverse=False)[0]
+        """The distinct slots the tables read, ascending (worked out once: the tables never change)."""
+        if "_read" not in self.__dict__:
+            object.__setattr__(self, "_read", distinct(self.tables, inverse=False)[0])
+        return self.__dict__["_read"]
 
     def remap(self, new) -> "Map":
         """The same map with table entries ``new(tables)`` (slots renumbered, or node ids in a recorder)."""
@@ -269,25 +270,12 @@ def scalar(tape, why: str = "asked for"):
     a structured tape is never read as scalar code without saying so."""
     if not tape.maps:
         return tape
-    notes = _NOTES.get()
+    notes = listening()
     if notes is not None:
         notes.append(dict(why=why, loops=len(tape.maps), rows=work(tape)))
     return tape.memo("scalar", lambda: unroll(tape))
 
 
-_NOTES: ContextVar[list | None] = ContextVar("tapead_unroll_notes", default=None)
-
-
-@contextmanager
-def noting_unrolls() -> Iterator[list]:
-    """Collect, in the list this yields, a note for every tape with loops ``scalar`` unrolls within the block
-    (``why``, its number of loops, and the scalar rows it becomes), in this thread and context."""
-    notes: list = []
-    token = _NOTES.set(notes)
-    try:
-        yield notes
-    finally:
-        _NOTES.reset(token)
 
 
 def unroll(tape):

@@ -9,7 +9,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..ir.structure import noting_unrolls
+from ..ir.notes import noting_unrolls
 
 
 _NOTING = threading.Lock()

@@ -8,6 +8,7 @@ import pytest
 import tapead
 from functions import lj, lj_start
 from tapead.ir import structure
+from tapead.ir.notes import noting_unrolls
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +76,7 @@ def test_notes_are_not_repeated_and_derived_kernels_are_prefixed():
 def test_scalar_notes_only_where_listened_to_and_only_for_loops():
     t = tapead.record(_chain, X).tape
     flat = structure.scalar(t)
-    with structure.noting_unrolls() as notes:
+    with noting_unrolls() as notes:
         assert structure.scalar(t, "a reason") is flat
         assert structure.scalar(flat, "already scalar") is flat
     assert notes == [dict(why="a reason", loops=len(t.maps), rows=structure.work(t))]
