@@ -42,7 +42,7 @@ def offset(p: str, offs: np.ndarray, prefix: str, plan, globals_: list, lines: l
     if n == 1 or np.array_equal(offs, a + b * np.arange(n)):
         lines.append(f"  {p}m = mul i64 %{prefix}k, {b}\n  {p}o = add i64 {p}m, {a}")
         return f"{p}o"
-    rel = offs.astype(np.int64) - a
+    rel = np.asarray(offs, np.int64) - a  # (no copy before the subtraction's own)
     runs = _runs(rel, b) if header is not None and n >= RUNS_FROM else None
     if runs is not None:
         v = _run_state(runs, b, prefix, plan, globals_, lines, header)
