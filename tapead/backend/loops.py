@@ -20,7 +20,6 @@ from . import products
 from .llvm_text import emit_op, literal as _literal
 from ..ir.contraction import Product
 from ..ir.structure import Map, Out, distinct
-from .offsets import Header, offset as _offset
 from .register_runs import run_groups
 
 MAX_CELLS = 1 << 25  # work array doubles (256 MB); beyond, map tapes lower unrolled (and cut into pieces)
@@ -74,7 +73,6 @@ class Plan:
             self.columns[index] = columns
         self.cells = at
         self.tables: dict[bytes, str] = {}  # offsets relative to their first -> the constant table holding them
-        self.run_states: dict[tuple, str] = {}  # (loop, runs) -> the IR value of a column computed from runs
 
     def _where(self, slots: np.ndarray, groups: list, at: int, copies: list) -> tuple[str, np.ndarray, int]:
         """``(pointer, offsets, next free cell)`` of an array of slots: in place in one argument group, or in
@@ -131,6 +129,28 @@ def pointers(tape, in_groups) -> list[tuple[str, int, int]]:
     return out
 
 
+def _offset(p: str, offs: np.ndarray, prefix: str, plan: Plan, globals_: list, lines: list) -> str:
+    """An i64 IR value for the offset at iteration ``%{prefix}k``: affine arithmetic, or a load from a constant
+    table plus a constant. Tables equal up to a constant are one table (the x, y, z columns of a gather, a
+    gather and its scatter), written as a byte string (LLVM parses one string far faster than n constants)."""
+    n = len(offs)
+    a = int(offs[0])
+    b = int(offs[1] - offs[0]) if n > 1 else 0
+    if n == 1 or np.array_equal(offs, a + b * np.arange(n)):
+        lines.append(f"  {p}m = mul i64 %{prefix}k, {b}\n  {p}o = add i64 {p}m, {a}")
+        return f"{p}o"
+    rel = (offs - a).astype("<i4")
+    key = rel.tobytes()
+    table = plan.tables.get(key)
+    if table is None:
+        table = plan.tables[key] = f"@{prefix}.t{len(plan.tables)}"
+        text = "\\" + key.hex("\\") if key else ""
+        globals_.append(f"{table} = private unnamed_addr constant [{len(key)} x i8] c\"{text}\", align 4")
+    lines.append(f"  {p}t = getelementptr inbounds i32, ptr {table}, i64 %{prefix}k")
+    lines.append(f"  {p}l = load i32, ptr {p}t\n  {p}s = sext i32 {p}l to i64\n  {p}o = add i64 {p}s, {a}")
+    return f"{p}o"
+
+
 def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: list, prefix: str,
               lines: list) -> None:
     """Append the loop of map ``index`` (its rows start at slot ``start``); its sums get SSA names, its other rows
@@ -172,12 +192,11 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         lines.append(f"  %{pre}g{g}cur = phi i64 [{int(dst[0, c0])}, %{pre}.pre], [%{pre}d{c0}o, %{pre}.latch]")
         for c in group:
             lines.append(f"  %{pre}r{c}a = phi double [%{pre}r{c}a0, %{pre}.pre], [%{pre}r{c}n, %{pre}.latch]")
-    header = Header(pre, lines)  # (columns computed from runs add their registers' phis here)
     body = m.body
     bname: dict[int, str] = {}
     for i in range(body.n_inputs):
         ptr, offs = plan.columns[index][i]
-        o = _offset(f"%{pre}i{i}", offs, pre, plan, globals_, lines, header)
+        o = _offset(f"%{pre}i{i}", offs, pre, plan, globals_, lines)
         lines.append(f"  %{pre}i{i}p = getelementptr inbounds double, ptr {ptr}, i64 {o}")
         lines.append(f"  %{pre}i{i}v = load double, ptr %{pre}i{i}p")
         bname[i] = f"%{pre}i{i}v"
@@ -192,7 +211,7 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
     outs = body.outputs.tolist()
     scatter_values = [bname[outs[j]] for j, kind in enumerate(m.kinds) if kind is Out.SCATTER]
     for g, group in enumerate(runs):
-        _run_accumulate(pre, g, group, dst, scatter_values, plan, globals_, lines, header)
+        _run_accumulate(pre, g, group, dst, scatter_values, plan, globals_, lines)
     c = 0
     for j, kind, off in m.outputs():
         v = bname[outs[j]]
@@ -205,7 +224,7 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
         elif c in in_run:
             c += 1
         else:
-            o = _offset(f"%{pre}d{c}", dst[:, c], pre, plan, globals_, lines, header)
+            o = _offset(f"%{pre}d{c}", dst[:, c], pre, plan, globals_, lines)
             lines.append(f"  %{pre}d{c}p = getelementptr inbounds double, ptr %mem, i64 {o}")
             lines.append(f"  %{pre}d{c}v = load double, ptr %{pre}d{c}p")
             lines.append(f"  %{pre}d{c}a = fadd double %{pre}d{c}v, {v}")
@@ -229,11 +248,11 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
 
 
 def _run_accumulate(pre: str, g: int, group: list, dst: np.ndarray, values: list, plan: Plan, globals_: list,
-                    lines: list, header: Header) -> None:
+                    lines: list) -> None:
     """One iteration of a run group (see ``run_groups``): when the target changed, store the registers to the old
     cells and load the new cells; add this iteration's values."""
     c0 = group[0]
-    o = _offset(f"%{pre}d{c0}", dst[:, c0], pre, plan, globals_, lines, header)
+    o = _offset(f"%{pre}d{c0}", dst[:, c0], pre, plan, globals_, lines)
     lines.append(f"  %{pre}g{g}same = icmp eq i64 {o}, %{pre}g{g}cur")
     lines.append(f"  br i1 %{pre}g{g}same, label %{pre}g{g}.keep, label %{pre}g{g}.flush\n{pre}g{g}.flush:")
     for c in group:
