@@ -20,19 +20,25 @@ PAIRWISE = 32  # scatter columns up to which ``held_alone`` compares columns by 
 
 def _patterns(dst: np.ndarray) -> tuple[list[np.ndarray], list[int], np.ndarray]:
     """``(patterns, pattern of each column, shift of each column)``: ``dst[:, c] == patterns[of[c]] + shift[c]``,
-    every pattern starting at 0 (int64, so no difference below overflows)."""
-    shift = dst[0].astype(np.int64) if len(dst) else np.zeros(dst.shape[1], np.int64)
+    every pattern starting at 0 (int32 where it fits: a pattern is as long as the loop). Columns are matched to
+    patterns through a sample of their entries, then compared whole, so many columns cost one pass each."""
+    n, cols = dst.shape
+    shift = dst[0].astype(np.int64) if n else np.zeros(cols, np.int64)
     patterns: list[np.ndarray] = []
     of: list[int] = []
-    for c in range(dst.shape[1]):
+    by_sample: dict[bytes, list[int]] = {}
+    stride = max(1, n // 256)
+    for c in range(cols):
         rel = dst[:, c].astype(np.int64) - shift[c]
-        for i, known in enumerate(patterns):
-            if np.array_equal(known, rel):
-                of.append(i)
-                break
-        else:
-            of.append(len(patterns))
+        if n and -2 ** 31 <= int(rel.min()) and int(rel.max()) < 2 ** 31:
+            rel = rel.astype(np.int32)
+        key = rel[::stride].astype(np.int64).tobytes()
+        known = next((i for i in by_sample.get(key, ()) if np.array_equal(patterns[i], rel)), None)
+        if known is None:
+            known = len(patterns)
             patterns.append(rel)
+            by_sample.setdefault(key, []).append(known)
+        of.append(known)
     return patterns, of, shift
 
 
@@ -86,28 +92,22 @@ def held_alone(dst: np.ndarray, pairwise: int = PAIRWISE) -> np.ndarray:
 def _alone_by_patterns(dst: np.ndarray, found: tuple | None = None) -> np.ndarray:
     """``held_alone`` through patterns: column ``o`` meets column ``c``'s cell at iteration ``k`` when
     ``rel[P(o)][k] - rel[P(c)][k - lag] == shift[c] - shift[o]`` (lag 0: ``dst[k, c]``; lag 1: ``dst[k - 1, c]``,
-    for ``k >= 1``; at ``k = 0`` the held cell is ``dst[0, c]`` itself)."""
+    for ``k >= 1``; at ``k = 0`` the held cell is ``dst[0, c]`` itself). Each difference of two patterns is made
+    once, answers every shift its columns need, and is dropped."""
     n, cols = dst.shape
     patterns, of, shift = _patterns(dst) if found is None else found
-    differences: dict[tuple, np.ndarray] = {}
-    seen: dict[tuple, bool] = {}
-
-    def meets(p: int, q: int, lag: int, v: int) -> bool:
-        if p == q and lag == 0:
-            return v == 0  # one pattern at the same iteration: equal exactly when the shifts are
-        key = (p, q, lag, v)
-        if key not in seen:
-            if (p, q, lag) not in differences:
-                differences[p, q, lag] = patterns[q][lag:] - patterns[p][:n - lag]
-            seen[key] = bool((differences[p, q, lag] == v).any())
-        return seen[key]
-
-    alone = np.ones(cols, bool)
+    needs: dict[tuple[int, int], set[int]] = {}  # (pattern of c, pattern of o) -> the shift differences asked
     for c in range(cols):
         for o in range(cols):
             if o != c:
-                v = int(shift[c] - shift[o])
-                if meets(of[c], of[o], 0, v) or meets(of[c], of[o], 1, v):
-                    alone[c] = False
-                    break
-    return alone
+                needs.setdefault((of[c], of[o]), set()).add(int(shift[c] - shift[o]))
+    met: set[tuple[int, int, int]] = set()
+    for (p, q), wanted in needs.items():
+        for lag in (0, 1):
+            if p == q and lag == 0:  # one pattern at the same iteration: equal exactly when the shifts are
+                met.update((p, q, v) for v in wanted if v == 0)
+                continue
+            d = np.subtract(patterns[q][lag:], patterns[p][:n - lag], dtype=np.int64)
+            met.update((p, q, v) for v in wanted if (p, q, v) not in met and (d == v).any())
+    return np.array([not any((of[c], of[o], int(shift[c] - shift[o])) in met for o in range(cols) if o != c)
+                     for c in range(cols)], bool).reshape(cols)
