@@ -93,21 +93,26 @@ def cut(g: Tape, n: int, outputs: np.ndarray) -> tuple[list[list[int]], np.ndarr
     L = affine.constant_jacobian(g, slots, n) if slots else None
     if L is None:
         return None
-    # cut variables with the same combination are one direction (seeded together: forward mode is linear)
-    _, first, which = np.unique(L, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    groups = [[] for _ in order]
-    for s, w in zip(slots, np.ravel(which).tolist()):
-        groups[rank[w]].append(s)
-    L = L[first[order]]
+    groups, L = _by_combination(slots, L)
     # what the entries add up: a term with weight 1 is one addition, another a product and an addition
     terms = sum((q + 1) * (2 * int(np.count_nonzero(L[:, q])) - int(np.count_nonzero(L[:, q] == 1.0)))
                 for q in range(n))
     nonlinear = kind == _NONLINEAR
     unit = _sweeps_cost(g, [[j] for j in range(n)], set(), nonlinear)
     return (groups, L) if _sweeps_cost(g, groups, set(slots), nonlinear) + terms < unit else None
+
+
+def _by_combination(slots: list[int], L: np.ndarray) -> tuple[list[list[int]], np.ndarray]:
+    """Cut variables with the same combination (row of ``L``) as one direction, seeded together (forward mode
+    is linear), in the order of their first slot; and the combinations' rows."""
+    _, rep, which = np.unique(L, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(rep)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    groups: list[list[int]] = [[] for _ in order]
+    for s, w in zip(slots, np.ravel(which).tolist()):
+        groups[rank[w]].append(s)
+    return groups, L[rep[order]]
 
 
 def _sweeps_cost(g: Tape, seeds: list[list[int]], fixed: set, counted: np.ndarray) -> int:
