@@ -38,6 +38,9 @@ def _set(values: list, rows, new) -> None:
     if isinstance(rows, range) and rows.step == 1:
         values[rows.start:rows.stop] = new if not isinstance(new, int) else [new] * len(rows)
         return
+    if isinstance(values, np.ndarray):
+        values[np.asarray(rows, np.int64)] = new
+        return
     for r, v in zip(rows, new if not isinstance(new, int) else [new] * len(rows)):
         values[r] = v
 
@@ -71,6 +74,7 @@ class Recorder:
         self._spans: list[tuple[int, np.ndarray]] = []  # (first node, flat values) of each bulk block
         self._span_index = None  # the first node of each of ``_spans`` (an array), made when first asked for
         self.maps: list = []  # (row nodes in row order, Map with *node ids* in its tables) per map; None once fused
+        # (a map row's node has args ``(map index,)``; its offset is its place in the map's row nodes)
         self.map_min: int | None = None  # structured recording: elementwise results this long become loops
         self.open_maps: dict = {}  # leading-axis length -> the open maparray.Builder
         self.aliases: dict[int, int] = {}  # node -> a later node computing the same value (a fused map's row)
@@ -260,7 +264,7 @@ class Recorder:
         index = len(self.maps)
         rows = m.rows
         self.kinds.extend([_MAPOUT] * rows)
-        self.args.extend(zip(repeat(index, rows), range(rows)))
+        self.args.extend(repeat((index,), rows))  # one shared tuple: a product's 2M rows cost no tuple apiece
         self.values.extend([None] * rows if values is None else values)
         self.maps.append((range(first, first + rows), m))
         return first
@@ -269,11 +273,28 @@ class Recorder:
         """Map ``leader`` becomes ``m`` (whose tables read only nodes older than the leader's rows), computing the
         rows of the ``absorbed`` maps too: ``rows`` lists the row nodes of ``m`` in row order (old nodes, kept, so
         everything that reads them is unchanged)."""
-        for off, nid in enumerate(rows):
-            self.args[nid] = (leader, off)
+        key = (leader,)
+        for nid in rows:
+            self.args[nid] = key
         self.maps[leader] = (rows, m)
         for index in absorbed:
             self.maps[index] = None
+
+    def _map_rows(self, nodes: int) -> tuple[np.ndarray, np.ndarray]:
+        """``owner[node]``: the index of the map whose row the node is (-1 for other nodes), and the first row
+        node of each map in recording order (where ``finish`` places the map), by numpy over whole row runs."""
+        owner = np.full(nodes if self.maps else 0, -1, np.int64)
+        leads = []
+        for index, entry in enumerate(self.maps):
+            if entry is not None and len(entry[0]):
+                rows = entry[0]
+                if isinstance(rows, range) and rows.step == 1:
+                    owner[rows.start:rows.stop] = index
+                    leads.append(rows.start)
+                else:
+                    owner[np.asarray(rows, np.int64)] = index
+                    leads.append(min(rows))
+        return owner, np.array(leads, np.int64)
 
     def guard(self, nid: int, where: str) -> bool:
         """Branching on node ``nid``: record a guard (when allowed) and return the outcome at this point."""
@@ -301,6 +322,7 @@ class Recorder:
         kinds, nargs = self.kinds, self.args
         outputs = [self.aliases.get(o, o) for o in outputs]  # read fused rows: the loop they came from may drop
         kind = np.array(kinds, np.int64)
+        owner, leads = self._map_rows(len(kinds))
         live = bytearray(len(kinds))
         marks = np.frombuffer(live, np.uint8)  # a view: what a map reads is marked by numpy
         stack = list(outputs) + [g for g, _ in self.guards]
@@ -318,7 +340,11 @@ class Recorder:
                     leaf = kind[read] < 0
                     leaf &= kind[read] != _MAPOUT  # constants, inputs, params: nothing to follow (a data block)
                     marks[read[leaf]] = 1
-                    stack.extend(read[~leaf].tolist())
+                    inner = read[~leaf]
+                    row = kind[inner] == _MAPOUT  # another map's rows: one of them brings the whole map
+                    if row.any():
+                        stack.extend(inner[row][np.unique(owner[inner[row]], return_index=True)[1]].tolist())
+                    stack.extend(inner[~row].tolist())
         # slots: inputs and params, then the live constants, then the live instructions, each in recording order;
         # constants and map rows (a data block, a product's entries) are numbered by numpy, not node by node
         alive = marks.astype(bool)
@@ -328,9 +354,13 @@ class Recorder:
         consts = np.flatnonzero(alive & (kind == _CONST))
         slot[consts] = s + np.arange(len(consts))
         s += len(consts)
-        rest = np.flatnonzero(alive & (kind != _CONST) & (kind != _INPUT) & (kind != _PARAM)).tolist()
+        # the instructions, and each live map once, where its first row stands in recording order
+        walk = alive & (kind != _CONST) & (kind != _INPUT) & (kind != _PARAM) & (kind != _MAPOUT)
+        walk[leads[alive[leads]]] = True
+        rest = np.flatnonzero(walk).tolist()
         # renumbered one by one: through a list (fast item access) unless the instructions are few among many
-        # nodes (a data table's constants), where converting every slot to a list and back would cost more
+        # nodes (a data table's constants, a product's rows), where converting every slot to a list and back
+        # would cost more
         few = len(rest) * 8 < len(kinds)
         if not few:
             slot = slot.tolist()
@@ -340,15 +370,14 @@ class Recorder:
         maps: list = []
         for nid in rest:
             k = kinds[nid]
-            if k == _MAPOUT:
-                if at(nid) < 0:  # a map's first row in recording order: all its rows here, in row order
-                    rows, m = self.maps[nargs[nid][0]]
-                    maps.append(m)
-                    _set(slot, rows, np.arange(s, s + len(rows)) if few else range(s, s + len(rows)))
-                    s += len(rows)
-                    pieces += [np.array(flat, np.int32).reshape(-1, 4), placeholder_rows(len(maps) - 1, len(rows))]
-                    flat = []
-            elif k >= 0:
+            if k == _MAPOUT:  # all the map's rows here, in row order
+                rows, m = self.maps[nargs[nid][0]]
+                maps.append(m)
+                _set(slot, rows, np.arange(s, s + len(rows)) if few else range(s, s + len(rows)))
+                s += len(rows)
+                pieces += [np.array(flat, np.int32).reshape(-1, 4), placeholder_rows(len(maps) - 1, len(rows))]
+                flat = []
+            else:
                 slot[nid] = s
                 s += 1
                 a = nargs[nid]
