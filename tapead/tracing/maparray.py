@@ -31,6 +31,15 @@ from .columns import Columns, outer_ids
 from .gather import GatheredArray, node_ids_of, recorder_of_array
 
 MAP_MIN = 64  # leading-axis length from which recording keeps an elementwise operation a loop (record(structured=None))
+SHORT_MIN, WIDE_MIN = 16, 512  # ... or this long over this many elements when no axis is MAP_MIN long (a 32 x 32 grid)
+
+
+def long_enough(shape: tuple, map_min: int) -> bool:
+    """Whether an elementwise result of ``shape`` is a loop over its first axis: rows of a 32 x 32 field are one
+    loop (the heat equation: 354,000 scalar rows and 21 s to the first gradient otherwise); a long later axis is
+    left to ``axisloops``."""
+    return shape[0] >= map_min or (shape[0] >= SHORT_MIN and all(d < map_min for d in shape[1:]) and
+                                   int(np.prod(shape)) >= WIDE_MIN)
 
 
 class Builder:
@@ -249,7 +258,6 @@ class MapArray(TracedArray):
 
 
 IN_BODY: dict = {}  # numpy functions on one iteration's block, filled by mapstack (None: materialise instead)
-
 # reductions that act on each row separately when their axes exclude the first: applied to one iteration's block
 ROWWISE = {np.prod, np.max, np.min, np.amax, np.amin, np.linalg.norm, np.var, np.std}
 
@@ -381,7 +389,7 @@ def map_recorder(args: tuple):
         if rec is None or rec.map_min is None:
             return None
     shape = np.broadcast_shapes(*(shape_of(a) for a in args))
-    if not shape or (rec.map_min is not None and shape[0] < rec.map_min and
+    if not shape or (rec.map_min is not None and not long_enough(shape, rec.map_min) and
                      not any(type(a) is MapArray and a._flat is None for a in args)):
         return None
     return rec, shape

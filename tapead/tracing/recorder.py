@@ -31,7 +31,6 @@ _pack = struct.Struct("<d").pack
 _PYTHON_FOLD = {row.code: row.python for row in OPS.values() if row.python is not None}
 
 
-
 def _set(values: list, rows, new) -> None:
     """``values[r] = new`` for every node ``r`` of a map's rows (a range: one slice assignment; ``new`` a value
     or a sequence as long as ``rows``)."""
@@ -281,19 +280,15 @@ class Recorder:
             self.maps[index] = None
 
     def _map_rows(self, nodes: int) -> tuple[np.ndarray, np.ndarray]:
-        """``owner[node]``: the index of the map whose row the node is (-1 for other nodes), and the first row
-        node of each map in recording order (where ``finish`` places the map), by numpy over whole row runs."""
-        owner = np.full(nodes if self.maps else 0, -1, np.int64)
-        leads = []
+        """``owner[node]``: the index of the map whose row the node is (-1 elsewhere), and each map's first row
+        node in recording order (where ``finish`` places the map), by numpy over whole row runs."""
+        owner, leads = np.full(nodes if self.maps else 0, -1, np.int64), []
         for index, entry in enumerate(self.maps):
             if entry is not None and len(entry[0]):
-                rows = entry[0]
-                if isinstance(rows, range) and rows.step == 1:
-                    owner[rows.start:rows.stop] = index
-                    leads.append(rows.start)
-                else:
-                    owner[np.asarray(rows, np.int64)] = index
-                    leads.append(min(rows))
+                run = isinstance(entry[0], range) and entry[0].step == 1
+                rows = entry[0] if run else np.asarray(entry[0], np.int64)
+                owner[slice(rows.start, rows.stop) if run else rows] = index
+                leads.append(rows.start if run else int(rows.min()))
         return owner, np.array(leads, np.int64)
 
     def guard(self, nid: int, where: str) -> bool:
@@ -321,9 +316,7 @@ class Recorder:
         ``finished_sites`` then holds each of the tape's guards' source line (for branch errors)."""
         kinds, nargs = self.kinds, self.args
         outputs = [self.aliases.get(o, o) for o in outputs]  # read fused rows: the loop they came from may drop
-        kind = np.array(kinds, np.int64)
-        owner, leads = self._map_rows(len(kinds))
-        live = bytearray(len(kinds))
+        kind, (owner, leads), live = np.array(kinds, np.int64), self._map_rows(len(kinds)), bytearray(len(kinds))
         marks = np.frombuffer(live, np.uint8)  # a view: what a map reads is marked by numpy
         stack = list(outputs) + [g for g, _ in self.guards]
         while stack:
@@ -359,8 +352,7 @@ class Recorder:
         walk[leads[alive[leads]]] = True
         rest = np.flatnonzero(walk).tolist()
         # renumbered one by one: through a list (fast item access) unless the instructions are few among many
-        # nodes (a data table's constants, a product's rows), where converting every slot to a list and back
-        # would cost more
+        # nodes (a data table's constants), where converting every slot to a list and back would cost more
         few = len(rest) * 8 < len(kinds)
         if not few:
             slot = slot.tolist()
