@@ -5,8 +5,8 @@ stack (``%mem``), at a fixed offset per map, because a loop cannot index SSA reg
 map's row loads it after the loop. A table column becomes a base pointer and one int32 offset per iteration:
 columns of input or params slots read the caller's arrays directly, columns of earlier map rows read ``%mem``,
 anything else (scalar results, constants) is copied into ``%mem`` once before the loop. Offsets that are an
-affine function of the iteration are computed, not loaded (contiguous loads LLVM can vectorise), others come
-from a constant table.
+affine function of the iteration are computed, not loaded (contiguous loads LLVM can vectorise), also when the first
+or last iteration reads elsewhere (a padded stencil's edge, selected); others come from a constant table.
 
 The body's instructions are the same text as in a scalar kernel, so an unrolled tape and its loop compute the
 same values; sums and scatters add in iteration order from -0.0, as ``unroll`` and the interpreter do.
@@ -139,6 +139,19 @@ def _offset(p: str, offs: np.ndarray, prefix: str, plan: Plan, globals_: list, l
     if n == 1 or np.array_equal(offs, a + b * np.arange(n)):
         lines.append(f"  {p}m = mul i64 %{prefix}k, {b}\n  {p}o = add i64 {p}m, {a}")
         return f"{p}o"
+    if n > 3:  # affine but at the first and/or last iteration (a padded stencil's edge): computed, and selected
+        b = int(offs[2] - offs[1])
+        a = int(offs[1]) - b
+        off = np.flatnonzero(offs != a + b * np.arange(n))
+        if set(off.tolist()) <= {0, n - 1}:
+            lines.append(f"  {p}em = mul i64 %{prefix}k, {b}\n  {p}ea = add i64 {p}em, {a}")
+            at = f"{p}ea"
+            for e in off.tolist():
+                lines.append(f"  {p}ex{e} = icmp eq i64 %{prefix}k, {e}")
+                lines.append(f"  {p}es{e} = select i1 {p}ex{e}, i64 {int(offs[e])}, i64 {at}")
+                at = f"{p}es{e}"
+            return at
+        a = int(offs[0])
     rel = (offs - a).astype("<i4")
     key = rel.tobytes()
     table = plan.tables.get(key)
