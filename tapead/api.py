@@ -40,7 +40,8 @@ def record(f: Callable, *args, params=None, on_branch: str = "retape", assume_fi
     constant matrices, zero partials): shorter tapes, but an infinite or NaN ``x`` would no longer propagate.
 
     ``structured`` decides whether vectorised numpy records as loops (``tapead.structure``): None (default) for
-    elementwise results whose leading axis has at least ``tapead.maparray.MAP_MIN`` elements, True for every
+    elementwise results whose leading axis has at least ``tapead.maparray.MAP_MIN`` elements (or at least
+    ``SHORT_MIN`` over ``WIDE_MIN`` elements when no axis is that long: ``maparray.long_enough``), True for every
     array result (leading axis >= 2), False never (one scalar instruction per element, the tape of older
     versions). Either way the tape computes the same function; loops keep recording, the reverse-mode
     transforms and compilation proportional to the program instead of its unrolled size.

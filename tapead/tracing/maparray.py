@@ -1,11 +1,11 @@
 """Recording vectorised numpy as maps: arrays whose leading axis stays a loop.
 
 While structured recording is on (``record(..., structured=...)``), an elementwise operation whose result has a
-leading axis of at least ``map_min`` elements does not record one instruction per element. It opens (or extends)
-a *builder*: a small body recorder that sees one iteration, i.e. one block ``a[k]`` of every operand. A
-``MapArray`` is an array of shape ``(n, *block)`` held as the body's traced block; arithmetic, ufuncs,
-``np.where``, reductions over the block axes and ``[:, ...]`` indexing stay inside the body, so a chain of numpy
-statements over the same ``n`` fuses into one body. Operands that vary along the leading axis (traced arrays,
+leading axis of at least ``map_min`` elements (or a short one over many elements: ``long_enough``) does not
+record one instruction per element. It opens (or extends) a *builder*: a small body recorder that sees one
+iteration, i.e. one block ``a[k]`` of every operand. A ``MapArray`` is an array of shape ``(n, *block)`` held as
+the body's traced block; arithmetic, ufuncs, ``np.where``, reductions over the block axes and ``[:, ...]``
+indexing stay inside the body, so a chain of numpy statements over the same ``n`` fuses into one body. Operands that vary along the leading axis (traced arrays,
 e.g. the gathered ``p[i]``, and constant arrays) become body inputs with one table column each; operands that do
 not vary are read by every iteration.
 

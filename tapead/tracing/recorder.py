@@ -74,7 +74,7 @@ class Recorder:
         self._span_index = None  # the first node of each of ``_spans`` (an array), made when first asked for
         self.maps: list = []  # (row nodes in row order, Map with *node ids* in its tables) per map; None once fused
         # (a map row's node has args ``(map index,)``; its offset is its place in the map's row nodes)
-        self.map_min: int | None = None  # structured recording: elementwise results this long become loops
+        self.map_min: int | None = None  # structured recording: results this long become loops (long_enough)
         self.open_maps: dict = {}  # leading-axis length -> the open maparray.Builder
         self.aliases: dict[int, int] = {}  # node -> a later node computing the same value (a fused map's row)
 

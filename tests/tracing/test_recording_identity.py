@@ -120,8 +120,8 @@ def _rounded(tape):
     from tapead.ir.structure import Map
     tape = getattr(tape, "tape", tape)
     bits = (np.ascontiguousarray(tape.consts).view(np.int64) + 0x8000) & ~np.int64(0xFFFF)
-    maps = tuple(Map(_rounded(m.body), m.tables, m.kinds, m.dst, m.scatter_size) if isinstance(m, Map) else m
-                 for m in tape.maps)
+    maps = tuple(Map(_rounded(m.body), m.tables, m.kinds, m.dst, m.scatter_size) if type(m) is Map else m
+                 for m in tape.maps)  # (a Product's dot body has no constants; it stays a Product)
     return dataclasses.replace(tape, consts=bits.view(np.float64), maps=maps, _cache={})
 
 
