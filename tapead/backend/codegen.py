@@ -93,6 +93,11 @@ def _declarations(tape: Tape) -> list[str]:
     return callee_declarations(used) + [row.definition for row in used if row.definition]
 
 
+BLOCK = 512  # straight-line instructions per basic block: at O0, LLVM's fast instruction selector hands a block
+# it cannot finish (a NaN-masking select on `fcmp une`) to the DAG selector whole, which is quadratic in the block
+# (an 11,000-op gradient of np.max over rows: 21 s of instruction selection in one block)
+
+
 def _instructions(tape: Tape, name: dict, body: list, maps: tuple | None = None) -> None:
     """Name the constants (as literals) and append every instruction; ``name`` maps slots to IR values.
     ``maps``: ``(plan, globals, prefix)`` to lower a tape's maps as loops (``tapead.loops``)."""
@@ -113,6 +118,8 @@ def _instructions(tape: Tape, name: dict, body: list, maps: tuple | None = None)
             continue
         name[slot] = emit_op(step.row, [name[a] for a in step.args], slot, body)
         slot += 1
+        if step.start % BLOCK == BLOCK - 1:  # a new basic block (O2 merges them back; see BLOCK)
+            body.append(f"  br label %blk{slot}\nblk{slot}:")
 
 
 def lower_function(tape: Tape, fname: str) -> str:
