@@ -130,28 +130,24 @@ def pointers(tape, in_groups) -> list[tuple[str, int, int]]:
 
 
 def _offset(p: str, offs: np.ndarray, prefix: str, plan: Plan, globals_: list, lines: list) -> str:
-    """An i64 IR value for the offset at iteration ``%{prefix}k``: affine arithmetic, or a load from a constant
-    table plus a constant. Tables equal up to a constant are one table (the x, y, z columns of a gather, a
-    gather and its scatter), written as a byte string (LLVM parses one string far faster than n constants)."""
+    """An i64 IR value for the offset at iteration ``%{prefix}k``: affine arithmetic (a first or last iteration that
+    reads elsewhere selected), or a load from a constant table plus a constant. Tables equal up to a constant are
+    one table (the x, y, z columns of a gather, a gather and its scatter), written as a byte string (LLVM parses
+    one string far faster than n constants)."""
     n = len(offs)
-    a = int(offs[0])
-    b = int(offs[1] - offs[0]) if n > 1 else 0
-    if n == 1 or np.array_equal(offs, a + b * np.arange(n)):
+    # the affine fit, from the middle when there are iterations around it (a padded stencil's edges may differ)
+    b = int(offs[2] - offs[1]) if n > 3 else int(offs[1] - offs[0]) if n > 1 else 0
+    a = int(offs[1]) - b if n > 3 else int(offs[0])
+    edges = np.flatnonzero(offs != a + b * np.arange(n)).tolist()
+    if set(edges) <= {0, n - 1} and (n > 3 or not edges):  # computed; an edge that reads elsewhere is selected
         lines.append(f"  {p}m = mul i64 %{prefix}k, {b}\n  {p}o = add i64 {p}m, {a}")
-        return f"{p}o"
-    if n > 3:  # affine but at the first and/or last iteration (a padded stencil's edge): computed, and selected
-        b = int(offs[2] - offs[1])
-        a = int(offs[1]) - b
-        off = np.flatnonzero(offs != a + b * np.arange(n))
-        if set(off.tolist()) <= {0, n - 1}:
-            lines.append(f"  {p}em = mul i64 %{prefix}k, {b}\n  {p}ea = add i64 {p}em, {a}")
-            at = f"{p}ea"
-            for e in off.tolist():
-                lines.append(f"  {p}ex{e} = icmp eq i64 %{prefix}k, {e}")
-                lines.append(f"  {p}es{e} = select i1 {p}ex{e}, i64 {int(offs[e])}, i64 {at}")
-                at = f"{p}es{e}"
-            return at
-        a = int(offs[0])
+        at = f"{p}o"
+        for e in edges:
+            lines.append(f"  {p}ex{e} = icmp eq i64 %{prefix}k, {e}")
+            lines.append(f"  {p}es{e} = select i1 {p}ex{e}, i64 {int(offs[e])}, i64 {at}")
+            at = f"{p}es{e}"
+        return at
+    a = int(offs[0])
     rel = (offs - a).astype("<i4")
     key = rel.tobytes()
     table = plan.tables.get(key)

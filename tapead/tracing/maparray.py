@@ -5,9 +5,9 @@ leading axis of at least ``map_min`` elements (or a short one over many elements
 record one instruction per element. It opens (or extends) a *builder*: a small body recorder that sees one
 iteration, i.e. one block ``a[k]`` of every operand. A ``MapArray`` is an array of shape ``(n, *block)`` held as
 the body's traced block; arithmetic, ufuncs, ``np.where``, reductions over the block axes and ``[:, ...]``
-indexing stay inside the body, so a chain of numpy statements over the same ``n`` fuses into one body. Operands that vary along the leading axis (traced arrays,
-e.g. the gathered ``p[i]``, and constant arrays) become body inputs with one table column each; operands that do
-not vary are read by every iteration.
+indexing stay inside the body, so a chain of numpy statements over the same ``n`` fuses into one body. Operands
+that vary along the leading axis (traced arrays, e.g. the gathered ``p[i]``, and constant arrays) become body
+inputs with one table column each; operands that do not vary are read by every iteration.
 
 The builder is emitted as one ``structure.Map`` when the outer program needs numbers from it: a sum over the
 leading axis (``np.sum``, ``np.mean``) becomes a ``sum`` output, anything else (indexing along the leading axis,
