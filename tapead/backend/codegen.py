@@ -26,6 +26,7 @@ from ..table.ops import BY_CODE, OPS
 from .batchloops import fast_batch, general_batch, vectorise_points
 from .chunking import STACK_CELLS, work_pool, with_pooled_work_array, lower_chunked
 from .stores import CONST_RUN, emit_stores
+from .reroll import rerolled
 from .loops import MAX_CELLS, MapNames, Plan, data_global, lower_map, pointers, used_outside
 from ..ir.structure import MAP_ROW, map_runs, op_codes, records, scalar, walk
 from ..transforms.kernelspec import KINDS
@@ -39,6 +40,7 @@ from ..ir.tape import Tape
 CUT_ABOVE = 20000
 LOOP_CUT = 200_000  # records (loop bodies once) up to which a kernel with loops keeps them, however large
 CHUNK = 2000
+REROLL_ABOVE = 2000  # records above which a scalar kernel's repeated steps compile as loops (``reroll``)
 INLINE_LIMIT = 4000  # records up to which the point function is inlined into the batch loops
 CALL_INLINE = 1000  # ... and into a loop over points that is not vectorised, or the native entry (see call_site)
 MEMCPY = "declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1)\ndeclare void @llvm.memset.p0.i64(ptr, i8, i64, i1)"
@@ -199,13 +201,24 @@ def _point_body(tape: Tape, in_groups, out_groups, prefix: str, globals_: list, 
     return body
 
 
+def loop_form(tape: Tape, cut: int = CUT_ABOVE) -> Tape:
+    """The tape ``lower`` compiles: a large scalar tape whose steps repeat re-rolled into loops (``reroll``)
+    when that leaves a kernel of loops that stays whole, else the tape itself."""
+    if tape.maps or kernel_records(tape) <= REROLL_ABOVE:
+        return tape
+    again = rerolled(tape)
+    if again is getattr(tape, "tape", tape) or _lower_unrolled(again, kernel_records(again), cut):
+        return tape
+    return again
+
+
 def flat_batches_pay(tape: Tape) -> bool:
     """Whether a tape with loops should also get an unrolled point function for its batch loops: when unrolled it
     stays whole (below CUT_ABOVE) and a loop over points vectorises across points (``vectorise_points``). lj with
     30 atoms: a batch of gradients runs ~2.5x faster through the unrolled function, 8 points per AVX-512 lane
     set, while single points run faster through the loops, which also compile in a fraction of the time."""
-    if not tape.maps:
-        return False
+    if not tape.maps:  # a re-rolled scalar tape: its straight-line code is the unrolled copy
+        return loop_form(tape) is not tape and kernel_records(tape) <= CUT_ABOVE and vectorise_points(tape)
     if sum(m.n * len(m.body) for m in tape.maps) > CUT_ABOVE:  # a lower bound of the unrolled size: never unroll
         return False  # a 500,000-iteration loop to find out (that took seconds and gigabytes)
     flat = scalar(tape, "batch kernel: is an unrolled copy small enough to vectorise across points?")
@@ -240,6 +253,8 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     if tape.maps and _lower_unrolled(tape, size, cut):
         tape = scalar(tape, "kernel: too big for one function, lowered unrolled and cut into pieces")
         size = kernel_records(tape)
+    original, tape = tape, loop_form(tape, cut)
+    size = kernel_records(tape)
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
     assert sum(in_groups) == tape.n_inputs and sum(out_groups) == tape.n_outputs
@@ -270,8 +285,9 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
         lines.extend(_point_body(tape, in_groups, out_groups, name, tables, plan=plan))
     lines.append("}")
     callee, batch_tape = name, tape
-    if flat_batches and flat_batches_pay(tape):
-        batch_tape = scalar(tape, "batch kernel: an unrolled copy vectorises across points")
+    if flat_batches and flat_batches_pay(original):
+        batch_tape = original if original is not tape else \
+            scalar(tape, "batch kernel: an unrolled copy vectorises across points")
         callee = f"{name}.flat"
         tables.extend([f"define internal i32 @{callee}({', '.join(xs + ['ptr %p'] + os_)}) alwaysinline nounwind {{",
                        "entry:"] + _point_body(batch_tape, in_groups, out_groups, callee, tables) + ["}"])
@@ -356,9 +372,9 @@ def generator_digest() -> str:
     """What, besides the tape, decides the IR text: the source of every backend module and of the kernel
     specification, and the size constants (a kernel cache keyed without generating the text must change when
     they do)."""
-    from . import chunking, native
+    from . import chunking, native, reroll
     return (f"{sources.digest('backend', 'transforms/kernelspec')} {CUT_ABOVE} {LOOP_CUT} {CHUNK} {CONST_RUN} "
-            f"{INLINE_LIMIT} {CALL_INLINE} "
+            f"{INLINE_LIMIT} {CALL_INLINE} {REROLL_ABOVE} {reroll.MIN_STEPS} {reroll.MIN_ROWS} "
             f"{chunking.STACK_CELLS} {chunking.POOL} {native.LAYOUT}")
 
 

@@ -21,7 +21,7 @@ from . import branches
 from ..arrays import as_float_array, check_aliasing, check_out
 from ..arrays import pointer as _pointer
 from ..transforms import kernelspec
-from ..backend.codegen import CALL_INLINE, flat_batches_pay, kernel_key, kernel_records, lower_kernel
+from ..backend.codegen import CALL_INLINE, flat_batches_pay, kernel_key, kernel_records, loop_form, lower_kernel
 from ..errors import InputError
 from ..ir.interpret import interpret
 from ..backend.jit import Abandoned, Kernel, Source, compile_kernel, stop_background_builds, stopping
@@ -62,9 +62,9 @@ def _build_noted(fun, kind: str, opt: int | None, elsewhere: bool, flat: bool) -
     if opt is None:
         tape.check()  # the compile boundary: native code only ever sees a validated tape
     derived = branches.program(fun, kind)
-    level = opt if opt is not None else first_level(kernel_records(derived))
+    size = kernel_records(loop_form(derived))  # (what lower compiles: repeated steps re-rolled)
+    level = opt if opt is not None else first_level(size)
     spec = kernelspec.spec(tape, kind, derived, level, flat)
-    size = kernel_records(derived)
     ir = Source(lambda: lower_kernel(derived, spec) + lower_entry(spec, size <= CALL_INLINE, work(derived)),
                 kernel_key(derived, spec))
     prepare()
