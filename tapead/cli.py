@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                    "against JAX and hand-written gradients, one process per case (--quick: small sizes)")
     b.add_argument("--cartpole", action="store_true", help="instead: cart-pole multiple shooting (N = 60, 200): "
                    "sparse Jacobian and Lagrangian Hessian, first calls and per evaluation, vs CasADi")
+    b.add_argument("--steps", action="store_true", help="instead: RK4 over 1,000 and 10,000 steps of a Python "
+                   "loop: first gradient and replay vs JAX's lax.fori_loop and hand-written sensitivities "
+                   "(--quick: 200 steps)")
     b.add_argument("--scale", action="store_true", help="instead: cost against size for vectorised numpy: "
                    "Lennard-Jones gradients (10-300 atoms) and Hessians (30, 100) vs numba and JAX, many-output "
                    "Jacobian and Hessians; one process per case (--quick: 10 and 30 atoms, Hessian at 10)")
@@ -158,6 +161,9 @@ def bench(args) -> int:
             with open(args.json, "w") as fh:
                 json.dump(rows, fh, indent=1)
         return 1 if any("error" in r for r in rows) else 0
+    if args.steps:
+        from benchmarks import steps
+        return steps.main((["--sizes", "200"] if args.quick else []) + (["--json", args.json] if args.json else []))
     if args.cartpole:
         from benchmarks import cartpole
         return cartpole.main(["--sizes", "20", "--repeats", "3"] if args.quick else
