@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from . import ad, lowrank
+from .fuse import fused
 from ..table.ops import BY_CODE
 from ..ir.structure import Map, Out, map_runs, placeholder_rows, scalar
 from ..ir.tape import Tape
@@ -159,7 +160,7 @@ def _placed_map(m: Map, k: int, n: int, hb: Tape, rows: np.ndarray, cols: np.nda
 def pattern(tape: Tape, body_pattern: Callable) -> tuple[np.ndarray, np.ndarray] | None:
     """``hessian_sparsity`` of a partially separable tape from its body's: the body's pairs ``(a, b)`` at every
     ``(T[k, a], T[k, b])``, sorted row-major (what the analysis of the unrolled tape finds), or None."""
-    found = _body(tape)
+    found = _body(fused(tape) or tape)
     if found is None:
         return None
     m, k, body = found
@@ -171,32 +172,34 @@ def pattern(tape: Tape, body_pattern: Callable) -> tuple[np.ndarray, np.ndarray]
 def sparse(tape: Tape, body_pattern: Callable, body_hessian: Callable) -> Tape | None:
     """The sparse Hessian tape (outputs in the order of ``pattern``) of a partially separable tape: the body's
     structurally nonzero Hessian entries added into the pattern's positions; None when not separable."""
-    found = _body(tape)
+    shaped = fused(tape) or tape
+    found = _body(shaped)
     if found is None:
         return None
     m, k, body = found
     rows, cols = body_pattern(body)
     if not len(rows):  # a body linear in its inputs: no entries (the scalar form gives the empty Hessian)
         return None
-    fused, keys = _placed_map(m, k, tape.n_inputs, body_hessian(body), rows, cols)
+    placed, keys = _placed_map(m, k, tape.n_inputs, body_hessian(body), rows, cols)
     order = np.argsort(keys)  # the places are distinct: output e (the pattern, sorted row-major) is row order[e]
-    return _scatter_tape(tape, fused, np.arange(len(keys)), order, len(keys), (len(keys),))
+    return _scatter_tape(shaped, placed, np.arange(len(keys)), order, len(keys), (len(keys),))
 
 
 def hessian(tape: Tape, body_hessian: Callable[[Tape], Tape], with_value_gradient: bool) -> Tape | None:
     """The Hessian tape (``(n, n)``), or ``[value, gradient, Hessian]`` (``(1 + n + n * n,)``) with
     ``with_value_gradient``, of a partially separable tape; None when the tape is not one. ``body_hessian`` is
     the scalar algorithm (``higher.hessian_tape``) the body's Hessian is built with."""
-    found = _body(tape)
+    shaped = fused(tape) or tape  # (x @ A read by one loop: the product inside it; the Hessian's form only)
+    found = _body(shaped)
     if found is None:
         return None
     m, k, body = found
     n = tape.n_inputs
-    H = lowrank.hessian(tape, m, k, body, body_hessian)  # a function of one linear form: C^T diag(phi'') C
+    H = lowrank.hessian(shaped, m, k, body, body_hessian)  # a function of one linear form: C^T diag(phi'') C
     if H is None:
         pairs = np.arange(k * k)
-        fused, keys = _placed_map(m, k, n, body_hessian(body), pairs // k, pairs % k)
-        H = _scatter_tape(tape, fused, keys, np.arange(len(keys)), n * n, (n, n))
+        placed, keys = _placed_map(m, k, n, body_hessian(body), pairs // k, pairs % k)
+        H = _scatter_tape(shaped, placed, keys, np.arange(len(keys)), n * n, (n, n))
     if not with_value_gradient:
         return H
     vg = ad.value_and_grad(tape)  # the tape of tape.value_and_gradient, and this Hessian, in one recording
@@ -206,14 +209,14 @@ def hessian(tape: Tape, body_hessian: Callable[[Tape], Tape], with_value_gradien
     return rec.finish(ad.node_ids(rec, outs), (1 + n + n * n,), tape.input_shapes, tape.param_shape)
 
 
-def _scatter_tape(tape: Tape, fused: Map, outputs: np.ndarray, rows: np.ndarray, size: int, shape: tuple) -> Tape:
+def _scatter_tape(tape: Tape, placed: Map, outputs: np.ndarray, rows: np.ndarray, size: int, shape: tuple) -> Tape:
     """The tape of one map (sum and scatter rows only) whose row ``rows[e]`` is output ``outputs[e]`` of ``size``
     outputs (the others are +0.0). The tape's constants stay in their slots (the data the tables read), followed
     by the +0.0 of untouched entries."""
     zero = tape.first_result
     cell = np.full(size, zero, np.int64)
     cell[outputs] = zero + 1 + rows
-    return Tape(code=placeholder_rows(0, fused.rows), consts=np.append(tape.consts, 0.0),
+    return Tape(code=placeholder_rows(0, placed.rows), consts=np.append(tape.consts, 0.0),
                 input_shapes=tape.input_shapes,
-                param_shape=tape.param_shape, outputs=cell, output_shape=shape, maps=(fused,),
+                param_shape=tape.param_shape, outputs=cell, output_shape=shape, maps=(placed,),
                 assume_finite=tape.assume_finite)
