@@ -31,7 +31,7 @@ from ..table.ops import BY_CODE
 MIN_STEPS = 8  # a run re-rolls when it repeats at least this many times ...
 MIN_ROWS = 256  # ... and covers at least this many rows
 NEAR = 16  # argument distances up to this shape the hashes that suggest periods
-CANDIDATES = 16  # periods tried: the most frequent distances between rows of equal hashes
+CANDIDATES = 64  # periods tried: the most frequent distances between rows of equal hashes
 _ARITY = np.array([row.arity for row in BY_CODE], np.int64)
 
 
@@ -52,19 +52,24 @@ def _reroll(tape: Tape) -> Tape:
     return _rewrite(tape, code, runs)
 
 
-def _hashes(code: np.ndarray, first: int, near: int) -> np.ndarray:
+def _distances(code: np.ndarray, first: int) -> np.ndarray:
+    """Per row and argument: how many rows back the argument was computed (>= 1), -1 for an unused argument, -2
+    for an input, a parameter or a constant."""
+    own = first + np.arange(len(code), dtype=np.int64)[:, None]
+    args = code[:, 1:]
+    used = np.arange(3)[None, :] < _ARITY[code[:, 0]][:, None]
+    return np.where(~used, -1, np.where(args < first, -2, own - args))
+
+
+def _hashes(code: np.ndarray, distances: np.ndarray, near: int) -> np.ndarray:
     """One int64 per row: its op and, per argument, its distance back when it is a result at most ``near`` rows
     back (else a class: input or constant, farther result). With ``near`` below a period ``L``, the rows of two
     steps that match exactly have equal hashes: a distance under ``L`` is the same at every step, and anything
     farther back is an external column however far it is."""
-    n = len(code)
-    own = first + np.arange(n, dtype=np.int64)
+    cls = np.where(distances > near, -3, distances)
     h = code[:, 0] * 1_000_003
-    used = np.arange(3)[None, :] < _ARITY[code[:, 0]][:, None]
     for a in range(3):
-        d = own - code[:, 1 + a]
-        cls = np.where(~used[:, a], -1, np.where(code[:, 1 + a] < first, -2, np.where(d <= near, d, -3)))
-        h = h * 131 + cls
+        h = h * 131 + cls[:, a]
     return h
 
 
@@ -85,26 +90,37 @@ def _candidate_periods(h: np.ndarray) -> list[int]:
 def _runs(code: np.ndarray, first: int) -> list[tuple[int, int, int]]:
     """``(start row, period, steps)`` of disjoint runs that re-roll exactly, in row order. Candidate periods are
     tried on the rows not yet taken, the one covering most rows first (the smaller on a tie: a multiple of a
-    period covers as much), until none covers any."""
+    period covers as much), until none covers any: the most frequent first, the rarer ones (a sparse Jacobian's
+    sweeps, each its own period) only while enough rows are left."""
     free = np.ones(len(code), bool)
-    hashes: dict = {}
-    candidates = sorted(_candidate_periods(_hashes(code, first, NEAR)))
-    found = []
+    distances = _distances(code, first)
+    hashes: dict = {"distances": distances}
+    ranked = _candidate_periods(_hashes(code, distances, NEAR))
+    found: list = []
+    for group in (ranked[:CANDIDATES // 4], ranked[CANDIDATES // 4:]):
+        if free.sum() >= MIN_ROWS:
+            _claim(code, first, sorted(group), free, hashes, found)
+    return sorted(found)
+
+
+def _claim(code: np.ndarray, first: int, candidates: list, free: np.ndarray, hashes: dict, found: list) -> None:
+    """Take the runs of the best-covering candidate period, again and again (``_runs``)."""
     while candidates:
-        best = (0, None, [])
+        best, covering = (0, None, []), []
         for L in candidates:
             runs = _stretches(code, first, L, free, hashes)
             cover = L * sum(steps for _, steps in runs)
+            if cover:
+                covering.append(L)  # (a period covering nothing now covers nothing once rows are taken)
             if cover > best[0]:
                 best = (cover, L, runs)
         cover, L, runs = best
         if not cover:
-            break
+            return
         for s, steps in runs:
             found.append((s, L, steps))
             free[s:s + L * steps] = False
-        candidates.remove(L)
-    return sorted(found)
+        candidates = [c for c in covering if c != L]
 
 
 def _stretches(code: np.ndarray, first: int, L: int, free: np.ndarray, hashes: dict) -> list[tuple[int, int]]:
@@ -112,7 +128,7 @@ def _stretches(code: np.ndarray, first: int, L: int, free: np.ndarray, hashes: d
     n = len(code)
     h = hashes.get(L)
     if h is None:
-        h = hashes[L] = _hashes(code, first, L - 1)
+        h = hashes[L] = _hashes(code, hashes["distances"], L - 1)
     eq = np.zeros(n, bool)
     eq[:n - L] = (h[:-L] == h[L:]) & free[:-L] & free[L:]
     # maximal stretches of eq: rows [i, j) with eq true make rows [i, j + L) L-periodic
