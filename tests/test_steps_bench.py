@@ -22,3 +22,11 @@ def test_the_rk4_case_measures_and_checks_itself():
 
 def test_the_integrator_differentiates_against_finite_differences():
     assert_gradient(steps.lotka_volterra(30), steps.Z0)
+
+
+def test_the_command_runs_the_quick_case(tmp_path, capsys):
+    path = tmp_path / "steps.json"
+    assert cli.main(["bench", "--steps", "--quick", "--json", str(path)]) == 0
+    assert "| 200 | 11603 |" in capsys.readouterr().out
+    import json
+    assert json.loads(path.read_text())[0]["steps"] == 200
