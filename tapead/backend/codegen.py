@@ -30,7 +30,7 @@ from .reroll import rerolled
 from .loops import MAX_CELLS, MapNames, Plan, data_global, lower_map, pointers, used_outside
 from ..ir.structure import MAP_ROW, map_runs, op_codes, records, scalar, walk
 from ..transforms.kernelspec import KINDS
-from .llvm_text import emit_op, literal as _literal
+from .llvm_text import BLOCK, emit_op, literal as _literal
 from ..ir.tape import Tape
 
 # A point kernel of more than CUT_ABOVE records (instructions + guards + outputs) is cut into pieces of CHUNK
@@ -95,9 +95,6 @@ def _declarations(tape: Tape) -> list[str]:
     return callee_declarations(used) + [row.definition for row in used if row.definition]
 
 
-BLOCK = 512  # straight-line instructions per basic block: at O0, LLVM's fast instruction selector hands a block
-# it cannot finish (a NaN-masking select on `fcmp une`) to the DAG selector whole, which is quadratic in the block
-# (an 11,000-op gradient of np.max over rows: 21 s of instruction selection in one block)
 
 
 def _instructions(tape: Tape, name: dict, body: list, maps: tuple | None = None) -> None:
@@ -249,12 +246,11 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
     an unrolled copy of a tape with loops (``flat_batches_pay``); results are the same bits (the same operations
     in the same order)."""
     cut, chunk = (CUT_ABOVE, CHUNK) if chunk is None else (chunk, chunk)
+    original, tape = tape, loop_form(tape, cut)  # (a tape unrolled here is not re-rolled: its bodies are whole)
     size = kernel_records(tape)
     if tape.maps and _lower_unrolled(tape, size, cut):
-        tape = scalar(tape, "kernel: too big for one function, lowered unrolled and cut into pieces")
+        tape, original = scalar(tape, "kernel: too big for one function, lowered unrolled and cut into pieces"), None
         size = kernel_records(tape)
-    original, tape = tape, loop_form(tape, cut)
-    size = kernel_records(tape)
     in_groups = list(tape.input_sizes if in_groups is None else in_groups)
     out_groups = list([tape.n_outputs] if out_groups is None else out_groups)
     assert sum(in_groups) == tape.n_inputs and sum(out_groups) == tape.n_outputs
@@ -285,7 +281,7 @@ def lower(tape: Tape, name: str, in_groups=None, out_groups=None, fast_masks=(),
         lines.extend(_point_body(tape, in_groups, out_groups, name, tables, plan=plan))
     lines.append("}")
     callee, batch_tape = name, tape
-    if flat_batches and flat_batches_pay(original):
+    if flat_batches and original is not None and flat_batches_pay(original):
         batch_tape = original if original is not tape else \
             scalar(tape, "batch kernel: an unrolled copy vectorises across points")
         callee = f"{name}.flat"

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import struct
 
+BLOCK = 512  # straight-line instructions per basic block: at O0, LLVM's fast instruction selector hands a block
+# it cannot finish (a NaN-masking select on `fcmp une`) to the DAG selector whole, which is quadratic in the block
+# (an 11,000-op gradient of np.max over rows: 21 s of instruction selection in one block); loop bodies too
+
 
 def literal(v: float) -> str:
     """The exact bits of ``v`` as an LLVM hexadecimal double constant (decimal text could round)."""

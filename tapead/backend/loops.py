@@ -17,7 +17,7 @@ import numpy as np
 
 from ..table.ops import BY_CODE
 from . import products
-from .llvm_text import emit_op, literal as _literal
+from .llvm_text import BLOCK, emit_op, literal as _literal
 from ..ir.contraction import Product
 from ..ir.structure import Map, Out, distinct
 from .register_runs import run_groups
@@ -213,10 +213,12 @@ def lower_map(m: Map, index: int, start: int, name: dict, plan: Plan, globals_: 
     for v in body.consts.tolist():
         bname[slot] = _literal(v)
         slot += 1
-    for code, *args in body.code.tolist():
+    for r, (code, *args) in enumerate(body.code.tolist()):
         row = BY_CODE[code]
         bname[slot] = emit_op(row, [bname[a] for a in args[:row.arity]], slot, lines, pre)
         slot += 1
+        if r % BLOCK == BLOCK - 1:  # a long body in basic blocks of BLOCK instructions, as straight-line code
+            lines.append(f"  br label %{pre}.b{r}\n{pre}.b{r}:")
     outs = body.outputs.tolist()
     scatter_values = [bname[outs[j]] for j, kind in enumerate(m.kinds) if kind is Out.SCATTER]
     for g, group in enumerate(runs):

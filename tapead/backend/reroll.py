@@ -137,11 +137,14 @@ def _stretches(code: np.ndarray, first: int, L: int, free: np.ndarray, hashes: d
     long = (ends - starts + L) // L
     keep = (long >= MIN_STEPS) & (long * L >= MIN_ROWS)  # (most stretches are a few rows that happen to match)
     out = []
+    free = free.copy()  # (rows this call's runs take: a stretch ends up to L rows past its last match)
     for i, j in zip(starts[keep].tolist(), ends[keep].tolist()):
         steps = (j - i + L) // L
-        taken = np.flatnonzero(~free[i:i + L * steps])  # (a stretch ends up to L rows past its last match)
+        taken = np.flatnonzero(~free[i:i + L * steps])
         steps = int(taken[0]) // L if len(taken) else steps
-        out += _exact(code, first, i, L, steps)
+        for s, k in _exact(code, first, i, L, steps):
+            out.append((s, k))
+            free[s:s + L * k] = False
     return out
 
 
@@ -194,6 +197,9 @@ def _rewrite(tape: Tape, code: np.ndarray, runs: list) -> Tape:
         at += len(keep)
         new_code.append(code[keep])
         stored = np.flatnonzero(needed[first + s:first + s + L * steps].reshape(steps, L).any(axis=0))
+        if not len(stored):  # steps nothing reads (dead code a hand-built tape may hold): dropped
+            prev = s + L * steps
+            continue
         rows = first + s + L * np.arange(steps)[:, None] + stored[None, :]  # (steps, stored)
         remap[rows] = at + np.arange(len(stored))[None, :] * steps + np.arange(steps)[:, None]
         at += len(stored) * steps

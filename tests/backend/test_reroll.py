@@ -125,10 +125,34 @@ def test_batches_of_points_are_the_points():
 def test_a_small_or_unrepeated_tape_is_left_alone():
     fun = tapead.record(lambda x: np.sum(np.sin(x) * x), np.ones(5))
     assert reroll.rerolled(fun.tape) is fun.tape
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=3000)
-    straight = tapead.record(lambda x: np.sum(np.tanh(x[0] * w[:1000]) * w[1000:2000]), np.ones(1))
-    assert codegen.loop_form(ad.value_and_grad(straight.tape)) is not None  # (decided; whatever it is, exact)
+    picks = np.random.default_rng(0).integers(0, 4, 3000)  # no period: a different operation at every step
+
+    def f(x):
+        s = x[0]
+        for p in picks.tolist():
+            s = [np.sin(s) + x[1], s * x[1] - 0.5, np.tanh(s * 0.7), s / (1.0 + x[1] * x[1])][p]
+        return s
+    straight = tapead.record(f, np.array([0.3, 0.4]))
+    grad = ad.value_and_grad(straight.tape)
+    assert codegen.kernel_records(grad) > codegen.REROLL_ABOVE
+    assert codegen.loop_form(grad) is grad
+
+
+def test_overlapping_stretches_make_disjoint_runs(monkeypatch_module):
+    """Two runs of one period back to back: a stretch reaches up to a period past its last match, into the next."""
+    def f(z):
+        x = z[0] + z[1]
+        for _ in range(20):
+            x = np.sin(x) * 1.1
+        for _ in range(20):
+            x = np.cos(x) * 1.1
+        return x
+    fun = _bitwise(f, np.array([0.2, 0.3]), [np.array([0.2, 0.3])])
+    for tape in (fun.tape, ad.value_and_grad(fun.tape)):
+        taken = np.zeros(len(tape.code), bool)
+        for s, L, steps in reroll._runs(tape.code.astype(np.int64), tape.first_result):
+            assert not taken[s:s + L * steps].any()
+            taken[s:s + L * steps] = True
 
 
 OPS = [lambda a, b: a + b, lambda a, b: a * b, lambda a, b: a - 0.5 * b, lambda a, b: np.sin(a) * b,
