@@ -258,13 +258,14 @@ def build(name: str, size: int, xp):
     return _quadratic(size, xp, name == "quadratic_hessian")
 
 
-def _median_rounds(fns: dict, rounds: int = 7) -> dict:
-    """Seconds per call of each function: alternating rounds (one after another, repeated), medians."""
+def _median_rounds(fns: dict, rounds: int = 7, budget: float = 0.02) -> dict:
+    """Seconds per call of each function: alternating rounds (one after another, repeated), medians; each round
+    of a function sized to about ``budget`` seconds."""
     per = {k: [] for k in fns}
-    for k, fn in fns.items():  # size each round to ~20 ms
+    for k, fn in fns.items():
         t0 = time.perf_counter()
         fn()
-        fns[k] = (fn, max(1, int(0.02 / max(time.perf_counter() - t0, 1e-7))))
+        fns[k] = (fn, max(1, int(budget / max(time.perf_counter() - t0, 1e-7))))
     for _ in range(rounds):
         for k, (fn, reps) in fns.items():
             t0 = time.perf_counter()

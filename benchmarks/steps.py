@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from .arrays import _median_rounds  # (alternating rounds, medians: as the arrays family)
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H = 0.01
 Z0 = np.array([1.0, 0.5, 1.1, 0.4, 0.4, 0.1])
@@ -101,22 +103,6 @@ def _hand(steps: int):
     return grad
 
 
-def _median_rounds(fns: dict, rounds: int = 7) -> dict:
-    sized = {}
-    for name, fn in fns.items():
-        t0 = time.perf_counter()
-        fn()
-        sized[name] = (fn, max(1, int(0.05 / max(time.perf_counter() - t0, 1e-7))))
-    per = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, (fn, reps) in sized.items():
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            per[name].append((time.perf_counter() - t0) / reps)
-    return {name: float(np.median(v)) for name, v in per.items()}
-
-
 def run_case(steps: int) -> dict:
     """One case in this process (the caller gives it a fresh one)."""
     import resource
@@ -153,7 +139,7 @@ def run_case(steps: int) -> dict:
         fns["jax"] = lambda: jax.block_until_ready(jg(zj))
     except ImportError:
         pass
-    out.update({f"replay_{k}": v for k, v in _median_rounds(fns).items()})
+    out.update({f"replay_{k}": v for k, v in _median_rounds(fns, budget=0.05).items()})
     return out
 
 
